@@ -1,0 +1,4 @@
+from setuptools import setup
+
+# Metadata and dependencies live in setup.cfg.
+setup()
