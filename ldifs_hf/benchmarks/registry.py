@@ -1,0 +1,106 @@
+"""The benchmark registry: a `BenchmarkSpec` per dataset name, with lookup that names what exists."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from . import templates as _templates
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark's data lives and how to read and prompt it.
+
+    Args:
+        name (`str`): registry key, e.g. ``"eurosat"``.
+        hub_id (`str` or `None`): dataset id on the Hugging Face Hub; `None` for local-only benchmarks.
+        config_name (`str` or `None`, defaults to `None`): hub configuration, e.g. ``"cropped_digits"``.
+        train_split (`str`, defaults to ``"train"``) / test_split (`str`, defaults to ``"test"``): split names.
+        image_column (`str`, defaults to ``"image"``) / label_column (`str`, defaults to ``"label"``).
+        class_names (`tuple[str, ...]` or `None`, defaults to `None`): prompt-ready names, label i -> name i;
+            `None` takes the names of the dataset's `ClassLabel` feature.
+        templates (`tuple[str, ...]`, defaults to ``("a photo of a {}.",)``): zero-shot prompts, "{}" is the class.
+        epochs (`int`, defaults to 10): default fine-tuning epochs.
+        num_classes (`int` or `None`, defaults to `None`): filled in from `class_names` when those are given.
+        data_path (`str` or `None`, defaults to `None`): default local copy (a `save_to_disk` folder, parquet
+            files or an image folder), used instead of the hub.
+    """
+
+    name: str
+    hub_id: str | None
+    config_name: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    image_column: str = "image"
+    label_column: str = "label"
+    class_names: tuple[str, ...] | None = None
+    templates: tuple[str, ...] = _templates.DEFAULT
+    epochs: int = 10
+    num_classes: int | None = None
+    data_path: str | None = None
+
+    def __post_init__(self):
+        if not self.name or self.name != self.name.strip():
+            raise ValueError(f"BenchmarkSpec.name must be a non-empty name without surrounding spaces, got {self.name!r}")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+            if len(self.class_names) == 0:
+                raise ValueError(f"BenchmarkSpec {self.name!r}: class_names is empty")
+            if self.num_classes is None:
+                object.__setattr__(self, "num_classes", len(self.class_names))
+            elif self.num_classes != len(self.class_names):
+                raise ValueError(
+                    f"BenchmarkSpec {self.name!r}: num_classes={self.num_classes} but {len(self.class_names)} class_names"
+                )
+        object.__setattr__(self, "templates", tuple(self.templates))
+        if not self.templates:
+            raise ValueError(f"BenchmarkSpec {self.name!r}: templates is empty")
+        for template in self.templates:
+            if template.count("{}") != 1:
+                raise ValueError(
+                    f"BenchmarkSpec {self.name!r}: template {template!r} must contain exactly one '{{}}' placeholder"
+                )
+        if self.epochs <= 0:
+            raise ValueError(f"BenchmarkSpec {self.name!r}: epochs must be > 0, got {self.epochs}")
+
+    def prompts(self, class_name: str) -> list[str]:
+        """Every template filled with `class_name`."""
+        return [template.format(class_name) for template in self.templates]
+
+
+_REGISTRY: dict[str, BenchmarkSpec] = {}
+
+
+def register_benchmark(spec: BenchmarkSpec, overwrite: bool = False) -> BenchmarkSpec:
+    """Add `spec` under `spec.name`; an existing name is replaced only with `overwrite=True`."""
+    if not isinstance(spec, BenchmarkSpec):
+        raise TypeError(f"register_benchmark expects a BenchmarkSpec, got {type(spec).__name__}")
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(f"Benchmark {spec.name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_benchmarks(pattern: str | None = None) -> list[str]:
+    """Registered names, sorted; `pattern` is a shell-style filter such as ``"cifar*"``."""
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    return names
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec registered as `name` (case-insensitive; a registered hub id also works)."""
+    if isinstance(name, BenchmarkSpec):
+        return name
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    key = str(name).strip().lower()
+    for spec in _REGISTRY.values():
+        if key in (spec.name.lower(), (spec.hub_id or "").lower()):
+            return spec
+    raise ValueError(
+        f"Unknown benchmark {name!r}. Valid names: {', '.join(list_benchmarks())}. "
+        "For any other image/label dataset use 'custom' with a data path, or register_benchmark(BenchmarkSpec(...))."
+    )
