@@ -1,0 +1,102 @@
+"""The fine-tuning methods as data: head init x objective x regularizer x trained towers.
+
+The paper's eight methods are registered here; one training path (LDIFSTrainer) runs them all.
+Combinations beyond the eight come from the same data: `get_method("flyp+ldifs")` is FLYP with the
+LDIFS regularizer, `get_method("zs-init-ce+l2sp")` is ZS-init-L2SP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass
+
+HEAD_INITS = ("zero-shot", "linear-probe", None)
+OBJECTIVES = ("ce", "clip-contrastive", "clip-ce")
+REGULARIZERS = ("none", "l2sp", "ldifs")
+TRAINED = ("vision", "both")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One fine-tuning method.
+
+    name: registry name, e.g. "lp-init-ldifs".
+    head_init: "zero-shot" or "linear-probe" for a classifier over the vision tower; None for the
+        FLYP family, which trains the CLIP model itself against text prompts.
+    objective: "ce" (cross-entropy of a classifier's logits), "clip-contrastive" (FLYP: CLIP loss of
+        images vs one random template of their class), or "clip-ce" (FLYP-CE: cross-entropy over
+        scale * cos(image, prompt of every class)).
+    regularizer: "none", "l2sp" or "ldifs".
+    trained: "vision" (vision tower + head) or "both" (both towers and the logit scale).
+    """
+
+    name: str
+    head_init: str | None
+    objective: str
+    regularizer: str
+    trained: str
+
+    def __post_init__(self):
+        for field_name, allowed in (
+            ("head_init", HEAD_INITS),
+            ("objective", OBJECTIVES),
+            ("regularizer", REGULARIZERS),
+            ("trained", TRAINED),
+        ):
+            value = getattr(self, field_name)
+            if value not in allowed:
+                raise ValueError(f"MethodSpec {self.name!r}: {field_name}={value!r} is not one of {allowed}")
+        if (self.objective == "ce") != (self.head_init is not None):
+            raise ValueError(
+                f"MethodSpec {self.name!r}: objective 'ce' needs a head_init and the CLIP objectives need none "
+                f"(got objective={self.objective!r}, head_init={self.head_init!r})"
+            )
+
+    @property
+    def uses_text_tower(self) -> bool:
+        return self.objective != "ce"
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(f"method {spec.name!r} is already registered (pass overwrite=True to replace it)")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_methods(pattern: str | None = None) -> list[str]:
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_method(name: str) -> MethodSpec:
+    """Look a method up by name; "BASE+REGULARIZER" swaps the regularizer of a registered method."""
+    key = name.strip().lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    base, sep, regularizer = key.partition("+")
+    if sep and base in _REGISTRY:
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"unknown regularizer {regularizer!r} in method {name!r}; valid regularizers: {', '.join(REGULARIZERS)}")
+        return dataclasses.replace(_REGISTRY[base], name=key, regularizer=regularizer)
+    raise ValueError(
+        f"unknown method {name!r}; valid methods: {', '.join(list_methods())} "
+        f"(or METHOD+REGULARIZER with a regularizer in {', '.join(REGULARIZERS)})"
+    )
+
+
+for _spec in (
+    MethodSpec("zs-init-ce", "zero-shot", "ce", "none", "vision"),
+    MethodSpec("lp-init-ce", "linear-probe", "ce", "none", "vision"),
+    MethodSpec("zs-init-l2sp", "zero-shot", "ce", "l2sp", "vision"),
+    MethodSpec("lp-init-l2sp", "linear-probe", "ce", "l2sp", "vision"),
+    MethodSpec("flyp", None, "clip-contrastive", "none", "both"),
+    MethodSpec("flyp-ce", None, "clip-ce", "none", "both"),
+    MethodSpec("zs-init-ldifs", "zero-shot", "ce", "ldifs", "vision"),
+    MethodSpec("lp-init-ldifs", "linear-probe", "ce", "ldifs", "vision"),
+):
+    register_method(_spec)

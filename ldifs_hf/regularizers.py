@@ -1,0 +1,101 @@
+"""The two forgetting regularizers: LDIFS (feature space) and L2SP (parameter space).
+
+Formulas follow DESIGN.md section 4 (paper arXiv 2308.13320 and its official code):
+- LDIFS, "token" normalisation (official default): each tapped hidden state [B, T, D] is L2-normalised
+  along the token axis; the squared student-teacher difference is averaged over T and D, then over
+  the taps, then over the batch.
+- LDIFS, "flatten" normalisation (paper appendix B): each tap is flattened to T*D and unit-normalised;
+  the taps are concatenated and the squared L2 distance of the concatenations is averaged over the batch.
+- L2SP: sum over parameters of ||theta - theta_0||^2.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+LDIFS_NORMALIZATIONS = ("token", "flatten")
+_EPS = 1e-10
+
+
+def default_ldifs_layers(num_hidden_layers: int) -> list[int]:
+    """Hidden-state indices tapped by default: the embedding output (0) and every L/4 blocks.
+
+    For a 12-block ViT this is [0, 3, 6, 9, 12], the official code's taps.
+    """
+    if num_hidden_layers < 1:
+        raise ValueError(f"num_hidden_layers must be >= 1, got {num_hidden_layers}")
+    taps = {0} | {round(num_hidden_layers * k / 4) for k in range(1, 5)}
+    return sorted(taps)
+
+
+def ldifs_per_sample(
+    student_hidden_states: Sequence[torch.Tensor],
+    teacher_hidden_states: Sequence[torch.Tensor],
+    layers: Sequence[int],
+    normalization: str = "token",
+) -> torch.Tensor:
+    """LDIFS distance of each example, shape [B], computed in float32."""
+    if normalization not in LDIFS_NORMALIZATIONS:
+        raise ValueError(f"ldifs normalization must be one of {LDIFS_NORMALIZATIONS}, got {normalization!r}")
+    n = len(student_hidden_states)
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise ValueError(f"ldifs layer index {bad[0]} out of range: the model returns {n} hidden states (0..{n - 1})")
+    per_tap = []
+    for i in layers:
+        s = student_hidden_states[i].float()
+        t = teacher_hidden_states[i].detach().float()
+        if normalization == "token":
+            s, t = F.normalize(s, dim=1, eps=_EPS), F.normalize(t, dim=1, eps=_EPS)
+            per_tap.append((s - t).pow(2).flatten(1).mean(dim=1))
+        else:
+            s, t = F.normalize(s.flatten(1), dim=1, eps=_EPS), F.normalize(t.flatten(1), dim=1, eps=_EPS)
+            per_tap.append((s - t).pow(2).sum(dim=1))
+    stacked = torch.stack(per_tap, dim=1)  # [B, taps]
+    # "token": mean over taps; "flatten": the squared norm of a concatenation is the sum over taps.
+    return stacked.mean(dim=1) if normalization == "token" else stacked.sum(dim=1)
+
+
+def ldifs_distance(
+    student_hidden_states: Sequence[torch.Tensor],
+    teacher_hidden_states: Sequence[torch.Tensor],
+    layers: Sequence[int],
+    normalization: str = "token",
+) -> torch.Tensor:
+    """Batch-mean LDIFS distance (0-dim float32 tensor); differentiable w.r.t. the student only."""
+    return ldifs_per_sample(student_hidden_states, teacher_hidden_states, layers, normalization).mean()
+
+
+class _L2SPPenalty(torch.autograd.Function):
+    """sum ||theta - theta_0||^2 as ONE autograd node.
+
+    Forward and backward use foreach kernels over all parameters at once instead of building a
+    per-parameter graph; the backward hands 2 * (theta - theta_0) * grad_out to every parameter, so
+    loss scaling, gradient accumulation and DDP all see an ordinary gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, reference: list[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        diffs = torch._foreach_sub([p.detach() for p in params], reference)
+        ctx.save_for_backward(*diffs)
+        norms = torch._foreach_norm(diffs)
+        return torch.stack([n.float() for n in norms]).pow(2).sum()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        diffs = ctx.saved_tensors
+        grads = torch._foreach_mul(list(diffs), 2.0 * grad_out)
+        return (None, *grads)
+
+
+def l2sp_penalty(params: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_i ||params_i - reference_i||^2 (0-dim float32), with gradient 2 (theta - theta_0)."""
+    params, reference = list(params), list(reference)
+    if len(params) != len(reference):
+        raise ValueError(f"L2SP needs one reference per parameter, got {len(params)} parameters and {len(reference)} references")
+    if not params:
+        raise ValueError("L2SP needs at least one parameter")
+    return _L2SPPenalty.apply(reference, *params)
