@@ -1,0 +1,99 @@
+"""The classifier saves/reloads with safetensors, and exports to a stock CLIPModel the pipeline runs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoModelForImageClassification, CLIPModel, CLIPProcessor, pipeline
+
+from ldifs_hf import CLIPVisionClassifier, encode_images, export_clip_model
+from ldifs_hf.hub import push_clip_to_hub, write_model_card
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_dir):
+    return CLIPModel.from_pretrained(tiny_clip_dir)
+
+
+def test_classifier_logits_are_head_of_normalised_clip_features(clip):
+    weight, bias = torch.randn(3, 32), torch.randn(3)
+    model = CLIPVisionClassifier.from_clip(clip, weight, bias, id2label={0: "a", 1: "b", 2: "c"})
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = model(pixel_values=x, labels=torch.tensor([0, 1, 2, 0]), output_hidden_states=True)
+        expected = F.normalize(encode_images(clip, x), dim=-1) @ weight.T + bias
+    assert torch.allclose(out.logits, expected, atol=1e-5)
+    assert out.loss.item() == pytest.approx(F.cross_entropy(expected, torch.tensor([0, 1, 2, 0])).item(), rel=1e-5)
+    assert len(out.hidden_states) == clip.config.vision_config.num_hidden_layers + 1
+    assert model.config.id2label[1] == "b"
+
+
+def test_classifier_roundtrips_through_safetensors(clip, tmp_path):
+    model = CLIPVisionClassifier.from_clip(clip, torch.randn(3, 32))
+    model.save_pretrained(tmp_path)
+    assert "model.safetensors" in os.listdir(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert isinstance(reloaded, CLIPVisionClassifier)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-6)
+
+
+def test_export_is_a_stock_clip_with_the_finetuned_tower_and_runs_in_the_pipeline(clip, tiny_clip_dir, tmp_path):
+    model = CLIPVisionClassifier.from_clip(clip, torch.randn(3, 32))
+    with torch.no_grad():
+        for p in model.vision_model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "fine-tuned"
+    export_dir = tmp_path / "clip"
+    export_clip_model(model, tiny_clip_dir, export_dir)
+    exported = CLIPModel.from_pretrained(export_dir)
+    assert type(exported) is CLIPModel
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(encode_images(exported, x), encode_images(model, x), atol=1e-5)
+        assert not torch.allclose(encode_images(exported, x), encode_images(clip, x), atol=1e-4)
+    for name, p in exported.text_model.state_dict().items():
+        assert torch.equal(p, clip.text_model.state_dict()[name])  # text tower stays pretrained
+    classifier = pipeline("zero-shot-image-classification", model=str(export_dir), device="cpu")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    result = classifier(image, candidate_labels=["cat", "dog"])
+    assert {r["label"] for r in result} == {"cat", "dog"}
+    assert sum(r["score"] for r in result) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_model_card_states_method_lambda_dataset_and_results(tmp_path):
+    info = {"method": "lp-init-ldifs", "regularizer": "ldifs", "ldifs_lambda": 10.0, "ldifs_layers": [0, 3, 6, 9, 12],
+            "dataset": "eurosat", "base_model": "openai/clip-vit-base-patch32", "results": {"test_accuracy": 0.9712}}
+    card = write_model_card(str(tmp_path), info, repo_id="me/eurosat-ldifs")
+    text = (tmp_path / "README.md").read_text()
+    assert card in text or text.strip()
+    for needle in ("lp-init-ldifs", "λ = 10.0", "eurosat", "0.9712", "zero-shot-image-classification", "me/eurosat-ldifs"):
+        assert needle in text
+    assert json.loads((tmp_path / "ldifs_run.json").read_text())["method"] == "lp-init-ldifs"
+
+
+def test_push_uploads_the_export_folder(monkeypatch, clip, tmp_path):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls["upload"] = (sorted(os.listdir(folder_path)), repo_id)
+            return "https://hub/commit/1"
+
+    monkeypatch.setattr("ldifs_hf.hub.HfApi", FakeApi)
+    clip.save_pretrained(tmp_path)
+    assert push_clip_to_hub(str(tmp_path), "me/model", token="t", private=True) == "https://hub/commit/1"
+    assert calls["repo"] == ("me/model", True, True) and calls["token"] == "t"
+    assert "model.safetensors" in calls["upload"][0]
+    with pytest.raises(ValueError, match="not an exported model directory"):
+        push_clip_to_hub(str(tmp_path / "nothing"), "me/model")
