@@ -92,3 +92,15 @@ def _make_image(colour: np.ndarray, rng: np.random.Generator, size: int, mode: s
     pixels = np.clip(colour[None, None, :] + noise, 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, mode="RGB")
     return image if mode == "RGB" else image.convert(mode)
+
+
+def corrupt_image(dataset: datasets.Dataset, index: int, column: str = "image") -> datasets.Dataset:
+    """A copy of `dataset` whose image at row `index` is bytes no image library can read."""
+    raw = dataset.cast_column(column, datasets.Image(decode=False))
+
+    def replace(example, row):
+        if row == index:
+            example[column] = {"bytes": b"this is not an image", "path": None}
+        return example
+
+    return raw.map(replace, with_indices=True).cast_column(column, datasets.Image())

@@ -69,6 +69,10 @@ class BenchmarkSpec:
         return [template.format(class_name) for template in self.templates]
 
 
+class BenchmarkError(ValueError):
+    """A benchmark name, its data or its labels cannot be used; the message says what would be accepted."""
+
+
 _REGISTRY: dict[str, BenchmarkSpec] = {}
 
 
@@ -100,7 +104,7 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     for spec in _REGISTRY.values():
         if key in (spec.name.lower(), (spec.hub_id or "").lower()):
             return spec
-    raise ValueError(
+    raise BenchmarkError(
         f"Unknown benchmark {name!r}. Valid names: {', '.join(list_benchmarks())}. "
         "For any other image/label dataset use 'custom' with a data path, or register_benchmark(BenchmarkSpec(...))."
     )

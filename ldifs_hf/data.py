@@ -1,0 +1,364 @@
+"""Load a benchmark through `datasets` as train / validation / test splits of RGB images and ClassLabel labels.
+
+The data comes from the Hugging Face Hub (or its cache, also with ``HF_DATASETS_OFFLINE=1``), or from a
+local copy: a `save_to_disk` folder, parquet files (a folder or a glob) or an image folder, given as
+`data_path`, as the spec's `data_path`, or found at ``$LDIFS_DATA_DIR/<name>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from .benchmarks import CUSTOM, BenchmarkError, BenchmarkSpec, get_benchmark
+
+DATA_DIR_ENV = "LDIFS_DATA_DIR"
+
+_LOCAL_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+_VERIFY_BATCH_SIZE = 1024
+
+
+class BenchmarkDataNotFoundError(BenchmarkError):
+    """Neither the hub nor a local copy of the benchmark's data could be read."""
+
+
+@dataclass
+class LoadedBenchmark:
+    """A benchmark ready for fine-tuning and evaluation.
+
+    `splits` has the keys "train", "validation" (a seeded share of the source's train split, disjoint
+    from "train") and "test"; each has exactly the columns "image" (PIL, RGB) and "label" (ClassLabel
+    whose names are `class_names`).
+    """
+
+    spec: BenchmarkSpec
+    splits: datasets.DatasetDict
+    class_names: list[str]
+    templates: list[str]
+
+    def prompts(self, class_index: int) -> list[str]:
+        """Every template filled with the name of class `class_index`."""
+        return [template.format(self.class_names[class_index]) for template in self.templates]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.class_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.class_names)}
+
+
+def load_benchmark(
+    name: str | BenchmarkSpec = "custom",
+    *,
+    data_path: str | os.PathLike | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    class_names: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    verify_images: bool = True,
+) -> LoadedBenchmark:
+    """Load benchmark `name` (a registered name, ``"custom"`` or a `BenchmarkSpec`).
+
+    Args:
+        data_path: local copy to read instead of the hub (see the module docstring); required for "custom".
+        image_column / label_column: override the spec's source column names.
+        class_names: prompt-ready names, label i -> name i; default: the spec's, else the ClassLabel names.
+        templates: prompt templates with "{}" for the class name; default: the spec's.
+        max_train_samples: keep a random subset of this many training rows (quick runs).
+        max_eval_samples: keep a random subset of this many rows in validation and in test.
+        validation_fraction: share of the source's train split held out as "validation" (seeded by `seed`).
+        cache_dir: `datasets` cache folder.
+        verify_images: open every kept image once, so that a corrupted one fails here, naming its row,
+            rather than in the middle of a run.
+    """
+    spec = resolve_benchmark(name)
+    image_column = image_column or spec.image_column
+    label_column = label_column or spec.label_column
+    _check_fraction(validation_fraction)
+    raw = load_raw_splits(spec, data_path=data_path, cache_dir=cache_dir)
+    train = _get_split(raw, spec.train_split, spec.name)
+    test = _get_split(raw, spec.test_split, spec.name)
+    for split, dataset in ((spec.train_split, train), (spec.test_split, test)):
+        _check_columns(dataset, (image_column, label_column), split, spec.name)
+    names = _resolve_class_names(train, test, label_column, class_names or spec.class_names, spec)
+    spec = dataclasses.replace(
+        spec, class_names=tuple(names), num_classes=len(names), templates=tuple(templates or spec.templates)
+    )
+
+    train_rows, validation_rows = split_validation_rows(len(train), validation_fraction, seed)
+    test_rows = np.arange(len(test))
+    if max_train_samples is not None:
+        train_rows = train_rows[:max_train_samples]
+    if max_eval_samples is not None:
+        validation_rows = validation_rows[:max_eval_samples]
+        test_rows = np.random.default_rng(seed).permutation(len(test))[:max_eval_samples]
+
+    def prepare(dataset, rows, split):
+        return _prepare_split(
+            dataset, np.sort(rows), image_column, label_column, names, split, spec.name, verify_images
+        )
+
+    splits = datasets.DatasetDict(
+        {
+            "train": prepare(train, train_rows, spec.train_split),
+            "validation": prepare(train, validation_rows, spec.train_split),
+            "test": prepare(test, test_rows, spec.test_split),
+        }
+    )
+    return LoadedBenchmark(spec=spec, splits=splits, class_names=list(names), templates=list(spec.templates))
+
+
+def resolve_benchmark(name: str | BenchmarkSpec) -> BenchmarkSpec:
+    """The spec for a registered name, ``"custom"`` or a spec given as is."""
+    if isinstance(name, BenchmarkSpec):
+        return name
+    if str(name).strip().lower() == CUSTOM.name:
+        return CUSTOM
+    return get_benchmark(name)
+
+
+def split_validation_rows(num_rows: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows): a seeded permutation of ``range(num_rows)`` cut at `validation_fraction`."""
+    permutation = np.random.default_rng(seed).permutation(num_rows)
+    num_validation = int(round(num_rows * validation_fraction))
+    if validation_fraction > 0 and num_rows > 1:
+        num_validation = min(max(num_validation, 1), num_rows - 1)
+    return permutation[num_validation:], permutation[:num_validation]
+
+
+def load_raw_splits(
+    spec: BenchmarkSpec, *, data_path: str | os.PathLike | None = None, cache_dir: str | None = None
+) -> datasets.DatasetDict:
+    """The benchmark's source splits as stored: from `data_path`, the spec's local copy, or the hub."""
+    path = data_path or spec.data_path or _copy_in_data_dir(spec.name)
+    if path is not None:
+        return _load_local(os.path.expanduser(os.fspath(path)), spec, cache_dir)
+    if spec.hub_id is None:
+        raise BenchmarkDataNotFoundError(
+            f"Benchmark {spec.name!r} has no hub id: pass data_path= (--dataset_path) pointing at a save_to_disk "
+            "folder, parquet files or an image folder with train/ and test/ splits."
+        )
+    try:
+        loaded = datasets.load_dataset(spec.hub_id, spec.config_name, cache_dir=cache_dir)
+    except Exception as error:
+        raise BenchmarkDataNotFoundError(_download_hint(spec, error)) from error
+    return _as_dataset_dict(loaded)
+
+
+def image_transform(image_processor) -> Callable[[dict], dict]:
+    """A `set_transform` function: {"image": [PIL], "label": [int]} -> {"pixel_values": [[3,H,W] tensors], "labels": [int]}."""
+
+    def transform(batch: dict) -> dict:
+        images = [image if image.mode == "RGB" else image.convert("RGB") for image in batch["image"]]
+        pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": list(pixel_values), "labels": list(batch["label"])}
+
+    return transform
+
+
+def _download_hint(spec: BenchmarkSpec, error: Exception) -> str:
+    config = f", {spec.config_name!r}" if spec.config_name else ""
+    return (
+        f"Could not load benchmark {spec.name!r} from the Hugging Face Hub dataset {spec.hub_id!r}{config} "
+        f"({type(error).__name__}: {error}). Without network here, download it once elsewhere: "
+        f"python -c \"import datasets; datasets.load_dataset({spec.hub_id!r}{config}).save_to_disk('{spec.name}')\", "
+        f"copy the folder over and point at it with --dataset_path {spec.name} (load_benchmark(..., data_path=...)) "
+        f"or put it at ${DATA_DIR_ENV}/{spec.name}; parquet files or an image folder work too. "
+        "A copied Hugging Face cache also works: set HF_HOME (or HF_DATASETS_CACHE) to it and HF_DATASETS_OFFLINE=1."
+    )
+
+
+def _copy_in_data_dir(name: str) -> str | None:
+    root = os.environ.get(DATA_DIR_ENV)
+    if root and os.path.exists(os.path.join(root, name)):
+        return os.path.join(root, name)
+    return None
+
+
+def _load_local(path: str, spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:
+    if glob.has_magic(path) or os.path.isfile(path):
+        return _load_files(path, spec, cache_dir)
+    if not os.path.isdir(path):
+        raise BenchmarkDataNotFoundError(
+            f"Data path {path!r} for benchmark {spec.name!r} does not exist; expected a save_to_disk folder, "
+            "a folder or glob of parquet files, or an image folder."
+        )
+    try:
+        if any(os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "state.json")):
+            return _as_dataset_dict(datasets.load_from_disk(path))
+        return _as_dataset_dict(datasets.load_dataset(path, cache_dir=cache_dir))
+    except BenchmarkError:
+        raise
+    except Exception as error:
+        raise BenchmarkDataNotFoundError(
+            f"Could not read the local copy of {spec.name!r} at {path!r} ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _load_files(pattern: str, spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:
+    """Parquet/arrow files named like the hub's ``{split}-00000-of-00001.parquet``, one split per name."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise BenchmarkDataNotFoundError(f"No files match data path {pattern!r} for benchmark {spec.name!r}")
+    extensions = {os.path.splitext(file)[1] for file in files}
+    if len(extensions) != 1 or not extensions <= _LOCAL_FILE_BUILDERS.keys():
+        raise BenchmarkDataNotFoundError(
+            f"Data path {pattern!r} matches files of type {sorted(extensions)}; "
+            f"expected all {' or all '.join(_LOCAL_FILE_BUILDERS)}"
+        )
+    data_files = defaultdict(list)
+    for file in files:
+        data_files[os.path.basename(file).split(".")[0].split("-")[0]].append(file)
+    builder = _LOCAL_FILE_BUILDERS[extensions.pop()]
+    return _as_dataset_dict(datasets.load_dataset(builder, data_files=dict(data_files), cache_dir=cache_dir))
+
+
+def _as_dataset_dict(loaded) -> datasets.DatasetDict:
+    if isinstance(loaded, datasets.Dataset):
+        return datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def _check_fraction(validation_fraction: float) -> None:
+    if not 0 <= validation_fraction < 1:
+        raise BenchmarkError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+
+
+def _get_split(raw: datasets.DatasetDict, split: str, name: str) -> datasets.Dataset:
+    if split not in raw:
+        raise BenchmarkError(f"Benchmark {name!r} has no split {split!r}; available splits: {', '.join(raw)}")
+    return raw[split]
+
+
+def _check_columns(dataset: datasets.Dataset, columns: Sequence[str], split: str, name: str) -> None:
+    for column in columns:
+        if column not in dataset.column_names:
+            raise BenchmarkError(
+                f"Benchmark {name!r}: no column {column!r} in split {split!r}; "
+                f"columns: {', '.join(dataset.column_names)} (set image_column= / label_column=)"
+            )
+    if columns[0] == columns[1]:
+        raise BenchmarkError(f"Benchmark {name!r}: image and label column are both {columns[0]!r}")
+
+
+def _resolve_class_names(
+    train: datasets.Dataset,
+    test: datasets.Dataset,
+    label_column: str,
+    given: Sequence[str] | None,
+    spec: BenchmarkSpec,
+) -> list[str]:
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        test_feature = test.features[label_column]
+        if isinstance(test_feature, datasets.ClassLabel) and test_feature.names != feature.names:
+            raise BenchmarkError(
+                f"Benchmark {spec.name!r}: {spec.train_split!r} and {spec.test_split!r} label different classes "
+                f"({feature.num_classes} vs {test_feature.num_classes} names)"
+            )
+        if given is not None and len(given) != feature.num_classes:
+            raise BenchmarkError(
+                f"Benchmark {spec.name!r}: {len(given)} class names given but the label column {label_column!r} "
+                f"has {feature.num_classes} classes ({', '.join(feature.names[:5])}, ...)"
+            )
+        return list(given or feature.names)
+    if given is None:
+        raise BenchmarkError(
+            f"Benchmark {spec.name!r}: label column {label_column!r} is {feature!r}, not a ClassLabel, so the class "
+            "names are unknown; pass class_names=[...] (label i -> name i) or cast the column to ClassLabel"
+        )
+    return list(given)
+
+
+def _prepare_split(
+    dataset: datasets.Dataset,
+    rows: np.ndarray,
+    image_column: str,
+    label_column: str,
+    class_names: list[str],
+    split: str,
+    name: str,
+    verify_images: bool,
+) -> datasets.Dataset:
+    dataset = dataset.select_columns([image_column, label_column])
+    if len(rows) != len(dataset):
+        dataset = dataset.select(rows)
+    _check_labels(dataset, label_column, rows, class_names, split, name)
+    if verify_images:
+        _verify_images(dataset, image_column, rows, split, name)
+    dataset = dataset.rename_columns(
+        {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    )
+    dataset = dataset.cast_column("image", datasets.Image(mode="RGB"))
+    return dataset.cast_column("label", datasets.ClassLabel(names=class_names))
+
+
+def _check_labels(
+    dataset: datasets.Dataset, column: str, rows: np.ndarray, class_names: list[str], split: str, name: str
+) -> None:
+    labels = dataset.with_format("arrow")[column]
+    if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        values = np.asarray(labels.to_pylist(), dtype=object)
+        bad = np.flatnonzero(~np.isin(values, np.asarray(class_names, dtype=object)))
+        accepted = "one of the class names"
+    elif pa.types.is_integer(labels.type):
+        values = labels.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero((values < 0) | (values >= len(class_names)))
+        accepted = f"in 0..{len(class_names) - 1}"
+    else:
+        raise BenchmarkError(
+            f"Benchmark {name!r}: label column {column!r} holds {labels.type} values; expected integers or strings"
+        )
+    if len(bad):
+        value = values[bad[0]]
+        raise BenchmarkError(
+            f"Benchmark {name!r}: label {getattr(value, 'item', lambda: value)()!r} at row {int(rows[bad[0]])} of split {split!r} is not "
+            f"{accepted} ({len(class_names)} classes); {len(bad)} such rows"
+        )
+
+
+def _verify_images(dataset: datasets.Dataset, column: str, rows: np.ndarray, split: str, name: str) -> None:
+    if not isinstance(dataset.features[column], datasets.Image):
+        raise BenchmarkError(
+            f"Benchmark {name!r}: column {column!r} is {dataset.features[column]!r}, not an Image feature"
+        )
+    encoded = dataset.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+    for start in range(0, len(encoded), _VERIFY_BATCH_SIZE):
+        batch = encoded[start : start + _VERIFY_BATCH_SIZE][column]
+        for offset, image in enumerate(batch):
+            try:
+                _open_encoded(image).verify()
+            except Exception as error:
+                raise BenchmarkError(
+                    f"Benchmark {name!r}: image at row {int(rows[start + offset])} of split {split!r} cannot be read "
+                    f"({type(error).__name__}: {error}); re-download the data or drop that row"
+                ) from error
+
+
+def _open_encoded(image: dict | None) -> Image.Image:
+    if image is None:
+        raise ValueError("missing image")
+    if image.get("bytes") is not None:
+        return Image.open(io.BytesIO(image["bytes"]))
+    return Image.open(image["path"])
