@@ -1,0 +1,116 @@
+"""examples/run_finetune.py end to end, offline, on a tiny local CLIP and a schema-exact local dataset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from transformers import CLIPModel
+
+from ldifs_hf import list_methods
+from ldifs_hf.testing import save_benchmark_like_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import run_finetune  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def eurosat_dir(tmp_path_factory):
+    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
+
+
+def _argv(model_dir, data_dir, out_dir, method, *extra):
+    return [
+        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
+        "--output_dir", str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--use_cpu",
+        "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--logging_steps", "1",
+        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
+    ]
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_run_finetune_every_method(method, tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / method
+    results = run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, method))
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    run = json.loads((out / "ldifs_run.json").read_text())
+    assert run["method"] == method and run["dataset"] == "eurosat"
+    assert run["results"]["test_accuracy"] == results["test_accuracy"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert any("loss_task" in h for h in state["log_history"])
+    assert (out / "model.safetensors").exists()
+    exported = CLIPModel.from_pretrained(out / "clip")
+    assert type(exported) is CLIPModel
+    assert "eurosat" in (out / "clip" / "README.md").read_text()
+
+
+def test_json_config_file_is_accepted(tiny_clip_dir, eurosat_dir, tmp_path):
+    config = {
+        "method": "zs-init-ce", "dataset": "eurosat", "dataset_path": str(eurosat_dir),
+        "model_name_or_path": str(tiny_clip_dir), "output_dir": str(tmp_path / "out"), "max_steps": 1,
+        "per_device_train_batch_size": 8, "use_cpu": True, "report_to": "none", "save_strategy": "no",
+    }
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(config))
+    assert "test_accuracy" in run_finetune.main([str(path)])
+    assert json.loads((tmp_path / "out" / "ldifs_run.json").read_text())["method"] == "zs-init-ce"
+
+
+def test_output_dir_with_an_earlier_run_is_refused_then_overwritten_on_request(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "run"
+    run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce"))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run.*--overwrite_output_dir"):
+        run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce"))
+    assert (out / "model.safetensors").read_bytes() == before  # nothing lost
+    run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--overwrite_output_dir"))
+
+
+def test_bad_inputs_fail_fast_with_one_line_errors(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match="unknown method 'ldifs-deluxe'"):
+        run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "ldifs-deluxe"))
+    with pytest.raises(ValueError, match="ldifs_lambda must be a number >= 0, got -3"):
+        run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--ldifs_lambda", "-3"))
+    with pytest.raises(ValueError, match="pixels"):
+        run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--image_column", "pixels"))
+    with pytest.raises(ValueError, match="out of range"):
+        run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--ldifs_layers", "0", "7"))
+    with pytest.raises(OSError, match="could not load CLIP model"):
+        run_finetune.main(_argv(tmp_path / "no-model", eurosat_dir, out, "zs-init-ce"))
+    assert not (out / "model.safetensors").exists()
+
+
+def test_label_outside_the_class_list_is_an_error(tiny_clip_dir, tmp_path):
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    from PIL import Image
+
+    image = Image.new("RGB", (32, 32), (10, 20, 30))
+    ds = datasets.Dataset.from_dict({"image": [image] * 4, "label": [0, 1, 0, 5]}, features=features)
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(tmp_path / "data")
+    argv = ["--method", "zs-init-ce", "--dataset", "custom", "--dataset_path", str(tmp_path / "data"),
+            "--model_name_or_path", str(tiny_clip_dir), "--output_dir", str(tmp_path / "o"), "--max_steps", "1", "--use_cpu"]
+    with pytest.raises(ValueError, match="ClassLabel|class names"):
+        run_finetune.main(argv)
+    # With class names given... label 5 is outside them.
+    from ldifs_hf.data import load_benchmark
+
+    with pytest.raises(ValueError, match="5"):
+        load_benchmark("custom", data_path=str(tmp_path / "data"), class_names=["a", "b"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_cpu(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "accel"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no",
+           os.path.join(ROOT, "examples", "run_finetune.py"), *_argv(tiny_clip_dir, eurosat_dir, out, "lp-init-ldifs")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "ldifs_run.json").read_text())
+    assert run["regularizer"] == "ldifs" and "test_accuracy" in run["results"]
