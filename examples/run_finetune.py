@@ -43,13 +43,16 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(default="eurosat", metadata={"help": "A registered benchmark (ldifs_hf.list_benchmarks()) or 'custom'."})
     dataset_path: str | None = field(
-        default=None, metadata={"help": "Local copy of the data: a save_to_disk folder or parquet files."}
+        default=None,
+        metadata={"help": "Local copy of the data: a save_to_disk folder, parquet files/glob or an image folder "
+                  "(also found as $LDIFS_DATA_DIR/<name>)."},
     )
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: the benchmark's)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: the benchmark's)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation/test images."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of train held out for validation."})
+    validation_seed: int = field(default=0, metadata={"help": "Seed of the validation split (paper protocol: 0)."})
     epochs_from_benchmark: bool = field(
         default=True, metadata={"help": "Use the benchmark's epoch count (paper) unless --num_train_epochs or --max_steps is given."}
     )
@@ -97,7 +100,7 @@ def main(argv=None):
         max_train_samples=data_args.max_train_samples,
         max_eval_samples=data_args.max_eval_samples,
         validation_fraction=data_args.validation_fraction,
-        seed=training_args.seed,
+        seed=data_args.validation_seed,
         cache_dir=model_args.cache_dir,
     )
 
@@ -163,7 +166,7 @@ def main(argv=None):
             "ldifs_normalization": training_args.ldifs_normalization,
             "dataset": benchmark.spec.name,
             "dataset_splits": "train minus a {:.0%} validation split (seed {}), test = '{}'".format(
-                data_args.validation_fraction, training_args.seed, benchmark.spec.test_split
+                data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
             ),
             "base_model": model_args.model_name_or_path,
             "text_tower": "fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
