@@ -1,0 +1,309 @@
+"""Concept-forgetting reports: checkpoints x benchmarks -> results.json, a CSV, a Markdown table shaped
+like the paper's Table 3, and PNG plots of Δ_LP and the distances over training.
+
+A *record* is one evaluated checkpoint, the same shape the callback logs:
+    {"method", "finetune_task", "checkpoint", "step", "percent",
+     "eval": {bench: {"zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance"}},
+     "a_ft", "param_distance", "feature_distance"}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from .benchmarks import BenchmarkError
+from .evaluation import CheckpointError, ConceptForgettingEvaluator, read_run_info
+
+logger = logging.getLogger(__name__)
+
+RESULTS_JSON, RESULTS_CSV, RESULTS_MD = "results.json", "results.csv", "results.md"
+DELTA_LP_PLOT, DISTANCES_PLOT = "delta_lp_over_training.png", "distances_over_training.png"
+CSV_COLUMNS = (
+    "method", "finetune_task", "checkpoint", "step", "percent", "eval_task",
+    "zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance", "a_ft", "param_distance",
+)
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+# -- which checkpoints ----------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointEntry:
+    """A checkpoint to evaluate and what is known about the run it belongs to."""
+
+    path: str
+    method: str
+    finetune_task: str | None = None
+    base_model: str | None = None
+    step: int | None = None
+    percent: float | None = None
+
+
+def _trainer_progress(path: str) -> tuple[int | None, float | None]:
+    state_file = os.path.join(path, "trainer_state.json")
+    if not os.path.isfile(state_file):
+        return None, None
+    with open(state_file) as f:
+        state = json.load(f)
+    step, max_steps = state.get("global_step"), state.get("max_steps")
+    return step, (100.0 * step / max_steps if step is not None and max_steps else None)
+
+
+def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
+    """Checkpoint entries from `--checkpoint` values: "path" or "method=path".
+
+    The method and fine-tuning task come from the run's `ldifs_run.json` when present (else the folder
+    name and None). A run directory's `checkpoint-N` folders become points along training when
+    `include_intermediate` (their % of training from `trainer_state.json`); the run directory itself
+    is the final model (100 %).
+    """
+    entries = []
+    for spec in specs:
+        method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
+        if not os.path.exists(path):
+            raise CheckpointError(f"checkpoint {path!r} does not exist")
+        if not os.path.isdir(path):
+            raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
+        info = read_run_info(path)
+        method = method or info.get("method") or os.path.basename(os.path.normpath(path))
+        run_entries = []
+        if include_intermediate:
+            for name in sorted(os.listdir(path), key=lambda n: int(m.group(1)) if (m := _CHECKPOINT_DIR.match(n)) else -1):
+                match = _CHECKPOINT_DIR.match(name)
+                if match and os.path.isfile(os.path.join(path, name, "config.json")):
+                    step, percent = _trainer_progress(os.path.join(path, name))
+                    run_entries.append(CheckpointEntry(os.path.join(path, name), method, step=step if step is not None else int(match.group(1)), percent=percent))
+        if os.path.isfile(os.path.join(path, "config.json")):
+            step, percent = _trainer_progress(path)
+            if not any(e.step is not None and e.step == step for e in run_entries):
+                # A model directory is a run's final model: 100 % of its training.
+                run_entries.append(CheckpointEntry(path, method, step=step, percent=percent if percent is not None else 100.0))
+        if not run_entries:
+            raise CheckpointError(f"{path!r} is not a model directory (no config.json) and holds no checkpoint-N model folders")
+        for entry in run_entries:
+            entry.finetune_task, entry.base_model = info.get("dataset"), info.get("base_model")
+        entries += run_entries
+    return entries
+
+
+def evaluate_checkpoints(
+    evaluator: ConceptForgettingEvaluator,
+    entries: Sequence[CheckpointEntry],
+    benchmarks: Sequence[str],
+    *,
+    distances: bool = True,
+) -> list[dict]:
+    """One record per checkpoint; a checkpoint's features are freed once it is scored."""
+    records = []
+    for entry in tqdm(entries, desc="checkpoints"):
+        finetune = entry.finetune_task
+        if finetune is not None and finetune not in benchmarks:
+            try:
+                evaluator.benchmark(finetune)
+            except BenchmarkError as err:
+                logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
+                finetune = None
+        record = evaluator.evaluate(entry.path, benchmarks, finetune_benchmark=finetune, distances=distances)
+        evaluator.clear_cache()
+        records.append({"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent, **record})
+    return records
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def csv_rows(records: Iterable[Mapping]) -> list[dict]:
+    """One row per (record, evaluated benchmark)."""
+    rows = []
+    for record in records:
+        for eval_task, values in record.get("eval", {}).items():
+            row = {column: record.get(column) for column in CSV_COLUMNS}
+            row.update(eval_task=eval_task, **{k: v for k, v in values.items() if k in CSV_COLUMNS})
+            rows.append(row)
+    return rows
+
+
+def final_records(records: Iterable[Mapping]) -> dict[tuple[str | None, str], Mapping]:
+    """(fine-tune task, method) -> the run's last record (highest percent, then step)."""
+    final: dict = {}
+    for record in records:
+        key = (record.get("finetune_task"), record.get("method"))
+        order = (record.get("percent") if record.get("percent") is not None else -1, record.get("step") if record.get("step") is not None else -1)
+        if key not in final or order >= final[key][0]:
+            final[key] = (order, record)
+    return {key: record for key, (_, record) in final.items()}
+
+
+def _points(value: float | None, signed: bool = True) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """Table 3 of the paper: rows fine-tune task x eval task, columns methods, cells "Δ_ZS / Δ_LP"
+    (percentage points), an A_FT row per fine-tune task and the mean Δ over the other tasks."""
+    final = final_records(records)
+    methods = sorted({method for _, method in final})
+    tasks = sorted({task for task, _ in final}, key=lambda t: (t is None, t or ""))
+    lines = [
+        "| fine-tune task | eval task | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for task in tasks:
+        runs = {method: final.get((task, method)) for method in methods}
+        label = task or "(unknown)"
+        lines.append(f"| {label} | A_FT | " + " | ".join(_points(r.get("a_ft") if r else None, signed=False) for r in runs.values()) + " |")
+        eval_tasks = sorted({name for r in runs.values() if r for name in r.get("eval", {})})
+        for eval_task in eval_tasks:
+            cells = []
+            for record in runs.values():
+                values = (record or {}).get("eval", {}).get(eval_task)
+                cells.append(f"{_points(values['delta_zs'])} / {_points(values['delta_lp'])}" if values else "–")
+            lines.append(f"| {label} | {eval_task} | " + " | ".join(cells) + " |")
+        others = [name for name in eval_tasks if name != task]
+        if len(others) > 1:
+            cells = []
+            for record in runs.values():
+                values = [(record or {}).get("eval", {}).get(name) for name in others]
+                values = [v for v in values if v]
+                cells.append(
+                    f"{_points(sum(v['delta_zs'] for v in values) / len(values))} / {_points(sum(v['delta_lp'] for v in values) / len(values))}" if values else "–"
+                )
+            lines.append(f"| {label} | mean (other tasks) | " + " | ".join(cells) + " |")
+    text = (
+        "Concept forgetting: Δ_ZS / Δ_LP in percentage points against the pretrained model "
+        "(negative = forgetting); A_FT is the fine-tuned model's accuracy on its own task (%).\n\n" + "\n".join(lines) + "\n"
+    )
+    if pretrained_accuracies:
+        text += "\nPretrained model accuracies (%):\n\n| eval task | A_ZS | A_LP |\n|---|---|---|\n"
+        text += "".join(f"| {name} | {_points(a['zs'], False)} | {_points(a['lp'], False)} |\n" for name, a in sorted(pretrained_accuracies.items()))
+    return text
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def _run_label(record: Mapping) -> str:
+    task = record.get("finetune_task")
+    return f"{record.get('method')} ({task})" if task else str(record.get("method"))
+
+
+def _curves(records: Iterable[Mapping]) -> tuple[dict[str, list[Mapping]], str]:
+    """Records grouped by run and sorted along training; the x-axis is % of training when every
+    record knows it, else the step, else the order given."""
+    records = list(records)
+    use_percent = all(r.get("percent") is not None for r in records)
+    use_step = not use_percent and all(r.get("step") is not None for r in records)
+    runs: dict[str, list[Mapping]] = {}
+    for index, record in enumerate(records):
+        x = record["percent"] if use_percent else record["step"] if use_step else index
+        runs.setdefault(_run_label(record), []).append({**record, "_x": x})
+    for points in runs.values():
+        points.sort(key=lambda r: r["_x"])
+    return runs, "training progress (%)" if use_percent else "training step" if use_step else "checkpoint"
+
+
+def _figure(num_panels: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(num_panels, 3)
+    rows = -(-num_panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[num_panels:]:
+        ax.set_visible(False)
+    return plt, fig, list(axes.flat[:num_panels])
+
+
+def _save(plt, fig, path: str) -> str:
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_delta_lp(records: Iterable[Mapping], path: str) -> str:
+    """One panel per eval benchmark: Δ_LP (percentage points) along training, one line per run."""
+    runs, xlabel = _curves(records)
+    names = sorted({name for points in runs.values() for r in points for name in r.get("eval", {})})
+    if not names:
+        raise ValueError("no evaluated benchmarks in the records, nothing to plot")
+    plt, fig, axes = _figure(len(names))
+    for ax, name in zip(axes, names):
+        for label, points in runs.items():
+            xs = [r["_x"] for r in points if name in r.get("eval", {})]
+            ys = [100 * r["eval"][name]["delta_lp"] for r in points if name in r.get("eval", {})]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=label)
+        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_title(f"Δ_LP on {name}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Δ_LP (percentage points)")
+        ax.legend(fontsize="small")
+    return _save(plt, fig, path)
+
+
+def plot_distances(records: Iterable[Mapping], path: str) -> str:
+    """Two panels: ‖θ−θ0‖² and the feature distance (mean over benchmarks) along training, per run."""
+    runs, xlabel = _curves(records)
+    plt, fig, axes = _figure(2)
+    panels = (("param_distance", "parameter distance ‖θ−θ0‖²"), ("feature_distance", "feature distance (eq. 3)"))
+    for ax, (metric, title) in zip(axes, panels):
+        for label, points in runs.items():
+            xs = [r["_x"] for r in points if r.get(metric) is not None]
+            ys = [r[metric] for r in points if r.get(metric) is not None]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(title.split(" (")[0])
+        ax.legend(fontsize="small")
+    return _save(plt, fig, path)
+
+
+# -- everything -----------------------------------------------------------------------------------
+
+
+def write_report(
+    records: Sequence[Mapping],
+    output_dir: str,
+    *,
+    pretrained: str | None = None,
+    pretrained_accuracies: Mapping[str, Mapping[str, float]] | None = None,
+    benchmarks: Sequence[str] | None = None,
+    plots: bool = True,
+) -> dict[str, str]:
+    """Write results.json, results.csv, results.md and (with `plots`) the two PNGs; return their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, file) for name, file in (("json", RESULTS_JSON), ("csv", RESULTS_CSV), ("markdown", RESULTS_MD))}
+    with open(paths["json"], "w") as f:
+        json.dump(
+            {"pretrained": pretrained, "benchmarks": list(benchmarks or []), "pretrained_accuracy": pretrained_accuracies or {}, "records": list(records)},
+            f,
+            indent=2,
+            default=str,
+        )
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(records))
+    with open(paths["markdown"], "w") as f:
+        f.write(markdown_table(records, pretrained_accuracies))
+    if plots and records:
+        paths["delta_lp_plot"] = plot_delta_lp(records, os.path.join(output_dir, DELTA_LP_PLOT))
+        if any(r.get("param_distance") is not None for r in records):
+            paths["distances_plot"] = plot_distances(records, os.path.join(output_dir, DISTANCES_PLOT))
+    return paths
