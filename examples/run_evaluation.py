@@ -49,6 +49,7 @@ class EvaluationArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's linear-probe training set."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's test set."})
     batch_size: int = field(default=256, metadata={"help": "Feature-extraction batch size."})
+    num_workers: int = field(default=4, metadata={"help": "DataLoader workers decoding and preprocessing images."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda when available)."})
     seed: int = field(default=0, metadata={"help": "Seed of the validation split, subsampling and linear probe."})
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for models and datasets."})
@@ -111,6 +112,7 @@ def main(argv=None) -> dict:
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
         batch_size=args.batch_size,
+        num_workers=args.num_workers,
         device=args.device,
         lp_solver=args.lp_solver,
         lp_iterations=args.lp_iterations,

@@ -66,7 +66,7 @@ def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) ->
             model_type = _read_config(path).get("model_type")
         elif os.path.exists(path):
             raise CheckpointError(f"{path!r} is a file, not a model directory; pass the directory that holds its config.json")
-        elif _looks_like_hub_id(path):
+        elif looks_like_hub_id(path):
             model_type = "clip"
         else:
             raise CheckpointError(f"checkpoint {path!r} does not exist (neither a local directory nor a Hub model id)")
@@ -83,9 +83,10 @@ def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) ->
                     f"CLIPVisionClassifier ({CLASSIFIER_MODEL_TYPE!r})"
                 )
         except OSError as err:
+            where = "a local directory" if os.path.isdir(path) else "a Hub model id (no local directory has that name)"
             raise CheckpointError(
-                f"could not load checkpoint {path!r} ({err}). Without network, download a Hub model once elsewhere "
-                "(`hf download <id>`) and pass its local directory"
+                f"could not load checkpoint {path!r} as {where} ({err}). Without network, download a Hub model once "
+                "elsewhere (`hf download <id>`) and pass its local directory"
             ) from err
     for attribute in ("vision_model", "visual_projection"):
         if not hasattr(model, attribute):
@@ -95,7 +96,7 @@ def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) ->
     return model.eval()
 
 
-def _looks_like_hub_id(path: str) -> bool:
+def looks_like_hub_id(path: str) -> bool:
     parts = path.split("/")
     return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
 
@@ -156,6 +157,7 @@ def feature_distance(
     batch_size: int = 256,
     collate_fn=None,
     desc: str | None = None,
+    num_workers: int = 0,
 ) -> float:
     """LDIFS feature-space distance d(theta, theta_0, D) (eq. 3), averaged over the examples of `dataset`.
 
@@ -166,7 +168,7 @@ def feature_distance(
 
     layers = list(layers) if layers is not None else default_ldifs_layers(model.vision_model.config.num_hidden_layers)
     device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or _default_collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or _default_collate, num_workers=num_workers)
     modes = (model.training, reference.training)
     model.eval()
     reference.eval()
@@ -223,6 +225,7 @@ class ConceptForgettingEvaluator:
         dataset_paths: benchmark name -> local copy of its data (`load_benchmark(data_path=...)`).
         max_train_samples / max_eval_samples: subsample the LP training set / the test set (quick runs).
         batch_size: feature-extraction batch size.
+        num_workers: DataLoader worker processes for image decoding and preprocessing.
         device: where models run (default: CUDA when available).
         lp_solver / lp_iterations: the linear probe (`fit_linear_probe`).
         text_tower: "pretrained" (official protocol) or "checkpoint" (FLYP's: a CLIPModel's own text
@@ -240,6 +243,7 @@ class ConceptForgettingEvaluator:
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         batch_size: int = 256,
+        num_workers: int = 0,
         device=None,
         lp_solver: str = "adamw",
         lp_iterations: int = 1000,
@@ -265,7 +269,7 @@ class ConceptForgettingEvaluator:
         self.processor = processor
         self.dataset_paths = dict(dataset_paths or {})
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.batch_size, self.seed, self.cache_dir = batch_size, seed, cache_dir
+        self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
         self.lp_solver, self.lp_iterations = lp_solver, lp_iterations
         self.text_tower, self.feature_distance_samples = text_tower, feature_distance_samples
         self.max_cached_models = max_cached_models
@@ -329,7 +333,7 @@ class ConceptForgettingEvaluator:
         self._features.move_to_end(key)
         if (bench.name, split) not in store:
             store[(bench.name, split)] = extract_features(
-                model, bench.splits[split], batch_size=self.batch_size, desc=f"{bench.name}/{split} features"
+                model, bench.splits[split], batch_size=self.batch_size, num_workers=self.num_workers, desc=f"{bench.name}/{split} features"
             )
         return store[(bench.name, split)]
 
@@ -465,7 +469,9 @@ class ConceptForgettingEvaluator:
         if self.feature_distance_samples and len(test) > self.feature_distance_samples:
             rows = np.random.default_rng(self.seed).permutation(len(test))[: self.feature_distance_samples]
             test = test.select(np.sort(rows))
-        return feature_distance(model, reference if reference is not None else self.pretrained, test, batch_size=self.batch_size)
+        return feature_distance(
+            model, reference if reference is not None else self.pretrained, test, batch_size=self.batch_size, num_workers=self.num_workers
+        )
 
     def _resolve(self, checkpoint, key: str | None) -> tuple[nn.Module, str]:
         """The model and its cache key. In-memory models stay where they are (a model being trained

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from .benchmarks import BenchmarkError
-from .evaluation import CheckpointError, ConceptForgettingEvaluator, read_run_info
+from .evaluation import CheckpointError, ConceptForgettingEvaluator, looks_like_hub_id, read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
     for spec in specs:
         method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
         if not os.path.exists(path):
+            if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
+                entries.append(CheckpointEntry(path, method or path, percent=100.0))
+                continue
             raise CheckpointError(f"checkpoint {path!r} does not exist")
         if not os.path.isdir(path):
             raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")

@@ -99,6 +99,8 @@ def test_resolve_checkpoints_reads_runs_and_intermediate_checkpoints(two_runs):
         ("zs-init-ce", 2, 50.0, "eurosat"), ("zs-init-ce", 4, 100.0, "eurosat"), ("flyp", None, 100.0, None),
     ]
     assert [e.path for e in resolve_checkpoints([run], include_intermediate=False)] == [run]
+    (hub,) = resolve_checkpoints(["lp-ft=someone/clip-finetuned"])  # loaded later, from the Hub or its cache
+    assert (hub.path, hub.method, hub.percent) == ("someone/clip-finetuned", "lp-ft", 100.0)
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_run_evaluation_writes_all_four_outputs(two_runs, tmp_path):
     result = _load_script().main([
         "--checkpoint", run, f"flyp={flyp}", "--datasets", "eurosat,mnist",
         "--dataset_path", f"eurosat={data['eurosat']}", f"mnist={data['mnist']}",
-        "--output_dir", str(out), "--lp_iterations", "50", "--feature_distance_samples", "8", "--device", "cpu",
+        "--output_dir", str(out), "--lp_iterations", "50", "--feature_distance_samples", "8", "--device", "cpu", "--num_workers", "0",
     ])
     for name in ("results.json", "results.csv", "results.md", "delta_lp_over_training.png", "distances_over_training.png"):
         assert (out / name).stat().st_size > 0, name
