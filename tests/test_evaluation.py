@@ -198,7 +198,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, evaluator):
         load_checkpoint(str(tmp_path / "missing"))
     with pytest.raises(CheckpointError, match="no config.json"):
         load_checkpoint(str(tmp_path))
-    with pytest.raises(CheckpointError, match="as a Hub model id.*hf download"):
+    with pytest.raises(CheckpointError, match="(?s)as a Hub model id.*hf download"):
         load_checkpoint("someone/not-in-the-offline-cache")
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match="is a file"):
