@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ldifs_hf.benchmarks import list_benchmarks
+from ldifs_hf.data import parse_benchmark_list, parse_dataset_paths
 from ldifs_hf.evaluation import CheckpointError, ConceptForgettingEvaluator
 from ldifs_hf.report import evaluate_checkpoints, resolve_checkpoints, write_report
 
@@ -65,35 +65,13 @@ def parse_args(argv=None) -> EvaluationArguments:
     return args
 
 
-def parse_dataset_paths(values: list[str]) -> dict[str, str]:
-    paths = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--dataset_path takes 'name=path' entries, got {value!r}")
-        paths[name] = path
-    return paths
-
-
-def parse_benchmarks(value: str) -> list[str]:
-    if value.strip().lower() == "all":
-        return list_benchmarks()
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"--datasets takes 'all' or comma-separated benchmark names, got {value!r}")
-    return names
-
-
 def main(argv=None) -> dict:
     # 1. Arguments, validated before any model or data is loaded.
     args = parse_args(argv)
     if not args.checkpoint:
         raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
     dataset_paths = parse_dataset_paths(args.dataset_path)
-    benchmarks = parse_benchmarks(args.datasets)
-    from ldifs_hf.benchmarks import get_benchmark
-
-    benchmarks = [get_benchmark(name).name for name in benchmarks]  # unknown names: the registry's error
+    benchmarks = parse_benchmark_list(args.datasets)  # unknown names: the registry's error
 
     # 2. Logging.
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)

@@ -53,6 +53,18 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation/test images."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of train held out for validation."})
     validation_seed: int = field(default=0, metadata={"help": "Seed of the validation split (paper protocol: 0)."})
+    forgetting_benchmarks: str | None = field(
+        default=None,
+        metadata={"help": "Track concept forgetting during training on these benchmarks ('all' or 'a,b'): ZS/LP "
+                  "accuracy, deltas and distances every --forgetting_every_percent of training."},
+    )
+    forgetting_every_percent: float = field(default=20.0, metadata={"help": "Spacing of the forgetting evaluations."})
+    forgetting_dataset_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Local copies of the forgetting benchmarks: name=path entries."}
+    )
+    forgetting_max_samples: int | None = field(
+        default=None, metadata={"help": "Cap on each forgetting benchmark's LP-train and test sets."}
+    )
     epochs_from_benchmark: bool = field(
         default=True, metadata={"help": "Use the benchmark's epoch count (paper) unless --num_train_epochs or --max_steps is given."}
     )
@@ -81,6 +93,10 @@ def main(argv=None):
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir)
     if model_args.lp_solver not in ("adamw", "logistic"):
         raise ValueError(f"--lp_solver must be 'adamw' or 'logistic', got {model_args.lp_solver!r}")
+    from ldifs_hf.data import image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
+
+    forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
+    forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
 
     # 2. Logging.
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
@@ -90,8 +106,6 @@ def main(argv=None):
     logger.info("method %s (%s)", spec.name, spec)
 
     # 3. Data: the benchmark's train/validation/test splits, class names and prompt templates.
-    from ldifs_hf.data import image_transform, load_benchmark
-
     benchmark = load_benchmark(
         data_args.dataset,
         data_path=data_args.dataset_path,
@@ -136,6 +150,27 @@ def main(argv=None):
         data_collator=collator,
         processing_class=processor,
     )
+    if forgetting_benchmarks:
+        from ldifs_hf.callbacks import ConceptForgettingCallback
+        from ldifs_hf.evaluation import ConceptForgettingEvaluator
+
+        evaluator = ConceptForgettingEvaluator(
+            clip_model if spec.head_init else model_args.model_name_or_path,
+            processor=processor,
+            dataset_paths={data_args.dataset: data_args.dataset_path, **forgetting_paths} if data_args.dataset_path else forgetting_paths,
+            max_train_samples=data_args.forgetting_max_samples,
+            max_eval_samples=data_args.forgetting_max_samples,
+            lp_solver=model_args.lp_solver,
+            lp_iterations=model_args.lp_iterations,
+            cache_dir=model_args.cache_dir,
+        )
+        trainer.add_callback(
+            ConceptForgettingCallback(
+                evaluator, forgetting_benchmarks, every_percent=data_args.forgetting_every_percent,
+                finetune_benchmark=benchmark.spec.name if benchmark.spec.name in forgetting_benchmarks else None,
+                trainer=trainer, method=spec.name,
+            )
+        )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from .benchmarks import CUSTOM, BenchmarkError, BenchmarkSpec, get_benchmark
+from .benchmarks import CUSTOM, BenchmarkError, BenchmarkSpec, get_benchmark, list_benchmarks
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
 
@@ -362,3 +362,25 @@ def _open_encoded(image: dict | None) -> Image.Image:
     if image.get("bytes") is not None:
         return Image.open(io.BytesIO(image["bytes"]))
     return Image.open(image["path"])
+
+
+def parse_dataset_paths(values) -> dict[str, str]:
+    """`["name=path", ...]` (command-line form) -> {name: path}."""
+    paths = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"dataset paths take 'name=path' entries, got {value!r}")
+        paths[name] = path
+    return paths
+
+
+def parse_benchmark_list(value: str) -> list[str]:
+    """'all' or 'a,b,c' -> registered benchmark names (an unknown name raises the registry's error)."""
+    if value.strip().lower() == "all":
+        return list_benchmarks()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"benchmarks take 'all' or comma-separated names, got {value!r}")
+    return [get_benchmark(name).name for name in names]
+

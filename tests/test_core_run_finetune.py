@@ -114,3 +114,16 @@ def test_accelerate_launch_on_cpu(tiny_clip_dir, eurosat_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "ldifs_run.json").read_text())
     assert run["regularizer"] == "ldifs" and "test_accuracy" in run["results"]
+
+
+def test_forgetting_callback_is_wired_into_the_script(tiny_clip_dir, eurosat_dir, tmp_path):
+    mnist = save_benchmark_like_dataset("mnist", tmp_path / "mnist", num_train=20, num_test=10)
+    out = tmp_path / "tracked"
+    run_finetune.main(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--forgetting_benchmarks", "eurosat,mnist",
+                            "--forgetting_every_percent", "50", "--forgetting_dataset_paths", f"mnist={mnist}"))
+    rows = json.loads((out / "forgetting_log.json").read_text())
+    assert [r["percent"] for r in rows] == [0.0, 50.0, 100.0]
+    assert set(rows[0]["eval"]) == {"eurosat", "mnist"}
+    assert rows[0]["param_distance"] == 0.0 and rows[-1]["param_distance"] > 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert any("forgetting/mnist/delta_zs" in h for h in state["log_history"])
