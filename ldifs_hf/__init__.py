@@ -4,7 +4,9 @@ LDIFS (feature-space distance to the frozen pretrained encoder), L2SP, FLYP and 
 baselines as one `LDIFSTrainer`, plus benchmarks, concept-forgetting evaluation and reports.
 """
 
+from .callbacks import ConceptForgettingCallback
 from .config import LDIFSTrainingArguments
+from .evaluation import ConceptForgettingEvaluator
 from .methods import MethodSpec, get_method, list_methods, register_method
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, encode_images, export_clip_model
 from .regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
@@ -15,6 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIPClassifierConfig",
     "CLIPVisionClassifier",
+    "ConceptForgettingCallback",
+    "ConceptForgettingEvaluator",
     "LDIFSTrainer",
     "LDIFSTrainingArguments",
     "MethodSpec",
