@@ -127,3 +127,30 @@ def test_forgetting_callback_is_wired_into_the_script(tiny_clip_dir, eurosat_dir
     assert rows[0]["param_distance"] == 0.0 and rows[-1]["param_distance"] > 0
     state = json.loads((out / "trainer_state.json").read_text())
     assert any("forgetting/mnist/delta_zs" in h for h in state["log_history"])
+
+
+NINE = ["cars", "cifar10", "cifar100", "dtd", "eurosat", "gtsrb", "mnist", "resisc45", "svhn"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NINE)
+def test_run_finetune_takes_every_registered_benchmark(name, tiny_clip_dir, tmp_path):
+    from ldifs_hf.benchmarks import get_benchmark
+
+    data = save_benchmark_like_dataset(name, tmp_path / name, num_train=12, num_test=6)
+    argv = _argv(tiny_clip_dir, data, tmp_path / "out", "zs-init-ce", "--max_steps", "1")
+    argv[argv.index("--dataset") + 1] = name
+    run_finetune.main(argv)
+    run = json.loads((tmp_path / "out" / "ldifs_run.json").read_text())
+    assert run["dataset"] == name
+    classifier = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert len(classifier["id2label"]) == get_benchmark(name).num_classes
+    assert list(classifier["id2label"].values()) == list(get_benchmark(name).class_names)
+
+
+@pytest.mark.parametrize("name,epochs", [("eurosat", 12), ("dtd", 76), ("cars", 35), ("mnist", 10)])
+def test_epochs_default_to_the_benchmarks(name, epochs, tmp_path):
+    _, _, args = run_finetune.parse_args(["--method", "zs-init-ce", "--dataset", name, "--output_dir", str(tmp_path)])
+    assert args.num_train_epochs == epochs
+    _, _, args = run_finetune.parse_args(["--method", "zs-init-ce", "--dataset", name, "--output_dir", str(tmp_path), "--num_train_epochs", "2"])
+    assert args.num_train_epochs == 2
