@@ -1,0 +1,114 @@
+"""One classification task per world concept, saved in the benchmark schema and registered as a benchmark.
+
+Each task is a `DatasetDict` with "train" and "test" splits, an "image" column and a "label" `ClassLabel`
+named by the concept's values, written with `save_to_disk`; `load_benchmark("world-digit")` then reads
+it through the same code path as the nine real benchmarks. All tasks share the same images (each
+labels its own concept), and test images use handwriting never seen in training or pre-training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import datasets
+
+from ..benchmarks import BenchmarkSpec, register_benchmark
+from .concepts import CONCEPTS, Concept, get_concept
+from .settings import WorldSettings, world_cache_dir, write_atomically
+
+TASK_PREFIX = "world-"
+TASKS_FOLDER = "tasks"
+# Pre-training draws stream 0 of the train split; the tasks draw their own images.
+_TASK_TRAIN_STREAM = 1
+_TASK_TEST_STREAM = 0
+# Fine-tuning epochs of a world task: with batch 64 about 200 steps on the 1,800 rows left after the
+# validation hold-out, enough for the classifier to improve and the other concepts to be forgotten.
+TASK_EPOCHS = 7
+
+
+def task_name(concept: Concept | str) -> str:
+    """The benchmark name of a concept's task: "world-<concept>"."""
+    return TASK_PREFIX + (concept if isinstance(concept, str) else concept.name)
+
+
+def world_task_names() -> list[str]:
+    return [task_name(concept) for concept in CONCEPTS]
+
+
+def build_world_tasks(settings: WorldSettings, output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Draw the task images once and save one `DatasetDict` per concept under `output_dir/<concept>`."""
+    world = settings.world()
+    draws = {
+        "train": world.sample(settings.task_train_size, split="train", stream=_TASK_TRAIN_STREAM),
+        "test": world.sample(settings.task_test_size, split="test", stream=_TASK_TEST_STREAM),
+    }
+    features = datasets.Features({"image": datasets.Image(), **{c.name: datasets.Value("int64") for c in CONCEPTS}})
+    shared = {
+        split: datasets.Dataset.from_dict({"image": draw.pil_images(), **draw.labels}, features=features)
+        for split, draw in draws.items()
+    }
+    paths = {}
+    with _no_progress_bars():
+        for concept in CONCEPTS:
+            task = datasets.DatasetDict({split: _label_by(dataset, concept) for split, dataset in shared.items()})
+            paths[task_name(concept)] = Path(output_dir) / concept.name
+            task.save_to_disk(str(paths[task_name(concept)]))
+    return paths
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """Hide `datasets`' casting/saving bars (a dozen for a second's work), restoring the user's setting."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+def _label_by(dataset: datasets.Dataset, concept: Concept) -> datasets.Dataset:
+    """The benchmark schema for one concept: columns "image" and "label" (a ClassLabel of its values)."""
+    labelled = dataset.select_columns(["image", concept.name]).rename_column(concept.name, "label")
+    return labelled.cast_column("label", datasets.ClassLabel(names=list(concept.values)))
+
+
+def world_tasks(
+    settings: WorldSettings | None = None, cache_dir: str | os.PathLike | None = None, *, force: bool = False
+) -> dict[str, Path]:
+    """Benchmark name -> folder of every concept task for `settings`, built and cached on first use."""
+    settings = settings or WorldSettings()
+    target = world_cache_dir(settings, cache_dir) / TASKS_FOLDER
+    if force or not all((target / concept.name).is_dir() for concept in CONCEPTS):
+        write_atomically(target, lambda tmp: build_world_tasks(settings, tmp))
+    return {task_name(concept): target / concept.name for concept in CONCEPTS}
+
+
+def world_benchmark_spec(concept: Concept | str, data_path: str | os.PathLike) -> BenchmarkSpec:
+    """The registry entry of a concept's task, reading the local copy at `data_path`."""
+    concept = get_concept(concept) if isinstance(concept, str) else concept
+    return BenchmarkSpec(
+        name=task_name(concept),
+        hub_id=None,
+        class_names=concept.values,
+        templates=concept.templates,
+        epochs=TASK_EPOCHS,
+        data_path=str(data_path),
+    )
+
+
+def register_world_benchmarks(
+    settings: WorldSettings | None = None, cache_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """Build (if needed) and register the world tasks as benchmarks; returns their names.
+
+    Registering again replaces earlier entries, so the names always point at the current settings.
+    """
+    names = []
+    for name, path in world_tasks(settings, cache_dir).items():
+        register_benchmark(world_benchmark_spec(name[len(TASK_PREFIX) :], path), overwrite=True)
+        names.append(name)
+    return names
