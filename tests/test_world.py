@@ -225,10 +225,11 @@ def isolated_registry(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
 
-@pytest.mark.slow
 def test_scaled_down_pretraining_writes_reloads_and_skips_the_cache(tmp_path, monkeypatch, isolated_registry):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    threads = torch.get_num_threads()
     world = prepare_world(TINY, progress=False)
+    assert torch.get_num_threads() == threads
     assert world.model_dir == world_cache_dir(TINY) / "model"
     model = CLIPModel.from_pretrained(world.model_dir)
     processor = CLIPProcessor.from_pretrained(world.model_dir)

@@ -20,7 +20,7 @@ from .generator import ConceptWorld
 
 CACHE_ENV = "LDIFS_HF_CACHE"
 # Bump when the generator or the training loop changes what a given set of settings produces.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
