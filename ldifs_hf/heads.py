@@ -6,7 +6,6 @@ returns, so a head fitted or built here can be used for evaluation and to initia
 
 from __future__ import annotations
 
-import contextlib
 
 from typing import Callable, Sequence
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .modeling import encode_images
+from .utils import torch_threads
 
 LP_LEARNING_RATES = (0.01, 0.05, 0.1, 0.5, 1.0)
 LOGISTIC_CS = (0.1, 1.0, 10.0, 100.0)
@@ -111,19 +111,9 @@ def _split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tens
     return order[n_val:], order[:n_val]
 
 
-@contextlib.contextmanager
 def _one_cpu_thread_if_small(work: float, device: torch.device, threshold: float = 5e7):
-    """Run tiny CPU problems on one thread: their ops are too small to share, and on a busy machine
-    the extra OpenMP threads spin against other processes (measured 40x slower on 2 loaded cores)."""
-    if device.type != "cpu" or work > threshold:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    """Tiny CPU problems run on one thread: their ops are too small to share (see `torch_threads`)."""
+    return torch_threads(1 if device.type == "cpu" and work <= threshold else None)
 
 
 def _fit_adamw(features, labels, num_classes, lrs, iterations, seed, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8):

@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The tests' models are tiny: a second intra-op thread buys little and, on a busy 2-core machine,
+# spins against other processes (steps measured up to 40x slower).
+torch.set_num_threads(1)
 
 from ldifs_hf.tiny import make_tiny_clip  # noqa: E402
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from dataclasses import dataclass
 
 from . import templates as _templates
@@ -94,17 +95,35 @@ def list_benchmarks(pattern: str | None = None) -> list[str]:
     return names
 
 
-def get_benchmark(name: str) -> BenchmarkSpec:
-    """The spec registered as `name` (case-insensitive; a registered hub id also works)."""
-    if isinstance(name, BenchmarkSpec):
-        return name
+# Families of benchmarks registered on first use: name prefix -> "module:function" that registers them
+# (the embedded world's tasks are built from its generator, so a fresh process can name them directly).
+_LAZY_FAMILIES: dict[str, str] = {"world-": "ldifs_hf.world:register_world_benchmarks"}
+
+
+def _find(name: str) -> BenchmarkSpec | None:
     if name in _REGISTRY:
         return _REGISTRY[name]
     key = str(name).strip().lower()
     for spec in _REGISTRY.values():
         if key in (spec.name.lower(), (spec.hub_id or "").lower()):
             return spec
+    return None
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec registered as `name` (case-insensitive; a registered hub id also works)."""
+    if isinstance(name, BenchmarkSpec):
+        return name
+    spec = _find(name)
+    for prefix, target in _LAZY_FAMILIES.items():
+        if spec is None and str(name).strip().lower().startswith(prefix):
+            module, function = target.split(":")
+            getattr(importlib.import_module(module), function)()
+            spec = _find(name)
+    if spec is not None:
+        return spec
+    lazy = "".join(f", {prefix}*" for prefix in _LAZY_FAMILIES if not list_benchmarks(prefix + "*"))
     raise BenchmarkError(
-        f"Unknown benchmark {name!r}. Valid names: {', '.join(list_benchmarks())}. "
+        f"Unknown benchmark {name!r}. Valid names: {', '.join(list_benchmarks())}{lazy}. "
         "For any other image/label dataset use 'custom' with a data path, or register_benchmark(BenchmarkSpec(...))."
     )

@@ -7,7 +7,6 @@ settings, so a later run with the same settings loads them instead of training a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ import torch
 
 from ..tiny import tiny_clip_config, tiny_image_processor, train_clip_tokenizer
 from .concepts import CONCEPTS
+from ..utils import torch_threads
 from .settings import WorldSettings, world_cache_dir, write_atomically
 
 logger = logging.getLogger(__name__)
@@ -32,23 +32,7 @@ def pixel_values(images: np.ndarray, image_mean, image_std) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run on one intra-op thread, restoring the caller's setting afterwards.
-
-    A model this small gains under 15 % from a second thread, while two threads that share their
-    cores with another busy process wait on each other (measured: 40x slower steps on 2 shared
-    cores). One thread also makes the weights the same whatever the machine's core count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@_one_thread()
+@torch_threads(1)
 def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, progress: bool = True) -> Path:
     """Train a tiny CLIP contrastively on fresh world captions and save model and processor to `output_dir`."""
     from tqdm.auto import tqdm
