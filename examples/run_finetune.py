@@ -12,7 +12,6 @@ Offline: `--model_name_or_path` takes a local directory and `--dataset_path` a l
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, field

@@ -171,26 +171,25 @@ def _ce_objective(model, inputs, need_hidden):
     return F.cross_entropy(outputs.logits.float(), inputs["labels"]), outputs
 
 
-def _clip_contrastive_objective(model, inputs, need_hidden):
-    # FLYP: CLIP's symmetric loss with arange targets, images vs a prompt of their own class.
-    outputs = model(
+def _clip_forward(model, inputs, need_hidden, **kwargs):
+    return model(
         input_ids=inputs["input_ids"],
         attention_mask=inputs.get("attention_mask"),
         pixel_values=inputs["pixel_values"],
-        return_loss=True,
         output_hidden_states=need_hidden,
+        **kwargs,
     )
+
+
+def _clip_contrastive_objective(model, inputs, need_hidden):
+    # FLYP: CLIP's symmetric loss with arange targets, images vs a prompt of their own class.
+    outputs = _clip_forward(model, inputs, need_hidden, return_loss=True)
     return outputs.loss.float(), outputs
 
 
 def _clip_ce_objective(model, inputs, need_hidden):
     # FLYP-CE: inputs carry one prompt per class, so logits_per_image is [B, C] = scale * cos.
-    outputs = model(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs.get("attention_mask"),
-        pixel_values=inputs["pixel_values"],
-        output_hidden_states=need_hidden,
-    )
+    outputs = _clip_forward(model, inputs, need_hidden)
     return F.cross_entropy(outputs.logits_per_image.float(), inputs["labels"]), outputs
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import AutoModelForImageClassification, CLIPModel, CLIPProcessor, pipeline
+from transformers import AutoModelForImageClassification, CLIPModel, pipeline
 
 from ldifs_hf import CLIPVisionClassifier, encode_images, export_clip_model
 from ldifs_hf.hub import push_clip_to_hub, write_model_card
