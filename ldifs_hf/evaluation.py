@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
 from .heads import extract_features, fill_templates, fit_linear_probe, zero_shot_classifier
+from .trainer import named_encoder_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -126,17 +127,10 @@ def read_run_info(checkpoint) -> dict:
 # -- distances (paper eq. 3 and ||theta - theta_0||^2) -------------------------------------------
 
 
-def vision_tower_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The image encoder's parameters by name: the vision tower and its projection, never a head or text tower."""
-    named = {f"vision_model.{n}": p for n, p in model.vision_model.named_parameters()}
-    named.update({f"visual_projection.{n}": p for n, p in model.visual_projection.named_parameters()})
-    return named
-
-
 @torch.no_grad()
 def parameter_distance(model: nn.Module, reference: nn.Module) -> float:
     """Squared L2 distance ||theta - theta_0||^2 between two models' vision towers (and projections)."""
-    params, ref = vision_tower_parameters(model), vision_tower_parameters(reference)
+    params, ref = named_encoder_parameters(model), named_encoder_parameters(reference)
     if params.keys() != ref.keys():
         missing = sorted(params.keys() ^ ref.keys())[:3]
         raise ValueError(f"the two vision towers have different parameters (e.g. {missing}); they must share an architecture")

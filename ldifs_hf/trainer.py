@@ -34,13 +34,18 @@ def image_encoder(model: nn.Module) -> nn.Module:
     return base if isinstance(base, nn.Module) else model
 
 
-def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters L2SP anchors: the image encoder and, for CLIP, its projection; never the head or text tower."""
-    params = list(image_encoder(model).parameters())
+def named_encoder_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters L2SP anchors and ||θ−θ0||² measures: the image encoder and, for CLIP, its projection;
+    never a head or a text tower."""
+    named = {f"encoder.{n}": p for n, p in image_encoder(model).named_parameters()}
     projection = getattr(model, "visual_projection", None)
     if isinstance(projection, nn.Module):
-        params += list(projection.parameters())
-    return params
+        named.update({f"visual_projection.{n}": p for n, p in projection.named_parameters()})
+    return named
+
+
+def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(named_encoder_parameters(model).values())
 
 
 def hidden_states_of(outputs):
