@@ -22,7 +22,7 @@ from transformers import CLIPVisionConfig
 
 from ldifs_hf.modeling import CLIPClassifierConfig, CLIPVisionClassifier
 from ldifs_hf.regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
-from ldifs_hf.trainer import encoder_parameters
+from ldifs_hf.modeling import encoder_parameters
 
 PRESETS = {
     "vit-b-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),

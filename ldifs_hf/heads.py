@@ -13,19 +13,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .benchmarks.registry import fill_templates
+from .benchmarks.transforms import collate_images
 from .modeling import encode_images
 from .utils import torch_threads
 
 LP_LEARNING_RATES = (0.01, 0.05, 0.1, 0.5, 1.0)
+LP_SOLVERS = ("adamw", "logistic")
 LOGISTIC_CS = (0.1, 1.0, 10.0, 100.0)
 
 
-def fill_templates(class_name: str, templates: Sequence[str]) -> list[str]:
-    """Every template with "{}" replaced by `class_name`; a template without "{}" is an error."""
-    missing = [t for t in templates if "{}" not in t]
-    if missing:
-        raise ValueError(f"prompt templates must contain '{{}}' for the class name; these do not: {missing}")
-    return [t.replace("{}", class_name) for t in templates]
+def check_lp_solver(solver: str) -> str:
+    """`solver` if it names a linear-probe solver, else a ValueError listing them."""
+    if solver not in LP_SOLVERS:
+        raise ValueError(f"unknown linear-probe solver {solver!r}; choose one of {', '.join(LP_SOLVERS)}")
+    return solver
 
 
 def _model_device(model) -> torch.device:
@@ -33,11 +35,13 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def zero_shot_classifier(clip_model, tokenizer, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def zero_shot_classifier(
+    clip_model, tokenizer, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256, *, logit_scale: bool = False
+) -> torch.Tensor:
     """Zero-shot head [C, P] (float32, on CPU): per class, the mean of its unit-normalised prompt embeddings, re-normalised.
 
-    No logit scale is applied: argmax is unaffected, and a caller that wants CLIP's logits multiplies
-    by `clip_model.logit_scale.exp()` itself.
+    With `logit_scale`, multiplied by `exp(clip_model.logit_scale)`: the weight of a ZS-init classifier
+    head, whose logits are then CLIP's. Without it, argmax is the same and the values are cosines.
     """
     if not hasattr(clip_model, "text_model") or not hasattr(clip_model, "text_projection"):
         raise TypeError(f"a zero-shot head needs a model with a text tower (a CLIPModel), got {type(clip_model).__name__}")
@@ -58,14 +62,10 @@ def zero_shot_classifier(clip_model, tokenizer, class_names: Sequence[str], temp
     finally:
         clip_model.train(was_training)
     per_class = torch.cat(embeddings).view(len(class_names), len(templates), -1).mean(dim=1)
-    return F.normalize(per_class, dim=-1)
-
-
-def _default_collate(items: list[dict]) -> dict:
-    return {
-        "pixel_values": torch.stack([torch.as_tensor(item["pixel_values"]) for item in items]),
-        "labels": torch.as_tensor([int(item["labels"]) for item in items]),
-    }
+    weights = F.normalize(per_class, dim=-1)
+    if logit_scale:
+        weights = clip_model.logit_scale.exp().detach().float().cpu() * weights
+    return weights
 
 
 @torch.no_grad()
@@ -87,7 +87,7 @@ def extract_features(
     """
     device = torch.device(device) if device is not None else _model_device(model)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or _default_collate, num_workers=num_workers, pin_memory=device.type == "cuda"
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or collate_images, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
     dtype = next(model.parameters()).dtype
     was_training = model.training
@@ -195,10 +195,7 @@ def fit_linear_probe(
     `device` is where the AdamW fit runs (default: where the features are); a GPU makes the
     full-size protocol take seconds.
     """
-    fitters = {"adamw": (_fit_adamw, lrs), "logistic": (_fit_logistic, cs)}
-    if solver not in fitters:
-        raise ValueError(f"unknown linear-probe solver {solver!r}; choose one of {sorted(fitters)}")
-    fit, grid = fitters[solver]
+    fit, grid = {"adamw": (_fit_adamw, lrs), "logistic": (_fit_logistic, cs)}[check_lp_solver(solver)]
     grid = list(grid)
     if not grid:
         raise ValueError(f"the {solver} solver needs at least one candidate hyperparameter")

@@ -1,7 +1,9 @@
 """Models the methods train: a classifier over a CLIP vision tower, and export to a stock CLIPModel.
 
 `CLIPVisionClassifier` keeps CLIP's own module names (`vision_model`, `visual_projection`), so its
-tower loads from and exports back to a stock `CLIPModel` checkpoint by plain state-dict copies.
+tower loads from and exports back to a stock `CLIPModel` checkpoint by plain state-dict copies; its
+source (`ldifs_hf.clip_classifier`) is saved with every checkpoint, which then loads with
+`trust_remote_code=True` where ldifs_hf is not installed.
 """
 
 from __future__ import annotations
@@ -10,18 +12,12 @@ import copy
 import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForImageClassification,
-    CLIPModel,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-    PretrainedConfig,
-    PreTrainedModel,
-)
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers import AutoConfig, AutoModelForImageClassification, CLIPModel
+
+# The classifier lives in modules that import only torch/transformers so that `save_pretrained` can
+# copy them beside the weights (`trust_remote_code=True` loading without ldifs_hf); re-exported here.
+from .clip_classifier import CLIPClassifierConfig, CLIPVisionClassifier
 
 
 def encode_images(model, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -40,99 +36,43 @@ def encode_texts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     return model.text_projection(pooled)
 
 
-class CLIPClassifierConfig(PretrainedConfig):
-    """Config of a classifier over a CLIP vision tower: the tower's config, projection size, head."""
-
-    model_type = "ldifs_clip_classifier"
-    sub_configs = {"vision_config": CLIPVisionConfig}
-
-    def __init__(self, vision_config=None, projection_dim: int = 512, head_bias: bool = True, base_model: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if vision_config is None:
-            vision_config = CLIPVisionConfig()
-        elif isinstance(vision_config, dict):
-            vision_config = CLIPVisionConfig(**vision_config)
-        self.vision_config = vision_config
-        self.projection_dim = projection_dim
-        self.head_bias = head_bias
-        self.base_model = base_model
+def image_encoder(model: nn.Module) -> nn.Module:
+    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, else the HF base model."""
+    if hasattr(model, "vision_model"):
+        return model.vision_model
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, nn.Module) else model
 
 
-class CLIPVisionClassifier(PreTrainedModel):
-    """CLIP vision tower + projection + linear head over the unit-normalised image embedding.
+def named_encoder_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters L2SP anchors and ||θ−θ0||² measures: the image encoder and, for CLIP, its projection;
+    never a head or a text tower."""
+    named = {f"encoder.{n}": p for n, p in image_encoder(model).named_parameters()}
+    projection = getattr(model, "visual_projection", None)
+    if isinstance(projection, nn.Module):
+        named.update({f"visual_projection.{n}": p for n, p in projection.named_parameters()})
+    return named
 
-    A zero-shot head is exp(logit_scale) x the class-prompt embeddings (no bias); a linear-probe
-    head is fitted on the same normalised features. `forward` returns `logits`, the cross-entropy
-    `loss` when `labels` are given, and the tower's `hidden_states` when asked (for LDIFS).
-    """
 
-    config_class = CLIPClassifierConfig
-    base_model_prefix = "vision_model"
-    main_input_name = "pixel_values"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _no_split_modules = ["CLIPEncoderLayer"]
+def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(named_encoder_parameters(model).values())
 
-    def __init__(self, config: CLIPClassifierConfig):
-        super().__init__(config)
-        tower = CLIPVisionModel._from_config(config.vision_config, attn_implementation=config._attn_implementation)
-        # The same module type and state-dict keys as CLIPModel.vision_model on every transformers
-        # major version (v4 wraps the transformer one level deeper than v5).
-        self.vision_model = getattr(tower, "vision_model", tower)
-        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.head = nn.Linear(config.projection_dim, config.num_labels, bias=config.head_bias)
-        self.post_init()
 
-    def _init_weights(self, module):
-        # Real weights always come from a CLIP checkpoint (from_clip / from_pretrained); this only
-        # gives fresh modules a sane start.
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+def hidden_states_of(outputs):
+    """The image encoder's hidden states from a model output (classifier or CLIPModel)."""
+    hidden = getattr(outputs, "hidden_states", None)
+    if hidden is None and getattr(outputs, "vision_model_output", None) is not None:
+        hidden = outputs.vision_model_output.hidden_states
+    return hidden
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return F.normalize(encode_images(self, pixel_values), dim=-1)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs):
-        tower = self.vision_model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
-        features = F.normalize(self.visual_projection(tower.pooler_output), dim=-1)
-        logits = self.head(features)
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=tower.hidden_states)
+class VisionSnapshot(nn.Module):
+    """A frozen copy of a model's image encoder (tower + projection): θ0 of the distances."""
 
-    @classmethod
-    def from_clip(
-        cls,
-        clip_model: CLIPModel,
-        head_weight: torch.Tensor,
-        head_bias: torch.Tensor | None = None,
-        id2label: dict[int, str] | None = None,
-    ) -> "CLIPVisionClassifier":
-        """A classifier with `clip_model`'s vision tower and projection and the given head."""
-        num_labels, projection_dim = head_weight.shape
-        if projection_dim != clip_model.config.projection_dim:
-            raise ValueError(f"head has input size {projection_dim} but the CLIP projection has {clip_model.config.projection_dim}")
-        id2label = id2label or {i: str(i) for i in range(num_labels)}
-        config = CLIPClassifierConfig(
-            vision_config=clip_model.config.vision_config.to_dict(),
-            projection_dim=clip_model.config.projection_dim,
-            head_bias=head_bias is not None,
-            base_model=getattr(clip_model, "name_or_path", None) or None,
-            num_labels=num_labels,
-            id2label={int(k): v for k, v in id2label.items()},
-            label2id={v: int(k) for k, v in id2label.items()},
-        )
-        config._attn_implementation = clip_model.config._attn_implementation
-        model = cls(config)
-        model.vision_model.load_state_dict(clip_model.vision_model.state_dict())
-        model.visual_projection.load_state_dict(clip_model.visual_projection.state_dict())
-        with torch.no_grad():
-            model.head.weight.copy_(head_weight)
-            if head_bias is not None:
-                model.head.bias.copy_(head_bias)
-        return model.to(device=clip_model.device, dtype=clip_model.dtype)
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.vision_model = copy.deepcopy(model.vision_model).requires_grad_(False).eval()
+        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False).eval()
 
 
 AutoConfig.register(CLIPClassifierConfig.model_type, CLIPClassifierConfig, exist_ok=True)

@@ -13,7 +13,7 @@ import tempfile
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizerFast
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|endoftext|>"
 _CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -113,7 +113,11 @@ def tiny_clip_config(
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
 
 
-def tiny_image_processor(image_size: int = 32) -> CLIPImageProcessor:
+def tiny_image_processor(image_size: int = 32):
+    # Imported here: without torchvision, importing this name makes transformers print a warning,
+    # which would otherwise greet every `ldifs-hf` command.
+    from transformers import CLIPImageProcessor
+
     return CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},

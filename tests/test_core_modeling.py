@@ -1,6 +1,5 @@
 """The classifier saves/reloads with safetensors, and exports to a stock CLIPModel the pipeline runs."""
 
-import json
 import os
 
 import numpy as np
@@ -11,7 +10,8 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, CLIPModel, pipeline
 
 from ldifs_hf import CLIPVisionClassifier, encode_images, export_clip_model
-from ldifs_hf.hub import push_clip_to_hub, write_model_card
+from ldifs_hf.hub import HubPushError, push_clip_to_hub, write_model_cards
+from ldifs_hf.records import RunRecord
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +65,17 @@ def test_export_is_a_stock_clip_with_the_finetuned_tower_and_runs_in_the_pipelin
     assert sum(r["score"] for r in result) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_model_card_states_method_lambda_dataset_and_results(tmp_path):
-    info = {"method": "lp-init-ldifs", "regularizer": "ldifs", "ldifs_lambda": 10.0, "ldifs_layers": [0, 3, 6, 9, 12],
-            "dataset": "eurosat", "base_model": "openai/clip-vit-base-patch32", "results": {"test_accuracy": 0.9712}}
-    card = write_model_card(str(tmp_path), info, repo_id="me/eurosat-ldifs")
-    text = (tmp_path / "README.md").read_text()
-    assert card in text or text.strip()
+def test_model_cards_state_method_lambda_dataset_and_results(tmp_path):
+    record = RunRecord(method="lp-init-ldifs", regularizer="ldifs", ldifs_lambda=10.0, ldifs_layers=[0, 3, 6, 9, 12],
+                       dataset="eurosat", base_model="openai/clip-vit-base-patch32", results={"test_accuracy": 0.9712})
+    paths = write_model_cards(str(tmp_path), str(tmp_path / "clip"), record, repo_id="me/eurosat-ldifs")
+    clip_card = (tmp_path / "clip" / "README.md").read_text()
+    assert paths == {"classifier": str(tmp_path / "README.md"), "clip": str(tmp_path / "clip" / "README.md")}
     for needle in ("lp-init-ldifs", "λ = 10.0", "eurosat", "0.9712", "zero-shot-image-classification", "me/eurosat-ldifs"):
-        assert needle in text
-    assert json.loads((tmp_path / "ldifs_run.json").read_text())["method"] == "lp-init-ldifs"
+        assert needle in clip_card
+    for needle in ("lp-init-ldifs", "λ = 10.0", "eurosat", "0.9712", "trust_remote_code=True"):
+        assert needle in (tmp_path / "README.md").read_text()
+    assert not (tmp_path / "ldifs_run.json").exists()  # the run saves its RunRecord itself
 
 
 def test_push_uploads_the_export_folder(monkeypatch, clip, tmp_path):
@@ -97,3 +99,12 @@ def test_push_uploads_the_export_folder(monkeypatch, clip, tmp_path):
     assert "model.safetensors" in calls["upload"][0]
     with pytest.raises(ValueError, match="not an exported model directory"):
         push_clip_to_hub(str(tmp_path / "nothing"), "me/model")
+
+    class OfflineApi(FakeApi):
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            raise ConnectionError("Connection refused\nretries exhausted")
+
+    monkeypatch.setattr("ldifs_hf.hub.HfApi", OfflineApi)
+    with pytest.raises(HubPushError, match="the export is kept there") as info:
+        push_clip_to_hub(str(tmp_path), "me/model")
+    assert "\n" not in str(info.value)

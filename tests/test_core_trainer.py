@@ -11,7 +11,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPProcessor, ViTConfig, ViTForImageClassification
 
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method, list_methods
-from ldifs_hf.finetune import build_collator, build_model
+from ldifs_hf.training.build import build_collator, build_model
 
 CLASSES = ["cat", "dog", "bird"]
 TEMPLATES = ["a photo of a {}.", "a photo of the {}."]
@@ -133,7 +133,7 @@ def test_l2sp_gradient_is_added_to_the_task_gradient(tiny_clip_dir, pixel_datase
     loss.backward()
     total = p.grad.clone()
     p.grad = None
-    from ldifs_hf.trainer import _ce_objective
+    from ldifs_hf.training.objectives import _ce_objective
     _ce_objective(model, batch, False)[0].backward()
     assert torch.allclose(total - p.grad, 2 * 2.0 * torch.full_like(p, 0.1), atol=1e-5)
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from ldifs_hf.data import _native_size_transform, image_transform
+from ldifs_hf.benchmarks.transforms import _native_size_transform, image_transform
 from ldifs_hf.tiny import tiny_image_processor
 
 

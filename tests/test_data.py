@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from ldifs_hf import data
+from ldifs_hf.benchmarks import loading as data
 from ldifs_hf.benchmarks import BenchmarkError, BenchmarkSpec, get_benchmark, list_benchmarks, register_benchmark
 from ldifs_hf.benchmarks import registry
-from ldifs_hf.data import (
-    BenchmarkDataNotFoundError,
-    LoadedBenchmark,
-    image_transform,
-    load_benchmark,
-    split_validation_rows,
-)
+from ldifs_hf.benchmarks import BenchmarkDataNotFoundError, LoadedBenchmark, image_transform, load_benchmark
+from ldifs_hf.benchmarks.loading import split_validation_rows
 from ldifs_hf.testing import corrupt_image, make_benchmark_like_dataset, save_benchmark_like_dataset
 
 NUM_TRAIN, NUM_TEST = 20, 10

@@ -7,20 +7,25 @@ import sys
 import pytest
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-import run_demo  # noqa: E402
+from transformers import HfArgumentParser
+
+from ldifs_hf.world.demo import DemoArguments, run_demo
+
+
+def _demo(argv):
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+    return run_demo(args)
 
 
 @pytest.mark.slow
 def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"),
             "--methods", "zs-init-ce,lp-init-ldifs", "--max_steps", "2", "--lp_iterations", "20"]
-    result = run_demo.main(argv)
+    result = _demo(argv)
     printed = capsys.readouterr().out
     assert "| fine-tune task | eval task |" in printed and "zs-init-ce" in printed and "lp-init-ldifs" in printed
-    assert {r["method"] for r in result["records"]} == {"zs-init-ce", "lp-init-ldifs"}
-    assert set(result["pretrained_accuracy"]) == {"world-digit", "world-colour", "world-texture", "world-position"}
+    assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ldifs"}
+    assert set(result.pretrained_accuracy) == {"world-digit", "world-colour", "world-texture", "world-position"}
     out = tmp_path / "demo"
     for name in ("results.json", "results.csv", "results.md", "timings.json"):
         assert (out / name).stat().st_size > 0
@@ -33,19 +38,24 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     start = [r for r in saved["records"] if r["percent"] == 0.0]
     assert all(v["delta_lp"] == 0.0 and v["delta_zs"] == 0.0 for r in start for v in r["eval"].values())
 
-    # Same settings again: the pre-trained world comes from the cache, and earlier runs are protected.
-    with pytest.raises(ValueError, match="already holds a run"):
-        run_demo.main(argv)
-    again = run_demo.main(argv + ["--overwrite_output_dir"])
-    assert again["timings"]["pretrain_or_load_s"] < result["timings"]["pretrain_or_load_s"]
-    assert again["pretrained_accuracy"] == result["pretrained_accuracy"]  # deterministic for a seed
+    # Same settings again: the pre-trained world comes from the cache, and the finished runs are reused.
+    weights = out / "runs" / "zs-init-ce" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    again = _demo(argv)
+    assert weights.stat().st_mtime_ns == mtime
+    assert again.timings["pretrain_or_load_s"] < result.timings["pretrain_or_load_s"]
+    assert again.table == result.table
+    redone = _demo(argv + ["--overwrite_output_dir"])
+    assert weights.stat().st_mtime_ns != mtime
+    assert redone.pretrained_accuracy == result.pretrained_accuracy  # deterministic for a seed
+    assert redone.table == result.table
 
 
 def test_demo_rejects_unknown_methods_and_tasks(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'ft-magic'"):
-        run_demo.main(["--methods", "ft-magic", "--output_dir", str(tmp_path)])
+        _demo(["--methods", "ft-magic", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="'world-smell' is not a world task; choose one of world-digit"):
-        run_demo.main(["--finetune_task", "world-smell", "--output_dir", str(tmp_path)])
+        _demo(["--finetune_task", "world-smell", "--output_dir", str(tmp_path)])
 
 
 def test_world_tasks_resolve_by_name_in_a_fresh_process(tmp_path):

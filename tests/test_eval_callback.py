@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments
-from ldifs_hf.callbacks import ConceptForgettingCallback, evaluation_schedule, flatten_record
-from ldifs_hf.collators import collate_images
-from ldifs_hf.evaluation import ConceptForgettingEvaluator
+from ldifs_hf.benchmarks import collate_images
+from ldifs_hf.evaluation import ConceptForgettingEvaluator, EvaluatorSettings
+from ldifs_hf.evaluation.callback import ConceptForgettingCallback, evaluation_schedule, flatten_record
 from ldifs_hf.modeling import CLIPVisionClassifier
 from ldifs_hf.testing import save_benchmark_like_dataset
 
@@ -33,9 +33,10 @@ def test_flatten_record_gives_scalar_logger_keys():
 @pytest.mark.slow
 def test_callback_logs_rows_at_every_20_percent_of_a_tiny_run(tiny_clip_dir, tmp_path):
     paths = {name: save_benchmark_like_dataset(name, tmp_path / name, num_train=20, num_test=8) for name in ("eurosat", "mnist")}
-    evaluator = ConceptForgettingEvaluator(tiny_clip_dir, dataset_paths=paths, device="cpu", lp_iterations=50, feature_distance_samples=8)
+    settings = EvaluatorSettings(dataset_paths=paths, device="cpu", lp_iterations=50, feature_distance_samples=8)
+    evaluator = ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings)
     eurosat = evaluator.benchmark("eurosat")
-    head = evaluator.zero_shot_head("eurosat") * 10
+    head = evaluator.zero_shot_weights("eurosat") * 10
     model = CLIPVisionClassifier.from_clip(evaluator.pretrained, head, id2label=dict(enumerate(eurosat.class_names)))
     args = LDIFSTrainingArguments(
         output_dir=str(tmp_path / "run"), method="zs-init-ldifs", max_steps=5, per_device_train_batch_size=4,

@@ -12,19 +12,20 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from ldifs_hf import evaluation as evaluation_module
-from ldifs_hf.benchmarks import BenchmarkError
-from ldifs_hf.continual import evaluate_sequence, sequence_deltas
-from ldifs_hf.data import LoadedBenchmark, load_benchmark
+from ldifs_hf.benchmarks import BenchmarkError, LoadedBenchmark, load_benchmark
 from ldifs_hf.evaluation import (
     CheckpointError,
     ConceptForgettingEvaluator,
-    accuracy_deltas,
+    EvaluatorSettings,
+    evaluate_sequence,
     feature_distance,
     load_checkpoint,
     parameter_distance,
-    read_run_info,
+    sequence_deltas,
 )
+from ldifs_hf.evaluation import evaluator as evaluation_module
+from ldifs_hf.evaluation.evaluator import accuracy_deltas
+from ldifs_hf.records import RunRecord
 from ldifs_hf.heads import fit_linear_probe
 from ldifs_hf.modeling import CLIPVisionClassifier, encode_texts
 from ldifs_hf.testing import save_benchmark_like_dataset
@@ -40,7 +41,8 @@ def dataset_paths(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluator(tiny_clip_dir, dataset_paths):
-    return ConceptForgettingEvaluator(tiny_clip_dir, dataset_paths=dataset_paths, device="cpu", lp_iterations=100, feature_distance_samples=8)
+    settings = EvaluatorSettings(dataset_paths=dataset_paths, device="cpu", lp_iterations=100, feature_distance_samples=8)
+    return ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings)
 
 
 def _moved(model, scale=0.05, seed=1):
@@ -56,7 +58,7 @@ def _moved(model, scale=0.05, seed=1):
 @pytest.fixture(scope="module")
 def classifier_dir(evaluator, tmp_path_factory):
     """A saved CLIPVisionClassifier fine-tuned on eurosat (a ZS head, moved tower) with its run record."""
-    head = evaluator.zero_shot_head("eurosat") * evaluator.pretrained.logit_scale.exp().item()
+    head = evaluator.zero_shot_weights("eurosat") * evaluator.pretrained.logit_scale.exp().item()
     classifier = CLIPVisionClassifier.from_clip(evaluator.pretrained, head, id2label=dict(enumerate(evaluator.benchmark("eurosat").class_names)))
     path = tmp_path_factory.mktemp("classifier")
     _moved(classifier).save_pretrained(path)
@@ -78,7 +80,7 @@ def test_zero_shot_accuracy_matches_an_independent_computation(evaluator, tiny_c
             tokens = processor.tokenizer(bench.prompts(c), padding=True, truncation=True, return_tensors="pt")
             heads.append(F.normalize(F.normalize(encode_texts(model, tokens["input_ids"], tokens["attention_mask"]), dim=-1).mean(0), dim=-1))
     expected = ((image @ torch.stack(heads).T).argmax(-1) == torch.tensor(test["label"])).float().mean().item()
-    assert evaluator.zero_shot_accuracy(tiny_clip_dir, "eurosat") == pytest.approx(expected, abs=1e-6)
+    assert evaluator.zero_shot_accuracy(load_checkpoint(tiny_clip_dir), "eurosat") == pytest.approx(expected, abs=1e-6)
 
 
 def test_linear_probe_accuracy_is_the_probe_fitted_on_train_features(evaluator):
@@ -91,7 +93,7 @@ def test_linear_probe_accuracy_is_the_probe_fitted_on_train_features(evaluator):
 
 
 def test_pretrained_against_itself_has_exactly_zero_delta_and_distance(evaluator, tiny_clip_dir):
-    for checkpoint in (evaluator.pretrained, tiny_clip_dir):
+    for checkpoint in (evaluator.pretrained, load_checkpoint(tiny_clip_dir), evaluator.load(tiny_clip_dir)):
         record = evaluator.evaluate(checkpoint, BENCHMARKS)
         for values in record["eval"].values():
             assert values["delta_zs"] == 0.0 and values["delta_lp"] == 0.0 and values["feature_distance"] == 0.0
@@ -121,7 +123,7 @@ def test_features_are_extracted_once_per_checkpoint_and_split(evaluator, classif
         return original(model, dataset, **kwargs)
 
     monkeypatch.setattr(evaluation_module, "extract_features", counting)
-    record = evaluator.evaluate(classifier_dir, BENCHMARKS, finetune_benchmark="eurosat", distances=False)
+    record = evaluator.evaluate(load_checkpoint(classifier_dir), BENCHMARKS, finetune_benchmark="eurosat", distances=False)
     assert sorted(calls) == ["eurosat/test features", "eurosat/train features", "mnist/test features", "mnist/train features"]
     assert set(record["eval"]) == set(BENCHMARKS) and record["a_ft"] is not None
 
@@ -129,7 +131,7 @@ def test_features_are_extracted_once_per_checkpoint_and_split(evaluator, classif
 def test_classifier_checkpoint_a_ft_and_deltas(evaluator, classifier_dir):
     model = load_checkpoint(classifier_dir)
     assert isinstance(model, CLIPVisionClassifier)
-    record = evaluator.evaluate(classifier_dir, ["eurosat"], finetune_benchmark="eurosat")
+    record = evaluator.evaluate(model, ["eurosat"], finetune_benchmark="eurosat")
     # A_FT from cached features and the head equals the classifier's own forward pass.
     test = evaluator.benchmark("eurosat").splits["test"]
     batch = [test[i] for i in range(len(test))]
@@ -140,15 +142,15 @@ def test_classifier_checkpoint_a_ft_and_deltas(evaluator, classifier_dir):
     pretrained = evaluator.pretrained_accuracies(["eurosat"])["eurosat"]
     assert record["eval"]["eurosat"]["delta_lp"] == pytest.approx(record["eval"]["eurosat"]["lp_acc"] - pretrained["lp"])
     assert record["param_distance"] > 0
-    assert read_run_info(classifier_dir)["method"] == "zs-init-ce"
+    assert RunRecord.find(classifier_dir).method == "zs-init-ce"
 
 
 def test_checkpoint_text_tower_option_uses_the_checkpoints_own_text_tower(evaluator):
     flyp = copy.deepcopy(evaluator.pretrained)
     with torch.no_grad():
         flyp.text_projection.weight.mul_(-1)  # flips every text embedding: the own-tower head flips too
-    own = evaluator.zero_shot_head("eurosat", flyp)
-    torch.testing.assert_close(own, -evaluator.zero_shot_head("eurosat"))
+    own = evaluator.zero_shot_weights("eurosat", flyp)
+    torch.testing.assert_close(own, -evaluator.zero_shot_weights("eurosat"))
     features, labels = evaluator.features(evaluator.pretrained, "eurosat", "test", "pretrained")
     expected = ((features @ own.T).argmax(-1) == labels).float().mean().item()
     assert evaluator.zero_shot_accuracy(flyp, "eurosat", text_tower="checkpoint") == pytest.approx(expected)
@@ -206,7 +208,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, evaluator):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="'bert' model"):
-        evaluator.evaluate(str(tmp_path / "bert"), ["mnist"])
+        evaluator.load(str(tmp_path / "bert"))
 
 
 def test_unknown_benchmark_is_the_registrys_error(evaluator):
@@ -232,4 +234,5 @@ def test_classes_that_cannot_be_prompted_are_clear_errors(evaluator, tmp_path):
     plain = datasets.Dataset.from_dict({"image": [np.zeros((8, 8, 3), dtype=np.uint8)] * 2, "label": [0, 1]}).cast_column("image", datasets.Image())
     datasets.DatasetDict(train=plain, test=plain).save_to_disk(tmp_path / "plain")
     with pytest.raises(BenchmarkError, match="not a ClassLabel"):
-        ConceptForgettingEvaluator(evaluator.pretrained, processor=evaluator.processor, dataset_paths={"custom": str(tmp_path / "plain")}, device="cpu").benchmark("custom")
+        settings = EvaluatorSettings(dataset_paths={"custom": str(tmp_path / "plain")}, device="cpu")
+        ConceptForgettingEvaluator(evaluator.pretrained, evaluator.processor, settings).benchmark("custom")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor, pipeline
 
-from ldifs_hf.heads import extract_features, fill_templates, fit_linear_probe, zero_shot_classifier
+from ldifs_hf.benchmarks import fill_templates
+from ldifs_hf.heads import extract_features, fit_linear_probe, zero_shot_classifier
 from ldifs_hf.tiny import make_tiny_clip
 
 CLASS_NAMES = ["cat", "dog", "river", "forest"]

@@ -1,24 +1,21 @@
-"""Reports (JSON, CSV, Table-3 Markdown, PNG plots) and examples/run_evaluation.py end to end."""
+"""Reports (JSON, CSV, Table-3 Markdown, PNG plots) and an evaluation run end to end (`ldifs-hf evaluate`)."""
 
 import copy
 import csv
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPModel
+from transformers import CLIPModel, HfArgumentParser
 
 from ldifs_hf.benchmarks import BenchmarkError
-from ldifs_hf.evaluation import CheckpointError
+from ldifs_hf.evaluation import CheckpointError, EvaluationArguments, run_evaluation
 from ldifs_hf.modeling import CLIPVisionClassifier
-from ldifs_hf.report import csv_rows, markdown_table, plot_delta_lp, plot_distances, resolve_checkpoints, write_report
+from ldifs_hf.evaluation.checkpoints import resolve_checkpoints
+from ldifs_hf.evaluation.report import csv_rows, markdown_table, plot_delta_lp, plot_distances, write_report
 from ldifs_hf.testing import save_benchmark_like_dataset
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "examples", "run_evaluation.py")
 
 
 def _record(method, task, percent, delta, distance):
@@ -61,12 +58,9 @@ def test_plots_are_real_pngs_with_one_panel_per_benchmark(tmp_path):
         plot_delta_lp([{"method": "x", "eval": {}}], str(tmp_path / "empty.png"))
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("run_evaluation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def _evaluate(argv):
+    (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
+    return run_evaluation(args)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +101,7 @@ def test_resolve_checkpoints_reads_runs_and_intermediate_checkpoints(two_runs):
 def test_run_evaluation_writes_all_four_outputs(two_runs, tmp_path):
     run, flyp, data = two_runs
     out = tmp_path / "report"
-    result = _load_script().main([
+    result = _evaluate([
         "--checkpoint", run, f"flyp={flyp}", "--datasets", "eurosat,mnist",
         "--dataset_path", f"eurosat={data['eurosat']}", f"mnist={data['mnist']}",
         "--output_dir", str(out), "--lp_iterations", "50", "--feature_distance_samples", "8", "--device", "cpu", "--num_workers", "0",
@@ -125,11 +119,11 @@ def test_run_evaluation_writes_all_four_outputs(two_runs, tmp_path):
     assert "| fine-tune task | eval task | flyp | zs-init-ce |" in table and "| eurosat | A_FT |" in table
     with Image.open(out / "delta_lp_over_training.png") as image:
         assert image.format == "PNG" and image.size[0] > 600
-    assert result["paths"]["markdown"] == str(out / "results.md")
+    assert result.paths["markdown"] == str(out / "results.md")
 
 
 def test_run_evaluation_bad_input_is_a_clear_error(two_runs, tmp_path):
-    main = _load_script().main
+    main = _evaluate
     run, flyp, _ = two_runs
     with pytest.raises(CheckpointError, match="does not exist"):
         main(["--checkpoint", str(tmp_path / "nope"), "--datasets", "mnist"])

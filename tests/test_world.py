@@ -8,7 +8,7 @@ import torch
 from transformers import CLIPModel, CLIPProcessor
 
 from ldifs_hf.benchmarks import get_benchmark, registry
-from ldifs_hf.data import image_transform, load_benchmark
+from ldifs_hf.benchmarks import image_transform, load_benchmark
 from ldifs_hf.world import (
     CACHE_ENV,
     CONCEPTS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import templates as _templates
@@ -67,7 +67,19 @@ class BenchmarkSpec:
 
     def prompts(self, class_name: str) -> list[str]:
         """Every template filled with `class_name`."""
-        return [template.format(class_name) for template in self.templates]
+        return fill_templates(class_name, self.templates)
+
+
+def fill_template(template: str, class_name: str) -> str:
+    """The prompt `template` with its "{}" replaced by `class_name`; any other brace is kept as written."""
+    if "{}" not in template:
+        raise ValueError(f"prompt template {template!r} must contain '{{}}' for the class name")
+    return template.replace("{}", class_name)
+
+
+def fill_templates(class_name: str, templates) -> list[str]:
+    """Every template filled with `class_name` (`fill_template` for each)."""
+    return [fill_template(template, class_name) for template in templates]
 
 
 class BenchmarkError(ValueError):
@@ -95,9 +107,16 @@ def list_benchmarks(pattern: str | None = None) -> list[str]:
     return names
 
 
-# Families of benchmarks registered on first use: name prefix -> "module:function" that registers them
+# Families of benchmarks registered on first use: name prefix -> a function that registers them
 # (the embedded world's tasks are built from its generator, so a fresh process can name them directly).
-_LAZY_FAMILIES: dict[str, str] = {"world-": "ldifs_hf.world:register_world_benchmarks"}
+_LAZY_FAMILIES: dict[str, Callable[[], object]] = {}
+
+
+def register_benchmark_family(prefix: str, register: Callable[[], object]) -> None:
+    """Benchmarks named `prefix*` are registered by calling `register()` the first time one is looked up."""
+    if not prefix:
+        raise ValueError("a benchmark family needs a non-empty name prefix")
+    _LAZY_FAMILIES[prefix.lower()] = register
 
 
 def _find(name: str) -> BenchmarkSpec | None:
@@ -115,10 +134,9 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     if isinstance(name, BenchmarkSpec):
         return name
     spec = _find(name)
-    for prefix, target in _LAZY_FAMILIES.items():
+    for prefix, register in _LAZY_FAMILIES.items():
         if spec is None and str(name).strip().lower().startswith(prefix):
-            module, function = target.split(":")
-            getattr(importlib.import_module(module), function)()
+            register()
             spec = _find(name)
     if spec is not None:
         return spec

@@ -1,6 +1,6 @@
 """Zero-shot prompt templates of the nine benchmarks, CLIP / task-arithmetic convention (data only).
 
-"{}" is where the class name goes: ``template.format(class_name)``.
+"{}" is where the class name goes: ``fill_template(template, class_name)``.
 """
 
 DEFAULT = ("a photo of a {}.",)

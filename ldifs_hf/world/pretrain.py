@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..benchmarks.registry import fill_template
 from ..tiny import tiny_clip_config, tiny_image_processor, train_clip_tokenizer
 from .concepts import CONCEPTS
 from ..utils import torch_threads
@@ -40,7 +41,7 @@ def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, 
 
     world = settings.world()
     pairs = world.sample(settings.pretrain_images, split="train", stream=0)
-    prompts = [template.format(value) for concept in CONCEPTS for template in concept.templates for value in concept.values]
+    prompts = [fill_template(template, value) for concept in CONCEPTS for template in concept.templates for value in concept.values]
     tokenizer = train_clip_tokenizer(pairs.captions + prompts, vocab_size=settings.vocab_size)
     config = tiny_clip_config(
         tokenizer,

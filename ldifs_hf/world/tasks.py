@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from ..benchmarks import BenchmarkSpec, register_benchmark
+from ..benchmarks import BenchmarkSpec, register_benchmark, register_benchmark_family
 from .concepts import CONCEPTS, Concept, get_concept
 from .settings import WorldSettings, world_cache_dir, write_atomically
 
@@ -112,3 +112,6 @@ def register_world_benchmarks(
         register_benchmark(world_benchmark_spec(name[len(TASK_PREFIX) :], path), overwrite=True)
         names.append(name)
     return names
+
+
+register_benchmark_family(TASK_PREFIX, register_world_benchmarks)

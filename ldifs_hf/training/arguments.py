@@ -1,19 +1,18 @@
-"""`LDIFSTrainingArguments`: the Trainer's arguments plus the method and its regularizer settings."""
+"""The arguments of a fine-tuning run: `ModelArguments` (which model, which head fit), `DataArguments`
+(which benchmark, where its data is, forgetting tracking) and `LDIFSTrainingArguments` (the Trainer's
+arguments plus the method and its regularizer settings)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .methods import REGULARIZERS, get_method
-from .regularizers import LDIFS_NORMALIZATIONS
+from ..heads import LP_SOLVERS, check_lp_solver
+from ..regularizers import LDIFS_NORMALIZATIONS
+from .methods import REGULARIZERS, get_method, list_methods
 
-TEACHER_SOURCES = ("previous", "pretrained")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
-# Files whose presence means a directory already holds a run (or a model) we must not overwrite.
-_RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "ldifs_run.json", "all_results.json")
 
 
 @dataclass
@@ -44,7 +43,10 @@ class LDIFSTrainingArguments(TrainingArguments):
     cosine schedule with 500 warm-up steps, batch size 128, remove_unused_columns False.
     """
 
-    method: str | None = field(default=None, metadata={"help": "Fine-tuning method, e.g. lp-init-ldifs."})
+    method: str | None = field(
+        default=None,
+        metadata={"help": "Fine-tuning method: one of " + ", ".join(list_methods()) + ", or METHOD+REGULARIZER (e.g. flyp+ldifs)."},
+    )
     regularizer: str | None = field(
         default=None, metadata={"help": f"Regularizer overriding the method's: one of {REGULARIZERS}."}
     )
@@ -98,13 +100,62 @@ class LDIFSTrainingArguments(TrainingArguments):
         return get_method(self.method) if self.method is not None else None
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse to write into a directory that already holds a run unless overwriting was asked for."""
-    if overwrite or not os.path.isdir(output_dir):
-        return
-    entries = os.listdir(output_dir)
-    if any(e in _RUN_MARKERS or e.startswith("checkpoint-") for e in entries):
-        raise ValueError(
-            f"output_dir {output_dir!r} already holds a run ({', '.join(sorted(entries)[:4])}...); "
-            "choose another --output_dir or pass --overwrite_output_dir"
-        )
+@dataclass
+class ModelArguments:
+    """Which pretrained CLIP a run starts from, and how an LP-init head is fitted."""
+
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32", metadata={"help": "CLIP model id on the Hub or a local directory."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and data."})
+    lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver for LP-init: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
+    lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
+    model_license: str = field(default="other", metadata={"help": "License in the model cards (default 'other': the base model's)."})
+
+    def __post_init__(self):
+        check_lp_solver(self.lp_solver)
+        if self.lp_iterations < 1:
+            raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
+
+
+@dataclass
+class DataArguments:
+    """Which benchmark a run fine-tunes on, where its data is, and which benchmarks to watch for forgetting."""
+
+    dataset: str = field(default="eurosat", metadata={"help": "A registered benchmark (see --help's list) or 'custom' with --dataset_path."})
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Local copy of the data: a save_to_disk folder, parquet files/glob or an image folder "
+                  "(also found as $LDIFS_DATA_DIR/<name>)."},
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: the benchmark's)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the benchmark's)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation/test images."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of train held out for validation."})
+    validation_seed: int = field(default=0, metadata={"help": "Seed of the validation split (paper protocol: 0)."})
+    forgetting_benchmarks: str | None = field(
+        default=None,
+        metadata={"help": "Track concept forgetting during training on these benchmarks ('all' or 'a,b'): ZS/LP "
+                  "accuracy, deltas and distances every --forgetting_every_percent of training."},
+    )
+    forgetting_every_percent: float = field(default=20.0, metadata={"help": "Spacing of the forgetting evaluations."})
+    forgetting_dataset_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Local copies of the forgetting benchmarks: name=path entries."}
+    )
+    forgetting_max_samples: int | None = field(
+        default=None, metadata={"help": "Cap on each forgetting benchmark's LP-train and test sets."}
+    )
+    epochs_from_benchmark: bool = field(
+        default=True, metadata={"help": "Use the benchmark's epoch count (paper) unless --num_train_epochs or --max_steps is given."}
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0 < self.forgetting_every_percent <= 100:
+            raise ValueError(f"forgetting_every_percent must be in (0, 100], got {self.forgetting_every_percent}")
+        for name in ("max_train_samples", "max_eval_samples", "forgetting_max_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {value}")

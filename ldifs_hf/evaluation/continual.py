@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from .evaluation import ConceptForgettingEvaluator
+from .evaluator import ConceptForgettingEvaluator
 
 Accuracies = Mapping[str, Mapping[str, float]]  # benchmark -> {"zs": A_ZS, "lp": A_LP}
 

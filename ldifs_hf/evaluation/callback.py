@@ -13,7 +13,6 @@ and the plots are written when training ends.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Sequence
@@ -21,20 +20,12 @@ from typing import Sequence
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from .evaluation import ConceptForgettingEvaluator
+from ..modeling import VisionSnapshot
+from .evaluator import ConceptForgettingEvaluator
 
 LOG_FILE = "forgetting_log.jsonl"
 SUMMARY_FILE = "forgetting_log.json"
 REFERENCES = ("initial", "pretrained")
-
-
-class _VisionSnapshot(nn.Module):
-    """A frozen copy of a model's image encoder (tower + projection): θ0 of the distances."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.vision_model = copy.deepcopy(model.vision_model).requires_grad_(False).eval()
-        self.visual_projection = copy.deepcopy(model.visual_projection).requires_grad_(False).eval()
 
 
 def evaluation_schedule(max_steps: int, every_percent: float) -> dict[int, list[float]]:
@@ -120,7 +111,7 @@ class ConceptForgettingCallback(TrainerCallback):
         self._schedule = evaluation_schedule(state.max_steps, self.every_percent)
         self.method = self.method or getattr(args, "method", None) or "finetuned"
         if self.distances and self.reference == "initial" and model is not None:
-            self._reference_model = _VisionSnapshot(model)
+            self._reference_model = VisionSnapshot(model)
         if state.global_step == 0:
             self._maybe_evaluate(args, state, model)
         return control

@@ -1,4 +1,5 @@
-"""Collators for the three objectives: image-label batches, and image-text batches for FLYP.
+"""The three objectives side by side: each one's collator and its loss (image-label batches with
+cross-entropy, image-text batches for FLYP's contrastive loss and FLYP-CE).
 
 Prompts (every template of every class) are tokenised once, when the collator is built; each batch
 only picks rows, so the text side costs nothing per step.
@@ -10,23 +11,19 @@ import random
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
-
-def collate_images(examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """Stack `pixel_values` and `labels` of examples produced by `ldifs_hf.data.image_transform`."""
-    return {
-        "pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]),
-        "labels": torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long),
-    }
+from ..benchmarks.registry import fill_templates
+from ..benchmarks.transforms import collate_images
 
 
 class _PromptBank:
-    """Token ids of `template.format(class_name)` for every class and template: [C, T, L]."""
+    """Token ids of every template filled with every class name: [C, T, L]."""
 
     def __init__(self, tokenizer, class_names: Sequence[str], templates: Sequence[str], max_length: int | None = None):
         if not class_names or not templates:
             raise ValueError("prompts need at least one class name and one template")
-        texts = [t.format(c) for c in class_names for t in templates]
+        texts = [prompt for c in class_names for prompt in fill_templates(c, templates)]
         max_length = max_length or min(getattr(tokenizer, "model_max_length", 77), 77)
         enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         shape = (len(class_names), len(templates), -1)
@@ -79,3 +76,36 @@ def collator_for(objective: str, tokenizer=None, class_names=None, templates=Non
     if cls is None:
         raise ValueError(f"unknown objective {objective!r}; valid: ce, clip-contrastive, clip-ce")
     return cls(tokenizer, class_names, templates, seed=seed)
+
+
+# -- losses: (model, inputs, need_hidden) -> (loss, outputs) -----------------------------------
+
+
+def _ce_objective(model, inputs, need_hidden):
+    outputs = model(pixel_values=inputs["pixel_values"], output_hidden_states=need_hidden)
+    return F.cross_entropy(outputs.logits.float(), inputs["labels"]), outputs
+
+
+def _clip_forward(model, inputs, need_hidden, **kwargs):
+    return model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs.get("attention_mask"),
+        pixel_values=inputs["pixel_values"],
+        output_hidden_states=need_hidden,
+        **kwargs,
+    )
+
+
+def _clip_contrastive_objective(model, inputs, need_hidden):
+    # FLYP: CLIP's symmetric loss with arange targets, images vs a prompt of their own class.
+    outputs = _clip_forward(model, inputs, need_hidden, return_loss=True)
+    return outputs.loss.float(), outputs
+
+
+def _clip_ce_objective(model, inputs, need_hidden):
+    # FLYP-CE: inputs carry one prompt per class, so logits_per_image is [B, C] = scale * cos.
+    outputs = _clip_forward(model, inputs, need_hidden)
+    return F.cross_entropy(outputs.logits_per_image.float(), inputs["labels"]), outputs
+
+
+OBJECTIVES = {"ce": _ce_objective, "clip-contrastive": _clip_contrastive_objective, "clip-ce": _clip_ce_objective}

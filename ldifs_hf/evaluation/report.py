@@ -13,14 +13,8 @@ import csv
 import json
 import logging
 import os
-import re
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from tqdm.auto import tqdm
-
-from .benchmarks import BenchmarkError
-from .evaluation import CheckpointError, ConceptForgettingEvaluator, looks_like_hub_id, read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -30,95 +24,6 @@ CSV_COLUMNS = (
     "method", "finetune_task", "checkpoint", "step", "percent", "eval_task",
     "zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance", "a_ft", "param_distance",
 )
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-
-
-# -- which checkpoints ----------------------------------------------------------------------------
-
-
-@dataclass
-class CheckpointEntry:
-    """A checkpoint to evaluate and what is known about the run it belongs to."""
-
-    path: str
-    method: str
-    finetune_task: str | None = None
-    base_model: str | None = None
-    step: int | None = None
-    percent: float | None = None
-
-
-def _trainer_progress(path: str) -> tuple[int | None, float | None]:
-    state_file = os.path.join(path, "trainer_state.json")
-    if not os.path.isfile(state_file):
-        return None, None
-    with open(state_file) as f:
-        state = json.load(f)
-    step, max_steps = state.get("global_step"), state.get("max_steps")
-    return step, (100.0 * step / max_steps if step is not None and max_steps else None)
-
-
-def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
-    """Checkpoint entries from `--checkpoint` values: "path" or "method=path".
-
-    The method and fine-tuning task come from the run's `ldifs_run.json` when present (else the folder
-    name and None). A run directory's `checkpoint-N` folders become points along training when
-    `include_intermediate` (their % of training from `trainer_state.json`); the run directory itself
-    is the final model (100 %).
-    """
-    entries = []
-    for spec in specs:
-        method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
-        if not os.path.exists(path):
-            if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
-                entries.append(CheckpointEntry(path, method or path, percent=100.0))
-                continue
-            raise CheckpointError(f"checkpoint {path!r} does not exist")
-        if not os.path.isdir(path):
-            raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
-        info = read_run_info(path)
-        method = method or info.get("method") or os.path.basename(os.path.normpath(path))
-        run_entries = []
-        if include_intermediate:
-            for name in sorted(os.listdir(path), key=lambda n: int(m.group(1)) if (m := _CHECKPOINT_DIR.match(n)) else -1):
-                match = _CHECKPOINT_DIR.match(name)
-                if match and os.path.isfile(os.path.join(path, name, "config.json")):
-                    step, percent = _trainer_progress(os.path.join(path, name))
-                    run_entries.append(CheckpointEntry(os.path.join(path, name), method, step=step if step is not None else int(match.group(1)), percent=percent))
-        if os.path.isfile(os.path.join(path, "config.json")):
-            step, percent = _trainer_progress(path)
-            if not any(e.step is not None and e.step == step for e in run_entries):
-                # A model directory is a run's final model: 100 % of its training.
-                run_entries.append(CheckpointEntry(path, method, step=step, percent=percent if percent is not None else 100.0))
-        if not run_entries:
-            raise CheckpointError(f"{path!r} is not a model directory (no config.json) and holds no checkpoint-N model folders")
-        for entry in run_entries:
-            entry.finetune_task, entry.base_model = info.get("dataset"), info.get("base_model")
-        entries += run_entries
-    return entries
-
-
-def evaluate_checkpoints(
-    evaluator: ConceptForgettingEvaluator,
-    entries: Sequence[CheckpointEntry],
-    benchmarks: Sequence[str],
-    *,
-    distances: bool = True,
-) -> list[dict]:
-    """One record per checkpoint; a checkpoint's features are freed once it is scored."""
-    records = []
-    for entry in tqdm(entries, desc="checkpoints"):
-        finetune = entry.finetune_task
-        if finetune is not None and finetune not in benchmarks:
-            try:
-                evaluator.benchmark(finetune)
-            except BenchmarkError as err:
-                logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
-                finetune = None
-        record = evaluator.evaluate(entry.path, benchmarks, finetune_benchmark=finetune, distances=distances)
-        evaluator.clear_cache()
-        records.append({"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent, **record})
-    return records
 
 
 # -- tables ---------------------------------------------------------------------------------------

@@ -15,45 +15,16 @@ import inspect
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
-from .config import LDIFSTrainingArguments
+from ..modeling import encoder_parameters, hidden_states_of, image_encoder
+from ..regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
+from .arguments import LDIFSTrainingArguments
 from .methods import get_method
-from .regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
+from .objectives import OBJECTIVES
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def image_encoder(model: nn.Module) -> nn.Module:
-    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, else the HF base model."""
-    if hasattr(model, "vision_model"):
-        return model.vision_model
-    base = getattr(model, "base_model", None)
-    return base if isinstance(base, nn.Module) else model
-
-
-def named_encoder_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Parameters L2SP anchors and ||θ−θ0||² measures: the image encoder and, for CLIP, its projection;
-    never a head or a text tower."""
-    named = {f"encoder.{n}": p for n, p in image_encoder(model).named_parameters()}
-    projection = getattr(model, "visual_projection", None)
-    if isinstance(projection, nn.Module):
-        named.update({f"visual_projection.{n}": p for n, p in projection.named_parameters()})
-    return named
-
-
-def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(named_encoder_parameters(model).values())
-
-
-def hidden_states_of(outputs):
-    """The image encoder's hidden states from a model output (classifier or CLIPModel)."""
-    hidden = getattr(outputs, "hidden_states", None)
-    if hidden is None and getattr(outputs, "vision_model_output", None) is not None:
-        hidden = outputs.vision_model_output.hidden_states
-    return hidden
 
 
 def _num_hidden_layers(encoder: nn.Module) -> int | None:
@@ -86,8 +57,8 @@ class LDIFSTrainer(Trainer):
             raise TypeError(f"LDIFSTrainer needs LDIFSTrainingArguments, got {type(args).__name__}")
         spec = get_method(args.method) if args.method else None
         self.objective = objective or (spec.objective if spec else "ce")
-        if self.objective not in _OBJECTIVES:
-            raise ValueError(f"objective must be one of {tuple(_OBJECTIVES)}, got {self.objective!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
         super().__init__(model, args, *trainer_args, **kwargs)
         # compute_loss returns batch means, so let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -138,7 +109,7 @@ class LDIFSTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         need_hidden = self.regularizer == "ldifs"
-        task_loss, outputs = _OBJECTIVES[self.objective](model, inputs, need_hidden)
+        task_loss, outputs = OBJECTIVES[self.objective](model, inputs, need_hidden)
         mode = "train" if model.training else "eval"
         metrics = self._metrics[mode]
         metrics["loss_task"].append(task_loss.detach())
@@ -171,31 +142,3 @@ class LDIFSTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def _ce_objective(model, inputs, need_hidden):
-    outputs = model(pixel_values=inputs["pixel_values"], output_hidden_states=need_hidden)
-    return F.cross_entropy(outputs.logits.float(), inputs["labels"]), outputs
-
-
-def _clip_forward(model, inputs, need_hidden, **kwargs):
-    return model(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs.get("attention_mask"),
-        pixel_values=inputs["pixel_values"],
-        output_hidden_states=need_hidden,
-        **kwargs,
-    )
-
-
-def _clip_contrastive_objective(model, inputs, need_hidden):
-    # FLYP: CLIP's symmetric loss with arange targets, images vs a prompt of their own class.
-    outputs = _clip_forward(model, inputs, need_hidden, return_loss=True)
-    return outputs.loss.float(), outputs
-
-
-def _clip_ce_objective(model, inputs, need_hidden):
-    # FLYP-CE: inputs carry one prompt per class, so logits_per_image is [B, C] = scale * cos.
-    outputs = _clip_forward(model, inputs, need_hidden)
-    return F.cross_entropy(outputs.logits_per_image.float(), inputs["labels"]), outputs
-
-
-_OBJECTIVES = {"ce": _ce_objective, "clip-contrastive": _clip_contrastive_objective, "clip-ce": _clip_ce_objective}

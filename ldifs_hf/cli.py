@@ -1,0 +1,231 @@
+"""The `ldifs-hf` command (also `python -m ldifs_hf`): parse arguments, call the library, exit.
+
+    ldifs-hf demo --output_dir runs/demo
+    ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
+    ldifs-hf evaluate --checkpoint runs/eurosat-lp-ldifs --datasets all
+    ldifs-hf list
+
+A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
+code 2; `--debug` (or LDIFS_HF_DEBUG=1) shows the traceback instead. A single `.json` argument is
+read as a config file. `--help` opens with this project's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from transformers import HfArgumentParser, TrainingArguments
+
+DEBUG_ENV = "LDIFS_HF_DEBUG"
+USAGE_ERROR = 2
+
+
+class UsageError(ValueError):
+    """A mistake in how the command was called."""
+
+
+class ArgumentParser(HfArgumentParser):
+    """HfArgumentParser whose errors are one line and whose help lists this project's options first."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+    def own_options_first(self, title: str) -> None:
+        """Move the options this project defines (not the Trainer's) into a first group."""
+        own = _own_fields(self.dataclass_types)
+        group = self.add_argument_group(title)
+        for other in self._action_groups:
+            if other is group:
+                continue
+            for action in list(other._group_actions):
+                if action.dest in own:
+                    other._group_actions.remove(action)
+                    group._group_actions.append(action)
+        self._action_groups.remove(group)
+        self._action_groups.insert(1, group)  # before argparse's general "options" group
+
+
+def _own_fields(dataclass_types) -> set[str]:
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    own = set()
+    for cls in dataclass_types:
+        for f in dataclasses.fields(cls):
+            # Ours: a field TrainingArguments lacks, or one whose default we changed (the paper's).
+            if f.name not in inherited or f.default != TrainingArguments.__dataclass_fields__[f.name].default:
+                own.add(f.name)
+    return own
+
+
+def parse(parser: ArgumentParser, argv: Sequence[str]):
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        if not os.path.isfile(argv[0]):
+            raise UsageError(f"config file {argv[0]!r} does not exist")
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    namespace_and_rest = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
+    *parsed, rest = namespace_and_rest
+    if rest:
+        raise UsageError(f"unrecognized arguments: {' '.join(rest)} (see {parser.prog} --help)")
+    return tuple(parsed)
+
+
+def _catalogue() -> str:
+    from .benchmarks import list_benchmarks
+    from .training import list_methods
+    from .world import world_task_names
+
+    return (
+        f"methods: {', '.join(list_methods())} (or METHOD+REGULARIZER, e.g. flyp+ldifs)\n"
+        f"benchmarks: {', '.join(list_benchmarks())}, {', '.join(world_task_names())}, or custom with --dataset_path"
+    )
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def parse_finetune_args(argv: Sequence[str]):
+    """(ModelArguments, DataArguments, LDIFSTrainingArguments) from a command line or one .json file.
+
+    Epochs given by the user (`--num_train_epochs N`, `--num_train_epochs=N` or the JSON key) are kept;
+    otherwise the run uses the benchmark's epoch count (the paper's).
+    """
+    from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+
+    parser = ArgumentParser(
+        (ModelArguments, DataArguments, LDIFSTrainingArguments),
+        prog="ldifs-hf finetune",
+        usage="ldifs-hf finetune --method METHOD --dataset NAME --output_dir DIR [options]",
+        description="Fine-tune a CLIP model on one benchmark with one of the paper's methods.\n" + _catalogue(),
+        formatter_class=_Formatter,
+    )
+    parser.own_options_first("ldifs_hf options (paper defaults)")
+    model_args, data_args, training_args = parse(parser, argv)
+    if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
+        data_args.epochs_from_benchmark = False
+    return model_args, data_args, training_args
+
+
+def finetune_command(argv: Sequence[str]) -> int:
+    from .training.run import run_finetune
+
+    model_args, data_args, training_args = parse_finetune_args(argv)
+    _setup_logging(training_args.get_process_log_level())
+    record = run_finetune(model_args, data_args, training_args)
+    print(f"{record.method} on {record.dataset}: {_results_line(record.results)} -> {record.output_dir}")
+    return 0
+
+
+def evaluate_command(argv: Sequence[str]) -> int:
+    from .evaluation.run import EvaluationArguments, run_evaluation
+
+    parser = ArgumentParser(
+        EvaluationArguments, prog="ldifs-hf evaluate", usage="ldifs-hf evaluate --checkpoint [METHOD=]PATH ... --datasets NAMES [options]",
+        description="Score checkpoints for concept forgetting on many benchmarks (the paper's Table 3).\n" + _catalogue(),
+        formatter_class=_Formatter,
+    )
+    (args,) = parse(parser, argv)
+    _setup_logging(logging.INFO)
+    result = run_evaluation(args)
+    print(f"scored {len(result.records)} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
+    return 0
+
+
+def demo_command(argv: Sequence[str]) -> int:
+    from .world.demo import DemoArguments, run_demo
+
+    parser = ArgumentParser(
+        DemoArguments, prog="ldifs-hf demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
+        description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
+        formatter_class=_Formatter,
+    )
+    (args,) = parse(parser, argv)
+    _setup_logging(logging.INFO)
+    run_demo(args)
+    return 0
+
+
+def list_command(argv: Sequence[str]) -> int:
+    if argv:
+        raise UsageError(f"'list' takes no arguments, got {' '.join(argv)}")
+    print(_catalogue())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": demo_command,
+    "finetune": finetune_command,
+    "evaluate": evaluate_command,
+    "list": list_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
+        print("\n".join(f"  {name}" for name in COMMANDS) + "\n\nldifs-hf COMMAND --help lists a command's options.")
+        return 0 if argv else USAGE_ERROR
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
+    return run_guarded(lambda: COMMANDS[command](rest), debug)
+
+
+def run_guarded(call: Callable[[], int], debug: bool = False) -> int:
+    """Run a command; user errors become one line and exit code 2 (the traceback with `debug`)."""
+    if debug:
+        return call()
+    try:
+        return call()
+    except (ValueError, OSError, KeyError) as err:  # bad values, names, paths, models, data
+        return _fail(_one_line(err), USAGE_ERROR)
+    except ImportError as err:
+        return _fail(f"{_one_line(err)} (install the extra that provides it)", USAGE_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as err:  # a fault, not a mistake: say where to look
+        return _fail(f"{type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)", 1)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.strip("'\"") if isinstance(err, KeyError) else text
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _json_has(argv: Sequence[str], key: str) -> bool:
+    if len(argv) == 1 and argv[0].endswith(".json") and os.path.isfile(argv[0]):
+        import json
+
+        with open(argv[0]) as f:
+            return key in json.load(f)
+    return False
+
+
+def _results_line(results: dict) -> str:
+    return ", ".join(f"{k} {100 * v:.2f}%" for k, v in results.items()) or "no results"
+
+
+def _setup_logging(level: int) -> None:
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logging.getLogger("ldifs_hf").setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+class _Formatter(__import__("argparse").RawDescriptionHelpFormatter):
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

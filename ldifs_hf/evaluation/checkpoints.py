@@ -1,0 +1,169 @@
+"""Which checkpoints to evaluate, what their runs recorded, and loading them: the one place that
+turns a path, a `method=path` or a Hub id into a model and a `CheckpointEntry`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from torch import nn
+from transformers import CLIPModel
+
+from ..modeling import CLIPClassifierConfig, CLIPVisionClassifier
+from ..records import RunRecord
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+class CheckpointError(ValueError):
+    """A checkpoint path or object that cannot be evaluated; the message says what would be accepted."""
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def _read_config(path: str) -> dict:
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise CheckpointError(
+            f"{path!r} is not a model directory: it has no config.json. Pass a directory written by "
+            "save_pretrained (a CLIPModel or a CLIPVisionClassifier) or a Hub model id"
+        )
+    with open(config_file) as f:
+        return json.load(f)
+
+
+def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) -> nn.Module:
+    """A model to evaluate: an in-memory model as is, or one loaded from a directory or Hub id.
+
+    Directories holding a `CLIPVisionClassifier` (config model_type "ldifs_clip_classifier") load as
+    that class; anything else with a CLIP config loads as a `CLIPModel`.
+    """
+    if isinstance(checkpoint, nn.Module):
+        model = checkpoint
+    else:
+        path = os.fspath(checkpoint)
+        if os.path.isdir(path):
+            model_type = _read_config(path).get("model_type")
+        elif os.path.exists(path):
+            raise CheckpointError(f"{path!r} is a file, not a model directory; pass the directory that holds its config.json")
+        elif looks_like_hub_id(path):
+            model_type = "clip"
+        else:
+            raise CheckpointError(f"checkpoint {path!r} does not exist (neither a local directory nor a Hub model id)")
+        try:
+            if model_type == CLIPClassifierConfig.model_type:
+                model = CLIPVisionClassifier.from_pretrained(path, cache_dir=cache_dir)
+            elif model_type == "clip":
+                model = CLIPModel.from_pretrained(path, cache_dir=cache_dir)
+            else:
+                raise CheckpointError(
+                    f"{path!r} holds a {model_type!r} model; evaluation takes a CLIPModel ('clip') or a "
+                    f"CLIPVisionClassifier ({CLIPClassifierConfig.model_type!r})"
+                )
+        except OSError as err:
+            where = "a local directory" if os.path.isdir(path) else "a Hub model id (no local directory has that name)"
+            raise CheckpointError(
+                f"could not load checkpoint {path!r} as {where} ({err}). Without network, download a Hub model once "
+                "elsewhere (`hf download <id>`) and pass its local directory"
+            ) from err
+    for attribute in ("vision_model", "visual_projection"):
+        if not hasattr(model, attribute):
+            raise CheckpointError(f"a {type(model).__name__} has no `{attribute}`; evaluation needs a CLIP image tower and projection")
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def looks_like_hub_id(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
+
+
+def run_record_of(checkpoint) -> RunRecord | None:
+    """The `RunRecord` of the run a checkpoint directory belongs to; None for in-memory models, Hub ids
+    and plain CLIP directories."""
+    if not isinstance(checkpoint, (str, os.PathLike)) or not os.path.isdir(checkpoint):
+        return None
+    return RunRecord.find(checkpoint)
+
+
+def recorded_base_model(path: str) -> str | None:
+    """The base model a checkpoint started from: its run record's, else its classifier config's."""
+    record = run_record_of(path)
+    if record is not None:
+        return record.base_model
+    config_file = os.path.join(path, "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file) as f:
+            return json.load(f).get("base_model") or None
+    return None
+
+
+# -- which checkpoints ----------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointEntry:
+    """A checkpoint to evaluate and what is known about the run it belongs to."""
+
+    path: str
+    method: str
+    finetune_task: str | None = None
+    base_model: str | None = None
+    step: int | None = None
+    percent: float | None = None
+
+
+def _trainer_progress(path: str) -> tuple[int | None, float | None]:
+    state_file = os.path.join(path, "trainer_state.json")
+    if not os.path.isfile(state_file):
+        return None, None
+    with open(state_file) as f:
+        state = json.load(f)
+    step, max_steps = state.get("global_step"), state.get("max_steps")
+    return step, (100.0 * step / max_steps if step is not None and max_steps else None)
+
+
+def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
+    """Checkpoint entries from `--checkpoint` values: "path" or "method=path".
+
+    The method and fine-tuning task come from the run's `ldifs_run.json` when present (else the folder
+    name and None). A run directory's `checkpoint-N` folders become points along training when
+    `include_intermediate` (their % of training from `trainer_state.json`); the run directory itself
+    is the final model (100 %).
+    """
+    entries = []
+    for spec in specs:
+        method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
+        if not os.path.exists(path):
+            if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
+                entries.append(CheckpointEntry(path, method or path, percent=100.0))
+                continue
+            raise CheckpointError(f"checkpoint {path!r} does not exist")
+        if not os.path.isdir(path):
+            raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
+        record = run_record_of(path)
+        method = method or (record.method if record else None) or os.path.basename(os.path.normpath(path))
+        run_entries = []
+        if include_intermediate:
+            for name in sorted(os.listdir(path), key=lambda n: int(m.group(1)) if (m := CHECKPOINT_DIR.match(n)) else -1):
+                match = CHECKPOINT_DIR.match(name)
+                if match and os.path.isfile(os.path.join(path, name, "config.json")):
+                    step, percent = _trainer_progress(os.path.join(path, name))
+                    run_entries.append(CheckpointEntry(os.path.join(path, name), method, step=step if step is not None else int(match.group(1)), percent=percent))
+        if os.path.isfile(os.path.join(path, "config.json")):
+            step, percent = _trainer_progress(path)
+            if not any(e.step is not None and e.step == step for e in run_entries):
+                # A model directory is a run's final model: 100 % of its training.
+                run_entries.append(CheckpointEntry(path, method, step=step, percent=percent if percent is not None else 100.0))
+        if not run_entries:
+            raise CheckpointError(f"{path!r} is not a model directory (no config.json) and holds no checkpoint-N model folders")
+        for entry in run_entries:
+            entry.finetune_task, entry.base_model = (record.dataset if record else None), recorded_base_model(path)
+        entries += run_entries
+    return entries
+
+

@@ -1,0 +1,417 @@
+"""Concept-forgetting evaluation (paper eqs. 2 and 3): ZS and LP accuracy of a model on many
+benchmarks, their change against the pretrained model, A_FT, and parameter and feature distances.
+
+    evaluator = ConceptForgettingEvaluator.from_pretrained("openai/clip-vit-base-patch32", EvaluatorSettings())
+    record = evaluator.evaluate(model, ["cifar10", "mnist"], finetune_benchmark="eurosat")
+
+The evaluator takes loaded models (`checkpoints.load_checkpoint` turns paths into models). A model's
+image features on a benchmark split are extracted once and shared by the zero-shot and linear-probe
+accuracies (and A_FT); zero-shot heads come from the pretrained text tower unless asked otherwise
+(FLYP's protocol uses the model's own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence, TypedDict
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import CLIPModel, CLIPProcessor
+
+from ..benchmarks import BenchmarkError, LoadedBenchmark, image_transform, load_benchmark
+from ..benchmarks.registry import fill_templates
+from ..heads import check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
+from .checkpoints import CheckpointEntry, CheckpointError, load_checkpoint
+from .distances import feature_distance, parameter_distance
+
+logger = logging.getLogger(__name__)
+
+TEXT_TOWERS = ("pretrained", "checkpoint")
+PRETRAINED_KEY = "pretrained"
+
+
+class BenchmarkScores(TypedDict, total=False):
+    """One model on one benchmark: accuracies in [0, 1], their Δ against the pretrained model, eq. 3."""
+
+    zs_acc: float
+    lp_acc: float
+    delta_zs: float
+    delta_lp: float
+    feature_distance: float
+
+
+class ForgettingRecord(TypedDict, total=False):
+    """One evaluated model: what `evaluate` returns, what the callback logs and what reports read.
+
+    `evaluate_checkpoints` and the callback add the run's "method", "finetune_task", "checkpoint",
+    "step" and "percent"."""
+
+    eval: dict[str, BenchmarkScores]
+    a_ft: float | None
+    param_distance: float
+    feature_distance: float | None
+    method: str
+    finetune_task: str | None
+    checkpoint: str
+    step: int | None
+    percent: float | None
+
+
+@dataclass
+class EvaluatorSettings:
+    """How the evaluator reads data and scores models.
+
+    Attributes:
+        dataset_paths: benchmark name -> local copy of its data (`load_benchmark(data_path=...)`).
+        max_train_samples / max_eval_samples: subsample the LP training set / the test set (quick runs).
+        batch_size: feature-extraction batch size.
+        num_workers: DataLoader worker processes for image decoding and preprocessing.
+        device: where models run (default: CUDA when available).
+        lp_solver / lp_iterations: the linear probe (`fit_linear_probe`).
+        text_tower: "pretrained" (official protocol) or "checkpoint" (FLYP's: a CLIPModel's own text
+            tower; a classifier without one falls back to the pretrained tower).
+        feature_distance_samples: test examples per benchmark for the feature distance.
+        max_cached_models: how many models' features stay in memory (the pretrained model's always do).
+        seed: seed of the validation split, subsampling and linear probe.
+        cache_dir: cache folder for models and datasets.
+    """
+
+    dataset_paths: dict[str, str] = field(default_factory=dict)
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str | None = None
+    lp_solver: str = "adamw"
+    lp_iterations: int = 1000
+    text_tower: str = "pretrained"
+    feature_distance_samples: int = 256
+    max_cached_models: int = 2
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {self.text_tower!r}")
+        check_lp_solver(self.lp_solver)
+        for name in ("batch_size", "lp_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.dataset_paths = dict(self.dataset_paths or {})
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# -- deltas (paper eq. 2) and A_FT -----------------------------------------------------------------
+
+
+def accuracy_deltas(accuracies: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Δ(D) = A(f, D) − A(f_ref, D) for every benchmark and kind ("zs", "lp") present in both."""
+    deltas = {}
+    for name, by_kind in accuracies.items():
+        if name in reference:
+            deltas[name] = {kind: value - reference[name][kind] for kind, value in by_kind.items() if kind in reference[name]}
+    return deltas
+
+
+def own_head_accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, zero_shot_weights, num_classes: int, name: str = "the benchmark") -> float:
+    """A_FT: accuracy of the fine-tuned model's own classifier on unit-normalised image features.
+
+    A classifier uses its own head; a CLIPModel (FLYP, or an exported encoder) classifies with the
+    zero-shot head of its own text tower, `zero_shot_weights()` ([C, P]).
+    """
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        if head.out_features != num_classes:
+            raise ValueError(
+                f"the model's head has {head.out_features} classes but {name!r} has {num_classes}; "
+                "is it the benchmark the model was fine-tuned on?"
+            )
+        with torch.no_grad():
+            logits = features.to(head.weight) @ head.weight.T + (head.bias if head.bias is not None else 0)
+        return _accuracy(logits.float().cpu(), labels)
+    return _accuracy(features @ zero_shot_weights().T, labels)
+
+
+# -- the evaluator ------------------------------------------------------------------------------
+
+
+class ConceptForgettingEvaluator:
+    """Scores models on benchmarks against a pretrained CLIP (ZS, LP, deltas, A_FT, distances).
+
+    Args:
+        pretrained: the pretrained `CLIPModel`. Its text tower builds the zero-shot heads and it is the
+            reference for deltas and distances.
+        processor: its `CLIPProcessor` (tokenizer + image processor).
+        settings: `EvaluatorSettings` (data, batch size, linear probe, text tower, ...).
+    """
+
+    def __init__(self, pretrained: CLIPModel, processor, settings: EvaluatorSettings | None = None):
+        if not isinstance(pretrained, CLIPModel):
+            raise CheckpointError(f"the pretrained model must be a CLIPModel (it provides the text tower), got {type(pretrained).__name__}")
+        self.settings = settings or EvaluatorSettings()
+        self.device = self.settings.torch_device
+        self.pretrained = pretrained.to(self.device).eval()
+        self.processor = processor
+        self.pretrained_path: str | None = None
+        self._benchmarks: dict[str, LoadedBenchmark] = {}
+        self._features: OrderedDict[str, dict] = OrderedDict()  # model key -> {(benchmark, split): (features, labels)}
+        self._zero_shot_weights: dict[str, torch.Tensor] = {}
+        self._pretrained_accuracies: dict[str, dict[str, float]] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, settings: EvaluatorSettings | None = None, *, processor=None) -> "ConceptForgettingEvaluator":
+        """The evaluator of a pretrained CLIP given as a directory or Hub id (its processor loaded beside it)."""
+        settings = settings or EvaluatorSettings()
+        model = load_checkpoint(name_or_path, cache_dir=settings.cache_dir)
+        if processor is None:
+            processor = CLIPProcessor.from_pretrained(name_or_path, cache_dir=settings.cache_dir)
+        evaluator = cls(model, processor, settings)
+        if os.path.isdir(os.fspath(name_or_path)):
+            evaluator.pretrained_path = os.path.abspath(os.fspath(name_or_path))
+        return evaluator
+
+    # benchmarks ------------------------------------------------------------------------------
+
+    def benchmark(self, name) -> LoadedBenchmark:
+        """A benchmark with the image transform attached to its train and test splits (cached).
+
+        `name` is a registered name (the registry's own error lists the valid ones) or a `LoadedBenchmark`.
+        """
+        key = name.spec.name if isinstance(name, LoadedBenchmark) else str(name)
+        if key in self._benchmarks:
+            return self._benchmarks[key]
+        if isinstance(name, LoadedBenchmark):
+            loaded = name
+        else:
+            s = self.settings
+            loaded = load_benchmark(
+                key, data_path=s.dataset_paths.get(key), max_train_samples=s.max_train_samples,
+                max_eval_samples=s.max_eval_samples, seed=s.seed, cache_dir=s.cache_dir,
+            )
+        _check_promptable(key, loaded.class_names, loaded.templates)
+        transform = image_transform(self.processor.image_processor)
+        splits = {split: loaded.splits[split].with_transform(transform) for split in ("train", "test")}
+        self._benchmarks[key] = LoadedBenchmark(spec=loaded.spec, splits=splits, class_names=list(loaded.class_names), templates=list(loaded.templates))
+        return self._benchmarks[key]
+
+    def _name(self, benchmark) -> str:
+        return self.benchmark(benchmark).spec.name if isinstance(benchmark, LoadedBenchmark) else str(benchmark)
+
+    # features -------------------------------------------------------------------------------
+
+    def model_key(self, model: nn.Module, key: str | None = None) -> str:
+        """Cache key of a model: `key` if given, "pretrained" for the pretrained model, else a fresh key.
+
+        An in-memory model's weights may change between calls (training), so without an explicit
+        key its features are shared only within one `evaluate` call.
+        """
+        if key is not None:
+            return str(key)
+        if model is self.pretrained:
+            return PRETRAINED_KEY
+        return f"in-memory-{uuid.uuid4().hex}"
+
+    def features(self, model: nn.Module, benchmark, split: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-normalised image features and labels of `model` on a benchmark split, extracted once per key."""
+        name = self._name(benchmark)
+        bench = self.benchmark(benchmark)
+        store = self._features.get(key)
+        if store is None:
+            store = self._features[key] = {}
+            self._evict()
+        self._features.move_to_end(key)
+        if (name, split) not in store:
+            store[(name, split)] = extract_features(
+                model, bench.splits[split], batch_size=self.settings.batch_size, num_workers=self.settings.num_workers, desc=f"{name}/{split} features"
+            )
+        return store[(name, split)]
+
+    def _evict(self) -> None:
+        checkpoints = [k for k in self._features if k != PRETRAINED_KEY]
+        while len(checkpoints) > self.settings.max_cached_models:
+            del self._features[checkpoints.pop(0)]
+
+    def clear_cache(self) -> None:
+        """Forget every model's features except the pretrained model's."""
+        for key in [k for k in self._features if k != PRETRAINED_KEY]:
+            del self._features[key]
+
+    # accuracies -----------------------------------------------------------------------------
+
+    def zero_shot_weights(self, benchmark, model: nn.Module | None = None) -> torch.Tensor:
+        """[C, P] zero-shot classifier of a benchmark from `model`'s text tower (default: the pretrained one)."""
+        name, bench = self._name(benchmark), self.benchmark(benchmark)
+        if model is None or model is self.pretrained:
+            if name not in self._zero_shot_weights:
+                self._zero_shot_weights[name] = zero_shot_classifier(self.pretrained, self.processor.tokenizer, bench.class_names, bench.templates)
+            return self._zero_shot_weights[name]
+        return zero_shot_classifier(model, self.processor.tokenizer, bench.class_names, bench.templates)
+
+    def _text_tower_for(self, model: nn.Module, text_tower: str | None) -> nn.Module | None:
+        text_tower = text_tower or self.settings.text_tower
+        if text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {text_tower!r}")
+        if text_tower == "checkpoint":
+            if hasattr(model, "text_model"):
+                return model
+            logger.warning("%s has no text tower; zero-shot heads come from the pretrained one", type(model).__name__)
+        return None
+
+    def zero_shot_accuracy(self, model: nn.Module, benchmark, *, text_tower: str | None = None, key: str | None = None) -> float:
+        """A_ZS: zero-shot top-1 accuracy of a model on a benchmark's test split."""
+        key = self.model_key(model, key)
+        features, labels = self.features(model, benchmark, "test", key)
+        head = self.zero_shot_weights(benchmark, self._text_tower_for(model, text_tower))
+        return _accuracy(features @ head.T, labels)
+
+    def linear_probe_accuracy(self, model: nn.Module, benchmark, *, key: str | None = None) -> float:
+        """A_LP: accuracy on the test split of a linear probe fitted on the (frozen) train-split features."""
+        key = self.model_key(model, key)
+        bench = self.benchmark(benchmark)
+        train_features, train_labels = self.features(model, benchmark, "train", key)
+        s = self.settings
+        weight, bias = fit_linear_probe(
+            train_features, train_labels, len(bench.class_names), solver=s.lp_solver, iterations=s.lp_iterations, seed=s.seed, device=self.device
+        )
+        test_features, test_labels = self.features(model, benchmark, "test", key)
+        return _accuracy(test_features @ weight.T + bias, test_labels)
+
+    def accuracies(self, model: nn.Module, benchmarks: Iterable, *, key: str | None = None, text_tower: str | None = None) -> dict[str, dict[str, float]]:
+        """{benchmark: {"zs": A_ZS, "lp": A_LP}}, features extracted once per benchmark and shared."""
+        key = self.model_key(model, key)
+        results = {}
+        for benchmark in tqdm(list(benchmarks), desc="benchmarks", leave=False):
+            results[self._name(benchmark)] = {
+                "zs": self.zero_shot_accuracy(model, benchmark, text_tower=text_tower, key=key),
+                "lp": self.linear_probe_accuracy(model, benchmark, key=key),
+            }
+        return results
+
+    def pretrained_accuracies(self, benchmarks: Iterable) -> dict[str, dict[str, float]]:
+        """The pretrained model's accuracies (computed once per benchmark), the reference of every Δ."""
+        benchmarks = list(benchmarks)
+        names = [self._name(b) for b in benchmarks]
+        missing = [b for b, n in zip(benchmarks, names) if n not in self._pretrained_accuracies]
+        if missing:
+            self._pretrained_accuracies.update(self.accuracies(self.pretrained, missing, key=PRETRAINED_KEY, text_tower="pretrained"))
+        return {n: self._pretrained_accuracies[n] for n in names}
+
+    def finetune_accuracy(self, model: nn.Module, benchmark, *, key: str | None = None) -> float:
+        """A_FT: the fine-tuned model's accuracy on its own task's test split (`own_head_accuracy`)."""
+        key = self.model_key(model, key)
+        bench = self.benchmark(benchmark)
+        features, labels = self.features(model, benchmark, "test", key)
+        return own_head_accuracy(
+            model, features, labels, lambda: self.zero_shot_weights(benchmark, self._text_tower_for(model, "checkpoint")),
+            len(bench.class_names), self._name(benchmark),
+        )
+
+    # everything at once ---------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        benchmarks: Iterable,
+        *,
+        key: str | None = None,
+        finetune_benchmark=None,
+        reference: nn.Module | None = None,
+        distances: bool = True,
+        text_tower: str | None = None,
+    ) -> ForgettingRecord:
+        """One record of a model: per-benchmark accuracies and Δs, A_FT, distances.
+
+        `reference` (default: the pretrained model) is θ0 of the distances.
+        """
+        key = self.model_key(model, key)
+        benchmarks = list(benchmarks)
+        accuracies = self.accuracies(model, benchmarks, key=key, text_tower=text_tower)
+        deltas = accuracy_deltas(accuracies, self.pretrained_accuracies(benchmarks))
+        record: ForgettingRecord = {"eval": {}}
+        for name, accs in accuracies.items():
+            record["eval"][name] = {"zs_acc": accs["zs"], "lp_acc": accs["lp"], "delta_zs": deltas[name]["zs"], "delta_lp": deltas[name]["lp"]}
+        record["a_ft"] = self.finetune_accuracy(model, finetune_benchmark, key=key) if finetune_benchmark is not None else None
+        if distances:
+            reference = reference if reference is not None else self.pretrained
+            record["param_distance"] = parameter_distance(model, reference)
+            for name in accuracies:
+                record["eval"][name]["feature_distance"] = self.feature_distance(model, name, reference=reference)
+            record["feature_distance"] = float(np.mean([e["feature_distance"] for e in record["eval"].values()])) if accuracies else None
+        return record
+
+    def feature_distance(self, model: nn.Module, benchmark, *, reference: nn.Module | None = None) -> float:
+        """Eq. 3 on (a seeded sample of `feature_distance_samples` examples of) the benchmark's test split."""
+        test = self.benchmark(benchmark).splits["test"]
+        samples = self.settings.feature_distance_samples
+        if samples and len(test) > samples:
+            rows = np.random.default_rng(self.settings.seed).permutation(len(test))[:samples]
+            test = test.select(np.sort(rows))
+        return feature_distance(
+            model, reference if reference is not None else self.pretrained, test, batch_size=self.settings.batch_size, num_workers=self.settings.num_workers
+        )
+
+    def load(self, path: str) -> nn.Module:
+        """A checkpoint directory or Hub id as a model on the evaluator's device (the pretrained model
+        itself when `path` is its directory)."""
+        if self.pretrained_path is not None and os.path.abspath(os.fspath(path)) == self.pretrained_path:
+            return self.pretrained
+        return load_checkpoint(path, device=self.device, cache_dir=self.settings.cache_dir)
+
+
+def _check_promptable(name: str, class_names: Sequence[str], templates: Sequence[str]) -> None:
+    """Zero-shot evaluation needs a non-empty name for every class and templates with "{}"."""
+    if not class_names:
+        raise ValueError(f"benchmark {name!r} has no class names, so its classes cannot be given zero-shot prompts")
+    bad = [i for i, c in enumerate(class_names) if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(
+            f"benchmark {name!r}: classes {bad[:5]} have no usable name ({[class_names[i] for i in bad[:5]]!r}), so they "
+            "cannot be given zero-shot prompts; pass class_names=[...] to load_benchmark or register the benchmark with them"
+        )
+    if not templates:
+        raise ValueError(f"benchmark {name!r} has no prompt templates; give templates like 'a photo of a {{}}.'")
+    try:
+        fill_templates(class_names[0], templates)
+    except ValueError as err:
+        raise ValueError(f"benchmark {name!r}: {err}") from None
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(-1) == labels).float().mean().item()
+
+
+def evaluate_checkpoints(
+    evaluator: ConceptForgettingEvaluator,
+    entries: Sequence[CheckpointEntry],
+    benchmarks: Sequence[str],
+    *,
+    distances: bool = True,
+) -> list[ForgettingRecord]:
+    """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored."""
+    records = []
+    for entry in tqdm(entries, desc="checkpoints"):
+        finetune = entry.finetune_task
+        if finetune is not None and finetune not in benchmarks:
+            try:
+                evaluator.benchmark(finetune)
+            except BenchmarkError as err:
+                logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
+                finetune = None
+        model = evaluator.load(entry.path)
+        key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
+        record = evaluator.evaluate(model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances)
+        evaluator.clear_cache()
+        records.append({"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent, **record})
+    return records

@@ -1,0 +1,123 @@
+"""One concept-forgetting evaluation end to end, as a library call that returns an `EvaluationResult`.
+
+    result = evaluate(checkpoint=["lp-ldifs=runs/eurosat-lp-ldifs"], datasets="cifar10,mnist", output_dir="reports/eurosat")
+
+Resolves the checkpoints (a run directory's `checkpoint-N` folders are its points along training),
+scores the pretrained model once and then every checkpoint, and writes results.json, results.csv,
+results.md (the paper's Table 3 layout) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from ..benchmarks import parse_benchmark_list, parse_dataset_paths
+from ..heads import LP_SOLVERS
+from .checkpoints import CheckpointError, resolve_checkpoints
+from .evaluator import TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, evaluate_checkpoints
+from .report import write_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationArguments:
+    """What to evaluate, against which pretrained model, on which benchmarks, and how."""
+
+    checkpoint: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Checkpoints or run directories, each 'path' or 'method=path' (method default: the run's record, else the folder name)."},
+    )
+    datasets: str = field(default="all", metadata={"help": "'all' (every registered benchmark) or a comma-separated list of benchmark names."})
+    dataset_path: list[str] = field(
+        default_factory=list, metadata={"help": "Local copies of benchmarks, each 'name=path' (save_to_disk folder or parquet files)."}
+    )
+    pretrained: str | None = field(
+        default=None, metadata={"help": "Pretrained CLIP (directory or Hub id); default: the base model the first checkpoint records."}
+    )
+    output_dir: str = field(default="concept_forgetting_report", metadata={"help": "Where results and plots are written."})
+    include_intermediate: bool = field(default=True, metadata={"help": "Also score a run directory's checkpoint-N folders (points along training)."})
+    text_tower: str = field(default="pretrained", metadata={"help": f"Zero-shot heads from the text tower: one of {', '.join(TEXT_TOWERS)} ('pretrained' is official, 'checkpoint' is FLYP's)."})
+    lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
+    lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
+    distances: bool = field(default=True, metadata={"help": "Also compute parameter and feature distances to the pretrained model."})
+    feature_distance_samples: int = field(default=256, metadata={"help": "Test examples per benchmark for the feature distance."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's linear-probe training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's test set."})
+    batch_size: int = field(default=256, metadata={"help": "Feature-extraction batch size."})
+    num_workers: int = field(default=4, metadata={"help": "DataLoader workers decoding and preprocessing images."})
+    device: str | None = field(default=None, metadata={"help": "Device (default: cuda when available)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the validation split, subsampling and linear probe."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for models and datasets."})
+
+    def settings(self) -> EvaluatorSettings:
+        """The evaluator's settings; raises ValueError on a bad value before anything is loaded."""
+        return EvaluatorSettings(
+            dataset_paths=parse_dataset_paths(self.dataset_path),
+            max_train_samples=self.max_train_samples,
+            max_eval_samples=self.max_eval_samples,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            device=self.device,
+            lp_solver=self.lp_solver,
+            lp_iterations=self.lp_iterations,
+            text_tower=self.text_tower,
+            feature_distance_samples=self.feature_distance_samples,
+            seed=self.seed,
+            cache_dir=self.cache_dir,
+        )
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation measured and wrote.
+
+    Attributes:
+        pretrained: the reference model (directory or Hub id).
+        benchmarks: the benchmarks every checkpoint was scored on.
+        pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
+        records: one `ForgettingRecord` per checkpoint.
+        paths: the files written ({"json", "csv", "markdown", "delta_lp_plot", ...}).
+    """
+
+    pretrained: str
+    benchmarks: list[str]
+    pretrained_accuracy: dict[str, dict[str, float]]
+    records: list[ForgettingRecord]
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
+    """Score every checkpoint on every benchmark against the pretrained model and write the report."""
+    # 1. Arguments, validated before any model or data is loaded.
+    if not args.checkpoint:
+        raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
+    settings = args.settings()
+    benchmarks = parse_benchmark_list(args.datasets)  # unknown names: the registry's error
+
+    # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
+    entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)
+    pretrained = args.pretrained or next((e.base_model for e in entries if e.base_model), None)
+    if pretrained is None:
+        raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
+    logger.info("evaluating %d checkpoint(s) against %s on %s", len(entries), pretrained, ", ".join(benchmarks))
+
+    # 3. The pretrained model (text tower, reference of Δ and distances), scored once; then every checkpoint.
+    evaluator = ConceptForgettingEvaluator.from_pretrained(pretrained, settings)
+    pretrained_accuracy = evaluator.pretrained_accuracies(benchmarks)
+    records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances)
+
+    # 4. Results: JSON, CSV, Markdown table and plots.
+    paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks)
+    for name, path in paths.items():
+        logger.info("wrote %s: %s", name, path)
+    return EvaluationResult(pretrained=pretrained, benchmarks=benchmarks, pretrained_accuracy=pretrained_accuracy, records=records, paths=paths)
+
+
+def evaluate(**kwargs) -> EvaluationResult:
+    """`run_evaluation` from keyword arguments (any field of `EvaluationArguments`)."""
+    (args,) = HfArgumentParser(EvaluationArguments).parse_dict(kwargs)
+    return run_evaluation(args)

@@ -1,0 +1,305 @@
+"""One fine-tuning run end to end, as a library call that returns its `RunRecord`.
+
+    record = finetune(method="lp-init-ldifs", dataset="eurosat", output_dir="runs/eurosat-lp-ldifs",
+                      model_name_or_path="openai/clip-vit-base-patch32", bf16=True)
+
+Steps: check the arguments and the output directory (and the Hub, with push_to_hub) before anything
+expensive; load the benchmark and the pretrained CLIP; build the model the method trains (ZS or LP
+head, or CLIP itself for FLYP); train with `LDIFSTrainer`; measure A_FT; export a stock `CLIPModel`;
+write the model cards and the run record; push. Rerunning on the same output directory continues
+from its last checkpoint, and a finished run is returned as recorded, not redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..heads import extract_features, zero_shot_classifier
+from ..modeling import export_clip_model
+from ..records import RUN_RECORD_FILE, RunRecord
+from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+from .build import build_collator, build_model
+from .trainer import LDIFSTrainer
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FOLDER = "clip"
+# What a Trainer run leaves in its output directory: a directory holding any of these without our run
+# record was written by something else, and we do not write into it.
+_RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
+
+
+@dataclass
+class OutputPlan:
+    """What to do with the output directory: start afresh, continue from a checkpoint, or nothing."""
+
+    resume_from: str | None = None
+    finished: RunRecord | None = None
+
+
+def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bool = False, resume_from_checkpoint=None) -> OutputPlan:
+    """Decide, before anything expensive, how a run uses `output_dir`.
+
+    - empty or missing: a fresh run;
+    - our own finished run of the same method and dataset: nothing to do (returned as `finished`);
+    - our own unfinished run: continue from its last `checkpoint-N` (or start again if it has none);
+    - `overwrite`: the earlier run's checkpoints, export and record are removed first;
+    - files of another run or another program: refused, naming them.
+    """
+    if resume_from_checkpoint not in (None, False, True) and not os.path.isdir(str(resume_from_checkpoint)):
+        raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
+    if not os.path.isdir(output_dir):
+        return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
+    if overwrite:
+        _remove_earlier_run(output_dir)
+        return OutputPlan(resume_from=resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None)
+    entries = os.listdir(output_dir)
+    record_file = os.path.join(output_dir, RUN_RECORD_FILE)
+    if not os.path.isfile(record_file):
+        ours = [e for e in entries if e in _RUN_MARKERS or e.startswith("checkpoint-")]
+        if ours:
+            raise ValueError(
+                f"output_dir {output_dir!r} already holds a model or run that ldifs_hf did not record ({', '.join(sorted(ours)[:4])}); "
+                "choose another --output_dir or pass --overwrite_output_dir"
+            )
+        return OutputPlan()
+    earlier = RunRecord.load(output_dir)
+    if (earlier.method, earlier.dataset) != (method, dataset):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
+            "choose another --output_dir or pass --overwrite_output_dir"
+        )
+    if earlier.completed:
+        return OutputPlan(finished=earlier)
+    if isinstance(resume_from_checkpoint, str):
+        return OutputPlan(resume_from=resume_from_checkpoint)
+    return OutputPlan(resume_from=get_last_checkpoint(output_dir))
+
+
+def _remove_earlier_run(output_dir: str) -> None:
+    """Remove what an earlier run wrote that a new run would otherwise mix with its own: checkpoints,
+    the export and the run record. Other files are left alone."""
+    for entry in os.listdir(output_dir):
+        path = os.path.join(output_dir, entry)
+        if entry.startswith("checkpoint-") and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif entry == EXPORT_FOLDER and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif entry == RUN_RECORD_FILE:
+            os.remove(path)
+
+
+def apply_benchmark_epochs(data_args: DataArguments, training_args: LDIFSTrainingArguments) -> None:
+    """The paper's epoch count for the benchmark, unless the user gave epochs or max_steps."""
+    if data_args.epochs_from_benchmark and training_args.max_steps <= 0 and data_args.dataset != "custom":
+        training_args.num_train_epochs = get_benchmark(data_args.dataset).epochs
+
+
+def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> RunRecord:
+    """Fine-tune, measure, export and record one run; see the module docstring."""
+    # 1. Everything that can be checked before loading data or models.
+    if training_args.method is None:
+        raise ValueError("a fine-tuning run needs a method (--method); choose one of ldifs_hf.list_methods()")
+    spec = training_args.method_spec
+    benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
+    forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
+    forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
+    plan = plan_output_dir(
+        training_args.output_dir, spec.name, benchmark_name,
+        overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
+    )
+    if plan.finished is not None:
+        logger.info("%s already holds this finished run; returning its record (pass --overwrite_output_dir to redo it)", training_args.output_dir)
+        return plan.finished
+    push_to_hub, repo_id = training_args.push_to_hub, None
+    if push_to_hub:
+        from ..hub import check_push_target
+
+        repo_id = check_push_target(
+            training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
+        )
+    _check_model_and_taps(model_args, training_args)
+    apply_benchmark_epochs(data_args, training_args)
+    logger.setLevel(training_args.get_process_log_level())
+    logger.info("method %s (%s)", spec.name, spec)
+
+    # 2. Data: the benchmark's train/validation/test splits, class names and prompt templates.
+    benchmark = load_benchmark(
+        data_args.dataset,
+        data_path=data_args.dataset_path,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        validation_fraction=data_args.validation_fraction,
+        seed=data_args.validation_seed,
+        cache_dir=model_args.cache_dir,
+    )
+
+    # 3. Pretrained CLIP and its processor.
+    clip_model, processor = load_clip(model_args.model_name_or_path, model_args.cache_dir)
+    transform = image_transform(processor.image_processor)
+    for split in benchmark.splits.values():
+        split.set_transform(transform)
+    train_dataset, eval_dataset = benchmark.splits["train"], benchmark.splits["validation"]
+
+    # 4. The model the method trains (ZS or LP head over the vision tower, or CLIP itself for FLYP).
+    with training_args.main_process_first(desc="head initialisation"):
+        model = build_model(
+            spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, train_dataset,
+            lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
+        )
+    collator = build_collator(spec, processor.tokenizer, benchmark.class_names, benchmark.templates, seed=training_args.seed)
+    record = RunRecord(
+        method=spec.name,
+        dataset=benchmark.spec.name,
+        base_model=model_args.model_name_or_path,
+        regularizer=training_args.regularizer,
+        ldifs_lambda=training_args.ldifs_lambda,
+        l2sp_lambda=training_args.l2sp_lambda,
+        ldifs_normalization=training_args.ldifs_normalization,
+        dataset_splits="train minus a {:.0%} validation split (seed {}), test = '{}'".format(
+            data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
+        ),
+        text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
+        output_dir=training_args.output_dir,
+    )
+
+    # 5. Train. The Hub push happens below, as a stock CLIPModel, not the Trainer's classifier.
+    training_args.push_to_hub = False
+    trainer = LDIFSTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        data_collator=collator,
+        processing_class=processor,
+    )
+    record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
+    if trainer.is_world_process_zero():
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
+    if forgetting_benchmarks:
+        _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
+    if plan.resume_from:
+        logger.info("continuing from %s", plan.resume_from)
+    train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    if trainer.is_world_process_zero():
+        # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
+        batch_size = training_args.per_device_eval_batch_size
+        record.results = {
+            "validation_accuracy": finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size),
+            "test_accuracy": finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size),
+        }
+        trainer.log_metrics("eval", record.results)
+        trainer.save_metrics("eval", record.results)
+
+        # 7. The encoder as a stock CLIPModel, the two model cards, the record; then the push.
+        export_dir = os.path.join(training_args.output_dir, EXPORT_FOLDER)
+        export_clip_model(trainer.model, model_args.model_name_or_path, export_dir)
+        record.export_dir = export_dir
+        from ..hub import push_clip_to_hub, write_model_cards
+
+        write_model_cards(
+            training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
+            dataset_id=benchmark.spec.hub_id, license=model_args.model_license,
+        )
+        record.completed = True
+        record.save(training_args.output_dir)
+        if push_to_hub:
+            url = push_clip_to_hub(export_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+            logger.info("pushed %s to %s", export_dir, url)
+    return record
+
+
+def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
+    """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
+    name = model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir)
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"could not load CLIP model {name!r}: download it first (`hf download {name}`) "
+            f"or pass a local directory ({' '.join(str(err).split())[:300]})"
+        ) from err
+    if config.model_type != "clip":
+        raise ValueError(f"model {name!r} is a {config.model_type!r} model; the paper's methods fine-tune a CLIP model (model_type 'clip')")
+    blocks = config.vision_config.num_hidden_layers
+    if training_args.regularizer == "ldifs" and training_args.ldifs_layers and max(training_args.ldifs_layers) > blocks:
+        raise ValueError(
+            f"ldifs layer index {max(training_args.ldifs_layers)} out of range: the model has {blocks} blocks, "
+            f"so hidden_states indices are 0..{blocks}"
+        )
+
+
+def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPModel, CLIPProcessor]:
+    """The pretrained CLIPModel and its processor, with an error that says how to get them offline."""
+    try:
+        return (
+            CLIPModel.from_pretrained(name_or_path, cache_dir=cache_dir),
+            CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir),
+        )
+    except OSError as err:
+        raise OSError(
+            f"could not load CLIP model {name_or_path!r}: download it first (`hf download {name_or_path}`) "
+            f"or pass a local directory ({' '.join(str(err).split())[:300]})"
+        ) from err
+
+
+def finetune_accuracy(model, dataset, tokenizer, benchmark, batch_size: int = 256) -> float:
+    """A_FT of a just-trained model on one split (`evaluation.evaluator.own_head_accuracy`)."""
+    from ..evaluation.evaluator import own_head_accuracy
+
+    features, labels = extract_features(model, dataset, batch_size=batch_size, desc="accuracy")
+    return own_head_accuracy(
+        model, features, labels, lambda: zero_shot_classifier(model, tokenizer, benchmark.class_names, benchmark.templates),
+        len(benchmark.class_names), benchmark.spec.name,
+    )
+
+
+def _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, finetune_name, benchmarks, paths) -> None:
+    from ..evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator, EvaluatorSettings
+
+    settings = EvaluatorSettings(
+        dataset_paths={finetune_name: data_args.dataset_path, **paths} if data_args.dataset_path else paths,
+        max_train_samples=data_args.forgetting_max_samples,
+        max_eval_samples=data_args.forgetting_max_samples,
+        lp_solver=model_args.lp_solver,
+        lp_iterations=model_args.lp_iterations,
+        cache_dir=model_args.cache_dir,
+    )
+    if spec.head_init:  # the classifier copied the tower: clip_model stays the pretrained model
+        evaluator = ConceptForgettingEvaluator(clip_model, processor, settings)
+    else:  # FLYP trains clip_model itself, so the reference is a fresh copy
+        evaluator = ConceptForgettingEvaluator.from_pretrained(model_args.model_name_or_path, settings, processor=processor)
+    trainer.add_callback(
+        ConceptForgettingCallback(
+            evaluator, benchmarks, every_percent=data_args.forgetting_every_percent,
+            finetune_benchmark=finetune_name if finetune_name in benchmarks else None, trainer=trainer, method=spec.name,
+        )
+    )
+
+
+def finetune_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, LDIFSTrainingArguments))
+
+
+def finetune(**kwargs) -> RunRecord:
+    """`run_finetune` from keyword arguments: any field of `ModelArguments`, `DataArguments` or
+    `LDIFSTrainingArguments` (e.g. method=, dataset=, output_dir=, model_name_or_path=, max_steps=)."""
+    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
+    if "num_train_epochs" in kwargs:
+        data_args.epochs_from_benchmark = False
+    return run_finetune(model_args, data_args, training_args)
