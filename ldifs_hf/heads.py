@@ -20,7 +20,8 @@ from .utils import torch_threads
 
 LP_LEARNING_RATES = (0.01, 0.05, 0.1, 0.5, 1.0)
 LP_SOLVERS = ("adamw", "logistic")
-LOGISTIC_CS = (0.1, 1.0, 10.0, 100.0)
+# The official code's grid for scikit-learn's solver: C = 1/L with L in {1e-6, 1e-5, ..., 1e6}.
+LOGISTIC_CS = tuple(1.0 / 10.0**k for k in range(-6, 7))
 
 
 def check_lp_solver(solver: str) -> str:

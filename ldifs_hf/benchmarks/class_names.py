@@ -1,7 +1,8 @@
 """Class names of the nine benchmarks in the CLIP / task-arithmetic convention (data only).
 
-Index i is the name of label i in the benchmark's hub copy (see ``catalog.py``). Hub names that
-are not usable in a prompt (CIFAR-100's underscores and its "cra" typo) are fixed here.
+Index i is the name of label i in the benchmark's hub copy (see ``catalog.py``). CIFAR-100's names are
+torchvision's, as in the official LDIFS code: underscores in 9 of them ("aquarium_fish"), and "crab"
+where the hub copy has the typo "cra".
 """
 
 DIGITS = tuple(str(digit) for digit in range(10))
@@ -11,17 +12,17 @@ CIFAR10 = (
 )
 
 CIFAR100 = (
-    "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
     "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
     "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
     "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
-    "kangaroo", "keyboard", "lamp", "lawn mower", "leopard", "lion", "lizard", "lobster", "man",
-    "maple tree", "motorcycle", "mountain", "mouse", "mushroom", "oak tree", "orange", "orchid",
-    "otter", "palm tree", "pear", "pickup truck", "pine tree", "plain", "plate", "poppy",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
     "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
     "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
-    "sunflower", "sweet pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow tree", "wolf", "woman", "worm",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )
 
 DTD = (

@@ -21,7 +21,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .catalog import CUSTOM
-from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks
+from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
 
@@ -365,12 +365,34 @@ def parse_dataset_paths(values) -> dict[str, str]:
     return paths
 
 
-def parse_benchmark_list(value: str) -> list[str]:
-    """'all' or 'a,b,c' -> registered benchmark names (an unknown name raises the registry's error)."""
+def parse_benchmark_list(value: str, templates: Sequence[str] | None = None) -> list[str]:
+    """'all' or 'a,b,c' -> registered benchmark names (an unknown name raises the registry's error).
+
+    An entry 'name=path' is a local image/label dataset that need not be registered: it is registered
+    here with its path, class names from its `ClassLabel`, and `templates` (default "a photo of a {}.").
+    """
     if value.strip().lower() == "all":
         return list_benchmarks()
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"benchmarks take 'all' or comma-separated names, got {value!r}")
-    return [get_benchmark(name).name for name in names]
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        raise ValueError(f"benchmarks take 'all' or comma-separated names (or name=path entries), got {value!r}")
+    names = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if sep:
+            names.append(register_local_benchmark(name.strip(), path.strip(), templates).name)
+        else:
+            names.append(get_benchmark(name).name)
+    return names
+
+
+def register_local_benchmark(name: str, path: str, templates: Sequence[str] | None = None) -> BenchmarkSpec:
+    """Register a local dataset (a save_to_disk folder, parquet files or an image folder with train and
+    test splits, an "image" and a ClassLabel "label" column) under `name`, so it can be evaluated."""
+    if not name or not path:
+        raise BenchmarkError(f"a local benchmark is 'name=path' with both parts, got {name!r}={path!r}")
+    if not glob.has_magic(path) and not os.path.exists(os.path.expanduser(path)):
+        raise BenchmarkDataNotFoundError(f"local benchmark {name!r}: {path!r} does not exist")
+    fields = {"templates": tuple(templates)} if templates else {}
+    return register_benchmark(BenchmarkSpec(name, None, data_path=os.path.expanduser(path), **fields), overwrite=True)
 

@@ -26,6 +26,8 @@ class BenchmarkSpec:
         num_classes (`int` or `None`, defaults to `None`): filled in from `class_names` when those are given.
         data_path (`str` or `None`, defaults to `None`): default local copy (a `save_to_disk` folder, parquet
             files or an image folder), used instead of the hub.
+        split_note (`str` or `None`, defaults to `None`): how the hub copy's splits differ from the paper's;
+            recorded with every run on the benchmark.
     """
 
     name: str
@@ -40,6 +42,7 @@ class BenchmarkSpec:
     epochs: int = 10
     num_classes: int | None = None
     data_path: str | None = None
+    split_note: str | None = None
 
     def __post_init__(self):
         if not self.name or self.name != self.name.strip():

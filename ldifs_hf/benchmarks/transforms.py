@@ -1,8 +1,11 @@
-"""Images to model inputs: the CLIP processor's transform (with an exact fast path for images already
-at the crop size) and the image/label collate function every image loader uses."""
+"""Images to model inputs: the CLIP processor's evaluation transform (with an exact fast path for images
+already at the crop size), the training augmentation of the official code (open_clip's train
+preprocess), and the image/label collate function every image loader uses."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -28,6 +31,76 @@ def image_transform(image_processor) -> Callable[[dict], dict]:
         return {"pixel_values": pixel_values, "labels": list(batch["label"])}
 
     return transform
+
+
+# open_clip's training preprocess (the official LDIFS code's): RandomResizedCrop to the crop size with
+# scale (0.9, 1.0), torchvision's default aspect ratios and bicubic resampling, then normalisation.
+TRAIN_CROP_SCALE = (0.9, 1.0)
+TRAIN_CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def random_resized_crop_box(width: int, height: int, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO, generator=None) -> tuple[int, int, int, int]:
+    """(left, top, crop width, crop height) of a random crop covering `scale` of the image's area with an
+    aspect ratio in `ratio` (torchvision's `RandomResizedCrop.get_params`; its centre-crop fallback too).
+    Random draws come from `generator` (default: torch's global one)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
+        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator))
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+class TrainImageTransform:
+    """The training counterpart of `image_transform`: a random resized crop (bicubic) to the processor's
+    crop size, then its rescaling and normalisation. The LDIFS teacher sees these same pixels.
+
+    Each crop is drawn from a generator seeded by (seed, epoch, the image's bytes), not from the global
+    RNG: a run resumed from a checkpoint draws exactly the crops the uninterrupted run drew, whatever
+    batches the data loader prefetched. `set_epoch` (called by the run at each epoch) gives every
+    epoch fresh crops.
+    """
+
+    def __init__(self, image_processor, seed: int = 0, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO):
+        p = image_processor
+        crop = getattr(p, "crop_size", None)
+        get = (lambda key: crop.get(key)) if isinstance(crop, dict) else (lambda key: getattr(crop, key, None))
+        if crop is None or not get("height") or not get("width") or getattr(p, "image_mean", None) is None:
+            raise ValueError(
+                f"training augmentation needs a CLIP-style image processor (crop_size, image_mean, image_std); "
+                f"got {type(p).__name__}. Pass --train_augmentation false to train on the evaluation transform"
+            )
+        self.size = (int(get("width")), int(get("height")))
+        self.normalise = _NativeSizeCLIPTransform(self.size, p.rescale_factor, p.image_mean, p.image_std)
+        self.seed, self.scale, self.ratio, self.epoch = seed, scale, ratio, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self, image: Image.Image) -> torch.Generator:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=8, key=f"{self.seed}/{self.epoch}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        left, top, w, h = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, self._generator(image))
+        return image.resize(self.size, Image.BICUBIC, box=(left, top, left + w, top + h))
+
+    def __call__(self, batch: dict) -> dict:
+        return {"pixel_values": [self.normalise(self.crop(image)) for image in batch["image"]], "labels": list(batch["label"])}
 
 
 class _NativeSizeCLIPTransform:

@@ -66,7 +66,9 @@ class ConceptForgettingCallback(TrainerCallback):
         every_percent: spacing of the evaluation points in percent of `state.max_steps` (default 20).
         finetune_benchmark: the task being fine-tuned on; its A_FT is logged when given.
         trainer: the Trainer, whose `log` sends the rows to its loggers; also settable with
-            `set_trainer`. Without it rows still reach `state.log_history` and the files.
+            `set_trainer`. Without it rows still reach `state.log_history` and the files. Giving it
+            before `train()` also fixes θ0 ("initial") as the weights at that moment, which a resumed
+            run needs: by `on_train_begin` the checkpoint's weights have been loaded.
         output_dir: where the log files go (default: `args.output_dir`).
         distances: also log ‖θ−θ0‖² and the feature distance.
         reference: θ0 of the distances: "initial" (the weights when training starts; for a sequence of
@@ -101,16 +103,25 @@ class ConceptForgettingCallback(TrainerCallback):
         self.rows: list[dict] = []
         self._schedule: dict[int, list[float]] = {}
         self._reference_model: nn.Module | None = None
+        if trainer is not None:
+            self.set_trainer(trainer)
 
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
+        if self.distances and self.reference == "initial" and self._reference_model is None:
+            self._reference_model = VisionSnapshot(trainer.model)
 
     # -- events --------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._schedule = evaluation_schedule(state.max_steps, self.every_percent)
         self.method = self.method or getattr(args, "method", None) or "finetuned"
-        if self.distances and self.reference == "initial" and model is not None:
+        if self.distances and self.reference == "initial" and self._reference_model is None and model is not None:
+            if state.global_step > 0:
+                raise ValueError(
+                    f"training resumed at step {state.global_step}, so the weights at the start of training are gone: "
+                    "create ConceptForgettingCallback with trainer= (or call set_trainer) before train() to fix θ0"
+                )
             self._reference_model = VisionSnapshot(model)
         if state.global_step == 0:
             self._maybe_evaluate(args, state, model)

@@ -196,9 +196,11 @@ class ConceptForgettingEvaluator:
             loaded = name
         else:
             s = self.settings
+            # No validation hold-out: the linear probe chooses its learning rate on a 90/10 split of all
+            # of train and is then refitted on all of it (the official protocol).
             loaded = load_benchmark(
                 key, data_path=s.dataset_paths.get(key), max_train_samples=s.max_train_samples,
-                max_eval_samples=s.max_eval_samples, seed=s.seed, cache_dir=s.cache_dir,
+                max_eval_samples=s.max_eval_samples, validation_fraction=0.0, seed=s.seed, cache_dir=s.cache_dir,
             )
         _check_promptable(key, loaded.class_names, loaded.templates)
         transform = image_transform(self.processor.image_processor)

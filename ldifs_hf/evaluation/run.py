@@ -31,7 +31,14 @@ class EvaluationArguments:
         default_factory=list,
         metadata={"help": "Checkpoints or run directories, each 'path' or 'method=path' (method default: the run's record, else the folder name)."},
     )
-    datasets: str = field(default="all", metadata={"help": "'all' (every registered benchmark) or a comma-separated list of benchmark names."})
+    datasets: str = field(
+        default="all",
+        metadata={"help": "'all' (every registered benchmark) or a comma-separated list of benchmark names; 'name=path' "
+                  "adds a local image/label dataset (class names from its ClassLabel, prompts from --templates)."},
+    )
+    templates: list[str] = field(
+        default_factory=list, metadata={"help": "Prompt templates ('{}' = class name) for 'name=path' datasets; default 'a photo of a {}.'."}
+    )
     dataset_path: list[str] = field(
         default_factory=list, metadata={"help": "Local copies of benchmarks, each 'name=path' (save_to_disk folder or parquet files)."}
     )
@@ -96,7 +103,7 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
     if not args.checkpoint:
         raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
     settings = args.settings()
-    benchmarks = parse_benchmark_list(args.datasets)  # unknown names: the registry's error
+    benchmarks = parse_benchmark_list(args.datasets, args.templates)  # unknown names: the registry's error
 
     # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
     entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)

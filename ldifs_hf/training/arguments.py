@@ -146,6 +146,11 @@ class DataArguments:
     forgetting_max_samples: int | None = field(
         default=None, metadata={"help": "Cap on each forgetting benchmark's LP-train and test sets."}
     )
+    train_augmentation: bool = field(
+        default=True,
+        metadata={"help": "Augment training images as the official code does (open_clip's train preprocess: random resized "
+                  "crop, scale 0.9-1.0, bicubic); --train_augmentation false trains on the evaluation transform."},
+    )
     epochs_from_benchmark: bool = field(
         default=True, metadata={"help": "Use the benchmark's epoch count (paper) unless --num_train_epochs or --max_steps is given."}
     )

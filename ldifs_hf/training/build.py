@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from transformers import CLIPModel
 
 from ..benchmarks.transforms import collate_images
@@ -31,8 +32,9 @@ def build_model(
     """The model `spec` fine-tunes: a CLIPVisionClassifier with a ZS or LP head, or the CLIPModel (FLYP)."""
     id2label = dict(enumerate(class_names))
     if spec.head_init == "zero-shot":
+        # The official ZS-init head: exp(logit_scale) x the prompt embeddings, and a zero bias that trains.
         weight = zero_shot_classifier(clip_model, tokenizer, class_names, templates, logit_scale=True)
-        return CLIPVisionClassifier.from_clip(clip_model, weight, id2label=id2label)
+        return CLIPVisionClassifier.from_clip(clip_model, weight, torch.zeros(len(class_names)), id2label=id2label)
     if spec.head_init == "linear-probe":
         if train_dataset is None:
             raise ValueError(f"method {spec.name!r} fits a linear probe and needs the training set")
@@ -44,10 +46,13 @@ def build_model(
 
 
 def freeze_untrained_towers(model, spec: MethodSpec) -> None:
-    """For CLIP objectives that train only the image side, freeze the text tower and logit scale."""
+    """For CLIP objectives that train only the image side, freeze the text tower and logit scale; a
+    method that keeps the logit scale fixed (FLYP: detached in the official code) freezes it."""
     if spec.trained == "vision" and hasattr(model, "text_model"):
         for module in (model.text_model, model.text_projection):
             module.requires_grad_(False)
+        model.logit_scale.requires_grad_(False)
+    if not spec.train_logit_scale and hasattr(model, "logit_scale"):
         model.logit_scale.requires_grad_(False)
 
 

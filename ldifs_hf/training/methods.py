@@ -29,6 +29,8 @@ class MethodSpec:
         scale * cos(image, prompt of every class)).
     regularizer: "none", "l2sp" or "ldifs".
     trained: "vision" (vision tower + head) or "both" (both towers and the logit scale).
+    train_logit_scale: whether a CLIP objective learns the logit scale (FLYP-CE does; FLYP detaches it,
+        keeping the pretrained model's, as the official code does).
     """
 
     name: str
@@ -36,6 +38,7 @@ class MethodSpec:
     objective: str
     regularizer: str
     trained: str
+    train_logit_scale: bool = True
 
     def __post_init__(self):
         for field_name, allowed in (
@@ -94,7 +97,7 @@ for _spec in (
     MethodSpec("lp-init-ce", "linear-probe", "ce", "none", "vision"),
     MethodSpec("zs-init-l2sp", "zero-shot", "ce", "l2sp", "vision"),
     MethodSpec("lp-init-l2sp", "linear-probe", "ce", "l2sp", "vision"),
-    MethodSpec("flyp", None, "clip-contrastive", "none", "both"),
+    MethodSpec("flyp", None, "clip-contrastive", "none", "both", train_logit_scale=False),
     MethodSpec("flyp-ce", None, "clip-ce", "none", "both"),
     MethodSpec("zs-init-ldifs", "zero-shot", "ce", "ldifs", "vision"),
     MethodSpec("lp-init-ldifs", "linear-probe", "ce", "ldifs", "vision"),

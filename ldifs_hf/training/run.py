@@ -17,10 +17,13 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser
+import datasets
+
+from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks.transforms import TrainImageTransform
 from ..heads import extract_features, zero_shot_classifier
 from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
@@ -96,6 +99,32 @@ def _remove_earlier_run(output_dir: str) -> None:
             os.remove(path)
 
 
+class AugmentationEpoch(TrainerCallback):
+    """Tells the training augmentation which epoch it is in (a resumed run included), so every epoch
+    gets fresh crops and a resumed run gets the crops the uninterrupted run had."""
+
+    def __init__(self, augmentation: TrainImageTransform):
+        self.augmentation = augmentation
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.augmentation.set_epoch(int(state.epoch + 1e-6))
+        return control
+
+
+class WarmupLengthCheck(TrainerCallback):
+    """Warns when the warm-up is as long as the run or longer: the paper's 500 warm-up steps on a short
+    run would train at a learning rate near 0 throughout."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        warmup = args.get_warmup_steps(state.max_steps)
+        if state.max_steps > 0 and warmup >= state.max_steps:
+            logger.warning(
+                "warm-up (%d steps) is as long as the whole run (%d steps): the learning rate never leaves the warm-up "
+                "ramp; set --warmup_steps below the run's length (e.g. --warmup_steps 0)", warmup, state.max_steps,
+            )
+        return control
+
+
 def apply_benchmark_epochs(data_args: DataArguments, training_args: LDIFSTrainingArguments) -> None:
     """The paper's epoch count for the benchmark, unless the user gave epochs or max_steps."""
     if data_args.epochs_from_benchmark and training_args.max_steps <= 0 and data_args.dataset != "custom":
@@ -148,12 +177,20 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     transform = image_transform(processor.image_processor)
     for split in benchmark.splits.values():
         split.set_transform(transform)
-    train_dataset, eval_dataset = benchmark.splits["train"], benchmark.splits["validation"]
+    eval_dataset = benchmark.splits["validation"]
+    # The official protocol: the training images are augmented, the teacher sees the same pixels.
+    train_dataset, augmentation = benchmark.splits["train"], None
+    if data_args.train_augmentation:
+        augmentation = TrainImageTransform(processor.image_processor, seed=training_args.seed)
+        train_dataset = train_dataset.with_transform(augmentation)
+    # The LP-init probe, as in the official protocol, is refitted on all of train (the run's train and
+    # validation rows; its learning rate is chosen on a 90/10 split of them), seen through the eval transform.
+    probe_dataset = datasets.concatenate_datasets([benchmark.splits["train"], benchmark.splits["validation"]]).with_transform(transform)
 
     # 4. The model the method trains (ZS or LP head over the vision tower, or CLIP itself for FLYP).
     with training_args.main_process_first(desc="head initialisation"):
         model = build_model(
-            spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, train_dataset,
+            spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, probe_dataset,
             lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
         )
     collator = build_collator(spec, processor.tokenizer, benchmark.class_names, benchmark.templates, seed=training_args.seed)
@@ -165,8 +202,9 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         ldifs_lambda=training_args.ldifs_lambda,
         l2sp_lambda=training_args.l2sp_lambda,
         ldifs_normalization=training_args.ldifs_normalization,
-        dataset_splits="train minus a {:.0%} validation split (seed {}), test = '{}'".format(
-            data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
+        dataset_splits="train minus a {:.0%} validation split (seed {}), test = '{}'{}".format(
+            data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split,
+            f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else "",
         ),
         text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
@@ -181,6 +219,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
         data_collator=collator,
         processing_class=processor,
+        callbacks=[WarmupLengthCheck()] + ([AugmentationEpoch(augmentation)] if augmentation is not None else []),
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
     if trainer.is_world_process_zero():
