@@ -19,27 +19,34 @@ def _demo(argv):
 
 @pytest.mark.slow
 def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
-    argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"),
-            "--methods", "zs-init-ce,lp-init-ldifs", "--max_steps", "2", "--lp_iterations", "20"]
+    argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"), "--seeds", "0,1",
+            "--methods", "zs-init-ce,lp-init-ldifs", "--max_steps", "5", "--lp_iterations", "20"]
     result = _demo(argv)
     printed = capsys.readouterr().out
-    assert "| fine-tune task | eval task |" in printed and "zs-init-ce" in printed and "lp-init-ldifs" in printed
-    assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ldifs"}
-    assert set(result.pretrained_accuracy) == {"world-digit", "world-colour", "world-texture", "world-position"}
+    assert "| eval task | lp-init-ldifs | zs-init-ce |" in printed and "mean ± std over seeds 0, 1" in printed
+    assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ldifs"} and {r["seed"] for r in result.records} == {0, 1}
+    assert set(result.pretrained_accuracy) == {0, 1}
+    assert set(result.pretrained_accuracy[0]) == {"world-digit", "world-colour", "world-texture", "world-position"}
     out = tmp_path / "demo"
-    for name in ("results.json", "results.csv", "results.md", "timings.json"):
-        assert (out / name).stat().st_size > 0
-    for png in ("delta_lp_over_training.png", "distances_over_training.png"):
+    for name in ("results.json", "results.md", "summary.json", "timings.json", "seed-0/results.md", "seed-1/results.csv"):
+        assert (out / name).stat().st_size > 0, name
+    for png in ("deltas_over_training.png", "distances_over_training.png", "tradeoff.png", "seed-1/deltas_over_training.png"):
         with Image.open(out / png) as image:
             assert image.format == "PNG" and image.size[0] > 200
     saved = json.loads((out / "results.json").read_text())
-    # Each run's 0 % point is the pretrained model itself (Δ = 0), then its scored final checkpoint.
-    assert sorted(r["percent"] for r in saved["records"]) == [0.0, 0.0, 100.0, 100.0]
+    # Per seed and method: the 0 % point (the pretrained model, Δ = 0), then a checkpoint every 20 %.
+    percents = sorted(r["percent"] for r in saved["records"] if r["seed"] == 0 and r["method"] == "zs-init-ce")
+    assert percents == [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
     start = [r for r in saved["records"] if r["percent"] == 0.0]
     assert all(v["delta_lp"] == 0.0 and v["delta_zs"] == 0.0 for r in start for v in r["eval"].values())
+    # The summary is the mean over seeds of each run's final record.
+    summary = json.loads((out / "summary.json").read_text())["methods"]
+    finals = {r["seed"]: r for r in saved["records"] if r["method"] == "zs-init-ce" and r["percent"] == 100.0}
+    assert summary["zs-init-ce"]["a_ft"] == [finals[0]["a_ft"], finals[1]["a_ft"]]
+    assert summary["zs-init-ce"]["eval"]["world-colour"]["delta_zs"] == [finals[s]["eval"]["world-colour"]["delta_zs"] for s in (0, 1)]
 
     # Same settings again: the pre-trained world comes from the cache, and the finished runs are reused.
-    weights = out / "runs" / "zs-init-ce" / "model.safetensors"
+    weights = out / "seed-0" / "runs" / "zs-init-ce" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = _demo(argv)
     assert weights.stat().st_mtime_ns == mtime
@@ -49,6 +56,23 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     assert weights.stat().st_mtime_ns != mtime
     assert redone.pretrained_accuracy == result.pretrained_accuracy  # deterministic for a seed
     assert redone.table == result.table
+
+
+def test_summary_table_is_mean_and_std_over_seeds():
+    from ldifs_hf.world.demo import summarise, summary_table
+
+    def record(seed, method, a_ft, colour, texture):
+        return {"seed": seed, "method": method, "finetune_task": "world-digit", "percent": 100.0, "step": 10, "a_ft": a_ft,
+                "eval": {"world-digit": {"delta_zs": 0.1, "delta_lp": 0.2}, "world-colour": {"delta_zs": colour, "delta_lp": 0.0},
+                         "world-texture": {"delta_zs": texture, "delta_lp": -0.02}}}
+
+    records = [record(0, "ce", 0.50, -0.10, -0.20), record(1, "ce", 0.60, -0.30, -0.40)]
+    summary = summarise(records, "world-digit")
+    assert summary["ce"]["mean_other"]["delta_zs"] == pytest.approx([-0.15, -0.35])
+    lines = summary_table(summary, [0, 1]).splitlines()
+    assert "| A_FT (%) | 55.0 ± 5.0 |" in lines
+    assert "| world-colour | -20.0 ± 10.0 / +0.0 ± 0.0 |" in lines
+    assert "| mean (other tasks) | -25.0 ± 10.0 / -1.0 ± 0.0 |" in lines
 
 
 def test_demo_rejects_unknown_methods_and_tasks(tmp_path):

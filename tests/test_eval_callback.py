@@ -66,6 +66,6 @@ def test_callback_logs_rows_at_every_20_percent_of_a_tiny_run(tiny_clip_dir, tmp
     assert "forgetting/mnist/delta_lp" in logged[-1] and "loss_ldifs" not in logged[-1]
     assert any("loss_ldifs" in e for e in trainer.state.log_history)
 
-    for name in ("forgetting_delta_lp.png", "forgetting_distances.png"):
+    for name in ("forgetting_deltas.png", "forgetting_distances.png"):
         with Image.open(tmp_path / "run" / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200

@@ -13,7 +13,7 @@ from ldifs_hf.benchmarks import BenchmarkError
 from ldifs_hf.evaluation import CheckpointError, EvaluationArguments, run_evaluation
 from ldifs_hf.modeling import CLIPVisionClassifier
 from ldifs_hf.evaluation.checkpoints import resolve_checkpoints
-from ldifs_hf.evaluation.report import csv_rows, markdown_table, plot_delta_lp, plot_distances, write_report
+from ldifs_hf.evaluation.report import csv_rows, markdown_table, plot_deltas, plot_distances, write_report
 from ldifs_hf.testing import save_benchmark_like_dataset
 
 
@@ -47,7 +47,7 @@ def test_csv_rows_one_per_checkpoint_and_eval_task():
 
 
 def test_plots_are_real_pngs_with_one_panel_per_benchmark(tmp_path):
-    for plot in (plot_delta_lp, plot_distances):
+    for plot in (plot_deltas, plot_distances):
         path = plot(RECORDS, str(tmp_path / f"{plot.__name__}.png"))
         with Image.open(path) as image:
             assert image.format == "PNG"
@@ -55,7 +55,7 @@ def test_plots_are_real_pngs_with_one_panel_per_benchmark(tmp_path):
             assert width >= 600 and height >= 300
             assert len(set(image.convert("L").getdata())) > 10  # drawn on, not blank
     with pytest.raises(ValueError, match="nothing to plot"):
-        plot_delta_lp([{"method": "x", "eval": {}}], str(tmp_path / "empty.png"))
+        plot_deltas([{"method": "x", "eval": {}}], str(tmp_path / "empty.png"))
 
 
 def _evaluate(argv):
@@ -106,7 +106,7 @@ def test_run_evaluation_writes_all_four_outputs(two_runs, tmp_path):
         "--dataset_path", f"eurosat={data['eurosat']}", f"mnist={data['mnist']}",
         "--output_dir", str(out), "--lp_iterations", "50", "--feature_distance_samples", "8", "--device", "cpu", "--num_workers", "0",
     ])
-    for name in ("results.json", "results.csv", "results.md", "delta_lp_over_training.png", "distances_over_training.png"):
+    for name in ("results.json", "results.csv", "results.md", "deltas_over_training.png", "distances_over_training.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in results["records"]] == ["zs-init-ce", "zs-init-ce", "flyp"]
@@ -117,7 +117,7 @@ def test_run_evaluation_writes_all_four_outputs(two_runs, tmp_path):
         assert len(list(csv.DictReader(f))) == 3 * 2
     table = (out / "results.md").read_text()
     assert "| fine-tune task | eval task | flyp | zs-init-ce |" in table and "| eurosat | A_FT |" in table
-    with Image.open(out / "delta_lp_over_training.png") as image:
+    with Image.open(out / "deltas_over_training.png") as image:
         assert image.format == "PNG" and image.size[0] > 600
     assert result.paths["markdown"] == str(out / "results.md")
 
@@ -142,4 +142,17 @@ def test_run_evaluation_bad_input_is_a_clear_error(two_runs, tmp_path):
 def test_write_report_without_distances_skips_that_plot(tmp_path):
     records = [{k: v for k, v in r.items() if k != "param_distance"} for r in RECORDS]
     paths = write_report(records, str(tmp_path), plots=True)
-    assert set(paths) == {"json", "csv", "markdown", "delta_lp_plot"}
+    assert set(paths) == {"json", "csv", "markdown", "deltas_plot"}
+
+
+def test_tradeoff_plot_has_one_point_per_method_with_error_bars(tmp_path):
+    from ldifs_hf.evaluation.report import plot_tradeoff
+
+    points = {"ce": {"a_ft": [0.5, 0.6], "delta_zs": [-0.1, -0.2], "delta_lp": [0.0, -0.01]},
+              "ldifs": {"a_ft": [0.55, 0.57], "delta_zs": [-0.01, -0.02], "delta_lp": [0.0, 0.0]}}
+    path = plot_tradeoff(points, str(tmp_path / "tradeoff.png"))
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= 800
+        assert len(set(image.convert("L").getdata())) > 10
+    with pytest.raises(ValueError, match="no methods"):
+        plot_tradeoff({}, str(tmp_path / "none.png"))

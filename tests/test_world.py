@@ -1,5 +1,6 @@
 """The embedded concept world: what is drawn matches the labels, captions tell the truth, the cache works."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -217,6 +218,26 @@ def test_cache_dir_follows_argument_then_environment(monkeypatch, tmp_path):
     assert world_cache_dir(TINY) == tmp_path / "env" / "world" / TINY.fingerprint()
     assert world_cache_dir(TINY, tmp_path / "arg").parent.parent == tmp_path / "arg"
     assert WorldSettings(seed=1).fingerprint() != WorldSettings().fingerprint()
+    # How tasks are drawn is not part of the model's key: changing it does not pre-train again.
+    assert WorldSettings(task_noise=0.1).fingerprint() == WorldSettings().fingerprint()
+    assert WorldSettings(task_noise=0.1).task_fingerprint() != WorldSettings().task_fingerprint()
+
+
+def test_task_noise_is_added_to_task_images_only(tmp_path, monkeypatch, isolated_registry):
+    import datasets
+
+    from ldifs_hf.world import build_world_tasks
+
+    clean = build_world_tasks(dataclasses.replace(TINY, task_noise=0.0), tmp_path / "clean")
+    noisy = build_world_tasks(dataclasses.replace(TINY, task_noise=0.3), tmp_path / "noisy")
+    for name in clean:
+        a = np.stack([np.asarray(im, dtype=np.float32) for im in datasets.load_from_disk(str(clean[name]))["test"]["image"]])
+        b = np.stack([np.asarray(im, dtype=np.float32) for im in datasets.load_from_disk(str(noisy[name]))["test"]["image"]])
+        assert a.shape == b.shape
+        assert 0.2 * 255 < (b - a).std() < 0.35 * 255  # about σ = 0.3 of the pixel range, less where clipped
+    assert datasets.load_from_disk(str(clean["world-digit"]))["test"]["label"] == datasets.load_from_disk(str(noisy["world-digit"]))["test"]["label"]
+    with pytest.raises(ValueError, match="task_noise must be in"):
+        WorldSettings(task_noise=1.5)
 
 
 @pytest.fixture
@@ -254,7 +275,8 @@ def test_scaled_down_pretraining_writes_reloads_and_skips_the_cache(tmp_path, mo
 def test_world_tasks_load_as_benchmarks(tmp_path, isolated_registry):
     from ldifs_hf.world import register_world_benchmarks
 
-    names = register_world_benchmarks(TINY, tmp_path)
+    # Without pixel noise, so that each image's colours can be checked against its label.
+    names = register_world_benchmarks(dataclasses.replace(TINY, task_noise=0.0), tmp_path)
     assert names == world_task_names() == ["world-digit", "world-colour", "world-texture", "world-position"]
     spec = get_benchmark("world-colour")
     assert spec.hub_id is None and spec.class_names == COLOUR.values and spec.templates == COLOUR.templates

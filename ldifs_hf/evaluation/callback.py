@@ -137,9 +137,9 @@ class ConceptForgettingCallback(TrainerCallback):
             with open(os.path.join(output_dir, SUMMARY_FILE), "w") as f:
                 json.dump(self.rows, f, indent=2)
             if self.plot:
-                from .report import plot_delta_lp, plot_distances
+                from .report import plot_deltas, plot_distances
 
-                plot_delta_lp(self.rows, os.path.join(output_dir, "forgetting_delta_lp.png"))
+                plot_deltas(self.rows, os.path.join(output_dir, "forgetting_deltas.png"))
                 if self.distances:
                     plot_distances(self.rows, os.path.join(output_dir, "forgetting_distances.png"))
         return control

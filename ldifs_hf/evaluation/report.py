@@ -1,5 +1,6 @@
 """Concept-forgetting reports: checkpoints x benchmarks -> results.json, a CSV, a Markdown table shaped
-like the paper's Table 3, and PNG plots of Δ_LP and the distances over training.
+like the paper's Table 3, PNG plots of Δ_ZS and Δ_LP and of the distances over training, and the
+trade-off figure (A_FT against mean Δ on the other tasks, across seeds).
 
 A *record* is one evaluated checkpoint, the same shape the callback logs:
     {"method", "finetune_task", "checkpoint", "step", "percent",
@@ -15,11 +16,13 @@ import logging
 import os
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 
 logger = logging.getLogger(__name__)
 
 RESULTS_JSON, RESULTS_CSV, RESULTS_MD = "results.json", "results.csv", "results.md"
-DELTA_LP_PLOT, DISTANCES_PLOT = "delta_lp_over_training.png", "distances_over_training.png"
+DELTAS_PLOT, DISTANCES_PLOT = "deltas_over_training.png", "distances_over_training.png"
 CSV_COLUMNS = (
     "method", "finetune_task", "checkpoint", "step", "percent", "eval_task",
     "zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance", "a_ft", "param_distance",
@@ -143,24 +146,58 @@ def _save(plt, fig, path: str) -> str:
     return path
 
 
-def plot_delta_lp(records: Iterable[Mapping], path: str) -> str:
-    """One panel per eval benchmark: Δ_LP (percentage points) along training, one line per run."""
+def plot_deltas(records: Iterable[Mapping], path: str) -> str:
+    """Δ_ZS (top row) beside Δ_LP (bottom row) along training, one column per eval benchmark and one
+    line per run, in percentage points."""
     runs, xlabel = _curves(records)
     names = sorted({name for points in runs.values() for r in points for name in r.get("eval", {})})
     if not names:
         raise ValueError("no evaluated benchmarks in the records, nothing to plot")
-    plt, fig, axes = _figure(len(names))
-    for ax, name in zip(axes, names):
-        for label, points in runs.items():
-            xs = [r["_x"] for r in points if name in r.get("eval", {})]
-            ys = [100 * r["eval"][name]["delta_lp"] for r in points if name in r.get("eval", {})]
-            if xs:
-                ax.plot(xs, ys, marker="o", label=label)
-        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_title(f"Δ_LP on {name}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("Δ_LP (percentage points)")
-        ax.legend(fontsize="small")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.0), squeeze=False)
+    for row, (kind, label) in enumerate((("delta_zs", "Δ_ZS"), ("delta_lp", "Δ_LP"))):
+        for ax, name in zip(axes[row], names):
+            for run, points in runs.items():
+                xs = [r["_x"] for r in points if name in r.get("eval", {})]
+                ys = [100 * r["eval"][name][kind] for r in points if name in r.get("eval", {})]
+                if xs:
+                    ax.plot(xs, ys, marker="o", label=run)
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_title(f"{label} on {name}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{label} (percentage points)")
+    axes[0][0].legend(fontsize="small")
+    return _save(plt, fig, path)
+
+
+def plot_tradeoff(points: Mapping[str, Mapping[str, Sequence[float]]], path: str, *, title: str = "") -> str:
+    """The paper's claim at a glance: per method, accuracy on the fine-tuning task (A_FT) against the
+    mean Δ on the other tasks, Δ_ZS and Δ_LP side by side, with error bars of one standard deviation
+    across seeds.
+
+    `points`: method -> {"a_ft": [per seed], "delta_zs": [per seed], "delta_lp": [per seed]}, in [0, 1].
+    """
+    if not points:
+        raise ValueError("no methods to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.8), squeeze=False)
+    for ax, (kind, label) in zip(axes[0], (("delta_zs", "mean Δ_ZS on the other tasks"), ("delta_lp", "mean Δ_LP on the other tasks"))):
+        for method, values in sorted(points.items()):
+            x, y = 100 * np.asarray(values[kind], dtype=float), 100 * np.asarray(values["a_ft"], dtype=float)
+            ax.errorbar(x.mean(), y.mean(), xerr=x.std(), yerr=y.std(), fmt="o", capsize=4, label=method)
+            ax.annotate(method, (x.mean(), y.mean()), textcoords="offset points", xytext=(5, 5), fontsize="small")
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xlabel(f"{label} (percentage points; right = less forgetting)")
+        ax.set_ylabel("A_FT (%)")
+        ax.set_title(title or "fine-tuning accuracy vs forgetting")
     return _save(plt, fig, path)
 
 
@@ -211,7 +248,7 @@ def write_report(
     with open(paths["markdown"], "w") as f:
         f.write(markdown_table(records, pretrained_accuracies))
     if plots and records:
-        paths["delta_lp_plot"] = plot_delta_lp(records, os.path.join(output_dir, DELTA_LP_PLOT))
+        paths["deltas_plot"] = plot_deltas(records, os.path.join(output_dir, DELTAS_PLOT))
         if any(r.get("param_distance") is not None for r in records):
             paths["distances_plot"] = plot_distances(records, os.path.join(output_dir, DISTANCES_PLOT))
     return paths

@@ -87,7 +87,7 @@ class EvaluationResult:
         benchmarks: the benchmarks every checkpoint was scored on.
         pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
         records: one `ForgettingRecord` per checkpoint.
-        paths: the files written ({"json", "csv", "markdown", "delta_lp_plot", ...}).
+        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ...}).
     """
 
     pretrained: str

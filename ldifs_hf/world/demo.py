@@ -2,10 +2,13 @@
 
 1. Pre-trains a tiny CLIP on the concept world (digit, colour, background texture and position of a
    handwritten digit; cached, so only the first run pays for it).
-2. Fine-tunes it on one concept task with each of the paper's eight methods (`training.finetune`).
-3. Scores every fine-tuned model on every concept task (`evaluation.run_evaluation`): zero-shot and
-   linear-probe accuracy, Δ against the pretrained model, A_FT, distances.
-4. Writes results.json/.csv/.md, PNG plots and timings.json, and returns a `DemoResult`.
+2. Fine-tunes it on one concept task with each of the paper's eight methods (`training.finetune`), once
+   per seed, saving a checkpoint every 20 % of training.
+3. Scores every checkpoint on every concept task (`evaluation.run_evaluation`): zero-shot and
+   linear-probe accuracy, Δ against the pretrained model, A_FT, distances. Each seed's report goes to
+   `seed-N/`.
+4. Writes the mean ± std over seeds (results.md, summary.json), the Δ_ZS/Δ_LP-over-training and
+   distance plots (means over seeds), the trade-off figure and timings.json; returns a `DemoResult`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 
 from ..benchmarks import get_benchmark
 from ..evaluation import EvaluationArguments, run_evaluation, write_report
+from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff
 from ..training import finetune, get_method, list_methods
 from ..utils import torch_threads
 from . import WorldSettings, prepare_world, world_task_names
@@ -30,7 +35,8 @@ class DemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the runs, tables and plots go."})
     finetune_task: str = field(default="world-digit", metadata={"help": "The concept task every method fine-tunes on: " + ", ".join(world_task_names()) + "."})
     methods: str = field(default="all", metadata={"help": "'all' (the paper's eight) or a comma-separated list of: " + ", ".join(list_methods()) + "."})
-    seed: int = field(default=0, metadata={"help": "Seed of the world, the pre-training and the fine-tuning."})
+    seeds: str = field(default="0,1,2", metadata={"help": "Comma-separated seeds of the fine-tuning runs and their evaluation; the tables give mean ± std over them."})
+    world_seed: int = field(default=0, metadata={"help": "Seed of the world and its pre-training (one foundation model for every seed)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
     max_steps: int = field(default=100, metadata={"help": "Fine-tuning steps per method (about 2 epochs of world-digit)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate (the tiny model's analogue of the paper's 1e-5)."})
@@ -41,7 +47,7 @@ class DemoArguments:
     lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations (official protocol: 1000)."})
     lp_train_samples: int = field(default=500, metadata={"help": "Training images per task for the evaluation's linear probes."})
     checkpoint_every_percent: float = field(
-        default=0.0, metadata={"help": "Also save and score checkpoints every this many % of training (0: only the end)."}
+        default=20.0, metadata={"help": "Save and score a checkpoint every this many % of training (0: only the end)."}
     )
     quick: bool = field(default=False, metadata={"help": "A scaled-down world and run, for tests (not for numbers)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Redo the runs already in output_dir (default: finished runs are reused)."})
@@ -53,6 +59,16 @@ class DemoArguments:
             raise ValueError(f"checkpoint_every_percent must be in [0, 100], got {self.checkpoint_every_percent}")
         if self.finetune_task not in world_task_names():
             raise ValueError(f"finetune_task {self.finetune_task!r} is not a world task; choose one of {', '.join(world_task_names())}")
+        self.seed_list()
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must name at least one seed, each once, got {self.seeds!r}")
+        return seeds
 
     def method_names(self) -> list[str]:
         if self.methods.strip() == "all":
@@ -61,18 +77,20 @@ class DemoArguments:
 
     def world_settings(self) -> WorldSettings:
         if not self.quick:
-            return WorldSettings(seed=self.seed)
-        return WorldSettings(seed=self.seed, pretrain_images=256, pretrain_steps=10, batch_size=32, task_train_size=64, task_test_size=32)
+            return WorldSettings(seed=self.world_seed)
+        return WorldSettings(seed=self.world_seed, pretrain_images=256, pretrain_steps=10, batch_size=32, task_train_size=64, task_test_size=32)
 
 
 @dataclass
 class DemoResult:
-    """The demo's measurements: the pretrained model's accuracies, one record per scored model, timings."""
+    """The demo's measurements: the pretrained model's accuracies (per seed's evaluation), every scored
+    record (each with its "seed"), the mean ± std summary, timings, and the printed tables."""
 
-    pretrained_accuracy: dict[str, dict[str, float]]
+    pretrained_accuracy: dict[int, dict[str, dict[str, float]]]
     records: list[dict]
+    summary: dict
     timings: dict[str, float]
-    summary: str
+    pretrained_table: str
     table: str
 
 
@@ -83,7 +101,7 @@ def run_demo(args: DemoArguments) -> DemoResult:
 
 def _run(args: DemoArguments) -> DemoResult:
     # 1. Arguments, checked before the world is built.
-    methods = args.method_names()
+    methods, seeds = args.method_names(), args.seed_list()
     timings = {}
 
     # 2. The foundation model: pre-trained on the world, or loaded from the cache.
@@ -92,57 +110,147 @@ def _run(args: DemoArguments) -> DemoResult:
     timings["pretrain_or_load_s"] = time.perf_counter() - start
     logger.info("world model %s, tasks %s", world.model_dir, ", ".join(world.benchmarks))
 
-    # 3. Fine-tune with every method (a finished run in output_dir is reused).
+    # 3. Fine-tune with every method and seed (a finished run in output_dir is reused).
     start = time.perf_counter()
-    run_dirs = {}
     save_every = round(args.max_steps * args.checkpoint_every_percent / 100)
     save_args = dict(save_strategy="steps", save_steps=save_every, save_only_model=True) if save_every > 0 else dict(save_strategy="no")
-    for method in methods:
-        run_dirs[method] = os.path.join(args.output_dir, "runs", method)
-        finetune(
-            method=method, dataset=args.finetune_task, model_name_or_path=str(world.model_dir), output_dir=run_dirs[method],
-            max_steps=args.max_steps, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
-            warmup_steps=0, seed=args.seed, ldifs_lambda=args.ldifs_lambda, l2sp_lambda=args.l2sp_lambda,
-            lp_iterations=args.lp_iterations, report_to="none", logging_steps=max(1, args.max_steps // 5),
-            disable_tqdm=True, overwrite_output_dir=args.overwrite_output_dir, **save_args,
-        )
+    run_dirs = {seed: {m: os.path.join(args.output_dir, f"seed-{seed}", "runs", m) for m in methods} for seed in seeds}
+    for seed in seeds:
+        for method, run_dir in run_dirs[seed].items():
+            finetune(
+                method=method, dataset=args.finetune_task, model_name_or_path=str(world.model_dir), output_dir=run_dir,
+                max_steps=args.max_steps, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+                warmup_steps=0, seed=seed, ldifs_lambda=args.ldifs_lambda, l2sp_lambda=args.l2sp_lambda,
+                lp_iterations=args.lp_iterations, report_to="none", logging_steps=max(1, args.max_steps // 5),
+                disable_tqdm=True, overwrite_output_dir=args.overwrite_output_dir, **save_args,
+            )
     timings["finetune_s"] = time.perf_counter() - start
 
-    # 4. Concept forgetting of every run on every task.
+    # 4. Concept forgetting of every checkpoint on every task, one report per seed.
     start = time.perf_counter()
-    evaluation = run_evaluation(
-        EvaluationArguments(
-            checkpoint=[f"{m}={d}" for m, d in run_dirs.items()], datasets=",".join(world.benchmarks),
-            pretrained=str(world.model_dir), output_dir=args.output_dir, num_workers=0,
-            lp_iterations=args.lp_iterations, seed=args.seed, max_train_samples=args.lp_train_samples,
+    records, pretrained = [], {}
+    for seed in seeds:
+        evaluation = run_evaluation(
+            EvaluationArguments(
+                checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], datasets=",".join(world.benchmarks),
+                pretrained=str(world.model_dir), output_dir=os.path.join(args.output_dir, f"seed-{seed}"), num_workers=0,
+                lp_iterations=args.lp_iterations, seed=seed, max_train_samples=args.lp_train_samples,
+            )
         )
-    )
-    # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model:
-    # Δ = 0 and distances = 0 exactly. Adding it lets the plots show the way from there.
-    pretrained = evaluation.pretrained_accuracy
-    start_rows = [
+        pretrained[seed] = evaluation.pretrained_accuracy
+        seed_records = _start_rows(methods, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) + evaluation.records
+        # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
+        write_report(seed_records, os.path.join(args.output_dir, f"seed-{seed}"), pretrained=str(world.model_dir),
+                     pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
+        records += [{**r, "seed": seed} for r in seed_records]
+    timings["evaluate_s"] = time.perf_counter() - start
+
+    # 5. Mean ± std over seeds: table, summary, plots.
+    summary = summarise(records, args.finetune_task)
+    pretrained_table = _pretrained_table(pretrained, world.benchmarks)
+    table = summary_table(summary, seeds)
+    _write_outputs(args, summary, records, pretrained_table, table, timings, seeds)
+    print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, mean ± std over evaluation seeds {seeds}:\n\n{pretrained_table}\n")
+    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate}, seeds {seeds} (Δ in points, mean ± std):\n\n{table}")
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table, table=table)
+
+
+def _start_rows(methods, task, model_dir, pretrained) -> list[dict]:
+    """Each run's 0 % point: the pretrained model itself (Δ = 0 and distances = 0 exactly)."""
+    return [
         {
-            "method": method, "finetune_task": args.finetune_task, "checkpoint": str(world.model_dir), "step": 0, "percent": 0.0,
+            "method": method, "finetune_task": task, "checkpoint": model_dir, "step": 0, "percent": 0.0,
             "eval": {t: {"zs_acc": a["zs"], "lp_acc": a["lp"], "delta_zs": 0.0, "delta_lp": 0.0, "feature_distance": 0.0} for t, a in pretrained.items()},
             "a_ft": None, "param_distance": 0.0, "feature_distance": 0.0,
         }
         for method in methods
     ]
-    write_report(start_rows + evaluation.records, args.output_dir, pretrained=str(world.model_dir),
-                 pretrained_accuracies=pretrained, benchmarks=list(world.benchmarks))
-    timings["evaluate_s"] = time.perf_counter() - start
 
-    # 5. Show it.
+
+def summarise(records: list[dict], finetune_task: str) -> dict:
+    """method -> {"a_ft": [per seed], eval task -> {"delta_zs": [...], "delta_lp": [...]},
+    "mean_other": {"delta_zs": [...], "delta_lp": [...]}} from each run's final record, seeds in order."""
+    by_seed = {}
+    for record in records:
+        by_seed.setdefault(record["seed"], []).append(record)
+    summary: dict = {}
+    for seed in sorted(by_seed):
+        for (_, method), record in sorted(final_records(by_seed[seed]).items(), key=lambda item: str(item[0][1])):
+            entry = summary.setdefault(method, {"a_ft": [], "eval": {}, "mean_other": {"delta_zs": [], "delta_lp": []}})
+            entry["a_ft"].append(record["a_ft"])
+            others = [name for name in record["eval"] if name != finetune_task]
+            for name, values in record["eval"].items():
+                task = entry["eval"].setdefault(name, {"delta_zs": [], "delta_lp": []})
+                for kind in ("delta_zs", "delta_lp"):
+                    task[kind].append(values[kind])
+            for kind in ("delta_zs", "delta_lp"):
+                entry["mean_other"][kind].append(statistics.fmean(record["eval"][n][kind] for n in others))
+    return summary
+
+
+def _mean_std(values, signed: bool = True) -> str:
+    values = [100 * v for v in values]
+    mean = statistics.fmean(values)
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
+
+
+def summary_table(summary: dict, seeds: list[int]) -> str:
+    """Rows: A_FT, each eval task, mean over the other tasks; columns: methods; cells "Δ_ZS / Δ_LP"."""
+    methods = sorted(summary)
+    lines = ["| eval task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    lines.append("| A_FT (%) | " + " | ".join(_mean_std(summary[m]["a_ft"], signed=False) for m in methods) + " |")
+    for name in sorted(next(iter(summary.values()))["eval"]):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_mean_std(summary[m]['eval'][name]['delta_zs'])} / {_mean_std(summary[m]['eval'][name]['delta_lp'])}" for m in methods) + " |")
+    lines.append("| mean (other tasks) | " + " | ".join(
+        f"{_mean_std(summary[m]['mean_other']['delta_zs'])} / {_mean_std(summary[m]['mean_other']['delta_lp'])}" for m in methods) + " |")
+    return (
+        f"Δ_ZS / Δ_LP in percentage points against the pretrained model (negative = forgetting), mean ± std over seeds "
+        f"{', '.join(map(str, seeds))}; A_FT in %.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _pretrained_table(pretrained: dict, benchmarks) -> str:
     lines = ["| task | classes | chance | pretrained ZS | pretrained LP |", "|---|---|---|---|---|"]
-    for name in world.benchmarks:
+    for name in benchmarks:
         n = get_benchmark(name).num_classes
-        lines.append(f"| {name} | {n} | {100 / n:.1f} | {100 * pretrained[name]['zs']:.1f} | {100 * pretrained[name]['lp']:.1f} |")
-    summary = "\n".join(lines)
-    with open(os.path.join(args.output_dir, "results.md")) as f:
-        table = f.read()
-    with open(os.path.join(args.output_dir, "timings.json"), "w") as f:
+        zs = [pretrained[seed][name]["zs"] for seed in pretrained]
+        lp = [pretrained[seed][name]["lp"] for seed in pretrained]
+        lines.append(f"| {name} | {n} | {100 / n:.1f} | {_mean_std(zs, signed=False)} | {_mean_std(lp, signed=False)} |")
+    return "\n".join(lines)
+
+
+def _mean_curves(records: list[dict]) -> list[dict]:
+    """Records averaged over seeds, per (method, % of training): the curves the plots draw."""
+    groups: dict = {}
+    for record in records:
+        groups.setdefault((record["method"], record["finetune_task"], record["percent"]), []).append(record)
+    curves = []
+    for (method, task, percent), group in groups.items():
+        names = group[0]["eval"]
+        curves.append({
+            "method": method, "finetune_task": task, "percent": percent,
+            "eval": {n: {k: statistics.fmean(r["eval"][n][k] for r in group) for k in ("delta_zs", "delta_lp")} for n in names},
+            "param_distance": statistics.fmean(r["param_distance"] for r in group),
+            "feature_distance": statistics.fmean(r["feature_distance"] for r in group),
+        })
+    return curves
+
+
+def _write_outputs(args, summary, records, pretrained_table, table, timings, seeds) -> None:
+    out = args.output_dir
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"Pretrained model, accuracy in %:\n\n{pretrained_table}\n\n{table}")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"finetune_task": args.finetune_task, "seeds": seeds, "methods": summary}, f, indent=2)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"seeds": seeds, "records": records}, f, indent=2, default=str)
+    with open(os.path.join(out, "timings.json"), "w") as f:
         json.dump(timings, f, indent=2)
-    print(f"\nPretrained world CLIP (seed {args.seed}), accuracy in %:\n\n{summary}\n")
-    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate} (Δ in points):\n\n{table}")
-    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return DemoResult(pretrained_accuracy=pretrained, records=evaluation.records, timings=timings, summary=summary, table=table)
+    curves = _mean_curves(records)
+    plot_deltas(curves, os.path.join(out, "deltas_over_training.png"))
+    plot_distances(curves, os.path.join(out, "distances_over_training.png"))
+    points = {m: {"a_ft": s["a_ft"], **s["mean_other"]} for m, s in summary.items()}
+    plot_tradeoff(points, os.path.join(out, "tradeoff.png"), title=f"fine-tuned on {args.finetune_task}, seeds {', '.join(map(str, seeds))}")

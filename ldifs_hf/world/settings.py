@@ -1,7 +1,8 @@
 """The settings that determine the world, its pre-trained CLIP and its tasks, and where they are cached.
 
-A folder per settings hash (`<cache root>/world/<fingerprint>`) holds the pre-trained model and the
-task datasets, so changing any setting never reads a stale cache.
+A folder per hash of the pre-training settings (`<cache root>/world/<fingerprint>`) holds the pre-trained
+model, and in it a folder per hash of the task settings holds the task datasets: changing any setting
+never reads a stale cache, and changing only how tasks are drawn does not pre-train again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .generator import ConceptWorld
 CACHE_ENV = "LDIFS_HF_CACHE"
 # Bump when the generator or the training loop changes what a given set of settings produces.
 FORMAT_VERSION = 2
+# Settings that change only the task datasets, not the pre-trained model.
+TASK_FIELDS = ("task_train_size", "task_test_size", "task_noise")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class WorldSettings:
         warmup_steps (`int`, defaults to 100): AdamW with linear warm-up and cosine decay, clipping at 1.0.
         task_train_size (`int`, defaults to 2000) / task_test_size (`int`, defaults to 500): rows of each
             concept task's splits (all tasks share the images, each labels its own concept).
+        task_noise (`float`, defaults to 0.3): standard deviation of Gaussian pixel noise (pixel values in
+            [0, 1]) added to every task image, train and test, but not to the pre-training images. Noise
+            keeps the easy concepts from being perfectly linearly separable, so that forgetting can lower
+            their linear-probe accuracy.
     """
 
     seed: int = 0
@@ -63,6 +70,7 @@ class WorldSettings:
     warmup_steps: int = 100
     task_train_size: int = 2000
     task_test_size: int = 500
+    task_noise: float = 0.3
 
     def __post_init__(self):
         for name in ("pretrain_images", "pretrain_steps", "batch_size", "task_train_size", "task_test_size"):
@@ -72,13 +80,18 @@ class WorldSettings:
             raise ValueError(
                 f"WorldSettings.mention_probabilities needs one value per concept {[c.name for c in CONCEPTS]}, got {self.mention_probabilities}"
             )
+        if not 0.0 <= self.task_noise <= 1.0:
+            raise ValueError(f"WorldSettings.task_noise must be in [0, 1], got {self.task_noise}")
         if self.image_size % self.patch_size:
             raise ValueError(f"WorldSettings.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
 
     def fingerprint(self) -> str:
-        """A short hash of the settings and the format version: the name of their cache folder."""
-        payload = json.dumps({"format": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        """A short hash of the pre-training settings and the format version: the model's cache folder."""
+        return _hash({k: v for k, v in dataclasses.asdict(self).items() if k not in TASK_FIELDS})
+
+    def task_fingerprint(self) -> str:
+        """A short hash of everything that determines the task datasets: their cache folder's suffix."""
+        return _hash(dataclasses.asdict(self))
 
     def world(self) -> ConceptWorld:
         return ConceptWorld(
@@ -87,6 +100,11 @@ class WorldSettings:
             glyph_size=self.glyph_size,
             mention_probability={c.name: p for c, p in zip(CONCEPTS, self.mention_probabilities)},
         )
+
+
+def _hash(fields: dict) -> str:
+    payload = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from ..benchmarks import BenchmarkSpec, register_benchmark, register_benchmark_family
 from .concepts import CONCEPTS, Concept, get_concept
@@ -23,6 +24,7 @@ TASKS_FOLDER = "tasks"
 # Pre-training draws stream 0 of the train split; the tasks draw their own images.
 _TASK_TRAIN_STREAM = 1
 _TASK_TEST_STREAM = 0
+_NOISE_STREAM = 7
 # Fine-tuning epochs of a world task: with batch 64 about 200 steps on the 1,800 rows left after the
 # validation hold-out, enough for the classifier to improve and the other concepts to be forgotten.
 TASK_EPOCHS = 7
@@ -44,6 +46,11 @@ def build_world_tasks(settings: WorldSettings, output_dir: str | os.PathLike) ->
         "train": world.sample(settings.task_train_size, split="train", stream=_TASK_TRAIN_STREAM),
         "test": world.sample(settings.task_test_size, split="test", stream=_TASK_TEST_STREAM),
     }
+    if settings.task_noise > 0:
+        for index, draw in enumerate(draws.values()):
+            rng = np.random.default_rng([settings.seed, index, _NOISE_STREAM])
+            noisy = draw.images.astype(np.float32) + rng.normal(0.0, 255.0 * settings.task_noise, draw.images.shape)
+            draw.images[...] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     features = datasets.Features({"image": datasets.Image(), **{c.name: datasets.Value("int64") for c in CONCEPTS}})
     shared = {
         split: datasets.Dataset.from_dict({"image": draw.pil_images(), **draw.labels}, features=features)
@@ -81,7 +88,7 @@ def world_tasks(
 ) -> dict[str, Path]:
     """Benchmark name -> folder of every concept task for `settings`, built and cached on first use."""
     settings = settings or WorldSettings()
-    target = world_cache_dir(settings, cache_dir) / TASKS_FOLDER
+    target = world_cache_dir(settings, cache_dir) / f"{TASKS_FOLDER}-{settings.task_fingerprint()}"
     if force or not all((target / concept.name).is_dir() for concept in CONCEPTS):
         write_atomically(target, lambda tmp: build_world_tasks(settings, tmp))
     return {task_name(concept): target / concept.name for concept in CONCEPTS}
