@@ -241,3 +241,21 @@ def test_gradient_accumulation_matches_stock_trainer_and_logs_the_step_loss(tmp_
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), stock_model.parameters()))
     task = [h["loss_task"] for h in trainer.state.log_history if "loss_task" in h]
     assert task == pytest.approx(stock_losses, rel=1e-5)
+
+
+def test_compute_loss_func_is_used_like_stock_trainer(tmp_path):
+    make, data, collator, _, _ = _case("bert")
+    calls = []
+
+    def margin_loss(outputs, labels, num_items_in_batch=None):
+        calls.append(labels.shape)
+        return torch.nn.functional.multi_margin_loss(outputs.logits, labels)
+
+    _, _, own_losses = _train(Trainer, make, data, collator, TrainingArguments(**_common(tmp_path / "own")))
+    _, stock_model, stock_losses = _train(Trainer, make, data, collator, TrainingArguments(**_common(tmp_path / "stock")),
+                                          compute_loss_func=margin_loss)
+    args = LDIFSTrainingArguments(**_common(tmp_path / "ldifs"), regularizer="ldifs", ldifs_lambda=0.0)
+    trainer, model, losses = _train(LDIFSTrainer, make, data, collator, args, compute_loss_func=margin_loss)
+    assert len(calls) == 6 and stock_losses != own_losses  # the function replaced the model's cross-entropy
+    assert losses == stock_losses
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), stock_model.parameters()))
