@@ -69,6 +69,10 @@ def named_encoder_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return named
 
 
+def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(named_encoder_parameters(model).values())
+
+
 def lora_delta_weights(module: nn.Module, peft_model: nn.Module) -> list[torch.Tensor]:
     """The effective weight change scale·B·A of every LoRA-adapted layer in `module`, per active adapter.
 

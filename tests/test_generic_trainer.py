@@ -5,6 +5,8 @@ label-smoothed ViT, and the CLIP classifier of the paper's methods.
 """
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,10 @@ def test_compute_loss_func_is_used_like_stock_trainer(tmp_path):
     assert len(calls) == 6 and stock_losses != own_losses  # the function replaced the model's cross-entropy
     assert losses == stock_losses
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), stock_model.parameters()))
+
+
+@pytest.mark.slow  # a fresh interpreter imports the package: about 11 s
+def test_package_imports_without_trl():
+    code = "import sys; sys.modules['trl'] = None; import ldifs_hf, ldifs_hf.training.trainer; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
