@@ -83,3 +83,12 @@ def test_sft_trainer_with_the_mixin_logs_ldifs_equal_to_the_formula(tmp_path):
     expected = _masked_token_ldifs(student, teacher, [0, 1, 2], batch["attention_mask"])
     assert logged[1]["loss_ldifs"] == pytest.approx(expected.item(), rel=1e-4)
 
+
+
+def test_padding_free_batches_are_refused_for_ldifs(tmp_path):
+    tokenizer = _word_tokenizer(TEXTS)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=32,
+                                       pad_token_id=tokenizer.pad_token_id))
+    args = LDIFSSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False, padding_free=True, max_length=None)
+    with pytest.raises(ValueError, match="padding_free=True packs into one row; set padding_free=False"):
+        LDIFSSFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": TEXTS}), processing_class=tokenizer)

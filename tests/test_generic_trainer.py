@@ -268,3 +268,16 @@ def test_package_imports_without_trl():
     code = "import sys; sys.modules['trl'] = None; import ldifs_hf, ldifs_hf.training.trainer; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_ldifs_on_conv_feature_maps_trains(tmp_path):
+    # ConvNeXt's hidden states are [B, C, H, W]; LDIFS treats the H*W positions as tokens.
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    _, data, _, _, _ = _case("vit-label-smoothing")
+    config = ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=32, num_labels=3)
+    args = LDIFSTrainingArguments(**_common(tmp_path, max_steps=2), regularizer="ldifs", ldifs_lambda=1.0)
+    trainer, _, _ = _train(LDIFSTrainer, lambda: ConvNextForImageClassification(config), data, None, args)
+    logged = [h["loss_ldifs"] for h in trainer.state.log_history if "loss_ldifs" in h]
+    assert trainer.ldifs_layers == [0, 1, 2]
+    assert logged[0] == 0.0 and math.isfinite(logged[1]) and logged[1] > 0
