@@ -10,7 +10,7 @@ from .evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator, E
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, encode_images, export_clip_model
 from .records import RunRecord
 from .regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
-from .training import LDIFSTrainer, LDIFSTrainingArguments, MethodSpec, finetune, get_method, list_methods, register_method
+from .training import LDIFSArgumentsMixin, LDIFSMixin, LDIFSTrainer, LDIFSTrainingArguments, MethodSpec, finetune, get_method, list_methods, register_method
 
 __version__ = "0.2.0"
 
@@ -21,6 +21,8 @@ __all__ = [
     "ConceptForgettingEvaluator",
     "EvaluationResult",
     "EvaluatorSettings",
+    "LDIFSArgumentsMixin",
+    "LDIFSMixin",
     "LDIFSTrainer",
     "LDIFSTrainingArguments",
     "MethodSpec",

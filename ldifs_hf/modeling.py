@@ -36,8 +36,23 @@ def encode_texts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     return model.text_projection(pooled)
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is a peft `PeftModel` (peft stays an optional dependency)."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
 def image_encoder(model: nn.Module) -> nn.Module:
-    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, else the HF base model."""
+    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, else the HF base model.
+
+    For a `PeftModel` it is the encoder of the wrapped model (its adapter layers included), never
+    the peft wrapper, whose `base_model` is the whole model with its head.
+    """
+    if is_peft_model(model):
+        model = model.get_base_model()
     if hasattr(model, "vision_model"):
         return model.vision_model
     base = getattr(model, "base_model", None)
@@ -58,12 +73,30 @@ def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(named_encoder_parameters(model).values())
 
 
-def hidden_states_of(outputs):
-    """The image encoder's hidden states from a model output (classifier or CLIPModel)."""
-    hidden = getattr(outputs, "hidden_states", None)
-    if hidden is None and getattr(outputs, "vision_model_output", None) is not None:
-        hidden = outputs.vision_model_output.hidden_states
-    return hidden
+def lora_delta_weights(module: nn.Module, peft_model: nn.Module) -> list[torch.Tensor]:
+    """The effective weight change scale·B·A of every LoRA-adapted layer in `module`, per active adapter.
+
+    Differentiable in the LoRA factors. Refuses what is not a plain LoRA change of a frozen weight
+    (DoRA, merged adapters, other peft methods), since ‖θ−θ0‖² has no such form there.
+    """
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, config in peft_model.peft_config.items():
+        peft_type = str(getattr(config.peft_type, "value", config.peft_type))
+        if peft_type != "LORA" or getattr(config, "use_dora", False):
+            kind = "DoRA" if getattr(config, "use_dora", False) else peft_type
+            raise ValueError(f"L2SP on a PeftModel supports plain LoRA adapters only, got adapter {name!r} of type {kind}")
+    deltas = []
+    for layer_name, layer in module.named_modules():
+        if isinstance(layer, BaseTunerLayer) and not isinstance(layer, LoraLayer):
+            raise ValueError(f"L2SP on a PeftModel supports LoRA layers only, got {type(layer).__name__} at {layer_name!r}")
+        if not isinstance(layer, LoraLayer):
+            continue
+        if layer.merged:
+            raise ValueError(f"LoRA layer {layer_name!r} has its adapter merged into the base weight; unmerge it for L2SP")
+        deltas.extend(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A or a in layer.lora_embedding_A)
+    return deltas
 
 
 class VisionSnapshot(nn.Module):

@@ -7,6 +7,11 @@ Formulas follow DESIGN.md section 4 (paper arXiv 2308.13320 and its official cod
 - LDIFS, "flatten" normalisation (paper appendix B): each tap is flattened to T*D and unit-normalised;
   the taps are concatenated and the squared L2 distance of the concatenations is averaged over the batch.
 - L2SP: sum over parameters of ||theta - theta_0||^2.
+
+Shapes: a tap is [B, T, D] (tokens), or a channels-first conv feature map [B, C, H, W], whose H*W
+spatial positions are the tokens ([B, H*W, C]); any other rank is refused. With an `attention_mask`
+[B, T] (1 = real token), padded positions take no part: the token-axis norm, the mean over T and the
+flattened vector all cover the real tokens only, so padding a batch leaves the distance unchanged.
 """
 
 from __future__ import annotations
@@ -31,13 +36,29 @@ def default_ldifs_layers(num_hidden_layers: int) -> list[int]:
     return sorted(taps)
 
 
+def _as_tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """A tap as [B, T, D]: token sequences as they are, conv maps [B, C, H, W] as H*W tokens of C features."""
+    if hidden.dim() == 3:
+        return hidden
+    if hidden.dim() == 4:
+        return hidden.flatten(2).transpose(1, 2)
+    raise ValueError(
+        f"LDIFS taps must be token states [B, T, D] or conv feature maps [B, C, H, W], got a hidden state of "
+        f"shape {tuple(hidden.shape)}"
+    )
+
+
 def ldifs_per_sample(
     student_hidden_states: Sequence[torch.Tensor],
     teacher_hidden_states: Sequence[torch.Tensor],
     layers: Sequence[int],
     normalization: str = "token",
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LDIFS distance of each example, shape [B], computed in float32."""
+    """LDIFS distance of each example, shape [B], computed in float32.
+
+    attention_mask: optional [B, T], nonzero at real tokens; padded positions are left out.
+    """
     if normalization not in LDIFS_NORMALIZATIONS:
         raise ValueError(f"ldifs normalization must be one of {LDIFS_NORMALIZATIONS}, got {normalization!r}")
     n = len(student_hidden_states)
@@ -46,11 +67,28 @@ def ldifs_per_sample(
         raise ValueError(f"ldifs layer index {bad[0]} out of range: the model returns {n} hidden states (0..{n - 1})")
     per_tap = []
     for i in layers:
-        s = student_hidden_states[i].float()
-        t = teacher_hidden_states[i].detach().float()
+        s = _as_tokens(student_hidden_states[i]).float()
+        t = _as_tokens(teacher_hidden_states[i].detach()).float()
+        if s.shape != t.shape:
+            raise ValueError(f"student and teacher hidden state {i} differ in shape: {tuple(s.shape)} vs {tuple(t.shape)}")
+        real_tokens = None
+        if attention_mask is not None:
+            if attention_mask.shape != s.shape[:2]:
+                raise ValueError(
+                    f"attention_mask of shape {tuple(attention_mask.shape)} does not match hidden state {i} "
+                    f"[B, T] = {tuple(s.shape[:2])}"
+                )
+            keep = (attention_mask != 0).to(s.dtype).unsqueeze(-1)
+            # Zeroed padding adds nothing to a norm or a squared difference.
+            s, t = s * keep, t * keep
+            real_tokens = keep.sum(dim=(1, 2))
         if normalization == "token":
             s, t = F.normalize(s, dim=1, eps=_EPS), F.normalize(t, dim=1, eps=_EPS)
-            per_tap.append((s - t).pow(2).flatten(1).mean(dim=1))
+            squared = (s - t).pow(2)
+            if real_tokens is None:
+                per_tap.append(squared.flatten(1).mean(dim=1))
+            else:
+                per_tap.append(squared.sum(dim=(1, 2)) / (real_tokens * s.shape[2]))
         else:
             s, t = F.normalize(s.flatten(1), dim=1, eps=_EPS), F.normalize(t.flatten(1), dim=1, eps=_EPS)
             per_tap.append((s - t).pow(2).sum(dim=1))
@@ -64,9 +102,10 @@ def ldifs_distance(
     teacher_hidden_states: Sequence[torch.Tensor],
     layers: Sequence[int],
     normalization: str = "token",
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Batch-mean LDIFS distance (0-dim float32 tensor); differentiable w.r.t. the student only."""
-    return ldifs_per_sample(student_hidden_states, teacher_hidden_states, layers, normalization).mean()
+    return ldifs_per_sample(student_hidden_states, teacher_hidden_states, layers, normalization, attention_mask).mean()
 
 
 class _L2SPPenalty(torch.autograd.Function):

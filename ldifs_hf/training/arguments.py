@@ -1,6 +1,7 @@
 """The arguments of a fine-tuning run: `ModelArguments` (which model, which head fit), `DataArguments`
 (which benchmark, where its data is, forgetting tracking) and `LDIFSTrainingArguments` (the Trainer's
-arguments plus the method and its regularizer settings)."""
+arguments plus the method and its regularizer settings). The regularizer fields alone are
+`LDIFSArgumentsMixin`, to combine with another trainer's config (trl's `SFTConfig`, ...)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
-class LDIFSTrainingArguments(TrainingArguments):
-    """TrainingArguments for LDIFSTrainer, with the paper's fine-tuning defaults (appendix A).
+class LDIFSArgumentsMixin:
+    """The LDIFS/L2SP fields, to combine with any `TrainingArguments` subclass (e.g. trl's `SFTConfig`):
+
+        @dataclass
+        class LDIFSSFTConfig(LDIFSArgumentsMixin, SFTConfig):
+            pass
 
     Parameters:
         method (`str`, *optional*, defaults to `None`):
@@ -36,11 +41,9 @@ class LDIFSTrainingArguments(TrainingArguments):
         teacher_dtype (`str`, *optional*, defaults to `None`):
             Cast the frozen teacher to "bfloat16"/"float16" (it never trains, so it needs no float32
             master copy); None keeps the student's dtype.
-        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
-            Allow a run to write into an output directory that already holds a run.
-
-    Defaults changed from TrainingArguments to the paper's: learning_rate 1e-5, weight_decay 0.1,
-    cosine schedule with 500 warm-up steps, batch size 128, remove_unused_columns False.
+        keep_student_dropout (`bool`, *optional*, defaults to `False`):
+            Keep the student's dropout while the LDIFS term is on (ldifs_lambda > 0). By default it is
+            switched off, as trl's `disable_dropout`, so student and teacher features agree at step 0.
     """
 
     method: str | None = field(
@@ -61,16 +64,8 @@ class LDIFSTrainingArguments(TrainingArguments):
     teacher_dtype: str | None = field(
         default=None, metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: the student's)."}
     )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Write into an output_dir that already holds a run."}
-    )
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (paper: 1e-5)."})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (paper: 0.1)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine)."})
-    warmup_steps: float = field(default=500, metadata={"help": "Warm-up steps (paper: 500)."})
-    per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size per device (paper: 128)."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the image column: transforms run lazily in the collator."}
+    keep_student_dropout: bool = field(
+        default=False, metadata={"help": "Keep the student's dropout while LDIFS is on (default: switched off)."}
     )
 
     def __post_init__(self):
@@ -98,6 +93,32 @@ class LDIFSTrainingArguments(TrainingArguments):
     @property
     def method_spec(self):
         return get_method(self.method) if self.method is not None else None
+
+
+@dataclass
+class LDIFSTrainingArguments(LDIFSArgumentsMixin, TrainingArguments):
+    """TrainingArguments for LDIFSTrainer with the LDIFS fields (`LDIFSArgumentsMixin`) and the paper's
+    fine-tuning defaults (appendix A).
+
+    Parameters:
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Allow a run to write into an output directory that already holds a run.
+
+    Defaults changed from TrainingArguments to the paper's: learning_rate 1e-5, weight_decay 0.1,
+    cosine schedule with 500 warm-up steps, batch size 128, remove_unused_columns False.
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into an output_dir that already holds a run."}
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (paper: 1e-5)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (paper: 0.1)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine)."})
+    warmup_steps: float = field(default=500, metadata={"help": "Warm-up steps (paper: 500)."})
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "Batch size per device (paper: 128)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the image column: transforms run lazily in the collator."}
+    )
 
 
 @dataclass
