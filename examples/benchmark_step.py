@@ -22,7 +22,8 @@ median over the timed steps is reported, after `--warmup` untimed steps. Each va
 (same initial weights, its own optimizer and teacher) and freed before the next, so on a GPU its peak
 memory (torch.cuda.max_memory_allocated, reset after the previous variant is freed) is its own. On CPU
 peak memory is reported as n/a: the process's RSS high-water mark cannot be reset per variant.
-Beside the steps, the parts LDIFS adds are timed alone (with the baseline's model): the teacher's
+Beside the steps, the parts LDIFS adds are timed alone (on the baseline's model, interleaved with the
+steps when they are): the teacher's
 forward (and with bf16 weights under --bf16) and the distance's forward and backward; their ratio to
 CE is the share of a CE step they cost. `--profile NAME` adds torch.profiler's op table of one variant.
 `--rounds R` runs the whole sequence R times and pools the steps, so a load change on a shared machine
@@ -137,24 +138,33 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(trainer: Trainer, inputs: dict, warmup: int, steps: int, device: torch.device) -> list[float]:
-    """Milliseconds of each of `steps` timed training steps after `warmup` untimed ones."""
+def time_call(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of `steps` timed calls of `fn` after `warmup` untimed ones."""
     times = []
     for i in range(warmup + steps):
         synchronize(device)
         start = time.perf_counter()
-        trainer.training_step(trainer.model_wrapped, inputs)
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
+        fn()
         synchronize(device)
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000)
     return times
 
 
-def time_components(trainer: Trainer, inputs: dict, warmup: int, steps: int, device: torch.device, bf16: bool) -> dict[str, list[float]]:
-    """Milliseconds of the parts LDIFS adds to a step, each alone: the teacher's forward (a frozen copy
-    of the student's tower in the student's dtype under the step's autocast, and with bf16 weights when
+def training_step(trainer: Trainer, inputs: dict):
+    """What `Trainer.train` does per batch without accumulation: forward, loss, backward, update."""
+
+    def step():
+        trainer.training_step(trainer.model_wrapped, inputs)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def components(trainer: Trainer, inputs: dict, device: torch.device, bf16: bool) -> dict:
+    """name -> a call doing one part LDIFS adds to a step alone: the teacher's forward (a frozen copy of
+    the student's tower in the student's dtype under the step's autocast, and with bf16 weights when
     training in bf16) and the distance's forward and backward on hidden states of the step's shape."""
     tower = trainer.accelerator.unwrap_model(trainer.model).vision_model
     teachers = {"teacher forward alone": copy.deepcopy(tower).requires_grad_(False).eval()}
@@ -165,28 +175,20 @@ def time_components(trainer: Trainer, inputs: dict, warmup: int, steps: int, dev
     with torch.no_grad(), autocast:
         hidden = teachers["teacher forward alone"](pixel_values=pixel_values, output_hidden_states=True).hidden_states
     layers = default_ldifs_layers(len(hidden) - 1)
-    results = {}
-    for name, teacher in teachers.items():
+    student = [h.detach().clone().requires_grad_(True) for h in hidden]
+
+    def teacher_forward(teacher):
         dtype = next(teacher.parameters()).dtype
-        results[name] = []
-        for i in range(warmup + steps):
-            synchronize(device)
-            start = time.perf_counter()
+
+        def forward():
             with torch.no_grad(), autocast:
                 teacher(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
-            synchronize(device)
-            if i >= warmup:
-                results[name].append((time.perf_counter() - start) * 1000)
-    student = [h.detach().clone().requires_grad_(True) for h in hidden]
-    results["LDIFS distance alone (forward + backward)"] = []
-    for i in range(warmup + steps):
-        synchronize(device)
-        start = time.perf_counter()
-        ldifs_distance(student, hidden, layers).backward()
-        synchronize(device)
-        if i >= warmup:
-            results["LDIFS distance alone (forward + backward)"].append((time.perf_counter() - start) * 1000)
-    return results
+
+        return forward
+
+    calls = {name: teacher_forward(teacher) for name, teacher in teachers.items()}
+    calls["LDIFS distance alone (forward + backward)"] = lambda: ldifs_distance(student, hidden, layers).backward()
+    return calls
 
 
 def free(device: torch.device) -> None:
@@ -201,9 +203,9 @@ def profile(trainer: Trainer, inputs: dict, steps: int, device: torch.device, ro
     from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    time_steps(trainer, inputs, warmup=2, steps=0, device=device)
+    time_call(training_step(trainer, inputs), warmup=2, steps=0, device=device)
     with torch_profile(activities=activities) as prof:
-        time_steps(trainer, inputs, warmup=0, steps=steps, device=device)
+        time_call(training_step(trainer, inputs), warmup=0, steps=steps, device=device)
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     return prof.key_averages().table(sort_by=sort_by, row_limit=row_limit)
 
@@ -221,6 +223,10 @@ def main() -> None:
         "no per-variant memory); sequential: one variant at a time (per-variant peak memory); auto: sequential on a GPU",
     )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (TrainingArguments.bf16), as on a GPU")
+    parser.add_argument(
+        "--torch_compile", action="store_true",
+        help="TrainingArguments.torch_compile: the accelerator compiles every student and every teacher it prepares (use a larger --warmup)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants (names as printed)")
     parser.add_argument("--profile", default=None, help="also profile this variant (torch.profiler) and print the table")
@@ -240,7 +246,7 @@ def main() -> None:
     if args.bf16 and device.type == "cpu":
         warnings.warn("--bf16 on CPU measures CPU bf16 kernels, not the GPU setting the targets are for")
     schedule = args.schedule if args.schedule != "auto" else ("sequential" if device.type == "cuda" else "interleaved")
-    common = dict(report_to="none", bf16=args.bf16, use_cpu=device.type == "cpu", per_device_train_batch_size=args.batch_size, disable_tqdm=True)
+    common = dict(report_to="none", bf16=args.bf16, torch_compile=args.torch_compile, use_cpu=device.type == "cpu", per_device_train_batch_size=args.batch_size, disable_tqdm=True)
     table = variants(args.bf16)
     if args.only:
         unknown = [n for n in args.only if n not in table]
@@ -263,20 +269,22 @@ def main() -> None:
     load_before = os.getloadavg()
     times = {name: [] for name in table}
     peaks = {name: [] for name in table}
-    components: dict[str, list[float]] = {}
+    components_times: dict[str, list[float]] = {}
     profile_table = None
     with tempfile.TemporaryDirectory() as output_dir:
         if schedule == "interleaved":
             trainers = {name: build_trainer(cls, extra, initial_state, args.preset, common, output_dir) for name, (cls, extra) in table.items()}
+            calls = {name: training_step(trainer, inputs) for name, trainer in trainers.items()}
+            parts = components(trainers[BASELINE], inputs, device, args.bf16)
+            components_times = {name: [] for name in parts}
             for i in range(args.warmup + args.steps * args.rounds):
-                for name, trainer in trainers.items():
-                    step_ms = time_steps(trainer, inputs, 0, 1, device)
+                for name, call in [*calls.items(), *parts.items()]:
+                    step_ms = time_call(call, 0, 1, device)
                     if i >= args.warmup:
-                        times[name] += step_ms
-            components = time_components(trainers[BASELINE], inputs, args.warmup, args.steps, device, args.bf16)
+                        (times if name in times else components_times)[name] += step_ms
             if args.profile is not None:
                 profile_table = profile(trainers[args.profile], inputs, min(args.steps, 10), device)
-            del trainers
+            del trainers, calls, parts
         else:
             for _ in range(args.rounds):
                 for name, (cls, extra) in table.items():
@@ -284,12 +292,12 @@ def main() -> None:
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     trainer = build_trainer(cls, extra, initial_state, args.preset, common, output_dir)
-                    times[name] += time_steps(trainer, inputs, args.warmup, args.steps, device)
+                    times[name] += time_call(training_step(trainer, inputs), args.warmup, args.steps, device)
                     if device.type == "cuda":
                         peaks[name].append(torch.cuda.max_memory_allocated(device) / 2**30)
                     if name == BASELINE:
-                        for part, samples in time_components(trainer, inputs, args.warmup, args.steps, device, args.bf16).items():
-                            components.setdefault(part, []).extend(samples)
+                        for part, call in components(trainer, inputs, device, args.bf16).items():
+                            components_times.setdefault(part, []).extend(time_call(call, args.warmup, args.steps, device))
                     if name == args.profile and profile_table is None:
                         profile_table = profile(trainer, inputs, min(args.steps, 10), device)
                     del trainer
@@ -297,7 +305,7 @@ def main() -> None:
 
     # 4. Report.
     results = {}
-    for name, samples in [*times.items(), *components.items()]:
+    for name, samples in [*times.items(), *components_times.items()]:
         median = statistics.median(samples)
         quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [median, median, median]
         results[name] = {
@@ -311,10 +319,11 @@ def main() -> None:
     base, ours = results[BASELINE], results.get(OURS_CE)
     for name, r in results.items():
         r["vs_ce"] = r["ms"] / base["ms"]
-        if schedule == "interleaved" and name in times:
+        if schedule == "interleaved":
             # Steps taken back to back share the machine's load: the median of their ratios is the
             # figure least moved by other processes.
-            r["paired_vs_ce"] = statistics.median(t / b for t, b in zip(times[name], times[BASELINE]))
+            samples = times.get(name) or components_times[name]
+            r["paired_vs_ce"] = statistics.median(t / b for t, b in zip(samples, times[BASELINE]))
         r["vs_our_ce"] = r["ms"] / ours["ms"] if ours else None
         r["peak_vs_ce"] = r["peak_gib"] / base["peak_gib"] if r["peak_gib"] and base["peak_gib"] else None
 
@@ -332,6 +341,7 @@ def main() -> None:
         "vision_config": PRESETS[args.preset],
         "batch_size": args.batch_size,
         "bf16": args.bf16,
+        "torch_compile": args.torch_compile,
         "warmup": args.warmup,
         "steps": args.steps,
         "rounds": args.rounds,

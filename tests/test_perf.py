@@ -212,6 +212,7 @@ def test_cache_entry_with_another_key_is_not_read(tmp_path):
         cache.load_accuracies({"kind": object()})
 
 
+@pytest.mark.slow
 def test_benchmark_step_script_runs_and_writes_json(tmp_path):
     out = tmp_path / "step.json"
     command = [
@@ -227,3 +228,18 @@ def test_benchmark_step_script_runs_and_writes_json(tmp_path):
     for r in report["results"].values():
         assert r["ms"] > 0 and r["img_per_s"] > 0
     assert report["meta"]["peak_memory"] == "n/a on CPU" and report["results"]["LDIFS, ours"]["peak_gib"] is None
+
+
+@pytest.mark.slow
+def test_benchmark_eval_script_runs_and_cached_equals_uncached(tmp_path):
+    out = tmp_path / "eval.json"
+    command = [
+        sys.executable, os.path.join(ROOT, "examples", "benchmark_eval.py"), "--preset", "tiny", "--num_train", "8", "--num_test", "4",
+        "--lp_iterations", "5", "--model_batches", "1", "--batch_size", "16", "--threads", "1", "--output_json", str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1"}
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+    results = json.loads(out.read_text())["results"]
+    assert results["cached_record_equals_uncached"] is True
+    assert len(results["pipeline_per_benchmark"]) == 9
+    assert set(results["one_checkpoint_nine_benchmarks_seconds"]) == {"uncached", "cache filled (first run)", "cache read (later runs)"}
