@@ -8,7 +8,8 @@ An entry is found by the SHA-256 of a key that names everything its value depend
 - the model: `model_fingerprint`, a digest of its state dict (every tensor's name, dtype, shape and
   bytes), so another model, or the same weights in another dtype, never reuses an entry;
 - the data: the benchmark, the split, its row count and its `datasets` fingerprint (which changes
-  with the data files, the subsample cap, the seed and the attached transform);
+  with the data files, the subsample cap, the seed and the attached transform; a dataset built in
+  memory has a random fingerprint, so its entries are never found again by another process);
 - the preprocessing: the image processor's settings; and the device type the features came from;
 - for accuracies also: the zero-shot head's digest and the linear probe's settings.
 Each entry stores its key and is used only if the stored key equals the asked one. Features are

@@ -230,7 +230,8 @@ class ConceptForgettingEvaluator:
         return f"in-memory-{uuid.uuid4().hex}"
 
     def features(self, model: nn.Module, benchmark, split: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-normalised image features and labels of `model` on a benchmark split, extracted once per key."""
+        """Unit-normalised image features and labels of `model` on a benchmark split, extracted once per key
+        (the pretrained model's also kept in `settings.feature_cache_dir` when that is set)."""
         name = self._name(benchmark)
         bench = self.benchmark(benchmark)
         store = self._features.get(key)
