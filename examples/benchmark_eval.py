@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Time the evaluation of one checkpoint on the nine benchmarks, with and without the feature cache.
 
-    python examples/benchmark_eval.py --preset vit-b-32 --num_train 2048 --num_test 1024 --num_workers 8 \\
-        --batch_size 1024 --output_json eval_h100.json                                    # a GPU
+    python examples/benchmark_eval.py --preset vit-b-32 --num_train 1024 --num_test 512 --num_workers 8 \\
+        --batch_size 1024 --repeats 2 --profile --output_json eval_gpu.json                # a GPU
     python examples/benchmark_eval.py --preset tiny --num_train 64 --num_test 32 --output_json eval_cpu.json  # CPU
 
 Random weights and generated data: every benchmark is written by `ldifs_hf.testing.save_benchmark_like_dataset`
