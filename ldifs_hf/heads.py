@@ -85,6 +85,8 @@ def extract_features(
     The dataset's items must give "pixel_values" and "labels" (e.g. a `datasets.Dataset` with
     `image_transform` attached). The model is run in eval mode and put back in its previous mode.
     `num_workers` DataLoader processes decode and preprocess images (the bottleneck on a GPU).
+    Batches go to the device from pinned memory without blocking and the features stay there until
+    the end, so the loop never waits for the device (one copy back, not one per batch).
     """
     device = torch.device(device) if device is not None else _model_device(model)
     loader = torch.utils.data.DataLoader(
@@ -96,14 +98,14 @@ def extract_features(
     features, labels = [], []
     try:
         for batch in tqdm(loader, desc=desc or "extracting features", leave=False):
-            pixel_values = batch["pixel_values"].to(device=device, dtype=dtype)
-            features.append(F.normalize(encode_images(model, pixel_values).float(), dim=-1).cpu())
-            labels.append(torch.as_tensor(batch["labels"]).cpu())
+            pixel_values = batch["pixel_values"].to(device=device, dtype=dtype, non_blocking=True)
+            features.append(F.normalize(encode_images(model, pixel_values).float(), dim=-1))
+            labels.append(torch.as_tensor(batch["labels"]))
     finally:
         model.train(was_training)
     if not features:
         raise ValueError("cannot extract features from an empty dataset")
-    return torch.cat(features), torch.cat(labels).long()
+    return torch.cat(features).cpu(), torch.cat(labels).long()
 
 
 def _split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

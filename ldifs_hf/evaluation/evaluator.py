@@ -28,6 +28,7 @@ from transformers import CLIPModel, CLIPProcessor
 from ..benchmarks import BenchmarkError, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
 from ..heads import check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
+from .cache import EvaluationCache, model_fingerprint, tensor_digest
 from .checkpoints import CheckpointEntry, CheckpointError, load_checkpoint
 from .distances import feature_distance, parameter_distance
 
@@ -81,6 +82,8 @@ class EvaluatorSettings:
         max_cached_models: how many models' features stay in memory (the pretrained model's always do).
         seed: seed of the validation split, subsampling and linear probe.
         cache_dir: cache folder for models and datasets.
+        feature_cache_dir: folder where the pretrained model's features and accuracies are kept on
+            disk and reused by every evaluator pointed at it (`ldifs_hf.evaluation.cache`); None: off.
     """
 
     dataset_paths: dict[str, str] = field(default_factory=dict)
@@ -96,6 +99,7 @@ class EvaluatorSettings:
     max_cached_models: int = 2
     seed: int = 0
     cache_dir: str | None = None
+    feature_cache_dir: str | None = None
 
     def __post_init__(self):
         if self.text_tower not in TEXT_TOWERS:
@@ -169,6 +173,8 @@ class ConceptForgettingEvaluator:
         self._features: OrderedDict[str, dict] = OrderedDict()  # model key -> {(benchmark, split): (features, labels)}
         self._zero_shot_weights: dict[str, torch.Tensor] = {}
         self._pretrained_accuracies: dict[str, dict[str, float]] = {}
+        self._disk_cache = EvaluationCache(self.settings.feature_cache_dir) if self.settings.feature_cache_dir else None
+        self._pretrained_fingerprint: str | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path, settings: EvaluatorSettings | None = None, *, processor=None) -> "ConceptForgettingEvaluator":
@@ -226,7 +232,8 @@ class ConceptForgettingEvaluator:
         return f"in-memory-{uuid.uuid4().hex}"
 
     def features(self, model: nn.Module, benchmark, split: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-normalised image features and labels of `model` on a benchmark split, extracted once per key."""
+        """Unit-normalised image features and labels of `model` on a benchmark split, extracted once per key
+        (the pretrained model's also kept in `settings.feature_cache_dir` when that is set)."""
         name = self._name(benchmark)
         bench = self.benchmark(benchmark)
         store = self._features.get(key)
@@ -235,10 +242,33 @@ class ConceptForgettingEvaluator:
             self._evict()
         self._features.move_to_end(key)
         if (name, split) not in store:
-            store[(name, split)] = extract_features(
-                model, bench.splits[split], batch_size=self.settings.batch_size, num_workers=self.settings.num_workers, desc=f"{name}/{split} features"
-            )
+            on_disk = self._disk_cache is not None and key == PRETRAINED_KEY and model is self.pretrained
+            cache_key = self._cache_key(name, split) if on_disk else None
+            cached = self._disk_cache.load_features(cache_key) if on_disk else None
+            if cached is None:
+                cached = extract_features(
+                    model, bench.splits[split], batch_size=self.settings.batch_size, num_workers=self.settings.num_workers, desc=f"{name}/{split} features"
+                )
+                if on_disk:
+                    self._disk_cache.save_features(cache_key, *cached)
+            store[(name, split)] = cached
         return store[(name, split)]
+
+    def _cache_key(self, name: str, split: str) -> dict:
+        """What the pretrained model's features on a split depend on (`ldifs_hf.evaluation.cache`)."""
+        if self._pretrained_fingerprint is None:
+            self._pretrained_fingerprint = model_fingerprint(self.pretrained)
+        data = self.benchmark(name).splits[split]
+        return {
+            "kind": "features",
+            "model": self._pretrained_fingerprint,
+            "benchmark": name,
+            "split": split,
+            "rows": len(data),
+            "data": data._fingerprint,
+            "image_processor": self.processor.image_processor.to_json_string(),
+            "device": self.device.type,
+        }
 
     def _evict(self) -> None:
         checkpoints = [k for k in self._features if k != PRETRAINED_KEY]
@@ -306,9 +336,29 @@ class ConceptForgettingEvaluator:
         benchmarks = list(benchmarks)
         names = [self._name(b) for b in benchmarks]
         missing = [b for b, n in zip(benchmarks, names) if n not in self._pretrained_accuracies]
-        if missing:
-            self._pretrained_accuracies.update(self.accuracies(self.pretrained, missing, key=PRETRAINED_KEY, text_tower="pretrained"))
+        for benchmark in missing:
+            name = self._name(benchmark)
+            cache_key = self._accuracy_cache_key(name) if self._disk_cache is not None else None
+            cached = self._disk_cache.load_accuracies(cache_key) if cache_key is not None else None
+            if cached is None:
+                cached = self.accuracies(self.pretrained, [benchmark], key=PRETRAINED_KEY, text_tower="pretrained")[name]
+                if cache_key is not None:
+                    self._disk_cache.save_accuracies(cache_key, cached)
+            self._pretrained_accuracies[name] = cached
         return {n: self._pretrained_accuracies[n] for n in names}
+
+    def _accuracy_cache_key(self, name: str) -> dict:
+        """What the pretrained model's ZS and LP accuracies on a benchmark depend on."""
+        s = self.settings
+        return {
+            "kind": "accuracies",
+            "train": self._cache_key(name, "train"),
+            "test": self._cache_key(name, "test"),
+            "zero_shot_head": tensor_digest(self.zero_shot_weights(name)),
+            "lp_solver": s.lp_solver,
+            "lp_iterations": s.lp_iterations,
+            "seed": s.seed,
+        }
 
     def finetune_accuracy(self, model: nn.Module, benchmark, *, key: str | None = None) -> float:
         """A_FT: the fine-tuned model's accuracy on its own task's test split (`own_head_accuracy`)."""

@@ -59,6 +59,10 @@ class EvaluationArguments:
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda when available)."})
     seed: int = field(default=0, metadata={"help": "Seed of the validation split, subsampling and linear probe."})
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for models and datasets."})
+    feature_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder where the pretrained model's features and accuracies are kept and reused by every evaluation pointed at it."},
+    )
 
     def settings(self) -> EvaluatorSettings:
         """The evaluator's settings; raises ValueError on a bad value before anything is loaded."""
@@ -75,6 +79,7 @@ class EvaluationArguments:
             feature_distance_samples=self.feature_distance_samples,
             seed=self.seed,
             cache_dir=self.cache_dir,
+            feature_cache_dir=self.feature_cache_dir,
         )
 
 
