@@ -18,14 +18,15 @@ import shutil
 from dataclasses import dataclass
 
 from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser
-from transformers.trainer_utils import get_last_checkpoint
 
+from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..heads import extract_features, zero_shot_classifier
 from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
+from .guards import NonFiniteGuard, check_splits, preflight
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,17 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
 
     - empty or missing: a fresh run;
     - our own finished run of the same method and dataset: nothing to do (returned as `finished`);
-    - our own unfinished run: continue from its last `checkpoint-N` (or start again if it has none);
+    - our own unfinished run: continue from its last complete `checkpoint-N` (one a kill or a full disk
+      left half-written is skipped), or start again if it has none;
     - `overwrite`: the earlier run's checkpoints, export and record are removed first;
     - files of another run or another program: refused, naming them.
     """
-    if resume_from_checkpoint not in (None, False, True) and not os.path.isdir(str(resume_from_checkpoint)):
-        raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
+    if resume_from_checkpoint not in (None, False, True):
+        if not os.path.isdir(str(resume_from_checkpoint)):
+            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
+        problem = checkpoint_problem(str(resume_from_checkpoint))
+        if problem:
+            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} cannot be resumed from: {problem}")
     if not os.path.isdir(output_dir):
         return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
     if overwrite:
@@ -80,7 +86,7 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
         return OutputPlan(finished=earlier)
     if isinstance(resume_from_checkpoint, str):
         return OutputPlan(resume_from=resume_from_checkpoint)
-    return OutputPlan(resume_from=get_last_checkpoint(output_dir))
+    return OutputPlan(resume_from=last_complete_checkpoint(output_dir))
 
 
 def _remove_earlier_run(output_dir: str) -> None:
@@ -111,6 +117,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
     forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
+    preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
     plan = plan_output_dir(
         training_args.output_dir, spec.name, benchmark_name,
         overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
@@ -142,6 +149,9 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         seed=data_args.validation_seed,
         cache_dir=model_args.cache_dir,
     )
+    # An empty validation split is fine when nothing evaluates on it: A_FT is then measured on test only.
+    check_splits(benchmark.splits, benchmark.spec.name, validation_needed=training_args.eval_strategy != "no")
+    has_validation = len(benchmark.splits["validation"]) > 0
 
     # 3. Pretrained CLIP and its processor.
     clip_model, processor = load_clip(model_args.model_name_or_path, model_args.cache_dir)
@@ -165,8 +175,12 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         ldifs_lambda=training_args.ldifs_lambda,
         l2sp_lambda=training_args.l2sp_lambda,
         ldifs_normalization=training_args.ldifs_normalization,
-        dataset_splits="train minus a {:.0%} validation split (seed {}), test = '{}'".format(
-            data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
+        dataset_splits=(
+            "train minus a {:.0%} validation split (seed {}), test = '{}'".format(
+                data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
+            )
+            if has_validation
+            else f"all of train (no validation split), test = '{benchmark.spec.test_split}'"
         ),
         text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
@@ -183,6 +197,8 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         processing_class=processor,
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
+    # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
+    trainer.add_callback(NonFiniteGuard(trainer))
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
@@ -199,10 +215,10 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     if trainer.is_world_process_zero():
         # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
         batch_size = training_args.per_device_eval_batch_size
-        record.results = {
-            "validation_accuracy": finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size),
-            "test_accuracy": finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size),
-        }
+        record.results = {}
+        if has_validation:
+            record.results["validation_accuracy"] = finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size)
+        record.results["test_accuracy"] = finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
         trainer.log_metrics("eval", record.results)
         trainer.save_metrics("eval", record.results)
 
@@ -227,11 +243,14 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
 def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
     name = model_args.model_name_or_path
+    if not os.path.exists(name) and not looks_like_hub_id(name):
+        raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
     try:
         config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir)
     except (OSError, ValueError) as err:
+        where = "" if os.path.exists(name) else f" as a Hub id (no local directory {name!r} exists)"
         raise OSError(
-            f"could not load CLIP model {name!r}: download it first (`hf download {name}`) "
+            f"could not load CLIP model {name!r}{where}: download it first (`hf download {name}`) "
             f"or pass a local directory ({' '.join(str(err).split())[:300]})"
         ) from err
     if config.model_type != "clip":

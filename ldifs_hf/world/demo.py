@@ -115,6 +115,7 @@ def _run(args: DemoArguments) -> DemoResult:
             checkpoint=[f"{m}={d}" for m, d in run_dirs.items()], datasets=",".join(world.benchmarks),
             pretrained=str(world.model_dir), output_dir=args.output_dir, num_workers=0,
             lp_iterations=args.lp_iterations, seed=args.seed, max_train_samples=args.lp_train_samples,
+            overwrite_report=True,  # the demo's own output folder: a rerun refreshes its report
         )
     )
     # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model:

@@ -1,0 +1,291 @@
+"""A run that goes wrong stops loudly, keeps what was good, and never reports a wrong number
+(docs/RELIABILITY.md lists every fault tried and the test below that covers it)."""
+
+import copy
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPModel, GPT2Config, HfArgumentParser
+
+from ldifs_hf.cli import main, parse_finetune_args
+from ldifs_hf.evaluation import EvaluationArguments, run_evaluation
+from ldifs_hf.evaluation.checkpoints import checkpoint_problem, resolve_checkpoints
+from ldifs_hf.modeling import CLIPVisionClassifier
+from ldifs_hf.records import RunRecord
+from ldifs_hf.testing import save_benchmark_like_dataset
+from ldifs_hf.training import guards
+from ldifs_hf.training.guards import NonFiniteGuard, NonFiniteLossError
+from ldifs_hf.training.run import plan_output_dir, run_finetune
+
+
+@pytest.fixture(scope="module")
+def eurosat_dir(tmp_path_factory):
+    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
+
+
+def _argv(model_dir, data_dir, out_dir, method="zs-init-ldifs", *extra):
+    return [
+        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
+        "--output_dir", str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--use_cpu",
+        "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--logging_steps", "1",
+        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
+    ]
+
+
+def _finetune(argv):
+    return run_finetune(*parse_finetune_args(argv))
+
+
+def _one_line_error(capsys, argv, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars and logs come before
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], err[-5:]
+    return errors[0]
+
+
+# -- 1. non-finite guard ---------------------------------------------------------------------------
+
+
+def _guard(terms, *, ldifs_lambda=10.0, accumulation=1, weights=None):
+    """The guard over a stand-in trainer whose step recorded `terms` ({name: [values]})."""
+    model = torch.nn.Linear(2, 2)
+    if weights is not None:
+        with torch.no_grad():
+            model.weight.fill_(weights)
+    trainer = SimpleNamespace(_metrics={"train": {k: [torch.tensor(v) for v in vs] for k, vs in terms.items()}}, model=model)
+    args = SimpleNamespace(gradient_accumulation_steps=accumulation, ldifs_lambda=ldifs_lambda, l2sp_lambda=0.5, device="cpu")
+    return NonFiniteGuard(trainer), args, SimpleNamespace(global_step=7), SimpleNamespace(should_save=False)
+
+
+def test_guard_names_the_non_finite_term_and_the_step():
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [float("nan")]})
+    with pytest.raises(NonFiniteLossError, match=r"step 7: loss_ldifs \(nan\) is not finite"):
+        guard.on_step_end(args, state, control)
+    guard, args, state, control = _guard({"loss_task": [float("inf")], "loss_l2sp": [0.0]})
+    with pytest.raises(NonFiniteLossError, match=r"step 7: loss_task \(inf\)"):
+        guard.on_step_end(args, state, control)
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [0.5]})
+    guard.on_step_end(args, state, control)  # finite: nothing happens
+
+
+def test_guard_checks_the_weighted_loss_in_float32_and_every_accumulated_micro_batch():
+    # 1 + 1e30 * 1e10 = 1e40 overflows float32 (max 3.4e38), as the trainer's own sum would.
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e10]}, ldifs_lambda=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"the loss \(task \+ weighted regularizer\)"):
+        guard.on_step_end(args, state, control)
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e7]}, ldifs_lambda=1e30)  # 1e37: finite
+    guard.on_step_end(args, state, control)
+    # With 2 micro-batches per step, the first one of this step is checked too; an older value is not.
+    guard, args, state, control = _guard({"loss_task": [float("nan"), 1.0, 1.0]}, accumulation=2)
+    guard.on_step_end(args, state, control)
+    guard, args, state, control = _guard({"loss_task": [1.0, float("nan"), 1.0]}, accumulation=2)
+    with pytest.raises(NonFiniteLossError, match="loss_task"):
+        guard.on_step_end(args, state, control)
+
+
+def test_guard_refuses_to_save_or_finish_with_non_finite_weights():
+    guard, args, state, control = _guard({"loss_task": [1.0]}, weights=float("nan"))
+    guard.on_step_end(args, state, control)  # no save this step: the loss terms are what count
+    control.should_save = True
+    with pytest.raises(NonFiniteLossError, match="weights are not finite before saving checkpoint-7 .first: weight"):
+        guard.on_step_end(args, state, control)
+    with pytest.raises(NonFiniteLossError, match="at the end of training"):
+        guard.on_train_end(args, state, control)
+
+
+def test_guard_stops_after_three_infinite_gradient_norms_in_a_row():
+    guard, args, state, control = _guard({})
+    for norm in (float("inf"), float("inf"), 1.0, float("inf"), float("nan")):  # a finite one resets the count
+        guard.on_log(args, state, control, logs={"grad_norm": norm})
+    guard.on_log(args, state, control, logs={"loss": 1.0})  # a log without a gradient norm neither counts nor resets
+    with pytest.raises(NonFiniteLossError, match=f"gradient norm was inf in {guards.INF_GRAD_NORM_PATIENCE} logs in a row"):
+        guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
+
+
+def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+    out = tmp_path / "diverged"
+    # lr 1e4: the weights are NaN after step 2; with save_total_limit 1 a save at step 2 would rotate
+    # checkpoint-1 away.
+    argv = _argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--learning_rate", "1e4", "--max_steps", "6",
+                 "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1")
+    line = _one_line_error(capsys, ["finetune", *argv])
+    assert "training stopped at step 2" in line and "not finite" in line, line
+    assert sorted(os.listdir(out)) == ["checkpoint-1", "ldifs_run.json"]  # no model, no export, no card
+    assert not RunRecord.load(out).completed
+    weights = load_file(out / "checkpoint-1" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    with pytest.raises(NonFiniteLossError, match="step 3: loss_task .nan."):  # without saves: the NaN loss of step 3
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "nosave", "zs-init-ldifs", "--learning_rate", "1e4", "--max_steps", "6"))
+
+
+def test_an_enormous_regularizer_weight_is_an_error_not_a_silent_run(tiny_clip_dir, eurosat_dir, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="gradient norm was inf in 3 logs in a row"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "huge", "zs-init-ldifs", "--ldifs_lambda", "1e30", "--max_steps", "6"))
+
+
+# -- 2. evaluation per checkpoint, complete checkpoints ---------------------------------------------
+
+
+def _write_checkpoint(folder, model, step, max_steps=4):
+    model.save_pretrained(folder)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps}))
+
+
+@pytest.fixture(scope="module")
+def troubled_run(tiny_clip_dir, tmp_path_factory):
+    """A run directory with a good checkpoint-1, a NaN checkpoint-2, a half-written checkpoint-3 (killed
+    mid-save: config and weights, no trainer state), a final model at step 4 and an earlier run's
+    checkpoint-9."""
+    root = tmp_path_factory.mktemp("troubled")
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    classifier = CLIPVisionClassifier.from_clip(clip, torch.randn(10, clip.config.projection_dim, generator=torch.Generator().manual_seed(0)))
+    run = root / "run"
+    _write_checkpoint(run / "checkpoint-1", classifier, 1)
+    nan = copy.deepcopy(classifier)
+    with torch.no_grad():
+        nan.vision_model.post_layernorm.weight.fill_(float("nan"))
+    _write_checkpoint(run / "checkpoint-2", nan, 2)
+    classifier.save_pretrained(run / "checkpoint-3")
+    _write_checkpoint(run / "checkpoint-9", classifier, 9, max_steps=10)
+    _write_checkpoint(run, classifier, 4)
+    RunRecord(method="zs-init-ce", dataset="eurosat", base_model=str(tiny_clip_dir)).save(run)
+    mnist = save_benchmark_like_dataset("mnist", root / "mnist", num_train=20, num_test=8)
+    return run, mnist
+
+
+def test_checkpoint_problems_are_found_without_loading(troubled_run):
+    run, _ = troubled_run
+    assert checkpoint_problem(str(run / "checkpoint-1")) is None
+    assert "no trainer_state.json" in checkpoint_problem(str(run / "checkpoint-3"))
+    entries = {os.path.basename(e.path): e for e in resolve_checkpoints([str(run)])}
+    assert list(entries) == ["checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-9", "run"]
+    assert entries["checkpoint-2"].problem is None  # NaN weights are found when it is loaded
+    assert "a save was interrupted" in entries["checkpoint-3"].problem
+    assert "past the run's final step 4" in entries["checkpoint-9"].problem
+
+
+def test_resume_skips_a_half_written_checkpoint(tmp_path, tiny_clip_dir):
+    out = tmp_path / "run"
+    RunRecord(method="zs-init-ce", dataset="eurosat", base_model="m").save(out.mkdir() or out)
+    model = CLIPModel.from_pretrained(tiny_clip_dir)
+    _write_checkpoint(out / "checkpoint-2", model, 2)
+    model.save_pretrained(out / "checkpoint-4")  # a kill during the save: no trainer_state.json
+    assert plan_output_dir(str(out), "zs-init-ce", "eurosat").resume_from == str(out / "checkpoint-2")
+    (out / "checkpoint-4" / "trainer_state.json").write_text('{"global_st')  # a kill while writing it
+    assert plan_output_dir(str(out), "zs-init-ce", "eurosat").resume_from == str(out / "checkpoint-2")
+    with pytest.raises(ValueError, match="cannot be resumed from: its trainer_state.json is unreadable"):
+        plan_output_dir(str(out), "zs-init-ce", "eurosat", resume_from_checkpoint=str(out / "checkpoint-4"))
+
+
+def test_evaluation_scores_the_good_checkpoints_and_records_the_others(troubled_run, tiny_clip_dir, tmp_path, capsys):
+    run, mnist = troubled_run
+    out = tmp_path / "report"
+    argv = ["evaluate", "--checkpoint", str(run), "--datasets", "mnist", "--dataset_path", f"mnist={mnist}", "--output_dir", str(out),
+            "--lp_iterations", "20", "--feature_distance_samples", "8", "--device", "cpu", "--num_workers", "0"]
+    line = _one_line_error(capsys, argv, code=1)
+    assert "3 checkpoint(s) could not be scored or are not finite" in line, line
+    records = json.loads((out / "results.json").read_text())["records"]
+    by_name = {os.path.basename(r["checkpoint"]): r for r in records}
+    assert {k: r["status"] for k, r in by_name.items()} == {
+        "checkpoint-1": "ok", "checkpoint-2": "non_finite", "checkpoint-3": "failed", "checkpoint-9": "failed", "run": "ok",
+    }
+    assert "post_layernorm.weight is not finite" in by_name["checkpoint-2"]["error"]
+    assert by_name["checkpoint-2"]["eval"] == {}  # no accuracy, no Δ (never a Δ of 0)
+    assert "mnist" in by_name["run"]["eval"] and by_name["run"]["param_distance"] == 0.0
+    table = (out / "results.md").read_text()
+    assert "Not scored" in table and "| non-finite |" in table and "no trainer_state.json" in table
+    csv_text = (out / "results.csv").read_text()
+    assert ",non_finite," in csv_text and ",failed," in csv_text
+    # A second evaluation into the same folder is refused before anything is loaded...
+    line = _one_line_error(capsys, argv)
+    assert "already holds a report" in line and "--overwrite_report" in line
+    # ... unless asked; an unreadable final model is then failed, and the rest still scored.
+    (run / "model.safetensors").rename(run / "model.safetensors.bak")
+    try:
+        (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv[1:] + ["--overwrite_report", "--distances", "false"])
+        result = run_evaluation(args)
+    finally:
+        (run / "model.safetensors.bak").rename(run / "model.safetensors")
+    assert [os.path.basename(r["checkpoint"]) for r in result.failures] == ["checkpoint-2", "checkpoint-3", "checkpoint-9", "run"]
+    assert "| eurosat | A_FT | failed |" in (out / "results.md").read_text()  # the run's final model failed: said so
+
+
+def test_a_corrupt_safetensors_file_fails_that_checkpoint_only(troubled_run, tiny_clip_dir, tmp_path):
+    run, mnist = troubled_run
+    corrupt = tmp_path / "corrupt"
+    CLIPModel.from_pretrained(tiny_clip_dir).save_pretrained(corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    result = run_evaluation(EvaluationArguments(
+        checkpoint=[f"bad={corrupt}", f"good={tiny_clip_dir}"], datasets="mnist", dataset_path=[f"mnist={mnist}"],
+        output_dir=str(tmp_path / "report"), lp_iterations=20, distances=False, device="cpu", num_workers=0, pretrained=str(tiny_clip_dir),
+    ))
+    assert [r["status"] for r in result.records] == ["failed", "ok"]
+    assert result.records[1]["eval"]["mnist"]["delta_zs"] == 0.0  # the pretrained model itself, scored
+
+
+# -- 3. pre-flight -----------------------------------------------------------------------------------
+
+
+def test_step_counts_and_dtypes_are_refused_before_anything_is_loaded(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="max_steps must be a positive number of optimizer steps, or -1 .*got 0"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "0"))
+    with pytest.raises(ValueError, match="got -5"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "-5"))
+    with pytest.raises(ValueError, match="num_train_epochs must be > 0"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "-1", "--num_train_epochs", "0"))
+    with pytest.raises(ValueError, match="teacher_dtype 'float16' does not fit --bf16"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--bf16", "--teacher_dtype", "float16"))
+    assert not out.exists()
+
+
+def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, blocker / "out", "zs-init-ce")])
+    assert "cannot be created" in line and "is a file" in line
+
+    def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(guards.tempfile, "mkstemp", refuse)
+    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro", "zs-init-ce")])
+    assert "is not writable" in line and "Permission denied" in line
+    monkeypatch.undo()
+    weights = os.path.getsize(os.path.join(tiny_clip_dir, "model.safetensors"))
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: SimpleNamespace(free=5 * weights))
+    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "full", "zs-init-ce")])
+    assert "MiB free" in line and "needs about" in line
+    assert not (tmp_path / "ro").exists() and not (tmp_path / "full").exists()
+
+
+def test_a_model_path_is_never_taken_for_a_hub_id_and_must_be_a_clip(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(capsys, ["finetune", *_argv("./models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    assert "that path does not exist" in line
+    line = _one_line_error(capsys, ["finetune", *_argv("models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    assert "as a Hub id (no local directory 'models/clip-tiny' exists)" in line
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    line = _one_line_error(capsys, ["finetune", *_argv(tmp_path / "gpt2", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    assert "is a 'gpt2' model" in line
+
+
+def test_no_validation_split_trains_and_records_test_accuracy_only(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "noval"
+    record = _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--validation_fraction", "0", "--max_steps", "1"))
+    assert record.completed and list(record.results) == ["test_accuracy"]
+    assert "no validation split" in RunRecord.load(out).dataset_splits and (out / "clip" / "config.json").exists()
+    with pytest.raises(ValueError, match="validation split of 'eurosat' is empty .* --eval_strategy no"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "noval-eval", "zs-init-ce", "--validation_fraction", "0", "--eval_strategy", "steps"))
+    assert not (tmp_path / "noval-eval" / "ldifs_run.json").exists()
+
+
+def test_a_one_image_dataset_runs_to_the_end(tiny_clip_dir, tmp_path):
+    data = save_benchmark_like_dataset("eurosat", tmp_path / "one", num_train=1, num_test=1)
+    record = _finetune(_argv(tiny_clip_dir, data, tmp_path / "out", "zs-init-ce", "--max_steps", "1"))
+    assert record.completed and list(record.results) == ["test_accuracy"]
