@@ -6,6 +6,7 @@ import json
 import os
 from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -289,3 +290,41 @@ def test_a_one_image_dataset_runs_to_the_end(tiny_clip_dir, tmp_path):
     data = save_benchmark_like_dataset("eurosat", tmp_path / "one", num_train=1, num_test=1)
     record = _finetune(_argv(tiny_clip_dir, data, tmp_path / "out", "zs-init-ce", "--max_steps", "1"))
     assert record.completed and list(record.results) == ["test_accuracy"]
+
+
+# -- 4. the user's dataset folder is never written ------------------------------------------------
+
+
+def _files(folder):
+    return sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
+
+
+@pytest.mark.parametrize("name", ["eurosat", "cifar100"])  # cifar100: columns "img" and "fine_label", renamed
+def test_loading_writes_nothing_into_a_read_only_dataset_folder(name, tmp_path):
+    from ldifs_hf.benchmarks import load_benchmark
+    from ldifs_hf.testing import make_benchmark_like_dataset
+
+    folder = save_benchmark_like_dataset(name, tmp_path / "data", num_train=30, num_test=10)
+    before = _files(folder)
+    modes = {}
+    for root, dirs, files in os.walk(folder):
+        for entry in [root, *(os.path.join(root, f) for f in files)]:
+            modes[entry] = os.stat(entry).st_mode
+            os.chmod(entry, 0o555 if os.path.isdir(entry) else 0o444)
+    try:
+        loaded = load_benchmark(name, data_path=folder, max_eval_samples=6, cache_dir=str(tmp_path / "cache"))
+    finally:
+        for entry, mode in modes.items():
+            os.chmod(entry, mode)
+    # Tests run as root, which chmod does not stop: what proves it is that no file appeared.
+    assert _files(folder) == before
+    source = make_benchmark_like_dataset(name, num_train=30, num_test=10)
+    spec = loaded.spec
+    assert [len(loaded.splits[s]) for s in ("train", "validation", "test")] == [27, 3, 6]
+    assert loaded.splits["train"].features["label"].names == loaded.class_names
+    # The rows and labels are the source's: same label for the same image bytes.
+    train = source[spec.train_split]
+    by_bytes = {train.cast_column(spec.image_column, datasets.Image(decode=False))[i][spec.image_column]["bytes"]: train[i][spec.label_column] for i in range(len(train))}
+    ours = loaded.splits["train"].cast_column("image", datasets.Image(decode=False))
+    assert all(by_bytes[row["image"]["bytes"]] == row["label"] for row in ours)
+
