@@ -328,3 +328,16 @@ def test_loading_writes_nothing_into_a_read_only_dataset_folder(name, tmp_path):
     ours = loaded.splits["train"].cast_column("image", datasets.Image(decode=False))
     assert all(by_bytes[row["image"]["bytes"]] == row["label"] for row in ours)
 
+
+
+def test_overwrite_removes_the_earlier_runs_model_state_and_checkpoints_but_not_the_users_files(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    RunRecord(method="zs-init-ldifs", dataset="eurosat", base_model="m").save(out)
+    for name in ("model.safetensors", "config.json", "trainer_state.json", "all_results.json", "training_args.bin", "README.md", "notes.txt"):
+        (out / name).write_text("earlier")
+    (out / "checkpoint-30").mkdir()
+    (out / "clip").mkdir()
+    plan = plan_output_dir(str(out), "zs-init-l2sp", "eurosat", overwrite=True)
+    assert plan.resume_from is None and plan.finished is None
+    assert sorted(os.listdir(out)) == ["README.md", "notes.txt"]  # a stale final model can no longer pass as the new run's

@@ -154,7 +154,8 @@ def preflight(model_args, training_args) -> None:
         raise ValueError(
             f"teacher_dtype {teacher!r} does not fit {flag} ({mixed} autocast): use --teacher_dtype {mixed}, float32, or leave it unset"
         )
-    check_output_dir(training_args.output_dir, _model_weight_bytes(model_args.model_name_or_path))
+    if training_args.should_save:  # only the main process writes (the others need no room and no probe)
+        check_output_dir(training_args.output_dir, _model_weight_bytes(model_args.model_name_or_path))
 
 
 def check_output_dir(output_dir: str, model_bytes: int | None = None) -> None:

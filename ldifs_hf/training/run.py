@@ -35,6 +35,12 @@ EXPORT_FOLDER = "clip"
 # What a Trainer run leaves in its output directory: a directory holding any of these without our run
 # record was written by something else, and we do not write into it.
 _RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
+# What else a run writes whose stale copy a new run could be mistaken for (a crashed new run would
+# otherwise leave the earlier run's final model and state beside its own record).
+_RUN_OUTPUTS = _RUN_MARKERS + (
+    "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
+    "forgetting_log.json", "forgetting_log.jsonl",
+)
 
 
 @dataclass
@@ -91,14 +97,15 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
 
 def _remove_earlier_run(output_dir: str) -> None:
     """Remove what an earlier run wrote that a new run would otherwise mix with its own: checkpoints,
-    the export and the run record. Other files are left alone."""
+    the export, the run record, and the final model, state and results the Trainer wrote. Other
+    files (a user's README.md, notes) are left alone."""
     for entry in os.listdir(output_dir):
         path = os.path.join(output_dir, entry)
         if entry.startswith("checkpoint-") and os.path.isdir(path):
             shutil.rmtree(path)
         elif entry == EXPORT_FOLDER and os.path.isdir(path):
             shutil.rmtree(path)
-        elif entry == RUN_RECORD_FILE:
+        elif entry in (RUN_RECORD_FILE, *_RUN_OUTPUTS) or (entry.startswith("model-") and entry.endswith(".safetensors")):
             os.remove(path)
 
 
@@ -118,10 +125,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
     forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
     preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
-    plan = plan_output_dir(
-        training_args.output_dir, spec.name, benchmark_name,
-        overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
-    )
+    # The main process plans (and, with overwrite, removes the earlier run) first: the others then
+    # find nothing left to remove and reach the same plan, so only one process ever deletes.
+    with training_args.main_process_first(desc="output directory"):
+        plan = plan_output_dir(
+            training_args.output_dir, spec.name, benchmark_name,
+            overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
+        )
     if plan.finished is not None:
         logger.info("%s already holds this finished run; returning its record (pass --overwrite_output_dir to redo it)", training_args.output_dir)
         return plan.finished
