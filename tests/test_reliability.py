@@ -341,3 +341,54 @@ def test_overwrite_removes_the_earlier_runs_model_state_and_checkpoints_but_not_
     plan = plan_output_dir(str(out), "zs-init-l2sp", "eurosat", overwrite=True)
     assert plan.resume_from is None and plan.finished is None
     assert sorted(os.listdir(out)) == ["README.md", "notes.txt"]  # a stale final model can no longer pass as the new run's
+
+
+# -- a kill -9 mid-run, then a resume ---------------------------------------------------------------
+
+# Runs the CLI with every training step slowed down, so that the test can kill it mid-run.
+SLOW_STEPS = """
+import sys, time
+import torch
+torch.set_num_threads(1)  # as the tests' own process (conftest): the same float sums, bit for bit
+from ldifs_hf.training.trainer import LDIFSTrainer
+step = LDIFSTrainer.training_step
+LDIFSTrainer.training_step = lambda self, *a, **k: (time.sleep(0.25), step(self, *a, **k))[1]
+from ldifs_hf.cli import main
+sys.exit(main(["finetune", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_gives_the_same_weights_bit_for_bit(tiny_clip_dir, eurosat_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = lambda out: _argv(tiny_clip_dir, eurosat_dir, out, "lp-init-ldifs", "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "2")
+    _finetune(argv(tmp_path / "straight"))
+
+    out = tmp_path / "killed"
+    (tmp_path / "slow_steps.py").write_text(SLOW_STEPS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "slow_steps.py"), *argv(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not RunRecord.load(out).completed and not (out / "model.safetensors").exists()
+    kept = (out / "checkpoint-4" / "model.safetensors").stat().st_mtime_ns
+
+    record = _finetune(argv(out))  # the same command again: continues from the last complete checkpoint
+    assert record.completed
+    assert (out / "checkpoint-4" / "model.safetensors").stat().st_mtime_ns == kept  # continued, not redone
+    straight, resumed = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    # The LDIFS term after the resume is the straight run's: the teacher is still the pretrained model.
+    ldifs = lambda run: [h["loss_ldifs"] for h in json.loads((run / "trainer_state.json").read_text())["log_history"] if "loss_ldifs" in h]
+    assert ldifs(out)[-2:] == ldifs(tmp_path / "straight")[-2:] and ldifs(out)[-1] > 0
