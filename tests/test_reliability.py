@@ -245,6 +245,12 @@ def test_step_counts_and_dtypes_are_refused_before_anything_is_loaded(tiny_clip_
     assert not out.exists()
 
 
+def test_an_fsdp_launch_on_cpu_is_refused_not_silently_ddp(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp.yaml` sets
+    with pytest.raises(ValueError, match="with FSDP, which does not run with --use_cpu"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", "zs-init-ce"))
+
+
 def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

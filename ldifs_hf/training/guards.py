@@ -11,8 +11,8 @@
       Trainer's clipping scales an infinite-norm gradient to zero, so such a run learns nothing).
   In a multi-process run the verdict is agreed across processes (one all-reduce of a flag), so every
   process raises together rather than leaving the others waiting in a collective.
-- `preflight`: the checks that need no data or model weights (step counts, dtypes, the output
-  directory writable with room for the checkpoints).
+- `preflight`: the checks that need no data or model weights (step counts, dtypes, an FSDP or
+  DeepSpeed launch with --use_cpu, the output directory writable with room for the checkpoints).
 - `check_splits`: the benchmark's splits are non-empty (an empty validation split is allowed only
   when nothing evaluates on it).
 
@@ -147,6 +147,13 @@ def preflight(model_args, training_args) -> None:
         raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {training_args.num_train_epochs}")
     if training_args.save_strategy != "no" and training_args.save_steps is not None and training_args.save_steps <= 0:
         raise ValueError(f"save_steps must be > 0, got {training_args.save_steps}")
+    for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if training_args.use_cpu and os.environ.get(variable, "").lower() in ("1", "true"):
+            # Measured: with --use_cpu, `accelerate launch` with an FSDP config trains plain DDP, silently.
+            raise ValueError(
+                f"accelerate launched this run with {name}, which does not run with --use_cpu (the processes would "
+                "silently train as plain DDP); drop --use_cpu on GPUs, or launch DDP on CPU (torchrun --nproc_per_node N)"
+            )
     mixed = "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else None
     teacher = training_args.teacher_dtype
     if mixed is not None and teacher not in (None, "float32", mixed):
