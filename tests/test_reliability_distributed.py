@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) train exactly as one: the same logged losses and final weights, and only
-rank 0 writes (besides each rank's RNG state in a checkpoint, which the Trainer saves per process). Launched with torchrun and with `accelerate launch --multi_gpu` (on CPU through the
+rank 0 writes (besides each rank's RNG state in a checkpoint, which the Trainer saves per process);
+the LDIFS teacher is never wrapped in DDP. Launched with torchrun and with `accelerate launch --multi_gpu` (on CPU through the
 script's --use_cpu): `accelerate launch --cpu --num_processes 2` starts ONE process, because accelerate
 runs several CPU processes only through MPI (--mpirun_hostfile); docs/RELIABILITY.md says so."""
 
@@ -43,9 +44,22 @@ AUDITED_LAUNCH = textwrap.dedent(
         elif event in WRITES and any(inside(a) for a in args if isinstance(a, (str, bytes, os.PathLike))):
             changes.append([event, *[os.fsdecode(a) for a in args if isinstance(a, (str, bytes, os.PathLike))]])
 
+    # What the student and the LDIFS teacher were wrapped in, seen when training ends.
+    wrapped = {}
+    from ldifs_hf.training.trainer import LDIFSTrainer
+    train = LDIFSTrainer.train
+
+    def recording_train(self, *args, **kwargs):
+        try:
+            return train(self, *args, **kwargs)
+        finally:
+            wrapped.update(student=type(self.model_wrapped).__name__, teacher=type(self.teacher).__name__)
+
+    LDIFSTrainer.train = recording_train
+
     def dump():
         with open(os.path.join(os.environ["AUDIT_DIR"], "rank%s.json" % os.environ.get("RANK", "0")), "w") as f:
-            json.dump(changes, f)
+            json.dump({"changes": changes, "wrapped": wrapped}, f)
 
     atexit.register(dump)
     sys.addaudithook(hook)
@@ -95,7 +109,10 @@ def test_two_cpu_processes_train_like_one_and_only_rank_0_writes(launcher, tiny_
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     assert sorted(os.listdir(audit)) == ["rank0.json", "rank1.json"]  # two processes did run
-    rank0, rank1 = (json.loads((audit / f"rank{r}.json").read_text()) for r in (0, 1))
+    audits = [json.loads((audit / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for seen in audits:  # the student is DDP-wrapped, the frozen teacher never
+        assert seen["wrapped"]["student"] == "DistributedDataParallel" and seen["wrapped"]["teacher"] not in ("DistributedDataParallel", "NoneType"), seen["wrapped"]
+    rank0, rank1 = (seen["changes"] for seen in audits)
     assert any(path.endswith("ldifs_run.json.tmp") for _, path, *_ in rank0)  # the audit sees rank 0's writes
     # Rank 1's only writes: its own RNG state in each checkpoint (the Trainer's, for an exact resume;
     # torch.save writes it from C++, so the audit sees just the folder it makes sure exists).
