@@ -4,6 +4,7 @@
 import copy
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import datasets
@@ -108,13 +109,19 @@ def test_guard_stops_after_three_infinite_gradient_norms_in_a_row():
         guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
 
 
-def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
+    from ldifs_hf import hub
+
+    pushed = []
+    monkeypatch.setattr(hub, "check_push_target", lambda repo_id, token=None: repo_id)  # the Hub, as if reachable
+    monkeypatch.setattr(hub, "push_clip_to_hub", lambda *args, **kwargs: pushed.append(args))
     out = tmp_path / "diverged"
     # lr 1e4: the weights are NaN after step 2; with save_total_limit 1 a save at step 2 would rotate
     # checkpoint-1 away.
     argv = _argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--learning_rate", "1e4", "--max_steps", "6",
-                 "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1")
+                 "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1", "--push_to_hub", "--hub_model_id", "me/x")
     line = _one_line_error(capsys, ["finetune", *argv])
+    assert pushed == []
     assert "training stopped at step 2" in line and "not finite" in line, line
     assert sorted(os.listdir(out)) == ["checkpoint-1", "ldifs_run.json"]  # no model, no export, no card
     assert not RunRecord.load(out).completed
@@ -227,6 +234,20 @@ def test_a_corrupt_safetensors_file_fails_that_checkpoint_only(troubled_run, tin
     ))
     assert [r["status"] for r in result.records] == ["failed", "ok"]
     assert result.records[1]["eval"]["mnist"]["delta_zs"] == 0.0  # the pretrained model itself, scored
+
+
+def test_a_non_finite_pretrained_model_is_refused(troubled_run, tiny_clip_dir, tmp_path):
+    run, mnist = troubled_run
+    broken = tmp_path / "nan-clip"
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    with torch.no_grad():
+        clip.visual_projection.weight.fill_(float("inf"))
+    clip.save_pretrained(broken)
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):  # its processor, unchanged
+        shutil.copy(os.path.join(tiny_clip_dir, name), broken / name)
+    with pytest.raises(ValueError, match="pretrained model .* is not finite .weight visual_projection.weight"):
+        run_evaluation(EvaluationArguments(checkpoint=[str(run)], datasets="mnist", dataset_path=[f"mnist={mnist}"],
+                                           pretrained=str(broken), output_dir=str(tmp_path / "r"), device="cpu", num_workers=0))
 
 
 # -- 3. pre-flight -----------------------------------------------------------------------------------
