@@ -292,6 +292,30 @@ def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_d
     assert not (tmp_path / "ro").exists() and not (tmp_path / "full").exists()
 
 
+def test_a_full_disk_during_a_checkpoint_says_so_and_the_rerun_continues(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
+    from transformers import Trainer
+
+    out = tmp_path / "full"
+    argv = _argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2")
+    disk = {"free": 2**40}
+    save = Trainer._save_optimizer_and_scheduler
+
+    def fill_the_disk(self, output_dir):
+        if self.state.global_step == 4:  # checkpoint-4's weights are written, then the disk is full
+            disk["free"] = 0
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: file write failed")
+        return save(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", fill_the_disk)
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: SimpleNamespace(free=disk["free"]))
+    line = _one_line_error(capsys, ["finetune", *argv])
+    assert "the disk of output_dir" in line and "is full (0.0 MiB free)" in line and "file write failed" in line, line
+    assert checkpoint_problem(str(out / "checkpoint-4")) is not None  # half-written
+    monkeypatch.undo()  # space freed: the same command continues from checkpoint-2
+    assert plan_output_dir(str(out), "zs-init-ce", "eurosat").resume_from == str(out / "checkpoint-2")
+    assert _finetune(argv).completed and checkpoint_problem(str(out / "checkpoint-4")) is None
+
+
 def test_a_model_path_is_never_taken_for_a_hub_id_and_must_be_a_clip(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     line = _one_line_error(capsys, ["finetune", *_argv("./models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])

@@ -13,6 +13,7 @@
   process raises together rather than leaving the others waiting in a collective.
 - `preflight`: the checks that need no data or model weights (step counts, dtypes, an FSDP or
   DeepSpeed launch with --use_cpu, the output directory writable with room for the checkpoints).
+- `explain_write_failure`: a failure with a full output disk is reported as such.
 - `check_splits`: the benchmark's splits are non-empty (an empty validation split is allowed only
   when nothing evaluates on it).
 
@@ -204,6 +205,22 @@ def _model_weight_bytes(model_name_or_path: str) -> int | None:
         if f in _WEIGHT_FILES or (f.endswith((".safetensors", ".bin")) and f.startswith(("model-", "pytorch_model-")))
     ]
     return sum(weights) or None
+
+
+def explain_write_failure(error: BaseException, output_dir: str, model_bytes: int | None = None) -> OSError | None:
+    """An `OSError` saying the output directory's disk is full when a run failed with (almost) no
+    space left there, or None. torch reports a full disk during a checkpoint as a bare RuntimeError
+    ("file write failed"); the half-written checkpoint it leaves is skipped when the run resumes."""
+    if not isinstance(error, (OSError, RuntimeError)) or not os.path.isdir(output_dir):
+        return None
+    free = shutil.disk_usage(output_dir).free
+    if free >= max(model_bytes or 0, 2**20):
+        return None
+    return OSError(
+        f"the disk of output_dir {output_dir!r} is full ({free / 2**20:.1f} MiB free) and writing the run's files failed "
+        f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); free some space and rerun the same command: it "
+        "continues from the last complete checkpoint (a half-written one is skipped)"
+    )
 
 
 def check_splits(splits, dataset: str, *, validation_needed: bool) -> None:

@@ -26,7 +26,7 @@ from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
-from .guards import NonFiniteGuard, check_splits, preflight
+from .guards import NonFiniteGuard, check_splits, explain_write_failure, preflight
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
     if plan.resume_from:
         logger.info("continuing from %s", plan.resume_from)
-    train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    except (OSError, RuntimeError) as err:
+        explained = explain_write_failure(err, training_args.output_dir)
+        if explained is None:
+            raise
+        raise explained from err
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
