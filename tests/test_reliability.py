@@ -337,6 +337,14 @@ def test_no_validation_split_trains_and_records_test_accuracy_only(tiny_clip_dir
     assert not (tmp_path / "noval-eval" / "ldifs_run.json").exists()
 
 
+def test_an_empty_train_or_test_split_is_refused():
+    with pytest.raises(ValueError, match="the train split of 'x' is empty"):
+        guards.check_splits({"train": [], "validation": [1], "test": [1]}, "x", validation_needed=False)
+    with pytest.raises(ValueError, match="the test split of 'x' is empty"):
+        guards.check_splits({"train": [1], "validation": [1], "test": []}, "x", validation_needed=False)
+    guards.check_splits({"train": [1], "validation": [], "test": [1]}, "x", validation_needed=False)
+
+
 def test_a_one_image_dataset_runs_to_the_end(tiny_clip_dir, tmp_path):
     data = save_benchmark_like_dataset("eurosat", tmp_path / "one", num_train=1, num_test=1)
     record = _finetune(_argv(tiny_clip_dir, data, tmp_path / "out", "zs-init-ce", "--max_steps", "1"))
