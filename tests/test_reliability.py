@@ -107,6 +107,11 @@ def test_guard_stops_after_three_infinite_gradient_norms_in_a_row():
     guard.on_log(args, state, control, logs={"loss": 1.0})  # a log without a gradient norm neither counts nor resets
     with pytest.raises(NonFiniteLossError, match=f"gradient norm was inf in {guards.INF_GRAD_NORM_PATIENCE} logs in a row"):
         guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
+    # fp16 loss scaling skips overflow steps on purpose: those do not count.
+    guard, args, state, control = _guard({})
+    guard.trainer.accelerator = SimpleNamespace(optimizer_step_was_skipped=True)
+    for _ in range(5):
+        guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
 
 
 def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
@@ -259,6 +264,8 @@ def test_step_counts_and_dtypes_are_refused_before_anything_is_loaded(tiny_clip_
         _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "0"))
     with pytest.raises(ValueError, match="got -5"):
         _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "-5"))
+    with pytest.raises(ValueError, match="save_steps must be > 0, got 0"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--save_strategy", "steps", "--save_steps", "0"))
     with pytest.raises(ValueError, match="num_train_epochs must be > 0"):
         _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--max_steps", "-1", "--num_train_epochs", "0"))
     with pytest.raises(ValueError, match="teacher_dtype 'float16' does not fit --bf16"):

@@ -8,7 +8,8 @@
       so a checkpoint of NaN weights is never written, `save_total_limit` never rotates the last good
       checkpoint away for one, and the run never reaches its export, model cards or push;
     * a logged gradient norm that is not finite `INF_GRAD_NORM_PATIENCE` logs in a row raises (the
-      Trainer's clipping scales an infinite-norm gradient to zero, so such a run learns nothing).
+      Trainer's clipping scales an infinite-norm gradient to zero, so such a run learns nothing);
+      a step that fp16 loss scaling skipped for an overflow does not count.
   In a multi-process run the verdict is agreed across processes (one all-reduce of a flag), so every
   process raises together rather than leaving the others waiting in a collective.
 - `preflight`: the checks that need no data or model weights (step counts, dtypes, an FSDP or
@@ -112,7 +113,9 @@ class NonFiniteGuard(TrainerCallback):
         self._check_weights(args, state, "at the end of training")
 
     def _check_weights(self, args, state, when: str) -> None:
-        bad = next((name for name, p in self.trainer.model.named_parameters() if not torch.isfinite(p).all()), None)
+        # A sharded (FSDP2) parameter is checked by the process that holds each shard.
+        local = lambda p: p.to_local() if hasattr(p, "to_local") else p  # noqa: E731
+        bad = next((name for name, p in self.trainer.model.named_parameters() if not torch.isfinite(local(p)).all()), None)
         if _any_process(bad is not None, args.device):
             raise NonFiniteLossError(
                 f"training stopped at step {state.global_step}: the weights are not finite {when} "
@@ -126,6 +129,8 @@ class NonFiniteGuard(TrainerCallback):
         grad_norm = (logs or {}).get("grad_norm")
         if grad_norm is None:
             return
+        if getattr(getattr(self.trainer, "accelerator", None), "optimizer_step_was_skipped", False):
+            return  # fp16 loss scaling: an overflow step is skipped and the scale lowered, as intended
         self._bad_grad_logs = self._bad_grad_logs + 1 if not math.isfinite(grad_norm) else 0
         if self._bad_grad_logs >= self.patience:
             raise NonFiniteLossError(

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser
 
-from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
 from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
@@ -58,7 +58,8 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
     - our own finished run of the same method and dataset: nothing to do (returned as `finished`);
     - our own unfinished run: continue from its last complete `checkpoint-N` (one a kill or a full disk
       left half-written is skipped), or start again if it has none;
-    - `overwrite`: the earlier run's checkpoints, export and record are removed first;
+    - `overwrite`: the earlier run's checkpoints, export, record, final model, state and results are
+      removed first;
     - files of another run or another program: refused, naming them.
     """
     if resume_from_checkpoint not in (None, False, True):
