@@ -279,6 +279,18 @@ def test_an_fsdp_launch_on_cpu_is_refused_not_silently_ddp(tiny_clip_dir, eurosa
         _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", "zs-init-ce"))
 
 
+def test_a_cpu_launch_that_started_one_of_several_processes_is_refused(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch):
+    # What `accelerate launch --cpu --num_processes 2` leaves to its single process.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    for variable in guards._WORLD_SIZE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ValueError, match="asked for several processes but started one"):
+        _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", "zs-init-ce"))
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher that says how many processes there are: accepted
+    guards._check_launch()
+
+
 def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -1,8 +1,8 @@
 """Two CPU processes (gloo) train exactly as one: the same logged losses and final weights, and only
 rank 0 writes (besides each rank's RNG state in a checkpoint, which the Trainer saves per process);
 the LDIFS teacher is never wrapped in DDP. Launched with torchrun and with `accelerate launch --multi_gpu` (on CPU through the
-script's --use_cpu): `accelerate launch --cpu --num_processes 2` starts ONE process, because accelerate
-runs several CPU processes only through MPI (--mpirun_hostfile); docs/RELIABILITY.md says so."""
+script's --use_cpu). `accelerate launch --cpu --num_processes 2` starts ONE process, because accelerate
+runs several CPU processes only through MPI (--mpirun_hostfile): the run refuses it."""
 
 import json
 import os
@@ -125,3 +125,19 @@ def test_two_cpu_processes_train_like_one_and_only_rank_0_writes(launcher, tiny_
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_accelerate_cpu_with_two_processes_starts_one_and_is_refused(tiny_clip_dir, tmp_path):
+    data = save_benchmark_like_dataset("eurosat", tmp_path / "eurosat", num_train=30, num_test=10)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", os.path.join(ROOT, "examples", "run_finetune.py"),
+           *_argv(tiny_clip_dir, data, tmp_path / "out", 4)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    for variable in ("WORLD_SIZE", "RANK", "MASTER_ADDR"):
+        env.pop(variable, None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-2000:]  # one process, one error line
+    assert "started one" in errors[0] and "torchrun --nproc_per_node N" in errors[0]
+    assert not (tmp_path / "out").exists()

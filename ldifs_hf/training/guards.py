@@ -13,7 +13,8 @@
   In a multi-process run the verdict is agreed across processes (one all-reduce of a flag), so every
   process raises together rather than leaving the others waiting in a collective.
 - `preflight`: the checks that need no data or model weights (step counts, dtypes, an FSDP or
-  DeepSpeed launch with --use_cpu, the output directory writable with room for the checkpoints).
+  DeepSpeed launch with --use_cpu, `accelerate launch --cpu --num_processes N` that started one
+  process, the output directory writable with room for the checkpoints).
 - `explain_write_failure`: a failure with a full output disk is reported as such.
 - `check_splits`: the benchmark's splits are non-empty (an empty validation split is allowed only
   when nothing evaluates on it).
@@ -153,6 +154,7 @@ def preflight(model_args, training_args) -> None:
         raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {training_args.num_train_epochs}")
     if training_args.save_strategy != "no" and training_args.save_steps is not None and training_args.save_steps <= 0:
         raise ValueError(f"save_steps must be > 0, got {training_args.save_steps}")
+    _check_launch()
     for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if training_args.use_cpu and os.environ.get(variable, "").lower() in ("1", "true"):
             # Measured: with --use_cpu, `accelerate launch` with an FSDP config trains plain DDP, silently.
@@ -169,6 +171,26 @@ def preflight(model_args, training_args) -> None:
         )
     if training_args.should_save:  # only the main process writes (the others need no room and no probe)
         check_output_dir(training_args.output_dir, _model_weight_bytes(model_args.model_name_or_path))
+
+
+# Where a launcher puts the number of processes (torchrun, MPI flavours); accelerate reads the same.
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _check_launch() -> None:
+    """Refuse `accelerate launch --cpu --num_processes N` (N > 1) without MPI: accelerate then starts one
+    process, and sets MASTER_ADDR for the others that never come, but no world size."""
+    env = os.environ
+    if (
+        env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+        and "MASTER_ADDR" in env
+        and not any(v in env for v in _WORLD_SIZE_VARIABLES)
+    ):
+        raise ValueError(
+            "accelerate launch --cpu was asked for several processes but started one: accelerate runs several CPU "
+            "processes only through MPI (--mpirun_hostfile). Use torchrun --nproc_per_node N, or accelerate launch "
+            "--multi_gpu --num_processes N with the script's --use_cpu (or unset MASTER_ADDR if you meant one process)"
+        )
 
 
 def check_output_dir(output_dir: str, model_bytes: int | None = None) -> None:
