@@ -182,6 +182,21 @@ def test_checkpoint_problems_are_found_without_loading(troubled_run):
     assert "past the run's final step 4" in entries["checkpoint-9"].problem
 
 
+def test_a_checkpoint_written_by_another_run_is_not_credited_to_this_one(tiny_clip_dir, tmp_path):
+    run = tmp_path / "run"
+    model = CLIPModel.from_pretrained(tiny_clip_dir)
+    _write_checkpoint(run / "checkpoint-2", model, 2, max_steps=20)
+    _write_checkpoint(run / "checkpoint-4", model, 4, max_steps=20)
+    _write_checkpoint(run, model, 20, max_steps=20)
+    this = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model="m", regularizer="l2sp", l2sp_lambda=0.5)
+    this.save(run)
+    this.save(run / "checkpoint-4")
+    RunRecord(method="zs-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs", ldifs_lambda=10.0).save(run / "checkpoint-2")
+    problems = {os.path.basename(e.path): e.problem for e in resolve_checkpoints([str(run)])}
+    assert problems["checkpoint-4"] is None and problems["run"] is None
+    assert problems["checkpoint-2"].startswith("another run wrote it (zs-init-ldifs on eurosat, not zs-init-l2sp on eurosat; method")
+
+
 def test_resume_skips_a_half_written_checkpoint(tmp_path, tiny_clip_dir):
     out = tmp_path / "run"
     RunRecord(method="zs-init-ce", dataset="eurosat", base_model="m").save(out.mkdir() or out)
@@ -330,6 +345,7 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_the_rerun_continues(tiny_cl
     line = _one_line_error(capsys, ["finetune", *argv])
     assert "the disk of output_dir" in line and "is full (0.0 MiB free)" in line and "file write failed" in line, line
     assert checkpoint_problem(str(out / "checkpoint-4")) is not None  # half-written
+    assert RunRecord.load(out / "checkpoint-2") == RunRecord.load(out)  # a checkpoint says which run wrote it
     monkeypatch.undo()  # space freed: the same command continues from checkpoint-2
     assert plan_output_dir(str(out), "zs-init-ce", "eurosat").resume_from == str(out / "checkpoint-2")
     assert _finetune(argv).completed and checkpoint_problem(str(out / "checkpoint-4")) is None

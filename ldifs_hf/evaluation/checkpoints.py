@@ -14,7 +14,7 @@ from torch import nn
 from transformers import CLIPModel
 
 from ..modeling import CLIPClassifierConfig, CLIPVisionClassifier
-from ..records import RunRecord
+from ..records import RUN_RECORD_FILE, RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +175,34 @@ def _trainer_progress(path: str) -> tuple[int | None, float | None]:
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
 
 
+# What makes two runs the same run, as far as a checkpoint's numbers are concerned.
+_IDENTITY = ("method", "dataset", "base_model", "regularizer", "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
+
+
+def _foreign(checkpoint: str, run: RunRecord | None) -> str | None:
+    """Why a `checkpoint-N` belongs to another run than its directory's record, or None. A checkpoint
+    carries the record of the run that saved it (`training.guards.RunIdentityCallback`)."""
+    if run is None or not os.path.isfile(os.path.join(checkpoint, RUN_RECORD_FILE)):
+        return None
+    own = RunRecord.load(checkpoint)
+    differ = [name for name in _IDENTITY if getattr(own, name) != getattr(run, name)]
+    if not differ:
+        return None
+    return (
+        f"another run wrote it ({own.method} on {own.dataset}, not {run.method} on {run.dataset}; "
+        f"{', '.join(f'{n} {getattr(own, n)!r} vs {getattr(run, n)!r}' for n in differ[:3])})"
+    )
+
+
 def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
     """Checkpoint entries from `--checkpoint` values: "path" or "method=path".
 
     The method and fine-tuning task come from the run's `ldifs_run.json` when present (else the folder
     name and None). A run directory's `checkpoint-N` folders become points along training when
     `include_intermediate` (their % of training from `trainer_state.json`); the run directory itself
-    is the final model (100 %). A `checkpoint-N` that is half-written or past the run's final step
-    (another run's) is listed with its `problem`, so that the report shows it as failed.
+    is the final model (100 %). A `checkpoint-N` that is half-written, carries another run's record,
+    or is past the run's final step (another run's) is listed with its `problem`, so that the report
+    shows it as failed.
     """
     entries = []
     for spec in specs:
@@ -207,6 +227,8 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
                 problem = checkpoint_problem(checkpoint)
                 step, percent = _trainer_progress(checkpoint) if problem is None else (None, None)
                 step = step if step is not None else int(match.group(1))
+                if problem is None:
+                    problem = _foreign(checkpoint, record)
                 if problem is None and final_step is not None and step > final_step:
                     # A later step than the run's final model: left by an earlier run in this directory.
                     problem = f"its step {step} is past the run's final step {final_step}, so an earlier run in {path!r} wrote it"

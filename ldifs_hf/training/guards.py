@@ -12,6 +12,7 @@
       a step that fp16 loss scaling skipped for an overflow does not count.
   In a multi-process run the verdict is agreed across processes (one all-reduce of a flag), so every
   process raises together rather than leaving the others waiting in a collective.
+- `RunIdentityCallback`: every checkpoint carries the record of the run that wrote it.
 - `preflight`: the checks that need no data or model weights (step counts, dtypes, an FSDP or
   DeepSpeed launch with --use_cpu, `accelerate launch --cpu --num_processes N` that started one
   process, the output directory writable with room for the checkpoints).
@@ -139,6 +140,19 @@ class NonFiniteGuard(TrainerCallback):
                 "so clipping zeroes every update and nothing learns. Lower the regularizer weight (--ldifs_lambda / "
                 "--l2sp_lambda) or --learning_rate"
             )
+
+
+class RunIdentityCallback(TrainerCallback):
+    """Writes the run's record (`ldifs_run.json`) into every checkpoint it saves, so that a checkpoint
+    says which run wrote it: evaluation refuses to credit another run's checkpoint to this one."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            self.record.save(folder)
 
 
 # -- before anything expensive ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
-from .guards import NonFiniteGuard, check_splits, explain_write_failure, preflight
+from .guards import NonFiniteGuard, RunIdentityCallback, check_splits, explain_write_failure, preflight
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -210,6 +210,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
     trainer.add_callback(NonFiniteGuard(trainer))
+    trainer.add_callback(RunIdentityCallback(record))
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
