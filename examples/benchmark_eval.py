@@ -40,7 +40,6 @@ import datasets
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-from ldifs_hf.benchmarks import get_benchmark
 from ldifs_hf.benchmarks.catalog import NINE
 from ldifs_hf.benchmarks.registry import fill_templates
 from ldifs_hf.evaluation import ConceptForgettingEvaluator, EvaluatorSettings

@@ -129,7 +129,10 @@ def evaluate_command(argv: Sequence[str]) -> int:
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO)
     result = run_evaluation(args)
-    print(f"scored {len(result.records)} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
+    failed = len(result.failures)
+    print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
+    if failed:  # the report is written, but a number the user asked for is missing
+        return _fail(f"{failed} checkpoint(s) could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
     return 0
 
 

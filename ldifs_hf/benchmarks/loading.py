@@ -291,41 +291,54 @@ def _prepare_split(
     name: str,
     verify_images: bool,
 ) -> datasets.Dataset:
-    dataset = dataset.select_columns([image_column, label_column])
-    if len(rows) != len(dataset):
-        dataset = dataset.select(rows)
-    _check_labels(dataset, label_column, rows, class_names, split, name)
+    """The split's `rows` as columns "image" and "label" (ClassLabel of `class_names`), checked.
+
+    Nothing is written to disk: `datasets` writes the result of a `map` or of a `cast` to a ClassLabel
+    as a `cache-*.arrow` copy beside the source (inside the user's dataset folder, and it fails on a
+    read-only one). So the label column is built in memory (one integer per row), joined to the
+    untouched image column, and the rows are picked by an in-memory index; the image feature change
+    (RGB mode) is a metadata cast.
+    """
+    labels = _label_ids(dataset, label_column, rows, class_names, split, name)
     if verify_images:
-        _verify_images(dataset, image_column, rows, split, name)
-    dataset = dataset.rename_columns(
-        {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
-    )
-    dataset = dataset.cast_column("image", datasets.Image(mode="RGB"))
-    return dataset.cast_column("label", datasets.ClassLabel(names=class_names))
+        _verify_images(dataset.select(rows) if len(rows) != len(dataset) else dataset, image_column, rows, split, name)
+    label_table = datasets.Dataset.from_dict({"label": labels}, features=datasets.Features({"label": datasets.ClassLabel(names=class_names)}))
+    images = dataset.select_columns([image_column])
+    if image_column != "image":
+        images = images.rename_column(image_column, "image")
+    joined = datasets.concatenate_datasets([images, label_table], axis=1)
+    if len(rows) != len(dataset):
+        joined = joined.select(rows)
+    return joined.cast_column("image", datasets.Image(mode="RGB"))
 
 
-def _check_labels(
+def _label_ids(
     dataset: datasets.Dataset, column: str, rows: np.ndarray, class_names: list[str], split: str, name: str
-) -> None:
+) -> np.ndarray:
+    """Class ids of every row of the source split (rows outside `rows` that hold no valid label get -1,
+    "no label", and are never used); a used row with a label outside the classes is an error."""
     labels = dataset.with_format("arrow")[column]
     if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        lookup = {label: index for index, label in enumerate(class_names)}
         values = np.asarray(labels.to_pylist(), dtype=object)
-        bad = np.flatnonzero(~np.isin(values, np.asarray(class_names, dtype=object)))
+        ids = np.asarray([lookup.get(v, -1) for v in values], dtype=np.int64)
         accepted = "one of the class names"
     elif pa.types.is_integer(labels.type):
         values = labels.to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero((values < 0) | (values >= len(class_names)))
+        ids = np.where((values >= 0) & (values < len(class_names)), values, -1).astype(np.int64)
         accepted = f"in 0..{len(class_names) - 1}"
     else:
         raise BenchmarkError(
             f"Benchmark {name!r}: label column {column!r} holds {labels.type} values; expected integers or strings"
         )
+    bad = rows[ids[rows] < 0]
     if len(bad):
         value = values[bad[0]]
         raise BenchmarkError(
-            f"Benchmark {name!r}: label {getattr(value, 'item', lambda: value)()!r} at row {int(rows[bad[0]])} of split {split!r} is not "
+            f"Benchmark {name!r}: label {getattr(value, 'item', lambda: value)()!r} at row {int(bad[0])} of split {split!r} is not "
             f"{accepted} ({len(class_names)} classes); {len(bad)} such rows"
         )
+    return ids
 
 
 def _verify_images(dataset: datasets.Dataset, column: str, rows: np.ndarray, split: str, name: str) -> None:

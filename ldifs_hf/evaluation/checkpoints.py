@@ -4,6 +4,7 @@ turns a path, a `method=path` or a Hub id into a model and a `CheckpointEntry`."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from torch import nn
 from transformers import CLIPModel
 
 from ..modeling import CLIPClassifierConfig, CLIPVisionClassifier
-from ..records import RunRecord
+from ..records import RUN_RECORD_FILE, RunRecord
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
@@ -102,6 +105,50 @@ def recorded_base_model(path: str) -> str | None:
     return None
 
 
+# -- complete checkpoints -------------------------------------------------------------------------
+
+# Any of these makes a directory hold model weights (single file or sharded, safetensors or torch).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why a Trainer `checkpoint-N` folder is not complete, or None when it is.
+
+    The Trainer writes a checkpoint's weights and config, then the optimizer, scheduler and RNG state,
+    and `trainer_state.json` last; so a folder whose trainer state is missing or unreadable was left
+    half-written (a kill or a full disk during the save) and neither resume nor evaluation may use it.
+    """
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return "it has no config.json (a save was interrupted)"
+    if not any(os.path.isfile(os.path.join(path, f)) for f in WEIGHT_FILES):
+        return f"it has no model weights ({' or '.join(WEIGHT_FILES[::2])}; a save was interrupted)"
+    try:
+        with open(os.path.join(path, TRAINER_STATE)) as f:
+            json.load(f)
+    except FileNotFoundError:
+        return f"it has no {TRAINER_STATE}, which the Trainer writes last (a save was interrupted)"
+    except (OSError, ValueError) as err:
+        return f"its {TRAINER_STATE} is unreadable ({err}; a save was interrupted)"
+    return None
+
+
+def last_complete_checkpoint(run_dir: str) -> str | None:
+    """The run directory's complete `checkpoint-N` with the highest N (half-written ones skipped, with a
+    warning), or None."""
+    steps = sorted(
+        (int(m.group(1)), name) for name in os.listdir(run_dir)
+        if (m := CHECKPOINT_DIR.match(name)) and os.path.isdir(os.path.join(run_dir, name))
+    )
+    for _, name in reversed(steps):
+        path = os.path.join(run_dir, name)
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("skipping %s: %s", path, problem)
+    return None
+
+
 # -- which checkpoints ----------------------------------------------------------------------------
 
 
@@ -115,6 +162,7 @@ class CheckpointEntry:
     base_model: str | None = None
     step: int | None = None
     percent: float | None = None
+    problem: str | None = None  # why it cannot be scored (half-written, another run's), found without loading it
 
 
 def _trainer_progress(path: str) -> tuple[int | None, float | None]:
@@ -127,13 +175,34 @@ def _trainer_progress(path: str) -> tuple[int | None, float | None]:
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
 
 
+# What makes two runs the same run, as far as a checkpoint's numbers are concerned.
+_IDENTITY = ("method", "dataset", "base_model", "regularizer", "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
+
+
+def _foreign(checkpoint: str, run: RunRecord | None) -> str | None:
+    """Why a `checkpoint-N` belongs to another run than its directory's record, or None. A checkpoint
+    carries the record of the run that saved it (`training.guards.RunIdentityCallback`)."""
+    if run is None or not os.path.isfile(os.path.join(checkpoint, RUN_RECORD_FILE)):
+        return None
+    own = RunRecord.load(checkpoint)
+    differ = [name for name in _IDENTITY if getattr(own, name) != getattr(run, name)]
+    if not differ:
+        return None
+    return (
+        f"another run wrote it ({own.method} on {own.dataset}, not {run.method} on {run.dataset}; "
+        f"{', '.join(f'{n} {getattr(own, n)!r} vs {getattr(run, n)!r}' for n in differ[:3])})"
+    )
+
+
 def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
     """Checkpoint entries from `--checkpoint` values: "path" or "method=path".
 
     The method and fine-tuning task come from the run's `ldifs_run.json` when present (else the folder
     name and None). A run directory's `checkpoint-N` folders become points along training when
     `include_intermediate` (their % of training from `trainer_state.json`); the run directory itself
-    is the final model (100 %).
+    is the final model (100 %). A `checkpoint-N` that is half-written, carries another run's record,
+    or is past the run's final step (another run's) is listed with its `problem`, so that the report
+    shows it as failed.
     """
     entries = []
     for spec in specs:
@@ -148,15 +217,25 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
         record = run_record_of(path)
         method = method or (record.method if record else None) or os.path.basename(os.path.normpath(path))
         run_entries = []
+        final_step = _trainer_progress(path)[0] if os.path.isfile(os.path.join(path, "config.json")) else None
         if include_intermediate:
             for name in sorted(os.listdir(path), key=lambda n: int(m.group(1)) if (m := CHECKPOINT_DIR.match(n)) else -1):
                 match = CHECKPOINT_DIR.match(name)
-                if match and os.path.isfile(os.path.join(path, name, "config.json")):
-                    step, percent = _trainer_progress(os.path.join(path, name))
-                    run_entries.append(CheckpointEntry(os.path.join(path, name), method, step=step if step is not None else int(match.group(1)), percent=percent))
+                if not (match and os.path.isdir(os.path.join(path, name))):
+                    continue
+                checkpoint = os.path.join(path, name)
+                problem = checkpoint_problem(checkpoint)
+                step, percent = _trainer_progress(checkpoint) if problem is None else (None, None)
+                step = step if step is not None else int(match.group(1))
+                if problem is None:
+                    problem = _foreign(checkpoint, record)
+                if problem is None and final_step is not None and step > final_step:
+                    # A later step than the run's final model: left by an earlier run in this directory.
+                    problem = f"its step {step} is past the run's final step {final_step}, so an earlier run in {path!r} wrote it"
+                run_entries.append(CheckpointEntry(checkpoint, method, step=step, percent=percent, problem=problem))
         if os.path.isfile(os.path.join(path, "config.json")):
-            step, percent = _trainer_progress(path)
-            if not any(e.step is not None and e.step == step for e in run_entries):
+            step, percent = final_step, _trainer_progress(path)[1]
+            if not any(e.step is not None and e.step == step and e.problem is None for e in run_entries):
                 # A model directory is a run's final model: 100 % of its training.
                 run_entries.append(CheckpointEntry(path, method, step=step, percent=percent if percent is not None else 100.0))
         if not run_entries:

@@ -52,8 +52,11 @@ class ForgettingRecord(TypedDict, total=False):
     """One evaluated model: what `evaluate` returns, what the callback logs and what reports read.
 
     `evaluate_checkpoints` and the callback add the run's "method", "finetune_task", "checkpoint",
-    "step" and "percent"."""
+    "step" and "percent"; `evaluate_checkpoints` adds "status" ("ok", "failed" or "non_finite") and,
+    unless ok, the "error"."""
 
+    status: str
+    error: str
     eval: dict[str, BenchmarkScores]
     a_ft: float | None
     param_distance: float
@@ -451,19 +454,58 @@ def evaluate_checkpoints(
     *,
     distances: bool = True,
 ) -> list[ForgettingRecord]:
-    """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored."""
+    """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored.
+
+    Every record has a "status": "ok"; "failed" when the checkpoint could not be loaded or scored (its
+    "error" says why, the other checkpoints are still scored); "non_finite" when its weights or scores
+    hold NaN or inf (no scores are kept, so a diverged model is never reported as a Δ).
+    """
     records = []
     for entry in tqdm(entries, desc="checkpoints"):
-        finetune = entry.finetune_task
-        if finetune is not None and finetune not in benchmarks:
-            try:
-                evaluator.benchmark(finetune)
-            except BenchmarkError as err:
-                logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
-                finetune = None
-        model = evaluator.load(entry.path)
-        key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
-        record = evaluator.evaluate(model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances)
-        evaluator.clear_cache()
-        records.append({"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent, **record})
+        head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent}
+        try:
+            if entry.problem is not None:
+                raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
+            record = _score_checkpoint(evaluator, entry, benchmarks, distances)
+        except NonFiniteModelError as err:
+            logger.error("%s is not finite (%s): recorded without scores", entry.path, err)
+            records.append({**head, "status": "non_finite", "error": str(err), "eval": {}})
+        except Exception as err:  # one bad checkpoint must not lose the others' results
+            logger.error("could not score %s: %s", entry.path, err)
+            records.append({**head, "status": "failed", "error": f"{type(err).__name__}: {' '.join(str(err).split())}", "eval": {}})
+        else:
+            records.append({**head, "status": "ok", **record})
+        finally:
+            evaluator.clear_cache()
     return records
+
+
+class NonFiniteModelError(ValueError):
+    """A model whose weights or scores hold NaN or inf: it has no meaningful accuracy or Δ."""
+
+
+def _score_checkpoint(evaluator: ConceptForgettingEvaluator, entry: CheckpointEntry, benchmarks: Sequence[str], distances: bool) -> ForgettingRecord:
+    finetune = entry.finetune_task
+    if finetune is not None and finetune not in benchmarks:
+        try:
+            evaluator.benchmark(finetune)
+        except BenchmarkError as err:
+            logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
+            finetune = None
+    model = evaluator.load(entry.path)
+    bad = non_finite_parameter(model)
+    if bad is not None:  # NaN weights give an arbitrary argmax accuracy and a Δ that means nothing
+        raise NonFiniteModelError(f"weight {bad} is not finite")
+    key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
+    record = evaluator.evaluate(model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances)
+    values = {k: v for k, v in record.items() if k != "eval"}
+    values.update({f"{bench}/{k}": v for bench, scores in record["eval"].items() for k, v in scores.items()})
+    bad_values = [name for name, v in values.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad_values:  # finite weights can still overflow in a forward pass
+        raise NonFiniteModelError(f"{', '.join(bad_values[:3])} not finite")
+    return record
+
+
+def non_finite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or inf, or None."""
+    return next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)

@@ -5,7 +5,10 @@ trade-off figure (A_FT against mean Δ on the other tasks, across seeds).
 A *record* is one evaluated checkpoint, the same shape the callback logs:
     {"method", "finetune_task", "checkpoint", "step", "percent",
      "eval": {bench: {"zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance"}},
-     "a_ft", "param_distance", "feature_distance"}
+     "a_ft", "param_distance", "feature_distance", "status", "error"}
+A record whose "status" is "failed" (could not be loaded or scored) or "non_finite" (NaN/inf weights or
+scores) has no scores: the tables show it as such, with its error, and the plots leave it out; a
+record without a status is scored ("ok").
 """
 
 from __future__ import annotations
@@ -25,8 +28,21 @@ RESULTS_JSON, RESULTS_CSV, RESULTS_MD = "results.json", "results.csv", "results.
 DELTAS_PLOT, DISTANCES_PLOT = "deltas_over_training.png", "distances_over_training.png"
 CSV_COLUMNS = (
     "method", "finetune_task", "checkpoint", "step", "percent", "eval_task",
-    "zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance", "a_ft", "param_distance",
+    "zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance", "a_ft", "param_distance", "status", "error",
 )
+OK = "ok"
+# What a table cell says for a record without scores.
+_STATUS_CELL = {"failed": "failed", "non_finite": "non-finite"}
+
+
+def status(record: Mapping) -> str:
+    """"ok", "failed" or "non_finite" (a record without a status was scored)."""
+    return record.get("status") or OK
+
+
+def unscored(records: Iterable[Mapping]) -> list[Mapping]:
+    """The records that failed or are not finite."""
+    return [r for r in records if status(r) != OK]
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -36,15 +52,19 @@ def csv_rows(records: Iterable[Mapping]) -> list[dict]:
     """One row per (record, evaluated benchmark)."""
     rows = []
     for record in records:
+        if status(record) != OK:  # one row saying why it has no scores
+            rows.append({**{column: record.get(column) for column in CSV_COLUMNS}, "status": status(record)})
+            continue
         for eval_task, values in record.get("eval", {}).items():
             row = {column: record.get(column) for column in CSV_COLUMNS}
-            row.update(eval_task=eval_task, **{k: v for k, v in values.items() if k in CSV_COLUMNS})
+            row.update(eval_task=eval_task, status=OK, **{k: v for k, v in values.items() if k in CSV_COLUMNS})
             rows.append(row)
     return rows
 
 
 def final_records(records: Iterable[Mapping]) -> dict[tuple[str | None, str], Mapping]:
-    """(fine-tune task, method) -> the run's last record (highest percent, then step)."""
+    """(fine-tune task, method) -> the run's last record (highest percent, then step), failed or not:
+    a run whose final model failed shows as failed, not as an earlier checkpoint."""
     final: dict = {}
     for record in records:
         key = (record.get("finetune_task"), record.get("method"))
@@ -63,6 +83,7 @@ def _points(value: float | None, signed: bool = True) -> str:
 def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """Table 3 of the paper: rows fine-tune task x eval task, columns methods, cells "Δ_ZS / Δ_LP"
     (percentage points), an A_FT row per fine-tune task and the mean Δ over the other tasks."""
+    records = list(records)
     final = final_records(records)
     methods = sorted({method for _, method in final})
     tasks = sorted({task for task, _ in final}, key=lambda t: (t is None, t or ""))
@@ -73,18 +94,28 @@ def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[st
     for task in tasks:
         runs = {method: final.get((task, method)) for method in methods}
         label = task or "(unknown)"
-        lines.append(f"| {label} | A_FT | " + " | ".join(_points(r.get("a_ft") if r else None, signed=False) for r in runs.values()) + " |")
+        lines.append(
+            f"| {label} | A_FT | "
+            + " | ".join(_STATUS_CELL.get(status(r), _points(r.get("a_ft"), signed=False)) if r else "–" for r in runs.values())
+            + " |"
+        )
         eval_tasks = sorted({name for r in runs.values() if r for name in r.get("eval", {})})
         for eval_task in eval_tasks:
             cells = []
             for record in runs.values():
                 values = (record or {}).get("eval", {}).get(eval_task)
+                if record and status(record) != OK:
+                    cells.append(_STATUS_CELL[status(record)])
+                    continue
                 cells.append(f"{_points(values['delta_zs'])} / {_points(values['delta_lp'])}" if values else "–")
             lines.append(f"| {label} | {eval_task} | " + " | ".join(cells) + " |")
         others = [name for name in eval_tasks if name != task]
         if len(others) > 1:
             cells = []
             for record in runs.values():
+                if record and status(record) != OK:
+                    cells.append(_STATUS_CELL[status(record)])
+                    continue
                 values = [(record or {}).get("eval", {}).get(name) for name in others]
                 values = [v for v in values if v]
                 cells.append(
@@ -95,6 +126,13 @@ def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[st
         "Concept forgetting: Δ_ZS / Δ_LP in percentage points against the pretrained model "
         "(negative = forgetting); A_FT is the fine-tuned model's accuracy on its own task (%).\n\n" + "\n".join(lines) + "\n"
     )
+    failures = unscored(records)
+    if failures:
+        text += "\nNot scored (no accuracy or Δ is reported for these):\n\n| checkpoint | method | status | error |\n|---|---|---|---|\n"
+        text += "".join(
+            f"| {r.get('checkpoint')} | {r.get('method')} | {_STATUS_CELL[status(r)]} | {' '.join(str(r.get('error')).split()).replace('|', '/')} |\n"
+            for r in failures
+        )
     if pretrained_accuracies:
         text += "\nPretrained model accuracies (%):\n\n| eval task | A_ZS | A_LP |\n|---|---|---|\n"
         text += "".join(f"| {name} | {_points(a['zs'], False)} | {_points(a['lp'], False)} |\n" for name, a in sorted(pretrained_accuracies.items()))
@@ -112,7 +150,7 @@ def _run_label(record: Mapping) -> str:
 def _curves(records: Iterable[Mapping]) -> tuple[dict[str, list[Mapping]], str]:
     """Records grouped by run and sorted along training; the x-axis is % of training when every
     record knows it, else the step, else the order given."""
-    records = list(records)
+    records = [r for r in records if status(r) == OK]
     use_percent = all(r.get("percent") is not None for r in records)
     use_step = not use_percent and all(r.get("step") is not None for r in records)
     runs: dict[str, list[Mapping]] = {}
@@ -247,7 +285,7 @@ def write_report(
         writer.writerows(csv_rows(records))
     with open(paths["markdown"], "w") as f:
         f.write(markdown_table(records, pretrained_accuracies))
-    if plots and records:
+    if plots and any(status(r) == OK for r in records):
         paths["deltas_plot"] = plot_deltas(records, os.path.join(output_dir, DELTAS_PLOT))
         if any(r.get("param_distance") is not None for r in records):
             paths["distances_plot"] = plot_distances(records, os.path.join(output_dir, DISTANCES_PLOT))

@@ -5,11 +5,17 @@
 Resolves the checkpoints (a run directory's `checkpoint-N` folders are its points along training),
 scores the pretrained model once and then every checkpoint, and writes results.json, results.csv,
 results.md (the paper's Table 3 layout) and PNG plots.
+
+A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
+(`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
+scored and written. An existing report in `output_dir` is refused before anything is loaded, unless
+`overwrite_report`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
@@ -17,8 +23,8 @@ from transformers import HfArgumentParser
 from ..benchmarks import parse_benchmark_list, parse_dataset_paths
 from ..heads import LP_SOLVERS
 from .checkpoints import CheckpointError, resolve_checkpoints
-from .evaluator import TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, evaluate_checkpoints
-from .report import write_report
+from .evaluator import TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, evaluate_checkpoints, non_finite_parameter
+from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ class EvaluationArguments:
         default=None, metadata={"help": "Pretrained CLIP (directory or Hub id); default: the base model the first checkpoint records."}
     )
     output_dir: str = field(default="concept_forgetting_report", metadata={"help": "Where results and plots are written."})
+    overwrite_report: bool = field(default=False, metadata={"help": "Replace a report already in output_dir (default: refuse)."})
     include_intermediate: bool = field(default=True, metadata={"help": "Also score a run directory's checkpoint-N folders (points along training)."})
     text_tower: str = field(default="pretrained", metadata={"help": f"Zero-shot heads from the text tower: one of {', '.join(TEXT_TOWERS)} ('pretrained' is official, 'checkpoint' is FLYP's)."})
     lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
@@ -91,7 +98,7 @@ class EvaluationResult:
         pretrained: the reference model (directory or Hub id).
         benchmarks: the benchmarks every checkpoint was scored on.
         pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
-        records: one `ForgettingRecord` per checkpoint.
+        records: one `ForgettingRecord` per checkpoint (failed and non-finite ones included).
         paths: the files written ({"json", "csv", "markdown", "deltas_plot", ...}).
     """
 
@@ -101,6 +108,11 @@ class EvaluationResult:
     records: list[ForgettingRecord]
     paths: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def failures(self) -> list[ForgettingRecord]:
+        """The records of checkpoints that could not be scored ("failed") or are not finite ("non_finite")."""
+        return unscored(self.records)
+
 
 def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
     """Score every checkpoint on every benchmark against the pretrained model and write the report."""
@@ -109,6 +121,12 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
         raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
     settings = args.settings()
     benchmarks = parse_benchmark_list(args.datasets, args.templates)  # unknown names: the registry's error
+    existing = [f for f in (RESULTS_JSON, RESULTS_CSV, RESULTS_MD) if os.path.isfile(os.path.join(args.output_dir, f))]
+    if existing and not args.overwrite_report:
+        raise FileExistsError(
+            f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
+            "or pass --overwrite_report to replace it"
+        )
 
     # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
     entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)
@@ -119,6 +137,9 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
 
     # 3. The pretrained model (text tower, reference of Δ and distances), scored once; then every checkpoint.
     evaluator = ConceptForgettingEvaluator.from_pretrained(pretrained, settings)
+    bad = non_finite_parameter(evaluator.pretrained)
+    if bad is not None:
+        raise CheckpointError(f"the pretrained model {pretrained!r} is not finite (weight {bad}), so no Δ against it means anything")
     pretrained_accuracy = evaluator.pretrained_accuracies(benchmarks)
     records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances)
 
@@ -126,6 +147,8 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
     paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks)
     for name, path in paths.items():
         logger.info("wrote %s: %s", name, path)
+    for record in unscored(records):
+        logger.error("%s: %s (%s)", record["checkpoint"], record["status"], record.get("error"))
     return EvaluationResult(pretrained=pretrained, benchmarks=benchmarks, pretrained_accuracy=pretrained_accuracy, records=records, paths=paths)
 
 

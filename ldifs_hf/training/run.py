@@ -18,17 +18,17 @@ import shutil
 from dataclasses import dataclass
 
 import datasets
-
 from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..benchmarks.transforms import TrainImageTransform
+from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
 from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
+from .guards import NonFiniteGuard, RunIdentityCallback, check_splits, explain_write_failure, preflight
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ EXPORT_FOLDER = "clip"
 # What a Trainer run leaves in its output directory: a directory holding any of these without our run
 # record was written by something else, and we do not write into it.
 _RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
+# What else a run writes whose stale copy a new run could be mistaken for (a crashed new run would
+# otherwise leave the earlier run's final model and state beside its own record).
+_RUN_OUTPUTS = _RUN_MARKERS + (
+    "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
+    "forgetting_log.json", "forgetting_log.jsonl",
+)
 
 
 @dataclass
@@ -52,12 +58,18 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
 
     - empty or missing: a fresh run;
     - our own finished run of the same method and dataset: nothing to do (returned as `finished`);
-    - our own unfinished run: continue from its last `checkpoint-N` (or start again if it has none);
-    - `overwrite`: the earlier run's checkpoints, export and record are removed first;
+    - our own unfinished run: continue from its last complete `checkpoint-N` (one a kill or a full disk
+      left half-written is skipped), or start again if it has none;
+    - `overwrite`: the earlier run's checkpoints, export, record, final model, state and results are
+      removed first;
     - files of another run or another program: refused, naming them.
     """
-    if resume_from_checkpoint not in (None, False, True) and not os.path.isdir(str(resume_from_checkpoint)):
-        raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
+    if resume_from_checkpoint not in (None, False, True):
+        if not os.path.isdir(str(resume_from_checkpoint)):
+            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
+        problem = checkpoint_problem(str(resume_from_checkpoint))
+        if problem:
+            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} cannot be resumed from: {problem}")
     if not os.path.isdir(output_dir):
         return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
     if overwrite:
@@ -83,19 +95,20 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
         return OutputPlan(finished=earlier)
     if isinstance(resume_from_checkpoint, str):
         return OutputPlan(resume_from=resume_from_checkpoint)
-    return OutputPlan(resume_from=get_last_checkpoint(output_dir))
+    return OutputPlan(resume_from=last_complete_checkpoint(output_dir))
 
 
 def _remove_earlier_run(output_dir: str) -> None:
     """Remove what an earlier run wrote that a new run would otherwise mix with its own: checkpoints,
-    the export and the run record. Other files are left alone."""
+    the export, the run record, and the final model, state and results the Trainer wrote. Other
+    files (a user's README.md, notes) are left alone."""
     for entry in os.listdir(output_dir):
         path = os.path.join(output_dir, entry)
         if entry.startswith("checkpoint-") and os.path.isdir(path):
             shutil.rmtree(path)
         elif entry == EXPORT_FOLDER and os.path.isdir(path):
             shutil.rmtree(path)
-        elif entry == RUN_RECORD_FILE:
+        elif entry in (RUN_RECORD_FILE, *_RUN_OUTPUTS) or (entry.startswith("model-") and entry.endswith(".safetensors")):
             os.remove(path)
 
 
@@ -140,10 +153,14 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
     forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
-    plan = plan_output_dir(
-        training_args.output_dir, spec.name, benchmark_name,
-        overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
-    )
+    preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
+    # The main process plans (and, with overwrite, removes the earlier run) first: the others then
+    # find nothing left to remove and reach the same plan, so only one process ever deletes.
+    with training_args.main_process_first(desc="output directory"):
+        plan = plan_output_dir(
+            training_args.output_dir, spec.name, benchmark_name,
+            overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
+        )
     if plan.finished is not None:
         logger.info("%s already holds this finished run; returning its record (pass --overwrite_output_dir to redo it)", training_args.output_dir)
         return plan.finished
@@ -171,6 +188,9 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         seed=data_args.validation_seed,
         cache_dir=model_args.cache_dir,
     )
+    # An empty validation split is fine when nothing evaluates on it: A_FT is then measured on test only.
+    check_splits(benchmark.splits, benchmark.spec.name, validation_needed=training_args.eval_strategy != "no")
+    has_validation = len(benchmark.splits["validation"]) > 0
 
     # 3. Pretrained CLIP and its processor.
     clip_model, processor = load_clip(model_args.model_name_or_path, model_args.cache_dir)
@@ -202,10 +222,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         ldifs_lambda=training_args.ldifs_lambda,
         l2sp_lambda=training_args.l2sp_lambda,
         ldifs_normalization=training_args.ldifs_normalization,
-        dataset_splits="train minus a {:.0%} validation split (seed {}), test = '{}'{}".format(
-            data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split,
-            f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else "",
-        ),
+        dataset_splits=(
+            "train minus a {:.0%} validation split (seed {}), test = '{}'".format(
+                data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
+            )
+            if has_validation
+            else f"all of train (no validation split), test = '{benchmark.spec.test_split}'"
+        ) + (f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else ""),
         text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
     )
@@ -222,6 +245,9 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         callbacks=[WarmupLengthCheck()] + ([AugmentationEpoch(augmentation)] if augmentation is not None else []),
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
+    # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
+    trainer.add_callback(NonFiniteGuard(trainer))
+    trainer.add_callback(RunIdentityCallback(record))
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
@@ -229,7 +255,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
     if plan.resume_from:
         logger.info("continuing from %s", plan.resume_from)
-    train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    except (OSError, RuntimeError) as err:
+        explained = explain_write_failure(err, training_args.output_dir)
+        if explained is None:
+            raise
+        raise explained from err
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -238,10 +270,10 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     if trainer.is_world_process_zero():
         # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
         batch_size = training_args.per_device_eval_batch_size
-        record.results = {
-            "validation_accuracy": finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size),
-            "test_accuracy": finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size),
-        }
+        record.results = {}
+        if has_validation:
+            record.results["validation_accuracy"] = finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size)
+        record.results["test_accuracy"] = finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
         trainer.log_metrics("eval", record.results)
         trainer.save_metrics("eval", record.results)
 
@@ -266,11 +298,14 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
 def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
     name = model_args.model_name_or_path
+    if not os.path.exists(name) and not looks_like_hub_id(name):
+        raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
     try:
         config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir)
     except (OSError, ValueError) as err:
+        where = "" if os.path.exists(name) else f" as a Hub id (no local directory {name!r} exists)"
         raise OSError(
-            f"could not load CLIP model {name!r}: download it first (`hf download {name}`) "
+            f"could not load CLIP model {name!r}{where}: download it first (`hf download {name}`) "
             f"or pass a local directory ({' '.join(str(err).split())[:300]})"
         ) from err
     if config.model_type != "clip":

@@ -135,6 +135,7 @@ def _run(args: DemoArguments) -> DemoResult:
                 checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], datasets=",".join(world.benchmarks),
                 pretrained=str(world.model_dir), output_dir=os.path.join(args.output_dir, f"seed-{seed}"), num_workers=0,
                 lp_iterations=args.lp_iterations, seed=seed, max_train_samples=args.lp_train_samples,
+                overwrite_report=True,  # the demo's own output folder: a rerun refreshes its report
             )
         )
         pretrained[seed] = evaluation.pretrained_accuracy
