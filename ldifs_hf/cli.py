@@ -92,27 +92,40 @@ def parse_finetune_args(argv: Sequence[str]):
     Epochs given by the user (`--num_train_epochs N`, `--num_train_epochs=N` or the JSON key) are kept;
     otherwise the run uses the benchmark's epoch count (the paper's).
     """
+    return _parse_finetune_command(argv)[:3]
+
+
+def _parse_finetune_command(argv: Sequence[str]):
+    """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
+    from .study.sequence import SequenceArguments
     from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
     parser = ArgumentParser(
-        (ModelArguments, DataArguments, LDIFSTrainingArguments),
+        (ModelArguments, DataArguments, LDIFSTrainingArguments, SequenceArguments),
         prog="ldifs-hf finetune",
-        usage="ldifs-hf finetune --method METHOD --dataset NAME --output_dir DIR [options]",
-        description="Fine-tune a CLIP model on one benchmark with one of the paper's methods.\n" + _catalogue(),
+        usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
+        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
+        "with one of the paper's methods.\n" + _catalogue(),
         formatter_class=_Formatter,
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
-    model_args, data_args, training_args = parse(parser, argv)
+    model_args, data_args, training_args, sequence_args = parse(parser, argv)
     if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
         data_args.epochs_from_benchmark = False
-    return model_args, data_args, training_args
+    return model_args, data_args, training_args, sequence_args
 
 
 def finetune_command(argv: Sequence[str]) -> int:
+    from .study.sequence import run_sequence
     from .training.run import run_finetune
 
-    model_args, data_args, training_args = parse_finetune_args(argv)
+    model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
     _setup_logging(training_args.get_process_log_level())
+    if "," in data_args.dataset:
+        result = run_sequence(model_args, data_args, training_args, reference=sequence_args.reference)
+        for record in result.records:
+            print(f"{record.method} on {record.dataset}: {_results_line(record.results)} -> {record.output_dir}")
+        return 0
     record = run_finetune(model_args, data_args, training_args)
     print(f"{record.method} on {record.dataset}: {_results_line(record.results)} -> {record.output_dir}")
     return 0

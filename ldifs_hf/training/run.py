@@ -181,6 +181,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
         data_collator=collator,
         processing_class=processor,
+        teacher_model=_reference_model(model_args, training_args),
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
     if trainer.is_world_process_zero():
@@ -242,6 +243,18 @@ def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTraini
             f"ldifs layer index {max(training_args.ldifs_layers)} out of range: the model has {blocks} blocks, "
             f"so hidden_states indices are 0..{blocks}"
         )
+
+
+def _reference_model(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> CLIPModel | None:
+    """The CLIP given as `reference_model_name_or_path` (the trainer's `teacher_model=`), or None: the
+    trainer then anchors at the model the run starts from."""
+    name = model_args.reference_model_name_or_path
+    if name is None:
+        return None
+    if training_args.regularizer == "none":
+        logger.warning("reference model %s is not used: method %s has no regularizer", name, training_args.method)
+        return None
+    return load_clip(name, model_args.cache_dir)[0]
 
 
 def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPModel, CLIPProcessor]:
