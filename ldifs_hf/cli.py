@@ -3,6 +3,7 @@
     ldifs-hf demo --output_dir runs/demo
     ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
     ldifs-hf evaluate --checkpoint runs/eurosat-lp-ldifs --datasets all
+    ldifs-hf study --output_dir runs/study --methods all --finetune_tasks all --seeds 0,1,2 [--plan]
     ldifs-hf list
 
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
@@ -160,6 +161,25 @@ def demo_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def study_command(argv: Sequence[str]) -> int:
+    from .study.runner import StudyArguments, run_study
+
+    parser = ArgumentParser(
+        StudyArguments, prog="ldifs-hf study",
+        usage="ldifs-hf study --output_dir DIR --methods M1,M2 --finetune_tasks T1,T2>T3 --eval_tasks all --seeds 0,1,2 [--plan] [options]",
+        description="The paper's study: methods x fine-tune tasks (or sequences a>b) x seeds, each scored on the eval tasks; "
+        "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
+        formatter_class=_Formatter,
+    )
+    (args,) = parse(parser, argv)
+    _setup_logging(logging.INFO)
+    result = run_study(args)
+    if not args.plan:
+        written = result.tables.paths
+        print(f"{len(result.plan.cells)} cells done -> " + ", ".join(written[k] for k in ("markdown", "sequence_markdown", "tradeoff_plot") if k in written))
+    return 0
+
+
 def list_command(argv: Sequence[str]) -> int:
     if argv:
         raise UsageError(f"'list' takes no arguments, got {' '.join(argv)}")
@@ -171,6 +191,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo_command,
     "finetune": finetune_command,
     "evaluate": evaluate_command,
+    "study": study_command,
     "list": list_command,
 }
 
