@@ -366,6 +366,10 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
 def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     """Run every cell that is not done (locally or through submitit), then assemble the tables and
     figures. With `args.plan`, only print and return the plan."""
+    # Absolute folders: a submitit job may start in another working directory.
+    args.output_dir = os.path.abspath(args.output_dir)
+    if args.world_cache_dir is not None:
+        args.world_cache_dir = os.path.abspath(args.world_cache_dir)
     world = prepare_study(args)
     plan = plan_study(args, world)
     if args.plan:

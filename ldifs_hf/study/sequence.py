@@ -136,10 +136,14 @@ def run_sequence(
         task_training_args.output_dir = run_dir
         logger.info("sequence %s: task %d/%d %s from %s", sequence_label(tasks), k, len(tasks), task, start)
         record = run_finetune(task_model_args, task_data_args, task_training_args)
+        # Under several processes only the main one exports; the others wait for it before loading the export.
+        with task_training_args.main_process_first(desc=f"export of {task}"):
+            pass
         records.append(record)
         start = record.export_dir or os.path.join(run_dir, EXPORT_FOLDER)
     result = SequenceResult(tasks=tasks, pretrained=pretrained, reference=reference, method=records[0].method, records=records, output_dir=output_dir)
-    _write_json(os.path.join(output_dir, SEQUENCE_FILE), result.to_dict())
+    if training_args.process_index == 0:
+        _write_json(os.path.join(output_dir, SEQUENCE_FILE), result.to_dict())
     return result
 
 
