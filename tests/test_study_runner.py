@@ -221,3 +221,13 @@ def test_submitit_local_executor_gives_the_same_tables(uninterrupted, cache, tmp
     assert all(status == "done" for status in result.plan.status.values())
     assert len(list((out / "submitit").glob("*/*_result.pkl"))) == 4  # one job per cell
     assert _tables(out) == _tables(reference_out)
+
+
+def test_cli_study_help_and_one_line_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--finetune_tasks" in printed and "--launcher" in printed and "--plan" in printed
+    assert main(["study", "--launcher", "slurm"]) == 2
+    assert "error: launcher must be one of ('local', 'submitit'), got 'slurm'" in capsys.readouterr().err

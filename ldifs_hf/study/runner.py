@@ -74,7 +74,7 @@ class StudyArguments:
     dataset_path: list[str] = field(default_factory=list, metadata={"help": "Local copies of benchmarks, each 'name=path'."})
     max_steps: int = field(default=-1, metadata={"help": "Fine-tuning steps per task (default -1: the benchmark's epochs, as the paper)."})
     checkpoint_every_percent: float = field(
-        default=20.0, metadata={"help": "Save and score checkpoints every this many % of training (paper: 20; 0: only the end)."}
+        default=20.0, metadata={"help": "Save and score checkpoints every this many percent of training (paper: 20; 0: only the end)."}
     )
     lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations for LP-init and the evaluation (official: 1000)."})
     finetune_options: str | None = field(
