@@ -39,7 +39,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..benchmarks import get_benchmark, list_benchmarks, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks.catalog import NINE
 from ..evaluation.run import EvaluationArguments, run_evaluation
 from ..records import RunRecord
 from ..training import get_method, list_methods
@@ -173,7 +174,8 @@ def prepare_study(args: StudyArguments):
 
 
 def _all_tasks(args: StudyArguments, world) -> list[str]:
-    return list(world.benchmarks) if world is not None else list_benchmarks()
+    """'all': the world's tasks in a world study, else the paper's nine (not whatever else is registered)."""
+    return list(world.benchmarks) if world is not None else sorted(spec.name for spec in NINE)
 
 
 def study_cells(args: StudyArguments, world=None) -> list[Cell]:
