@@ -13,8 +13,8 @@ import pytest
 
 from ldifs_hf.benchmarks.registry import BenchmarkError
 from ldifs_hf.cli import main
-from ldifs_hf.study import StudyArguments, plan_study, run_study
-from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, study_cells
+from ldifs_hf.study import Cell, StudyArguments, plan_study, run_study
+from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, prepare_study, study_cells
 from ldifs_hf.study.tables import mean_over_seeds, tradeoff_rows
 from ldifs_hf.world import prepare_world
 from ldifs_hf.world.demo import DemoArguments
@@ -211,6 +211,22 @@ def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(unin
     assert all(status == "done" for status in result.plan.status.values())
     after = _weights(out)
     assert {p: after[p] for p in finished_weights} == finished_weights  # finished cells were not recomputed
+    assert _tables(out) == _tables(reference_out)
+
+    # A cell killed between its finished run and its cell.json (with a stale staging folder) has its
+    # evaluation redone, not its training.
+    cell = out / done[0]["folder"]
+    (cell / "cell.json").unlink()
+    (cell / ".evaluation.tmp").mkdir()
+    (cell / ".evaluation.tmp" / "results.md").write_text("half written")
+    evaluated = (cell / "evaluation").stat().st_mtime_ns
+    args = _study(out, cache)
+    status = plan_study(args, prepare_study(args)).status
+    assert status[Cell(done[0]["method"], tuple(done[0]["tasks"]), done[0]["seed"])] == "partial"
+    run_study(_study(out, cache))
+    assert (cell / "cell.json").exists() and not (cell / ".evaluation.tmp").exists()
+    assert (cell / "evaluation").stat().st_mtime_ns != evaluated
+    assert {p: t for p, t in _weights(out).items() if p in finished_weights} == finished_weights
     assert _tables(out) == _tables(reference_out)
 
 

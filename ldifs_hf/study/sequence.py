@@ -128,8 +128,9 @@ def run_sequence(
     for k, (task, run_dir) in enumerate(zip(tasks, dirs), start=1):
         task_model_args, task_data_args, task_training_args = copy.deepcopy((model_args, data_args, training_args))
         task_model_args.model_name_or_path = start
-        # Task 1 starts from the pretrained model, so its default anchor already is the pretrained one.
-        if reference == "pretrained" and k > 1:
+        # Task 1 starts from the pretrained model, so its default anchor already is the pretrained one;
+        # without a regularizer there is no anchor to set.
+        if reference == "pretrained" and k > 1 and training_args.regularizer != "none":
             task_model_args.reference_model_name_or_path = pretrained
         task_data_args.dataset = task
         task_data_args.dataset_path = paths.get(task)
