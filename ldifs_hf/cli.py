@@ -3,6 +3,7 @@
     ldifs-hf demo --output_dir runs/demo
     ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
     ldifs-hf evaluate --checkpoint runs/eurosat-lp-ldifs --datasets all
+    ldifs-hf study --output_dir runs/study --methods all --finetune_tasks all --seeds 0,1,2 [--plan]
     ldifs-hf list
 
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
@@ -92,27 +93,40 @@ def parse_finetune_args(argv: Sequence[str]):
     Epochs given by the user (`--num_train_epochs N`, `--num_train_epochs=N` or the JSON key) are kept;
     otherwise the run uses the benchmark's epoch count (the paper's).
     """
+    return _parse_finetune_command(argv)[:3]
+
+
+def _parse_finetune_command(argv: Sequence[str]):
+    """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
+    from .study.sequence import SequenceArguments
     from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
     parser = ArgumentParser(
-        (ModelArguments, DataArguments, LDIFSTrainingArguments),
+        (ModelArguments, DataArguments, LDIFSTrainingArguments, SequenceArguments),
         prog="ldifs-hf finetune",
-        usage="ldifs-hf finetune --method METHOD --dataset NAME --output_dir DIR [options]",
-        description="Fine-tune a CLIP model on one benchmark with one of the paper's methods.\n" + _catalogue(),
+        usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
+        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
+        "with one of the paper's methods.\n" + _catalogue(),
         formatter_class=_Formatter,
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
-    model_args, data_args, training_args = parse(parser, argv)
+    model_args, data_args, training_args, sequence_args = parse(parser, argv)
     if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
         data_args.epochs_from_benchmark = False
-    return model_args, data_args, training_args
+    return model_args, data_args, training_args, sequence_args
 
 
 def finetune_command(argv: Sequence[str]) -> int:
+    from .study.sequence import run_sequence
     from .training.run import run_finetune
 
-    model_args, data_args, training_args = parse_finetune_args(argv)
+    model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
     _setup_logging(training_args.get_process_log_level())
+    if "," in data_args.dataset:
+        result = run_sequence(model_args, data_args, training_args, reference=sequence_args.reference)
+        for record in result.records:
+            print(f"{record.method} on {record.dataset}: {_results_line(record.results)} -> {record.output_dir}")
+        return 0
     record = run_finetune(model_args, data_args, training_args)
     print(f"{record.method} on {record.dataset}: {_results_line(record.results)} -> {record.output_dir}")
     return 0
@@ -150,6 +164,25 @@ def demo_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def study_command(argv: Sequence[str]) -> int:
+    from .study.runner import StudyArguments, run_study
+
+    parser = ArgumentParser(
+        StudyArguments, prog="ldifs-hf study",
+        usage="ldifs-hf study --output_dir DIR --methods M1,M2 --finetune_tasks T1,T2>T3 --eval_tasks all --seeds 0,1,2 [--plan] [options]",
+        description="The paper's study: methods x fine-tune tasks (or sequences a>b) x seeds, each scored on the eval tasks; "
+        "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
+        formatter_class=_Formatter,
+    )
+    (args,) = parse(parser, argv)
+    _setup_logging(logging.INFO)
+    result = run_study(args)
+    if not args.plan:
+        written = result.tables.paths
+        print(f"{len(result.plan.cells)} cells done -> " + ", ".join(written[k] for k in ("markdown", "sequence_markdown", "tradeoff_plot") if k in written))
+    return 0
+
+
 def list_command(argv: Sequence[str]) -> int:
     if argv:
         raise UsageError(f"'list' takes no arguments, got {' '.join(argv)}")
@@ -161,6 +194,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo_command,
     "finetune": finetune_command,
     "evaluate": evaluate_command,
+    "study": study_command,
     "list": list_command,
 }
 

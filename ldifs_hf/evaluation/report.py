@@ -214,8 +214,8 @@ def plot_deltas(records: Iterable[Mapping], path: str) -> str:
 
 def plot_tradeoff(points: Mapping[str, Mapping[str, Sequence[float]]], path: str, *, title: str = "") -> str:
     """The paper's claim at a glance: per method, accuracy on the fine-tuning task (A_FT) against the
-    mean Δ on the other tasks, Δ_ZS and Δ_LP side by side, with error bars of one standard deviation
-    across seeds.
+    mean Δ on the other tasks, Δ_ZS and Δ_LP side by side, with error bars of one (sample) standard
+    deviation across seeds.
 
     `points`: method -> {"a_ft": [per seed], "delta_zs": [per seed], "delta_lp": [per seed]}, in [0, 1].
     """
@@ -230,7 +230,8 @@ def plot_tradeoff(points: Mapping[str, Mapping[str, Sequence[float]]], path: str
     for ax, (kind, label) in zip(axes[0], (("delta_zs", "mean Δ_ZS on the other tasks"), ("delta_lp", "mean Δ_LP on the other tasks"))):
         for method, values in sorted(points.items()):
             x, y = 100 * np.asarray(values[kind], dtype=float), 100 * np.asarray(values["a_ft"], dtype=float)
-            ax.errorbar(x.mean(), y.mean(), xerr=x.std(), yerr=y.std(), fmt="o", capsize=4, label=method)
+            ddof = 1 if len(x) > 1 else 0
+            ax.errorbar(x.mean(), y.mean(), xerr=x.std(ddof=ddof), yerr=y.std(ddof=ddof), fmt="o", capsize=4, label=f"{method} (n={len(x)})")
             ax.annotate(method, (x.mean(), y.mean()), textcoords="offset points", xytext=(5, 5), fontsize="small")
         ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xlabel(f"{label} (percentage points; right = less forgetting)")

@@ -132,6 +132,11 @@ class ModelArguments:
     lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver for LP-init: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
     lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
     model_license: str = field(default="other", metadata={"help": "License in the model cards (default 'other': the base model's)."})
+    reference_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "CLIP whose image encoder is the LDIFS teacher and the L2SP anchor (default: the model the run "
+                  "starts from; in a sequence of tasks that is the previous task's, so pass the pretrained one to anchor there)."},
+    )
 
     def __post_init__(self):
         check_lp_solver(self.lp_solver)

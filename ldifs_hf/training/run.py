@@ -243,6 +243,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         data_collator=collator,
         processing_class=processor,
         callbacks=[WarmupLengthCheck()] + ([AugmentationEpoch(augmentation)] if augmentation is not None else []),
+        teacher_model=_reference_model(model_args, training_args),
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
@@ -316,6 +317,18 @@ def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTraini
             f"ldifs layer index {max(training_args.ldifs_layers)} out of range: the model has {blocks} blocks, "
             f"so hidden_states indices are 0..{blocks}"
         )
+
+
+def _reference_model(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> CLIPModel | None:
+    """The CLIP given as `reference_model_name_or_path` (the trainer's `teacher_model=`), or None: the
+    trainer then anchors at the model the run starts from."""
+    name = model_args.reference_model_name_or_path
+    if name is None:
+        return None
+    if training_args.regularizer == "none":
+        logger.warning("reference model %s is not used: method %s has no regularizer", name, training_args.method)
+        return None
+    return load_clip(name, model_args.cache_dir)[0]
 
 
 def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPModel, CLIPProcessor]:

@@ -134,12 +134,13 @@ class LDIFSMixin:
                 f"class deriving from LDIFSArgumentsMixin), got {type(args).__name__}"
             )
         spec = args.method_spec
-        self.objective = objective or (spec.objective if spec else "ce")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
+        # Not `self.objective`: Trainer.hyperparameter_search keeps each trial's score under that name.
+        self.loss_objective = objective or (spec.objective if spec else "ce")
+        if self.loss_objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.loss_objective!r}")
         super().__init__(model, args, *trainer_args, **kwargs)
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if self.objective != "ce" or isinstance(unwrapped, CLIPVisionClassifier):
+        if self.loss_objective != "ce" or isinstance(unwrapped, CLIPVisionClassifier):
             # These losses are batch means that ignore num_items_in_batch: the Trainer divides them by
             # the accumulation steps.
             self.model_accepts_loss_kwargs = False
@@ -189,7 +190,6 @@ class LDIFSMixin:
             )
         if self.is_deepspeed_enabled:
             raise NotImplementedError("LDIFS with DeepSpeed is not supported yet; use DDP or FSDP through accelerate")
-        self._student_encoder = encoder
         self._teacher_inputs = _named_inputs(encoder)
         # The mask is the encoder's own only if its forward takes one (FLYP's text mask is not the vision tower's).
         self._masks_tokens = "attention_mask" in self._teacher_inputs
@@ -211,6 +211,16 @@ class LDIFSMixin:
             teacher.to(_DTYPES[self.args.teacher_dtype])
         # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP.
         self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def call_model_init(self, trial=None):
+        """A trial's fresh model (hyperparameter search) gets the same treatment as the first: dropout off
+        while LDIFS is on. The teacher and the L2SP anchor stay those of the model given at construction
+        (`model_init` returns the same pretrained model every time)."""
+        model = super().call_model_init(trial)
+        # From args: Trainer.__init__ calls this before our own __init__ has run on.
+        if self.args.regularizer == "ldifs" and self.args.ldifs_lambda > 0 and not self.args.keep_student_dropout:
+            disable_dropout(model)
+        return model
 
     def _setup_l2sp(self, teacher_model) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -254,7 +264,8 @@ class LDIFSMixin:
             if "hidden_states" not in captured:
                 captured["hidden_states"] = getattr(output, "hidden_states", None)
 
-        handle = self._student_encoder.register_forward_hook(hook)
+        # The current model's encoder: with `model_init` (hyperparameter search) each trial has a new model.
+        handle = image_encoder(self.accelerator.unwrap_model(self.model)).register_forward_hook(hook)
         try:
             yield captured
         finally:
@@ -274,11 +285,11 @@ class LDIFSMixin:
         teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_inputs} if need_hidden else None
         call_inputs = {**inputs, "output_hidden_states": True} if need_hidden else inputs
         with self._first_encoder_output() if need_hidden else contextlib.nullcontext({}) as captured:
-            if self.objective == "ce":
+            if self.loss_objective == "ce":
                 result = super().compute_loss(model, call_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
                 task_loss, outputs = result if return_outputs else (result, None)
             else:
-                task_loss, outputs = OBJECTIVES[self.objective](model, inputs, need_hidden)
+                task_loss, outputs = OBJECTIVES[self.loss_objective](model, inputs, need_hidden)
         steps = 1
         if model.training and self._task_loss_is_scaled_for_ga(num_items_in_batch):
             steps = getattr(self, "current_gradient_accumulation_steps", 1)

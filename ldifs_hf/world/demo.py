@@ -193,7 +193,7 @@ def summarise(records: list[dict], finetune_task: str) -> dict:
 def _mean_std(values, signed: bool = True) -> str:
     values = [100 * v for v in values]
     mean = statistics.fmean(values)
-    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    std = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std over seeds
     return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
 
 

@@ -1,0 +1,213 @@
+"""λ of L2SP or LDIFS chosen on the validation split (paper appendix C), through the Trainer's own
+`hyperparameter_search`: optuna with a `GridSampler` over the grid, one trial per λ.
+
+    result = search_lambda(method="lp-init-ldifs", dataset="eurosat", output_dir="runs/eurosat-lambda")
+    result.best_lambda   # then, with final_run=True, a full run with it in <output_dir>/final
+
+Every trial starts from the same initial model (the method's ZS or LP head on the pretrained CLIP,
+built once and copied by `model_init`), trains with `training_args` and that λ, and is scored by the
+accuracy of its classifier on the validation split (the benchmark's `validation_fraction` of train,
+never the test split). Ties go to the smaller λ (the weaker constraint). Written into `output_dir`:
+lambda_search.md / .csv (every λ and its score), lambda_search.png (score against λ, log axis) and
+lambda_search.json (the chosen λ and the grid).
+
+Only classifier methods (CE objective) with a regularizer can be searched: FLYP's objectives have no
+class logits to score, and without a regularizer there is no λ.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..benchmarks import image_transform, load_benchmark
+from ..records import RunRecord
+from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+from ..training.build import build_collator, build_model
+from ..training.run import apply_benchmark_epochs, finetune_parser, load_clip, run_finetune
+from ..training.trainer import LDIFSTrainer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LAMBDA_GRID = (0.01, 0.05, 0.1, 0.5, 1.0, 10.0, 100.0)
+SEARCH_MD, SEARCH_CSV, SEARCH_PLOT, SEARCH_JSON = "lambda_search.md", "lambda_search.csv", "lambda_search.png", "lambda_search.json"
+FINAL_FOLDER = "final"
+
+
+def check_lambda_grid(grid: Sequence[float]) -> list[float]:
+    """The grid as distinct floats in increasing order; empty, non-positive or non-finite values are refused."""
+    values = [float(v) for v in grid]
+    if not values:
+        raise ValueError(f"the λ grid is empty; give positive values such as {list(DEFAULT_LAMBDA_GRID)}")
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(f"the λ grid must hold finite values > 0, got {bad[0]!r} in {list(grid)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"the λ grid repeats a value: {list(grid)}")
+    return sorted(values)
+
+
+@dataclass
+class LambdaSearchResult:
+    """The chosen λ, every λ's validation accuracy, the files written and, with `final_run`, the final run."""
+
+    parameter: str
+    best_lambda: float
+    scores: dict[float, float]
+    paths: dict[str, str] = field(default_factory=dict)
+    final: RunRecord | None = None
+
+
+def _accuracy(eval_prediction) -> dict[str, float]:
+    predictions, labels = eval_prediction
+    return {"accuracy": float(np.mean(np.asarray(predictions) == np.asarray(labels)))}
+
+
+def _predicted_class(logits, labels):
+    # The eval outputs also carry hidden states (LDIFS asks for them); keep only the class logits' argmax.
+    return (logits[0] if isinstance(logits, (tuple, list)) else logits).argmax(-1)
+
+
+def run_lambda_search(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: LDIFSTrainingArguments,
+    grid: Sequence[float] = DEFAULT_LAMBDA_GRID,
+    *,
+    final_run: bool = False,
+) -> LambdaSearchResult:
+    """Search λ over `grid`; see the module docstring. `training_args.output_dir` receives the tables,
+    the plot and (with `final_run`) the final run in `final/`, trained with the chosen λ."""
+    grid = check_lambda_grid(grid)
+    spec = training_args.method_spec
+    if spec is None:
+        raise ValueError("a λ search needs a method (method=...); choose a CE method with a regularizer, e.g. lp-init-ldifs")
+    if training_args.regularizer not in ("l2sp", "ldifs"):
+        raise ValueError(f"method {spec.name!r} has regularizer {training_args.regularizer!r}: there is no λ to search; choose an l2sp or ldifs method")
+    if spec.objective != "ce":
+        raise ValueError(f"method {spec.name!r} trains with objective {spec.objective!r}, which has no class logits to score on the validation split; choose a CE method")
+    if data_args.validation_fraction <= 0:
+        raise ValueError(f"a λ search scores the validation split, but validation_fraction is {data_args.validation_fraction}; give a fraction in (0, 1)")
+    parameter = f"{training_args.regularizer}_lambda"
+    output_dir = training_args.output_dir
+    apply_benchmark_epochs(data_args, training_args)
+
+    # The data and the initial model, as a fine-tuning run builds them (`run_finetune` steps 2-4).
+    benchmark = load_benchmark(
+        data_args.dataset, data_path=data_args.dataset_path, image_column=data_args.image_column, label_column=data_args.label_column,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+        validation_fraction=data_args.validation_fraction, seed=data_args.validation_seed, cache_dir=model_args.cache_dir,
+    )
+    clip_model, processor = load_clip(model_args.model_name_or_path, model_args.cache_dir)
+    transform = image_transform(processor.image_processor)
+    for split in benchmark.splits.values():
+        split.set_transform(transform)
+    initial = build_model(
+        spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, benchmark.splits["train"],
+        lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
+    )
+    reference = load_clip(model_args.reference_model_name_or_path, model_args.cache_dir)[0] if model_args.reference_model_name_or_path else None
+
+    search_args = copy.deepcopy(training_args)
+    search_args.output_dir = os.path.join(output_dir, "trials")
+    search_args.save_strategy = "no"  # a trial is scored once, at its end; nothing to resume
+    search_args.eval_strategy = "no"
+    search_args.push_to_hub = False
+    trainer = LDIFSTrainer(
+        model_init=lambda: copy.deepcopy(initial),
+        args=search_args,
+        train_dataset=benchmark.splits["train"],
+        eval_dataset=benchmark.splits["validation"],
+        data_collator=build_collator(spec, processor.tokenizer, benchmark.class_names, benchmark.templates, seed=training_args.seed),
+        processing_class=processor,
+        compute_metrics=_accuracy,
+        preprocess_logits_for_metrics=_predicted_class,
+        teacher_model=reference,
+    )
+
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study_name = f"{parameter}-{spec.name}-{benchmark.spec.name}"
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {parameter: trial.suggest_categorical(parameter, grid)},
+        compute_objective=lambda metrics: metrics["eval_accuracy"],
+        n_trials=len(grid),
+        direction="maximize",
+        backend="optuna",
+        sampler=optuna.samplers.GridSampler({parameter: grid}, seed=training_args.seed),
+        storage=storage,
+        study_name=study_name,
+    )
+    trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    scores = {float(t.params[parameter]): float(t.value) for t in trials}
+    missing = [v for v in grid if v not in scores]
+    if missing:
+        raise RuntimeError(f"λ search trials for {missing} did not complete; see the log above")
+    best = max(grid, key=lambda v: (scores[v], -v))  # ties: the smaller λ
+    result = LambdaSearchResult(parameter=parameter, best_lambda=best, scores={v: scores[v] for v in grid})
+    result.paths = write_lambda_search(result, output_dir, method=spec.name, dataset=benchmark.spec.name)
+    logger.info("λ search on %s: %s = %g (validation accuracy %.4f)", benchmark.spec.name, parameter, best, scores[best])
+
+    if final_run:
+        final_args = copy.deepcopy(training_args)
+        setattr(final_args, parameter, best)
+        final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
+        result.final = run_finetune(model_args, data_args, final_args)
+    return result
+
+
+def search_lambda(grid: Sequence[float] = DEFAULT_LAMBDA_GRID, final_run: bool = False, **kwargs) -> LambdaSearchResult:
+    """`run_lambda_search` from keyword arguments (any field of `ModelArguments`, `DataArguments` or
+    `LDIFSTrainingArguments`, as `finetune(**kwargs)`)."""
+    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
+    if "num_train_epochs" in kwargs:
+        data_args.epochs_from_benchmark = False
+    return run_lambda_search(model_args, data_args, training_args, grid, final_run=final_run)
+
+
+def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: str, dataset: str) -> dict[str, str]:
+    """lambda_search.md / .csv / .png / .json; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, file) for name, file in (("markdown", SEARCH_MD), ("csv", SEARCH_CSV), ("plot", SEARCH_PLOT), ("json", SEARCH_JSON))}
+    rows = [(value, score) for value, score in result.scores.items()]
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([result.parameter, "validation_accuracy", "chosen"])
+        writer.writerows([value, score, value == result.best_lambda] for value, score in rows)
+    lines = [
+        f"λ search for {method} on {dataset}: validation accuracy (%) of each {result.parameter}; chosen {result.best_lambda:g}.",
+        "", f"| {result.parameter} | validation accuracy | chosen |", "|---|---|---|",
+    ]
+    lines += [f"| {value:g} | {100 * score:.2f} | {'✓' if value == result.best_lambda else ''} |" for value, score in rows]
+    with open(paths["markdown"], "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(paths["json"], "w") as f:
+        json.dump({"method": method, "dataset": dataset, "parameter": result.parameter, "best_lambda": result.best_lambda,
+                   "grid": [value for value, _ in rows], "validation_accuracy": [score for _, score in rows]}, f, indent=2)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([v for v, _ in rows], [100 * s for _, s in rows], marker="o")
+    ax.plot([result.best_lambda], [100 * result.scores[result.best_lambda]], marker="*", markersize=14, linestyle="none", label="chosen")
+    ax.set_xscale("log")
+    ax.set_xlabel(result.parameter)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{method} on {dataset}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(paths["plot"], dpi=100)
+    plt.close(fig)
+    return paths

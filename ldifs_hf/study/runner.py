@@ -1,0 +1,425 @@
+"""The paper's study as one call: a grid of methods x fine-tune tasks (or sequences) x seeds, each cell
+fine-tuned and scored on the eval tasks, assembled into Table 3 / Table 2 and figures.
+
+    result = run_study(StudyArguments(output_dir="runs/study", methods="all", finetune_tasks="all",
+                                      eval_tasks="all", seeds="0,1,2"))
+
+A cell is one fine-tuning run (`training.run.run_finetune`) or one sequence (`study.sequence`)
+followed by its evaluation (`evaluation.run.run_evaluation` or `evaluate_sequence_run`), in its own
+folder `<output_dir>/cells/<method>/<task or a_then_b>/seed-<k>/`:
+
+    run/            the fine-tuning run(s) (checkpoints every `checkpoint_every_percent`, export, record)
+    evaluation/     results.json/.csv/.md and plots (or sequence_results.json / sequence_table.md)
+    cell.json       written last, atomically: the cell's settings and its records. Its presence is "done".
+
+Restarting is safe: a cell is done only when cell.json is there, its runs' records say completed and
+its evaluation files exist; a done cell is skipped. Any other cell is run again: the fine-tuning
+continues from its last checkpoint (or returns a finished run as recorded, `run_finetune`'s rule), and
+the evaluation is written into a fresh temporary folder and moved into place. A cell whose cell.json
+records other settings than the study now asks for is refused, never silently mixed. `study.json`
+(the manifest) lists every cell and whether it is done; `--plan` prints it with a cost estimate.
+
+Cells run one after another in this process (`launcher="local"`), or are submitted through submitit
+(`launcher="submitit"`: SLURM when available, or `submitit_cluster="local"`); each job runs
+`run_cell`, so the same rules hold, and the manifest is updated as jobs finish.
+
+Defaults are the paper's (appendix A): the fine-tuning arguments' defaults (AdamW 1e-5, batch 128,
+cosine, 500 warm-up steps, the benchmark's epochs), checkpoints every 20 %, the official linear probe.
+The evaluation seed is 0 for every cell, so every cell scores the same pretrained model identically
+and seeds vary the fine-tuning only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks.catalog import NINE
+from ..evaluation.run import EvaluationArguments, run_evaluation
+from ..records import RunRecord
+from ..training import get_method, list_methods
+from ..training.run import finetune
+from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
+from .tables import StudyTables, assemble_tables
+
+logger = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "submitit")
+WORLDS = ("none", "quick", "default")
+MANIFEST_FILE, CELL_FILE = "study.json", "cell.json"
+CELLS_FOLDER, RUN_FOLDER, EVALUATION_FOLDER = "cells", "run", "evaluation"
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+@dataclass
+class StudyArguments:
+    """The grid, the settings every cell shares, and where and how the cells run."""
+
+    output_dir: str = field(default="runs/study", metadata={"help": "The study's folder: cells/, study.json, the tables and figures."})
+    methods: str = field(default="all", metadata={"help": "'all' (the paper's eight) or a comma-separated list of methods."})
+    finetune_tasks: str = field(
+        default="all",
+        metadata={"help": "Comma-separated fine-tune tasks; a sequence is written a>b (e.g. 'eurosat,svhn>cifar10'). "
+                  "'all': the nine benchmarks (the world's tasks with --world)."},
+    )
+    eval_tasks: str = field(default="all", metadata={"help": "'all' or a comma-separated list of the tasks every cell is scored on."})
+    seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
+    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "The pretrained CLIP (the world's with --world)."})
+    reference: str = field(default="previous", metadata={"help": f"Sequences: the LDIFS/L2SP reference of task k, one of {', '.join(REFERENCES)}."})
+    dataset_path: list[str] = field(default_factory=list, metadata={"help": "Local copies of benchmarks, each 'name=path'."})
+    max_steps: int = field(default=-1, metadata={"help": "Fine-tuning steps per task (default -1: the benchmark's epochs, as the paper)."})
+    checkpoint_every_percent: float = field(
+        default=20.0, metadata={"help": "Save and score checkpoints every this many percent of training (paper: 20; 0: only the end)."}
+    )
+    lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations for LP-init and the evaluation (official: 1000)."})
+    finetune_options: str | None = field(
+        default=None,
+        metadata={"help": "More fine-tuning arguments for every cell, as a JSON object (e.g. '{\"bf16\": true, \"learning_rate\": 1e-5}')."},
+    )
+    eval_max_train_samples: int | None = field(default=None, metadata={"help": "Cap on each eval task's linear-probe training set."})
+    eval_max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on each eval task's test set."})
+    eval_batch_size: int = field(default=256, metadata={"help": "Evaluation feature-extraction batch size."})
+    eval_num_workers: int = field(default=4, metadata={"help": "DataLoader workers of the evaluation."})
+    distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
+    world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
+    world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
+    launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
+    submitit_cluster: str | None = field(default=None, metadata={"help": "submitit cluster: 'slurm', 'local' or 'debug' (default: SLURM when available, else local)."})
+    slurm_partition: str | None = field(default=None, metadata={"help": "SLURM partition of the cells' jobs."})
+    timeout_min: int = field(default=24 * 60, metadata={"help": "Time limit of one cell's job, in minutes."})
+    gpus_per_node: int = field(default=1, metadata={"help": "GPUs per cell's job."})
+    cpus_per_task: int = field(default=8, metadata={"help": "CPUs per cell's job."})
+    plan: bool = field(default=False, metadata={"help": "Only print the cells, which are done, and the cost estimate."})
+
+    def __post_init__(self):
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if not 0 <= self.checkpoint_every_percent < 100:
+            raise ValueError(f"checkpoint_every_percent must be in [0, 100) (0: only the end), got {self.checkpoint_every_percent}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be >= 1, or -1 for the benchmark's epochs, got {self.max_steps}")
+        if self.lp_iterations < 1:
+            raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
+        if isinstance(self.finetune_options, str):
+            try:
+                self.finetune_options = json.loads(self.finetune_options)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"finetune_options must be a JSON object, got {self.finetune_options!r} ({err})") from None
+        options = self.finetune_options if self.finetune_options is not None else {}
+        if not isinstance(options, dict):
+            raise ValueError(f"finetune_options must be a JSON object (a dict), got {options!r}")
+        owned = sorted(set(options) & {"method", "dataset", "dataset_path", "output_dir", "seed", "model_name_or_path", "max_steps"})
+        if owned:
+            raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
+        self.finetune_options = dict(options)
+        self.seed_list()  # a bad seed list fails here, before anything runs
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct comma-separated integers, got {self.seeds!r}")
+        return seeds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run (one task) or sequence (several) of one method with one seed."""
+
+    method: str
+    tasks: tuple[str, ...]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return SEQUENCE_SEPARATOR.join(self.tasks)
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(CELLS_FOLDER, self.method, "_then_".join(self.tasks), f"seed-{self.seed}")
+
+    @property
+    def is_sequence(self) -> bool:
+        return len(self.tasks) > 1
+
+
+# -- the grid -------------------------------------------------------------------------------------
+
+
+def prepare_study(args: StudyArguments):
+    """Make the study's benchmarks resolvable: with `world`, pre-train (or load) the world CLIP and
+    register its tasks, and point the study at that model. Returns the `PreparedWorld` or None."""
+    if args.world == "none":
+        return None
+    from ..world import prepare_world
+    from ..world.demo import DemoArguments
+
+    world = prepare_world(DemoArguments(quick=args.world == "quick").world_settings(), args.world_cache_dir, progress=False)
+    if args.model_name_or_path not in (DEFAULT_MODEL, str(world.model_dir)):
+        raise ValueError(f"a world study fine-tunes the world's pre-trained CLIP, not model_name_or_path={args.model_name_or_path!r}; leave it unset")
+    args.model_name_or_path = str(world.model_dir)
+    return world
+
+
+def _all_tasks(args: StudyArguments, world) -> list[str]:
+    """'all': the world's tasks in a world study, else the paper's nine (not whatever else is registered)."""
+    return list(world.benchmarks) if world is not None else sorted(spec.name for spec in NINE)
+
+
+def study_cells(args: StudyArguments, world=None) -> list[Cell]:
+    """The grid in a fixed order: method, then fine-tune task (or sequence), then seed."""
+    methods = list_methods() if args.methods.strip() == "all" else [get_method(m.strip()).name for m in args.methods.split(",") if m.strip()]
+    if args.finetune_tasks.strip() == "all":
+        entries = [(t,) for t in _all_tasks(args, world)]
+    else:
+        entries = [tuple(parse_tasks(e, SEQUENCE_SEPARATOR)) for e in args.finetune_tasks.split(",") if e.strip()]
+    for tasks in entries:
+        for task in tasks:
+            get_benchmark(task)  # an unknown name: the registry's error, before anything runs
+    return [Cell(method, tasks, seed) for method in methods for tasks in entries for seed in args.seed_list()]
+
+
+def eval_task_names(args: StudyArguments, world=None) -> list[str]:
+    return _all_tasks(args, world) if args.eval_tasks.strip() == "all" else parse_benchmark_list(args.eval_tasks)
+
+
+def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> dict:
+    """What determines a cell's result: its fine-tuning and evaluation arguments (output folders aside)."""
+    paths = parse_dataset_paths(args.dataset_path)
+    kwargs = dict(
+        method=cell.method, model_name_or_path=args.model_name_or_path, seed=cell.seed, lp_iterations=args.lp_iterations,
+        report_to="none", disable_tqdm=True,
+    )
+    if args.max_steps > 0:
+        kwargs["max_steps"] = args.max_steps
+    if args.checkpoint_every_percent > 0:
+        # A ratio below 1 is a fraction of the total steps (TrainingArguments.save_steps).
+        kwargs.update(save_strategy="steps", save_steps=args.checkpoint_every_percent / 100)
+    else:
+        kwargs["save_strategy"] = "no"
+    kwargs.update(args.finetune_options)
+    task_paths = [f"{t}={paths[t]}" for t in cell.tasks if t in paths]
+    if task_paths:
+        kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]
+    evaluation = dict(
+        datasets=",".join(eval_tasks), dataset_path=list(args.dataset_path), pretrained=args.model_name_or_path,
+        include_intermediate=True, lp_iterations=args.lp_iterations, max_train_samples=args.eval_max_train_samples,
+        max_eval_samples=args.eval_max_eval_samples, batch_size=args.eval_batch_size, num_workers=args.eval_num_workers,
+        distances=args.distances and not cell.is_sequence, seed=0,
+    )
+    config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
+    if cell.is_sequence:
+        config["reference"] = args.reference
+    return json.loads(json.dumps(config))  # the form cell.json stores, so a comparison is exact
+
+
+# -- one cell -------------------------------------------------------------------------------------
+
+
+def cell_status(cell_dir: str, config: dict) -> str:
+    """"done", "partial" (started, not finished: it will be run again) or "pending" (not started).
+    A done cell that recorded other settings is refused with the settings that differ."""
+    marker = os.path.join(cell_dir, CELL_FILE)
+    if not os.path.isfile(marker):
+        return "partial" if os.path.isdir(cell_dir) else "pending"
+    with open(marker) as f:
+        saved = json.load(f)
+    if saved["config"] != config:
+        differ = sorted(
+            f"{part}.{key}" for part in ("finetune", "evaluation") for key in set(saved["config"][part]) | set(config[part])
+            if saved["config"][part].get(key) != config[part].get(key)
+        ) or sorted(k for k in config if saved["config"].get(k) != config.get(k))
+        raise ValueError(
+            f"cell {cell_dir!r} was run with other settings ({', '.join(differ)}); "
+            "use another output_dir for these settings, or remove that cell to redo it"
+        )
+    for run_dir in saved["run_dirs"]:
+        if not os.path.isfile(os.path.join(run_dir, "ldifs_run.json")) or not RunRecord.load(run_dir).completed:
+            return "partial"
+    if not all(os.path.isfile(path) for path in saved["evaluation_files"]):
+        return "partial"
+    return "done"
+
+
+def run_cell(args: StudyArguments, cell: Cell) -> dict:
+    """Fine-tune and evaluate one cell (skipped when done); returns its cell.json content. This is
+    what a submitit job runs, so it prepares the world itself."""
+    world = prepare_study(args)
+    eval_tasks = eval_task_names(args, world)
+    config = cell_config(args, cell, eval_tasks)
+    cell_dir = os.path.join(args.output_dir, cell.folder)
+    if cell_status(cell_dir, config) == "done":
+        with open(os.path.join(cell_dir, CELL_FILE)) as f:
+            return json.load(f)
+    os.makedirs(cell_dir, exist_ok=True)
+    run_dir = os.path.join(cell_dir, RUN_FOLDER)
+    staging = os.path.join(cell_dir, f".{EVALUATION_FOLDER}.tmp")
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)
+    evaluation = EvaluationArguments(checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging, **config["evaluation"])
+
+    logger.info("cell %s: fine-tuning", cell.folder)
+    if cell.is_sequence:
+        result = sequence(reference=config["reference"], dataset=",".join(cell.tasks), output_dir=run_dir, **config["finetune"])
+        run_dirs = [r.output_dir for r in result.records]
+        logger.info("cell %s: evaluating the sequence", cell.folder)
+        records = evaluate_sequence_run(result, evaluation)
+        with open(os.path.join(staging, "sequence_results.json")) as f:
+            pretrained_accuracy = json.load(f)["pretrained_accuracy"]
+        files = ["sequence_results.json", "sequence_table.md"]
+    else:
+        record = finetune(dataset=cell.tasks[0], output_dir=run_dir, **config["finetune"])
+        run_dirs = [record.output_dir]
+        logger.info("cell %s: evaluating", cell.folder)
+        scored = run_evaluation(evaluation)
+        records, pretrained_accuracy = scored.records, scored.pretrained_accuracy
+        files = ["results.json", "results.csv", "results.md"]
+
+    # The evaluation appears whole or not at all, then cell.json says the cell is done.
+    final = os.path.join(cell_dir, EVALUATION_FOLDER)
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    for record in records:
+        record["seed"] = cell.seed
+        if record.get("checkpoint"):
+            record["checkpoint"] = os.path.relpath(record["checkpoint"], args.output_dir)
+    done = {
+        "config": config, "cell": dataclasses.asdict(cell), "run_dirs": run_dirs,
+        "evaluation_files": [os.path.join(final, name) for name in files],
+        "pretrained_accuracy": pretrained_accuracy, "records": records,
+    }
+    _write_json(os.path.join(cell_dir, CELL_FILE), done)
+    return done
+
+
+# -- the study --------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyPlan:
+    cells: list[Cell]
+    status: dict[Cell, str]
+    eval_tasks: list[str]
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if self.status[c] != "done"]
+
+
+@dataclass
+class StudyResult:
+    """A finished study: its plan, the tables and figures written, and Table 3 / Table 2 as text."""
+
+    plan: StudyPlan
+    tables: StudyTables
+
+
+def plan_study(args: StudyArguments, world=None) -> StudyPlan:
+    cells = study_cells(args, world)
+    eval_tasks = eval_task_names(args, world)
+    status = {cell: cell_status(os.path.join(args.output_dir, cell.folder), cell_config(args, cell, eval_tasks)) for cell in cells}
+    return StudyPlan(cells=cells, status=status, eval_tasks=eval_tasks)
+
+
+def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
+    """study.json: the study's arguments and every cell with its folder and status (atomically)."""
+    cells = [
+        {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c]} for c in plan.cells
+    ]
+    study = {k: v for k, v in dataclasses.asdict(args).items() if k != "plan"}
+    return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
+
+
+def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
+    """The cells, their status and a cost estimate (fine-tuning steps or epochs, checkpoint evaluations)."""
+    lines = [f"{'method':<22} {'fine-tune task(s)':<34} {'seed':>4}  status", "-" * 72]
+    for cell in plan.cells:
+        lines.append(f"{cell.method:<22} {cell.label:<34} {cell.seed:>4}  {plan.status[cell]}")
+    todo = plan.todo
+    runs = sum(len(c.tasks) for c in todo)
+    points = int(100 // args.checkpoint_every_percent) if args.checkpoint_every_percent > 0 else 1
+    if args.max_steps > 0:
+        training = f"{runs} fine-tuning runs x {args.max_steps} steps = {runs * args.max_steps} steps"
+    else:
+        epochs = sum(get_benchmark(t).epochs for c in todo for t in c.tasks)
+        training = f"{runs} fine-tuning runs, {epochs} epochs in all (each benchmark's paper epochs)"
+    evaluations = sum(points if not c.is_sequence else len(c.tasks) for c in todo) * len(plan.eval_tasks)
+    lines += [
+        "-" * 72,
+        f"{len(plan.cells)} cells: {len(plan.cells) - len(todo)} done, {len(todo)} to run",
+        f"cost of what is left: {training}; {evaluations} evaluations (checkpoint x eval task, ZS + LP) on {len(plan.eval_tasks)} eval tasks",
+    ]
+    return "\n".join(lines)
+
+
+def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
+    """Run every cell that is not done (locally or through submitit), then assemble the tables and
+    figures. With `args.plan`, only print and return the plan."""
+    # Absolute folders: a submitit job may start in another working directory.
+    args.output_dir = os.path.abspath(args.output_dir)
+    if args.world_cache_dir is not None:
+        args.world_cache_dir = os.path.abspath(args.world_cache_dir)
+    world = prepare_study(args)
+    plan = plan_study(args, world)
+    if args.plan:
+        print(describe_plan(args, plan))
+        return plan
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_manifest(args, plan)
+    if args.launcher == "local":
+        for cell in plan.todo:
+            run_cell(args, cell)
+            plan.status[cell] = "done"
+            write_manifest(args, plan)
+    else:
+        _submit(args, plan)
+    return StudyResult(plan=plan, tables=assemble_study(args, plan))
+
+
+def _submit(args: StudyArguments, plan: StudyPlan) -> None:
+    """One submitit job per cell left to do; the manifest follows the jobs as they finish."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=os.path.join(args.output_dir, "submitit", "%j"), cluster=args.submitit_cluster)
+    parameters = dict(timeout_min=args.timeout_min, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, name="ldifs-study")
+    if args.slurm_partition:
+        parameters["slurm_partition"] = args.slurm_partition
+    executor.update_parameters(**parameters)
+    todo = plan.todo
+    jobs = executor.map_array(run_cell, [args] * len(todo), todo)
+    cells = {job.job_id: cell for job, cell in zip(jobs, todo)}
+    failed = []
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
+        cell = cells[job.job_id]
+        try:
+            job.result()
+            plan.status[cell] = "done"
+        except Exception as err:  # a failed job: the others still finish; all failures are reported below
+            failed.append(f"{cell.folder} (job {job.job_id}: {' '.join(str(err).split())[-300:]})")
+        write_manifest(args, plan)
+    if failed:
+        raise RuntimeError(f"{len(failed)} cell(s) failed; rerun the study to retry them: " + "; ".join(failed))
+
+
+def assemble_study(args: StudyArguments, plan: StudyPlan) -> StudyTables:
+    """Table 3 (single-task cells, mean over seeds), Table 2 (sequence cells) and the figures, from
+    the done cells' cell.json files."""
+    done = []
+    for cell in plan.cells:
+        if plan.status[cell] == "done":
+            with open(os.path.join(args.output_dir, cell.folder, CELL_FILE)) as f:
+                done.append(json.load(f))
+    return assemble_tables(done, args.output_dir, with_start_points=args.checkpoint_every_percent > 0)

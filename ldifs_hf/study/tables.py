@@ -1,0 +1,153 @@
+"""A study's results from its cells: Table 3 and the per-task plots (`evaluation.report`), Table 2
+(`study.sequence`), each the mean over seeds, a per-seed CSV and the trade-off figure.
+
+Written into the study folder:
+    results.md / .csv / .json, deltas_over_training.png, distances_over_training.png   single tasks, mean over seeds
+    results_by_seed.csv                                                                every seed's rows
+    tradeoff.png, tradeoff.csv     per method: A_FT against mean Δ_LP on the other eval tasks, mean ± std over seeds
+    sequence_table.md, sequence_results.json                                          sequences (Table 2), mean over seeds
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, write_report
+from .sequence import write_sequence_report
+
+RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
+_TOP_LEVEL_MEANS = ("a_ft", "param_distance", "feature_distance")
+
+
+@dataclass
+class StudyTables:
+    """What `assemble_tables` wrote (name -> path) and the two tables as Markdown (None when the study
+    has no cell of that kind)."""
+
+    paths: dict[str, str] = field(default_factory=dict)
+    table3: str | None = None
+    table2: str | None = None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def mean_over_seeds(records: Sequence[Mapping], key_fields: Sequence[str]) -> list[dict]:
+    """One record per `key_fields` value: the per-benchmark scores and A_FT / distances averaged over
+    the seeds (a metric missing in a seed is averaged over the seeds that have it); "seeds" lists them."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for record in records:
+        groups.setdefault(tuple(record.get(k) for k in key_fields), []).append(record)
+    means = []
+    for group in groups.values():
+        mean = {k: group[0].get(k) for k in key_fields}
+        mean["seeds"] = sorted(r.get("seed") for r in group)
+        mean["checkpoint"] = f"mean over seeds {mean['seeds']}"
+        for name in _TOP_LEVEL_MEANS:
+            if any(name in r for r in group):
+                mean[name] = _mean(r.get(name) for r in group)
+        benchmarks = sorted({b for r in group for b in r.get("eval", {})})
+        mean["eval"] = {}
+        for bench in benchmarks:
+            metrics = sorted({m for r in group for m in r.get("eval", {}).get(bench, {})})
+            mean["eval"][bench] = {m: _mean(r["eval"][bench].get(m) for r in group if bench in r.get("eval", {})) for m in metrics}
+        means.append(mean)
+    return means
+
+
+def start_records(cell: Mapping) -> list[dict]:
+    """The 0 % point of a single-task cell: every run starts from the pretrained encoder, so Δ = 0
+    and the distances are 0 there. It lets the plots start where training starts."""
+    has_distances = any(r.get("param_distance") is not None for r in cell["records"])
+    method, task, seed = cell["cell"]["method"], cell["cell"]["tasks"][0], cell["cell"]["seed"]
+    scores = {}
+    for bench, accuracy in cell["pretrained_accuracy"].items():
+        scores[bench] = {"zs_acc": accuracy["zs"], "lp_acc": accuracy["lp"], "delta_zs": 0.0, "delta_lp": 0.0}
+        if has_distances:
+            scores[bench]["feature_distance"] = 0.0
+    record = {"method": method, "finetune_task": task, "checkpoint": "pretrained", "step": 0, "percent": 0.0, "seed": seed, "eval": scores, "a_ft": None}
+    if has_distances:
+        record.update(param_distance=0.0, feature_distance=0.0)
+    return [record]
+
+
+def tradeoff_points(records: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]:
+    """Per method, one value per seed of A_FT and of the mean Δ_ZS / Δ_LP over the eval tasks other than
+    the fine-tune task, of the final checkpoints, averaged over fine-tune tasks within a seed. Fine-tune
+    tasks without A_FT or without other eval tasks are left out."""
+    per_seed: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for seed in sorted({r.get("seed") for r in records}):
+        finals = final_records(r for r in records if r.get("seed") == seed)
+        for (task, method), record in finals.items():
+            others = [v for name, v in record.get("eval", {}).items() if name != task]
+            if record.get("a_ft") is None or not others:
+                continue
+            point = (record["a_ft"], _mean(v["delta_zs"] for v in others), _mean(v["delta_lp"] for v in others))
+            per_seed.setdefault((method, seed), []).append(point)
+    points: dict[str, dict[str, list[float]]] = {}
+    for (method, _), seed_points in sorted(per_seed.items()):
+        entry = points.setdefault(method, {"a_ft": [], "delta_zs": [], "delta_lp": []})
+        for i, name in enumerate(("a_ft", "delta_zs", "delta_lp")):
+            entry[name].append(_mean(p[i] for p in seed_points))
+    return points
+
+
+def tradeoff_rows(records: Sequence[Mapping]) -> list[dict]:
+    """`tradeoff_points` as table rows: per method, mean and (sample) std over seeds."""
+    rows = []
+    for method, values in sorted(tradeoff_points(records).items()):
+        row = {"method": method, "seeds": len(values["a_ft"])}
+        for key, name in (("a_ft", "a_ft"), ("delta_zs", "delta_zs_other"), ("delta_lp", "delta_lp_other")):
+            row[f"{name}_mean"] = statistics.fmean(values[key])
+            row[f"{name}_std"] = statistics.stdev(values[key]) if len(values[key]) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: str, rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_points: bool = True) -> StudyTables:
+    """Everything in the module docstring, from the done cells' cell.json contents."""
+    os.makedirs(output_dir, exist_ok=True)
+    tables = StudyTables()
+    single = [c for c in cells if len(c["cell"]["tasks"]) == 1]
+    sequences = [c for c in cells if len(c["cell"]["tasks"]) > 1]
+    if single:
+        records = [r for c in single for r in c["records"]]
+        if with_start_points:
+            records = [r for c in single for r in start_records(c)] + records
+        pretrained_accuracy = single[0]["pretrained_accuracy"]
+        means = mean_over_seeds(records, ("method", "finetune_task", "step", "percent"))
+        tables.paths.update(write_report(means, output_dir, pretrained=single[0]["config"]["evaluation"]["pretrained"],
+                                         pretrained_accuracies=pretrained_accuracy, benchmarks=sorted(pretrained_accuracy)))
+        with open(tables.paths["markdown"]) as f:
+            tables.table3 = f.read()
+        rows = []
+        for record in records:
+            for row in csv_rows([record]):
+                rows.append({**row, "seed": record.get("seed")})
+        tables.paths["by_seed_csv"] = _write_csv(os.path.join(output_dir, RESULTS_BY_SEED_CSV), rows, ("seed",) + CSV_COLUMNS)
+        tradeoff = tradeoff_rows([r for r in records if r.get("checkpoint") != "pretrained"])
+        if tradeoff:
+            tables.paths["tradeoff_csv"] = _write_csv(os.path.join(output_dir, TRADEOFF_CSV), tradeoff, list(tradeoff[0]))
+            points = tradeoff_points([r for r in records if r.get("checkpoint") != "pretrained"])
+            tables.paths["tradeoff_plot"] = plot_tradeoff(points, os.path.join(output_dir, TRADEOFF_PLOT))
+    if sequences:
+        records = [r for c in sequences for r in c["records"]]
+        means = mean_over_seeds(records, ("sequence", "method", "task_index", "finetune_task"))
+        tables.paths.update(write_sequence_report(means, output_dir, pretrained_accuracies=sequences[0]["pretrained_accuracy"]))
+        with open(tables.paths["sequence_markdown"]) as f:
+            tables.table2 = f.read()
+    return tables
