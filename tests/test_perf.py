@@ -118,6 +118,19 @@ def test_bf16_teacher_distance_stays_within_the_stated_tolerance(scale):
     assert abs(d16 - d32) <= BF16_RTOL * d32 + BF16_ATOL, (scale, d32, d16)
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({}, torch.float32), ({"bf16": True}, torch.bfloat16), ({"bf16": True, "teacher_dtype": "float32"}, torch.float32)],
+)
+def test_teacher_runs_in_the_compute_precision_by_default(flags, expected, tmp_path):
+    from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments
+
+    args = LDIFSTrainingArguments(output_dir=str(tmp_path), regularizer="ldifs", use_cpu=True, report_to="none", **flags)
+    trainer = LDIFSTrainer(model=_classifier(layers=4), args=args)
+    assert {p.dtype for p in trainer.teacher.parameters()} == {expected}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # the student keeps its master weights
+
+
 # -- the evaluation cache ------------------------------------------------------------------------
 
 BENCHMARKS = ["eurosat", "mnist"]

@@ -39,8 +39,9 @@ class LDIFSArgumentsMixin:
         ldifs_normalization (`str`, *optional*, defaults to `"token"`):
             "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
         teacher_dtype (`str`, *optional*, defaults to `None`):
-            Cast the frozen teacher to "bfloat16"/"float16" (it never trains, so it needs no float32
-            master copy); None keeps the student's dtype.
+            Cast the frozen teacher to "bfloat16"/"float16"/"float32" (it never trains, so it needs no
+            float32 master copy). None means the compute precision: bfloat16 under `bf16`, float16
+            under `fp16`, else the student's dtype.
         keep_student_dropout (`bool`, *optional*, defaults to `False`):
             Keep the student's dropout while the LDIFS term is on (ldifs_lambda > 0). By default it is
             switched off, as trl's `disable_dropout`, so student and teacher features agree at step 0.
@@ -62,7 +63,8 @@ class LDIFSArgumentsMixin:
         default="token", metadata={"help": f"LDIFS feature normalisation: one of {LDIFS_NORMALIZATIONS}."}
     )
     teacher_dtype: str | None = field(
-        default=None, metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: the student's)."}
+        default=None,
+        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: bfloat16 under --bf16, float16 under --fp16, else the student's)."},
     )
     keep_student_dropout: bool = field(
         default=False, metadata={"help": "Keep the student's dropout while LDIFS is on (default: switched off)."}

@@ -207,8 +207,9 @@ class LDIFSMixin:
         teacher = copy.deepcopy(image_encoder(source))
         teacher.requires_grad_(False)
         teacher.eval()
-        if self.args.teacher_dtype is not None:
-            teacher.to(_DTYPES[self.args.teacher_dtype])
+        dtype = self.teacher_dtype()
+        if dtype is not None:
+            teacher.to(_DTYPES[dtype])
         # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP.
         self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
@@ -221,6 +222,17 @@ class LDIFSMixin:
         if self.args.regularizer == "ldifs" and self.args.ldifs_lambda > 0 and not self.args.keep_student_dropout:
             disable_dropout(model)
         return model
+
+    def teacher_dtype(self) -> str | None:
+        """The teacher's dtype: `args.teacher_dtype`, else the compute precision under bf16/fp16 (the teacher
+        only runs forward, under autocast, so its float32 master copy would be read for nothing)."""
+        if self.args.teacher_dtype is not None:
+            return self.args.teacher_dtype
+        if getattr(self.args, "bf16", False):
+            return "bfloat16"
+        if getattr(self.args, "fp16", False):
+            return "float16"
+        return None
 
     def _setup_l2sp(self, teacher_model) -> None:
         model = self.accelerator.unwrap_model(self.model)

@@ -47,7 +47,7 @@ class DemoArguments:
     lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations (official protocol: 1000)."})
     lp_train_samples: int = field(default=500, metadata={"help": "Training images per task for the evaluation's linear probes."})
     checkpoint_every_percent: float = field(
-        default=20.0, metadata={"help": "Save and score a checkpoint every this many % of training (0: only the end)."}
+        default=20.0, metadata={"help": "Save and score a checkpoint every this many percent of training (0: only the end)."}
     )
     quick: bool = field(default=False, metadata={"help": "A scaled-down world and run, for tests (not for numbers)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Redo the runs already in output_dir (default: finished runs are reused)."})
