@@ -245,3 +245,20 @@ def test_runs_record_how_the_hub_split_differs_from_the_papers(tiny_clip_dir, eu
     record = run_finetune(*parse_finetune_args(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "e", "zs-init-ce")))
     assert "19,600 / 5,400" in record.dataset_splits
     assert "19,600 / 5,400" in ModelCard.load(tmp_path / "e" / "README.md").text
+
+
+def test_evaluations_feature_distance_uses_the_runs_taps_and_normalisation(tiny_clip_dir, eurosat_dir, tmp_path):
+    from ldifs_hf.evaluation import ConceptForgettingEvaluator, EvaluatorSettings, evaluate_checkpoints, load_checkpoint, resolve_checkpoints
+
+    out = tmp_path / "taps"
+    run_finetune(*parse_finetune_args(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--ldifs_layers", "0", "1",
+                                            "--ldifs_normalization", "flatten")))
+    (entry,) = resolve_checkpoints([str(out)])
+    assert entry.ldifs_layers == [0, 1] and entry.ldifs_normalization == "flatten"
+    settings = EvaluatorSettings(dataset_paths={"eurosat": str(eurosat_dir)}, device="cpu", lp_iterations=5)
+    evaluator = ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings)
+    (record,) = evaluate_checkpoints(evaluator, [entry], ["eurosat"])
+    model = load_checkpoint(str(out))
+    own = evaluator.feature_distance(model, "eurosat", layers=[0, 1], normalization="flatten")
+    default = evaluator.feature_distance(model, "eurosat")
+    assert record["eval"]["eurosat"]["feature_distance"] == pytest.approx(own) and own != pytest.approx(default)

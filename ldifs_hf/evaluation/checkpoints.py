@@ -163,6 +163,8 @@ class CheckpointEntry:
     step: int | None = None
     percent: float | None = None
     problem: str | None = None  # why it cannot be scored (half-written, another run's), found without loading it
+    ldifs_layers: list[int] | None = None  # the run's LDIFS taps, for the feature distance (None: the default)
+    ldifs_normalization: str | None = None
 
 
 def _trainer_progress(path: str) -> tuple[int | None, float | None]:
@@ -242,6 +244,8 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
             raise CheckpointError(f"{path!r} is not a model directory (no config.json) and holds no checkpoint-N model folders")
         for entry in run_entries:
             entry.finetune_task, entry.base_model = (record.dataset if record else None), recorded_base_model(path)
+            if record is not None and record.regularizer == "ldifs":  # the distance the run itself regularised
+                entry.ldifs_layers, entry.ldifs_normalization = record.ldifs_layers, record.ldifs_normalization
         entries += run_entries
     return entries
 

@@ -385,10 +385,14 @@ class ConceptForgettingEvaluator:
         reference: nn.Module | None = None,
         distances: bool = True,
         text_tower: str | None = None,
+        ldifs_layers: Sequence[int] | None = None,
+        ldifs_normalization: str = "token",
     ) -> ForgettingRecord:
         """One record of a model: per-benchmark accuracies and Δs, A_FT, distances.
 
-        `reference` (default: the pretrained model) is θ0 of the distances.
+        `reference` (default: the pretrained model) is θ0 of the distances; `ldifs_layers` and
+        `ldifs_normalization` are the feature distance's taps and normalisation (a run's own, when it
+        recorded them; default: 0 and every L/4 blocks, token normalisation).
         """
         key = self.model_key(model, key)
         benchmarks = list(benchmarks)
@@ -402,11 +406,15 @@ class ConceptForgettingEvaluator:
             reference = reference if reference is not None else self.pretrained
             record["param_distance"] = parameter_distance(model, reference)
             for name in accuracies:
-                record["eval"][name]["feature_distance"] = self.feature_distance(model, name, reference=reference)
+                record["eval"][name]["feature_distance"] = self.feature_distance(
+                    model, name, reference=reference, layers=ldifs_layers, normalization=ldifs_normalization
+                )
             record["feature_distance"] = float(np.mean([e["feature_distance"] for e in record["eval"].values()])) if accuracies else None
         return record
 
-    def feature_distance(self, model: nn.Module, benchmark, *, reference: nn.Module | None = None) -> float:
+    def feature_distance(
+        self, model: nn.Module, benchmark, *, reference: nn.Module | None = None, layers: Sequence[int] | None = None, normalization: str = "token"
+    ) -> float:
         """Eq. 3 on (a seeded sample of `feature_distance_samples` examples of) the benchmark's test split."""
         test = self.benchmark(benchmark).splits["test"]
         samples = self.settings.feature_distance_samples
@@ -414,7 +422,8 @@ class ConceptForgettingEvaluator:
             rows = np.random.default_rng(self.settings.seed).permutation(len(test))[:samples]
             test = test.select(np.sort(rows))
         return feature_distance(
-            model, reference if reference is not None else self.pretrained, test, batch_size=self.settings.batch_size, num_workers=self.settings.num_workers
+            model, reference if reference is not None else self.pretrained, test, layers=layers, normalization=normalization,
+            batch_size=self.settings.batch_size, num_workers=self.settings.num_workers,
         )
 
     def load(self, path: str) -> nn.Module:
@@ -497,7 +506,10 @@ def _score_checkpoint(evaluator: ConceptForgettingEvaluator, entry: CheckpointEn
     if bad is not None:  # NaN weights give an arbitrary argmax accuracy and a Δ that means nothing
         raise NonFiniteModelError(f"weight {bad} is not finite")
     key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
-    record = evaluator.evaluate(model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances)
+    record = evaluator.evaluate(
+        model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances,
+        ldifs_layers=entry.ldifs_layers, ldifs_normalization=entry.ldifs_normalization or "token",
+    )
     values = {k: v for k, v in record.items() if k != "eval"}
     values.update({f"{bench}/{k}": v for bench, scores in record["eval"].items() for k, v in scores.items()})
     bad_values = [name for name, v in values.items() if isinstance(v, float) and not np.isfinite(v)]
