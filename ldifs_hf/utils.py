@@ -24,3 +24,14 @@ def torch_threads(num_threads: int | None = 1):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def parse_seeds(value: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: at least one seed, each an integer, each once."""
+    try:
+        seeds = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"seeds must be comma-separated integers, got {value!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct comma-separated integers (at least one), got {value!r}")
+    return seeds

@@ -45,6 +45,7 @@ from ..evaluation.run import EvaluationArguments, run_evaluation
 from ..records import RunRecord
 from ..training import get_method, list_methods
 from ..training.run import finetune
+from ..utils import parse_seeds
 from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
 
@@ -125,13 +126,7 @@ class StudyArguments:
         self.seed_list()  # a bad seed list fails here, before anything runs
 
     def seed_list(self) -> list[int]:
-        try:
-            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") from None
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct comma-separated integers, got {self.seeds!r}")
-        return seeds
+        return parse_seeds(self.seeds)
 
 
 @dataclass(frozen=True)

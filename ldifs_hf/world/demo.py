@@ -24,7 +24,7 @@ from ..benchmarks import get_benchmark
 from ..evaluation import EvaluationArguments, run_evaluation, write_report
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff
 from ..training import finetune, get_method, list_methods
-from ..utils import torch_threads
+from ..utils import parse_seeds, torch_threads
 from . import WorldSettings, prepare_world, world_task_names
 
 logger = logging.getLogger(__name__)
@@ -62,13 +62,7 @@ class DemoArguments:
         self.seed_list()
 
     def seed_list(self) -> list[int]:
-        try:
-            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") from None
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must name at least one seed, each once, got {self.seeds!r}")
-        return seeds
+        return parse_seeds(self.seeds)
 
     def method_names(self) -> list[str]:
         if self.methods.strip() == "all":
