@@ -233,3 +233,12 @@ def test_push_to_hub_without_network_fails_before_training_in_one_line(tiny_clip
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "me/model" in err[0], err
     assert not out.exists()  # nothing half-written
+
+
+def test_a_bad_model_with_overwrite_keeps_the_earlier_run(tiny_clip_dir, eurosat_dir, tmp_path):
+    out = tmp_path / "kept"
+    _finetune(_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce"))
+    before = sorted(os.listdir(out))
+    with pytest.raises(OSError, match="could not load CLIP model"):
+        _finetune(_argv(tmp_path / "misspelt-model", eurosat_dir, out, "zs-init-ce", "--overwrite_output_dir"))
+    assert sorted(os.listdir(out)) == before and RunRecord.load(out).completed

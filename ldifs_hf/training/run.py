@@ -154,8 +154,16 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
     forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
     preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
-    # The main process plans (and, with overwrite, removes the earlier run) first: the others then
-    # find nothing left to remove and reach the same plan, so only one process ever deletes.
+    _check_model_and_taps(model_args, training_args)
+    push_to_hub, repo_id = training_args.push_to_hub, None
+    if push_to_hub:
+        from ..hub import check_push_target
+
+        repo_id = check_push_target(
+            training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
+        )
+    # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
+    # (and removes) first: the others then find nothing left to remove, so only one process deletes.
     with training_args.main_process_first(desc="output directory"):
         plan = plan_output_dir(
             training_args.output_dir, spec.name, benchmark_name,
@@ -164,14 +172,6 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     if plan.finished is not None:
         logger.info("%s already holds this finished run; returning its record (pass --overwrite_output_dir to redo it)", training_args.output_dir)
         return plan.finished
-    push_to_hub, repo_id = training_args.push_to_hub, None
-    if push_to_hub:
-        from ..hub import check_push_target
-
-        repo_id = check_push_target(
-            training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
-        )
-    _check_model_and_taps(model_args, training_args)
     apply_benchmark_epochs(data_args, training_args)
     logger.setLevel(training_args.get_process_log_level())
     logger.info("method %s (%s)", spec.name, spec)
