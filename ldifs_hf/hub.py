@@ -138,6 +138,9 @@ def _card_data(record: RunRecord, *, model_name: str, pipeline_tag: str, dataset
 
 
 def _regularizer_text(record: RunRecord) -> str:
+    # The run stores its regularizer's own text; records written before it did get the built-ins' text.
+    if record.regularizer_text:
+        return record.regularizer_text
     if record.regularizer == "ldifs":
         return f"LDIFS, λ = {record.ldifs_lambda}, {record.ldifs_normalization or 'token'} normalisation, taps {record.ldifs_layers}"
     if record.regularizer == "l2sp":

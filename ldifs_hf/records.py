@@ -23,9 +23,10 @@ class RunRecord:
         method: the method's registry name (e.g. "lp-init-ldifs").
         dataset: the fine-tuning benchmark's name.
         base_model: the pretrained model it started from (Hub id or local directory).
-        regularizer: "none", "l2sp" or "ldifs".
+        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", ...).
         ldifs_lambda / l2sp_lambda: the regularizer weights.
         ldifs_layers / ldifs_normalization: the LDIFS taps and normalisation (None without LDIFS).
+        regularizer_text: the regularizer's own model-card text (its `describe`); None in older records.
         dataset_splits: which data each split used, in words.
         text_tower: "pretrained", or "fine-tuned (FLYP)" for the methods that train it.
         results: A_FT on the validation and test splits ("validation_accuracy", "test_accuracy").
@@ -42,6 +43,7 @@ class RunRecord:
     l2sp_lambda: float | None = None
     ldifs_layers: list[int] | None = None
     ldifs_normalization: str | None = None
+    regularizer_text: str | None = None
     dataset_splits: str | None = None
     text_tower: str = "pretrained"
     results: dict[str, float] = field(default_factory=dict)

@@ -11,7 +11,8 @@ from transformers import TrainingArguments
 
 from ..heads import LP_SOLVERS, check_lp_solver
 from ..regularizers import LDIFS_NORMALIZATIONS
-from .methods import REGULARIZERS, get_method, list_methods
+from .methods import get_method, list_methods
+from .terms import list_regularizers
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -29,7 +30,8 @@ class LDIFSArgumentsMixin:
             One of `ldifs_hf.list_methods()` (e.g. "lp-init-ldifs"), or "METHOD+REGULARIZER". Sets the
             regularizer; scripts also use it for the head initialisation and objective.
         regularizer (`str`, *optional*, defaults to `None`):
-            "none", "l2sp" or "ldifs". Overrides the method's regularizer; with neither set, "ldifs".
+            A registered regularizer (`list_regularizers()`: "none", "l2sp", "ldifs", ...). Overrides the
+            method's regularizer; with neither set, "ldifs".
         ldifs_lambda (`float`, *optional*, defaults to `10.0`):
             Weight of the LDIFS feature distance (the paper's best value in general).
         l2sp_lambda (`float`, *optional*, defaults to `0.5`):
@@ -52,7 +54,7 @@ class LDIFSArgumentsMixin:
         metadata={"help": "Fine-tuning method: one of " + ", ".join(list_methods()) + ", or METHOD+REGULARIZER (e.g. flyp+ldifs)."},
     )
     regularizer: str | None = field(
-        default=None, metadata={"help": f"Regularizer overriding the method's: one of {REGULARIZERS}."}
+        default=None, metadata={"help": f"Regularizer overriding the method's: one of {tuple(list_regularizers())}."}
     )
     ldifs_lambda: float = field(default=10.0, metadata={"help": "Weight of the LDIFS feature distance."})
     l2sp_lambda: float = field(default=0.5, metadata={"help": "Weight of the L2SP penalty."})
@@ -75,8 +77,8 @@ class LDIFSArgumentsMixin:
         spec = get_method(self.method) if self.method is not None else None
         if self.regularizer is None:
             self.regularizer = spec.regularizer if spec is not None else "ldifs"
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if self.regularizer not in list_regularizers():
+            raise ValueError(f"regularizer must be one of {tuple(list_regularizers())}, got {self.regularizer!r}")
         for name in ("ldifs_lambda", "l2sp_lambda"):
             value = getattr(self, name)
             if not value >= 0:  # also rejects NaN

@@ -37,7 +37,8 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-# The per-step terms LDIFSTrainer records, and the weight of each in the loss (None: weight 1).
+# The per-step terms LDIFSTrainer records for the built-in regularizers, and the weight of each in the loss
+# (None: weight 1); the trainer's registered regularizer adds its own `log_name` and `weight(args)`.
 LOSS_TERMS = {"loss_task": None, "loss_ldifs": "ldifs_lambda", "loss_l2sp": "l2sp_lambda"}
 # Consecutive logs with an infinite/NaN gradient norm that make an error: one can be a fluke that
 # clipping absorbs; three in a row is a run that is not learning.
@@ -94,7 +95,11 @@ class NonFiniteGuard(TrainerCallback):
         metrics = self.trainer._metrics["train"]
         # This step's values: one per gradient-accumulation micro-batch, the last ones of each list
         # (log() empties the lists after this callback; an older value at worst is checked twice).
-        recent = {name: [v.float() for v in metrics.get(name, [])[-args.gradient_accumulation_steps :]] for name in LOSS_TERMS}
+        weights = {name: (getattr(args, weight_name) if weight_name else None) for name, weight_name in LOSS_TERMS.items()}
+        term = getattr(self.trainer, "regularizer_term", None)
+        if term is not None and term.log_name is not None:
+            weights[term.log_name] = term.weight(args)
+        recent = {name: [v.float() for v in metrics.get(name, [])[-args.gradient_accumulation_steps :]] for name in weights}
         for name, values in recent.items():
             for value in values:
                 if not torch.isfinite(value).all():
@@ -102,9 +107,9 @@ class NonFiniteGuard(TrainerCallback):
         if recent["loss_task"]:
             # float32, as the trainer adds them: a huge weight can overflow a finite term to inf.
             loss = torch.stack(recent["loss_task"])
-            for name, weight_name in LOSS_TERMS.items():
-                if weight_name is not None and len(recent[name]) == len(loss):
-                    loss = loss + getattr(args, weight_name) * torch.stack(recent[name])
+            for name, weight in weights.items():
+                if weight is not None and len(recent[name]) == len(loss):
+                    loss = loss + weight * torch.stack(recent[name])
             if not torch.isfinite(loss).all():
                 return "the loss (task + weighted regularizer)"
         return None

@@ -11,10 +11,18 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 
+from .terms import list_regularizers
+
 HEAD_INITS = ("zero-shot", "linear-probe", None)
 OBJECTIVES = ("ce", "clip-contrastive", "clip-ce")
-REGULARIZERS = ("none", "l2sp", "ldifs")
 TRAINED = ("vision", "both")
+
+
+def __getattr__(name):
+    # REGULARIZERS is read from the regularizer registry at each use, so a regularizer registered later counts.
+    if name == "REGULARIZERS":
+        return tuple(list_regularizers())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class MethodSpec:
     objective: "ce" (cross-entropy of a classifier's logits), "clip-contrastive" (FLYP: CLIP loss of
         images vs one random template of their class), or "clip-ce" (FLYP-CE: cross-entropy over
         scale * cos(image, prompt of every class)).
-    regularizer: "none", "l2sp" or "ldifs".
+    regularizer: a registered regularizer (`list_regularizers()`): "none", "l2sp", "ldifs", ...
     trained: "vision" (vision tower + head) or "both" (both towers and the logit scale).
     train_logit_scale: whether a CLIP objective learns the logit scale (FLYP-CE does; FLYP detaches it,
         keeping the pretrained model's, as the official code does).
@@ -44,7 +52,7 @@ class MethodSpec:
         for field_name, allowed in (
             ("head_init", HEAD_INITS),
             ("objective", OBJECTIVES),
-            ("regularizer", REGULARIZERS),
+            ("regularizer", tuple(list_regularizers())),
             ("trained", TRAINED),
         ):
             value = getattr(self, field_name)
@@ -83,12 +91,12 @@ def get_method(name: str) -> MethodSpec:
         return _REGISTRY[key]
     base, sep, regularizer = key.partition("+")
     if sep and base in _REGISTRY:
-        if regularizer not in REGULARIZERS:
-            raise ValueError(f"unknown regularizer {regularizer!r} in method {name!r}; valid regularizers: {', '.join(REGULARIZERS)}")
+        if regularizer not in list_regularizers():
+            raise ValueError(f"unknown regularizer {regularizer!r} in method {name!r}; valid regularizers: {', '.join(list_regularizers())}")
         return dataclasses.replace(_REGISTRY[base], name=key, regularizer=regularizer)
     raise ValueError(
         f"unknown method {name!r}; valid methods: {', '.join(list_methods())} "
-        f"(or METHOD+REGULARIZER with a regularizer in {', '.join(REGULARIZERS)})"
+        f"(or METHOD+REGULARIZER with a regularizer in {', '.join(list_regularizers())})"
     )
 
 

@@ -246,6 +246,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         teacher_model=_reference_model(model_args, training_args),
     )
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
+    record.regularizer_text = trainer.regularizer_term.describe(training_args, record.ldifs_layers)
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
     trainer.add_callback(NonFiniteGuard(trainer))
     trainer.add_callback(RunIdentityCallback(record))

@@ -1,0 +1,71 @@
+"""L2SP: λ‖θ−θ0‖² over the encoder's trainable weights (Xuhong et al. 2018), logged as `loss_l2sp`.
+
+The reference θ0 is the encoder of `teacher_model`, else of the model as given to the trainer. On a peft
+`PeftModel` the frozen base weights are the anchor: the penalty is the squared norm of the LoRA change
+Σ‖scale·B·A‖² plus ‖θ−θ0‖² of the other trainable encoder weights; heads and `modules_to_save` are never anchored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...modeling import image_encoder, lora_delta_weights, named_encoder_parameters
+from ...regularizers import l2sp_penalty
+from . import Regularizer, register_regularizer
+
+
+def anchored_names(trainer, model: nn.Module) -> list[str]:
+    """Encoder parameters L2SP anchors directly: the trainable ones, LoRA factors and modules_to_save excepted
+    (a frozen weight is at its anchor, and the LoRA change is measured as scale·B·A)."""
+    names = [n for n, p in named_encoder_parameters(model).items() if p.requires_grad]
+    if trainer._peft:
+        names = [n for n in names if "lora_" not in n and "modules_to_save" not in n and "original_module" not in n]
+    return names
+
+
+class L2SP(Regularizer):
+    name = "l2sp"
+    log_name = "loss_l2sp"
+
+    def setup(self, trainer, teacher_model) -> None:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        names = anchored_names(trainer, model)
+        if trainer._peft:
+            if teacher_model is not None:
+                raise ValueError(
+                    "L2SP on a PeftModel anchors the frozen base weights (the LoRA change is θ−θ0); "
+                    "teacher_model is not supported there, leave it unset"
+                )
+            has_lora = bool(lora_delta_weights(image_encoder(model), model))  # refuses what is not plain LoRA
+            source = model
+        else:
+            has_lora = False
+            source = teacher_model if teacher_model is not None else model
+        if not names and not has_lora:
+            raise ValueError(f"L2SP found no trainable parameter in the encoder of {type(model).__name__} to anchor")
+        reference = named_encoder_parameters(source)
+        missing = [n for n in names if n not in reference]
+        if missing:
+            raise ValueError(f"teacher_model's encoder lacks the model's parameter {missing[0]!r}; it cannot anchor L2SP")
+        trainer._l2sp_names = names
+        trainer._l2sp_reference = [reference[n].detach().clone().to(trainer.args.device) for n in names]
+
+    def penalty(self, trainer, model, captured_hidden_states=None, teacher_inputs=None) -> torch.Tensor:
+        named = named_encoder_parameters(model)
+        penalty = None
+        if trainer._l2sp_names:
+            penalty = l2sp_penalty([named[n] for n in trainer._l2sp_names], trainer._l2sp_reference)
+        if trainer._peft:
+            lora = sum(delta.float().pow(2).sum() for delta in lora_delta_weights(image_encoder(model), model))
+            penalty = lora if penalty is None else penalty + lora
+        return penalty
+
+    def weight(self, args) -> float:
+        return args.l2sp_lambda
+
+    def describe(self, args, layers=None) -> str:
+        return f"L2SP, λ = {args.l2sp_lambda}"
+
+
+register_regularizer(L2SP())
