@@ -48,6 +48,24 @@ def unscored(records: Iterable[Mapping]) -> list[Mapping]:
 # -- tables ---------------------------------------------------------------------------------------
 
 
+def pretrained_start_record(method, finetune_task, checkpoint, pretrained_accuracies, *, seed=None, distances: bool = True) -> dict:
+    """A run's 0 % point: every run starts from the pretrained encoder, so Δ = 0 there and (with
+    `distances`) the distances are 0 exactly. It lets the plots start where training starts."""
+    scores = {}
+    for bench, accuracy in pretrained_accuracies.items():
+        scores[bench] = {"zs_acc": accuracy["zs"], "lp_acc": accuracy["lp"], "delta_zs": 0.0, "delta_lp": 0.0}
+        if distances:
+            scores[bench]["feature_distance"] = 0.0
+    record = {"method": method, "finetune_task": finetune_task, "checkpoint": checkpoint, "step": 0, "percent": 0.0}
+    if seed is not None:
+        record["seed"] = seed
+    record.update(eval=scores, a_ft=None)
+    if distances:
+        record.update(param_distance=0.0, feature_distance=0.0)
+    return record
+
+
+
 def csv_rows(records: Iterable[Mapping]) -> list[dict]:
     """One row per (record, evaluated benchmark)."""
     rows = []

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, write_report
+from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
 from .sequence import write_sequence_report
 
 RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
@@ -62,19 +62,10 @@ def mean_over_seeds(records: Sequence[Mapping], key_fields: Sequence[str]) -> li
 
 
 def start_records(cell: Mapping) -> list[dict]:
-    """The 0 % point of a single-task cell: every run starts from the pretrained encoder, so Δ = 0
-    and the distances are 0 there. It lets the plots start where training starts."""
+    """The 0 % point of a single-task cell (`evaluation.report.pretrained_start_record`)."""
     has_distances = any(r.get("param_distance") is not None for r in cell["records"])
     method, task, seed = cell["cell"]["method"], cell["cell"]["tasks"][0], cell["cell"]["seed"]
-    scores = {}
-    for bench, accuracy in cell["pretrained_accuracy"].items():
-        scores[bench] = {"zs_acc": accuracy["zs"], "lp_acc": accuracy["lp"], "delta_zs": 0.0, "delta_lp": 0.0}
-        if has_distances:
-            scores[bench]["feature_distance"] = 0.0
-    record = {"method": method, "finetune_task": task, "checkpoint": "pretrained", "step": 0, "percent": 0.0, "seed": seed, "eval": scores, "a_ft": None}
-    if has_distances:
-        record.update(param_distance=0.0, feature_distance=0.0)
-    return [record]
+    return [pretrained_start_record(method, task, "pretrained", cell["pretrained_accuracy"], seed=seed, distances=has_distances)]
 
 
 def tradeoff_points(records: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..benchmarks import get_benchmark
 from ..evaluation import EvaluationArguments, run_evaluation, write_report
-from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff
+from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
 from ..training import finetune, get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from . import WorldSettings, prepare_world, world_task_names
@@ -133,8 +133,9 @@ def _run(args: DemoArguments) -> DemoResult:
             )
         )
         pretrained[seed] = evaluation.pretrained_accuracy
-        seed_records = _start_rows(methods, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) + evaluation.records
         # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
+        starts = [pretrained_start_record(m, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) for m in methods]
+        seed_records = starts + evaluation.records
         write_report(seed_records, os.path.join(args.output_dir, f"seed-{seed}"), pretrained=str(world.model_dir),
                      pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
         records += [{**r, "seed": seed} for r in seed_records]
@@ -149,18 +150,6 @@ def _run(args: DemoArguments) -> DemoResult:
     print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate}, seeds {seeds} (Δ in points, mean ± std):\n\n{table}")
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table, table=table)
-
-
-def _start_rows(methods, task, model_dir, pretrained) -> list[dict]:
-    """Each run's 0 % point: the pretrained model itself (Δ = 0 and distances = 0 exactly)."""
-    return [
-        {
-            "method": method, "finetune_task": task, "checkpoint": model_dir, "step": 0, "percent": 0.0,
-            "eval": {t: {"zs_acc": a["zs"], "lp_acc": a["lp"], "delta_zs": 0.0, "delta_lp": 0.0, "feature_distance": 0.0} for t, a in pretrained.items()},
-            "a_ft": None, "param_distance": 0.0, "feature_distance": 0.0,
-        }
-        for method in methods
-    ]
 
 
 def summarise(records: list[dict], finetune_task: str) -> dict:
