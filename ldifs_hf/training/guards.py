@@ -34,13 +34,14 @@ import tempfile
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
+from .distributed import check_deepspeed_args
 
 logger = logging.getLogger(__name__)
 
 # The per-step terms LDIFSTrainer records for the built-in regularizers, and the weight of each in the loss
 # (None: weight 1); the trainer's registered regularizer adds its own `log_name` and `weight(args)`.
 LOSS_TERMS = {"loss_task": None, "loss_ldifs": "ldifs_lambda", "loss_l2sp": "l2sp_lambda"}
-# Consecutive logs with an infinite/NaN gradient norm that make an error: one can be a fluke that
+# Consecutive steps with an infinite/NaN gradient norm that make an error: one can be a fluke that
 # clipping absorbs; three in a row is a run that is not learning.
 INF_GRAD_NORM_PATIENCE = 3
 # A checkpoint holds the weights, AdamW's two moments (float32) and the final model and export come on
@@ -68,7 +69,7 @@ class NonFiniteGuard(TrainerCallback):
     Args:
         trainer: the `LDIFSTrainer` whose `_metrics["train"]` lists hold the step's terms (read at
             `on_step_end`, before `log()` clears them).
-        inf_grad_norm_patience: how many logged non-finite gradient norms in a row make an error.
+        inf_grad_norm_patience: how many optimizer steps in a row with a non-finite gradient norm make an error.
     """
 
     def __init__(self, trainer, inf_grad_norm_patience: int = INF_GRAD_NORM_PATIENCE):
@@ -76,7 +77,7 @@ class NonFiniteGuard(TrainerCallback):
             raise ValueError(f"inf_grad_norm_patience must be >= 1, got {inf_grad_norm_patience}")
         self.trainer = trainer
         self.patience = inf_grad_norm_patience
-        self._bad_grad_logs = 0
+        self._bad_grad_steps = 0
 
     # -- loss terms, every step -------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class NonFiniteGuard(TrainerCallback):
                 "(NaN or inf); the weights of this step were not saved. Lower --learning_rate or the regularizer weight "
                 "(--ldifs_lambda / --l2sp_lambda), or use float32, and rerun with --overwrite_output_dir"
             )
+        self._check_grad_norm(state)
         if control.should_save:  # the Trainer saves right after this callback: never NaN weights
             self._check_weights(args, state, "before saving checkpoint-{}".format(state.global_step))
 
@@ -120,8 +122,9 @@ class NonFiniteGuard(TrainerCallback):
         self._check_weights(args, state, "at the end of training")
 
     def _check_weights(self, args, state, when: str) -> None:
-        # A sharded (FSDP2) parameter is checked by the process that holds each shard.
-        local = lambda p: p.to_local() if hasattr(p, "to_local") else p  # noqa: E731
+        # A sharded parameter (FSDP2's DTensor, DeepSpeed ZeRO-3's ds_tensor) is checked by the process
+        # that holds each shard.
+        local = lambda p: p.to_local() if hasattr(p, "to_local") else getattr(p, "ds_tensor", p)  # noqa: E731
         bad = next((name for name, p in self.trainer.model.named_parameters() if not torch.isfinite(local(p)).all()), None)
         if _any_process(bad is not None, args.device):
             raise NonFiniteLossError(
@@ -130,18 +133,20 @@ class NonFiniteGuard(TrainerCallback):
                 "or the regularizer weight and rerun with --overwrite_output_dir"
             )
 
-    # -- gradient norm, at every log ---------------------------------------------------------------
+    # -- gradient norm, every optimizer step -------------------------------------------------------
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        grad_norm = (logs or {}).get("grad_norm")
+    def _check_grad_norm(self, state) -> None:
+        """The step's gradient norm (`LDIFSTrainer` keeps it from `_get_grad_norm`); logging needs not be on."""
+        grad_norm = getattr(self.trainer, "_step_grad_norm", None)
         if grad_norm is None:
             return
         if getattr(getattr(self.trainer, "accelerator", None), "optimizer_step_was_skipped", False):
             return  # fp16 loss scaling: an overflow step is skipped and the scale lowered, as intended
-        self._bad_grad_logs = self._bad_grad_logs + 1 if not math.isfinite(grad_norm) else 0
-        if self._bad_grad_logs >= self.patience:
+        grad_norm = float(grad_norm)
+        self._bad_grad_steps = self._bad_grad_steps + 1 if not math.isfinite(grad_norm) else 0
+        if self._bad_grad_steps >= self.patience:
             raise NonFiniteLossError(
-                f"training stopped at step {state.global_step}: the gradient norm was {grad_norm} in {self.patience} logs in a row, "
+                f"training stopped at step {state.global_step}: the gradient norm was {grad_norm} in {self.patience} steps in a row, "
                 "so clipping zeroes every update and nothing learns. Lower the regularizer weight (--ldifs_lambda / "
                 "--l2sp_lambda) or --learning_rate"
             )
@@ -174,6 +179,7 @@ def preflight(model_args, training_args) -> None:
     if training_args.save_strategy != "no" and training_args.save_steps is not None and training_args.save_steps <= 0:
         raise ValueError(f"save_steps must be > 0, got {training_args.save_steps}")
     _check_launch()
+    check_deepspeed_args(training_args)
     for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if training_args.use_cpu and os.environ.get(variable, "").lower() in ("1", "true"):
             # Measured: with --use_cpu, `accelerate launch` with an FSDP config trains plain DDP, silently.

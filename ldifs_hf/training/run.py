@@ -29,6 +29,7 @@ from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .guards import NonFiniteGuard, RunIdentityCallback, check_splits, explain_write_failure, preflight
+from .distributed import args_zero_stage, deepspeed_stage, fill_zero_buckets, full_weights_loading
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
     forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
+    if forgetting_benchmarks and args_zero_stage(training_args) == 3:
+        raise ValueError(
+            "--forgetting_benchmarks scores the model on the main process during training, which ZeRO-3 holds in shards; "
+            "drop it and score the saved checkpoints afterwards with `ldifs-hf evaluate`, or use ZeRO-2 or DDP"
+        )
     preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
     _check_model_and_taps(model_args, training_args)
     push_to_hub, repo_id = training_args.push_to_hub, None
@@ -208,7 +214,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     probe_dataset = datasets.concatenate_datasets([benchmark.splits["train"], benchmark.splits["validation"]]).with_transform(transform)
 
     # 4. The model the method trains (ZS or LP head over the vision tower, or CLIP itself for FLYP).
-    with training_args.main_process_first(desc="head initialisation"):
+    with training_args.main_process_first(desc="head initialisation"), full_weights_loading():
         model = build_model(
             spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, probe_dataset,
             lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
@@ -245,6 +251,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         callbacks=[WarmupLengthCheck()] + ([AugmentationEpoch(augmentation)] if augmentation is not None else []),
         teacher_model=_reference_model(model_args, training_args),
     )
+    fill_zero_buckets(trainer, max(clip_model.config.vision_config.hidden_size, clip_model.config.text_config.hidden_size))
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
     record.regularizer_text = trainer.regularizer_term.describe(training_args, record.ldifs_layers)
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
@@ -270,31 +277,41 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     trainer.save_state()
 
     if trainer.is_world_process_zero():
-        # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
-        batch_size = training_args.per_device_eval_batch_size
-        record.results = {}
-        if has_validation:
-            record.results["validation_accuracy"] = finetune_accuracy(trainer.model, eval_dataset, processor.tokenizer, benchmark, batch_size)
-        record.results["test_accuracy"] = finetune_accuracy(trainer.model, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
-        trainer.log_metrics("eval", record.results)
-        trainer.save_metrics("eval", record.results)
-
-        # 7. The encoder as a stock CLIPModel, the two model cards, the record; then the push.
-        export_dir = os.path.join(training_args.output_dir, EXPORT_FOLDER)
-        export_clip_model(trainer.model, model_args.model_name_or_path, export_dir)
-        record.export_dir = export_dir
-        from ..hub import push_clip_to_hub, write_model_cards
-
-        write_model_cards(
-            training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
-            dataset_id=benchmark.spec.hub_id, license=model_args.model_license,
-        )
-        record.completed = True
-        record.save(training_args.output_dir)
-        if push_to_hub:
-            url = push_clip_to_hub(export_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
-            logger.info("pushed %s to %s", export_dir, url)
+        with full_weights_loading():  # under ZeRO-3, models loaded here are whole, not sharded
+            _finish_run(
+                trainer, record, model_args, training_args, benchmark, processor, eval_dataset if has_validation else None,
+                repo_id, push_to_hub,
+            )
     return record
+
+
+def _finish_run(trainer, record, model_args, training_args, benchmark, processor, eval_dataset, repo_id, push_to_hub) -> None:
+    """On the main process, after training: A_FT, the stock-CLIP export, the cards, the record, the push."""
+    # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
+    trained = trained_model(trainer, training_args.output_dir)
+    batch_size = training_args.per_device_eval_batch_size
+    record.results = {}
+    if eval_dataset is not None:
+        record.results["validation_accuracy"] = finetune_accuracy(trained, eval_dataset, processor.tokenizer, benchmark, batch_size)
+    record.results["test_accuracy"] = finetune_accuracy(trained, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
+    trainer.log_metrics("eval", record.results)
+    trainer.save_metrics("eval", record.results)
+
+    # 7. The encoder as a stock CLIPModel, the two model cards, the record; then the push.
+    export_dir = os.path.join(training_args.output_dir, EXPORT_FOLDER)
+    export_clip_model(trained, model_args.model_name_or_path, export_dir)
+    record.export_dir = export_dir
+    from ..hub import push_clip_to_hub, write_model_cards
+
+    write_model_cards(
+        training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
+        dataset_id=benchmark.spec.hub_id, license=model_args.model_license,
+    )
+    record.completed = True
+    record.save(training_args.output_dir)
+    if push_to_hub:
+        url = push_clip_to_hub(export_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+        logger.info("pushed %s to %s", export_dir, url)
 
 
 def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
@@ -332,13 +349,25 @@ def _reference_model(model_args: ModelArguments, training_args: LDIFSTrainingArg
     return load_clip(name, model_args.cache_dir)[0]
 
 
+def trained_model(trainer, output_dir: str):
+    """The fine-tuned model with every weight in memory, for A_FT and the export (on the main process).
+
+    Under DeepSpeed ZeRO-3 the trainer's model holds only this process's shards, so the weights are read
+    back from what `save_model` gathered into `output_dir`; otherwise it is the trainer's model itself."""
+    if deepspeed_stage(trainer.accelerator) != 3:
+        return trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with full_weights_loading():
+        return type(model).from_pretrained(output_dir).to(trainer.args.device)
+
+
 def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPModel, CLIPProcessor]:
-    """The pretrained CLIPModel and its processor, with an error that says how to get them offline."""
+    """The pretrained CLIPModel and its processor, with an error that says how to get them offline.
+    All weights are loaded on every process, also under ZeRO-3 (see `full_weights_loading`)."""
     try:
-        return (
-            CLIPModel.from_pretrained(name_or_path, cache_dir=cache_dir),
-            CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir),
-        )
+        with full_weights_loading():
+            model = CLIPModel.from_pretrained(name_or_path, cache_dir=cache_dir)
+        return model, CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir)
     except OSError as err:
         raise OSError(
             f"could not load CLIP model {name_or_path!r}: download it first (`hf download {name_or_path}`) "

@@ -206,6 +206,12 @@ class LDIFSMixin:
         name = self.regularizer_term.log_name
         return TERMS if name is None or name in TERMS else TERMS + (name,)
 
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The Trainer's gradient norm of this step, also kept as `_step_grad_norm` for `NonFiniteGuard`,
+        which checks it every optimizer step, not only on the logged ones."""
+        self._step_grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        return self._step_grad_norm
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         prefix = "eval_" if mode == "eval" else ""

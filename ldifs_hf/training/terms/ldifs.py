@@ -19,6 +19,7 @@ from torch import nn
 from ...modeling import image_encoder
 from ...regularizers import default_ldifs_layers, ldifs_distance
 from . import Regularizer, register_regularizer
+from ..distributed import prepare_frozen_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Attributes that hold a dropout probability used functionally inside attention (ViT, CLIP, Llama, ...).
@@ -95,8 +96,6 @@ class LDIFS(Regularizer):
                 f"ldifs layer index {max(trainer.ldifs_layers)} out of range: the model has {num_layers} blocks, "
                 f"so hidden_states indices are 0..{num_layers}"
             )
-        if trainer.is_deepspeed_enabled:
-            raise NotImplementedError("LDIFS with DeepSpeed is not supported yet; use DDP or FSDP through accelerate")
         # The mask is the encoder's own only if its forward takes one (FLYP's text mask is not the vision tower's).
         trainer._masks_tokens = "attention_mask" in trainer._teacher_inputs
         if self.disables_student_dropout(args):
@@ -116,8 +115,9 @@ class LDIFS(Regularizer):
         dtype = trainer.teacher_dtype()
         if dtype is not None:
             teacher.to(_DTYPES[dtype])
-        # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP.
-        trainer.teacher = trainer.accelerator.prepare_model(teacher, evaluation_mode=True)
+        # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP; DeepSpeed
+        # gives it an inference engine of its own (partitioned under ZeRO-3).
+        trainer.teacher = prepare_frozen_model(trainer, teacher)
 
     def disables_student_dropout(self, args) -> bool:
         return args.ldifs_lambda > 0 and not args.keep_student_dropout
