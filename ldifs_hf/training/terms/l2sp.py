@@ -12,6 +12,7 @@ from torch import nn
 
 from ...modeling import image_encoder, lora_delta_weights, named_encoder_parameters
 from ...regularizers import l2sp_penalty
+from ..distributed import L2SP_UNDER_ZERO3, deepspeed_stage
 from . import Regularizer, register_regularizer
 
 
@@ -24,11 +25,42 @@ def anchored_names(trainer, model: nn.Module) -> list[str]:
     return names
 
 
+def is_dtensor(tensor) -> bool:
+    return hasattr(tensor, "to_local") and hasattr(tensor, "placements")
+
+
+def sharded_l2sp_penalty(trainer, params: list) -> torch.Tensor:
+    """L2SP on FSDP2-sharded weights (DTensors): each process sums ‖θ−θ0‖² over the shards it holds, against
+    the same shards of θ0 (cut from the full reference once, by the weights' own placements).
+
+    The value is the sum over all processes (all-reduced, for the log and the loss), while the gradient
+    stays the local 2(θ−θ0) of each shard: L2SP is a sum over elements, so a shard's gradient is exactly
+    its own, and FSDP adds it to the shard's averaged task gradient without averaging it again."""
+    from torch.distributed.tensor import distribute_tensor
+
+    if getattr(trainer, "_l2sp_local_reference", None) is None:
+        trainer._l2sp_local_reference = [
+            distribute_tensor(ref.to(p.device), p.device_mesh, p.placements).to_local() if is_dtensor(p) else ref
+            for p, ref in zip(params, trainer._l2sp_reference)
+        ]
+    pairs = list(zip(params, trainer._l2sp_local_reference))
+    sharded = [(p.to_local(), ref) for p, ref in pairs if is_dtensor(p)]
+    local = l2sp_penalty(*zip(*sharded))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = local.detach().clone()
+        torch.distributed.all_reduce(total)
+        local = local + (total - local.detach())
+    whole = [(p, ref) for p, ref in pairs if not is_dtensor(p)]  # outside any shard unit: the same on every process
+    return local + l2sp_penalty(*zip(*whole)) if whole else local
+
+
 class L2SP(Regularizer):
     name = "l2sp"
     log_name = "loss_l2sp"
 
     def setup(self, trainer, teacher_model) -> None:
+        if deepspeed_stage(trainer.accelerator) == 3:
+            raise ValueError(L2SP_UNDER_ZERO3)
         model = trainer.accelerator.unwrap_model(trainer.model)
         names = anchored_names(trainer, model)
         if trainer._peft:
@@ -55,7 +87,11 @@ class L2SP(Regularizer):
         named = named_encoder_parameters(model)
         penalty = None
         if trainer._l2sp_names:
-            penalty = l2sp_penalty([named[n] for n in trainer._l2sp_names], trainer._l2sp_reference)
+            params = [named[n] for n in trainer._l2sp_names]
+            if any(is_dtensor(p) for p in params):
+                penalty = sharded_l2sp_penalty(trainer, params)
+            else:
+                penalty = l2sp_penalty(params, trainer._l2sp_reference)
         if trainer._peft:
             lora = sum(delta.float().pow(2).sum() for delta in lora_delta_weights(image_encoder(model), model))
             penalty = lora if penalty is None else penalty + lora
