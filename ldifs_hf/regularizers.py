@@ -113,20 +113,24 @@ class _L2SPPenalty(torch.autograd.Function):
 
     Forward and backward use foreach kernels over all parameters at once instead of building a
     per-parameter graph; the backward hands 2 * (theta - theta_0) * grad_out to every parameter, so
-    loss scaling, gradient accumulation and DDP all see an ordinary gradient.
+    loss scaling, gradient accumulation and DDP all see an ordinary gradient. The node keeps only the
+    parameters and the reference it was given (no copy of theta - theta_0 waits for the backward, which
+    would be one more encoder-sized buffer through the whole step): the backward recomputes the
+    difference, in the buffers that become the gradients.
     """
 
     @staticmethod
     def forward(ctx, reference: list[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
-        diffs = torch._foreach_sub([p.detach() for p in params], reference)
-        ctx.save_for_backward(*diffs)
-        norms = torch._foreach_norm(diffs)
+        detached = [p.detach() for p in params]
+        norms = torch._foreach_norm(torch._foreach_sub(detached, reference))
+        ctx.save_for_backward(*params)
+        ctx.reference = reference
         return torch.stack([n.float() for n in norms]).pow(2).sum()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        diffs = ctx.saved_tensors
-        grads = torch._foreach_mul(list(diffs), 2.0 * grad_out)
+        grads = torch._foreach_sub([p.detach() for p in ctx.saved_tensors], ctx.reference)
+        torch._foreach_mul_(grads, 2.0 * grad_out)
         return (None, *grads)
 
 

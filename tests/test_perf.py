@@ -88,6 +88,23 @@ def _hidden_states(tower, x):
     return tower(pixel_values=x, output_hidden_states=True).hidden_states
 
 
+def test_l2sp_keeps_no_copy_of_the_difference_for_its_backward():
+    """Between forward and backward the node holds only the parameters themselves (no encoder-sized
+    θ−θ0 buffer); the backward still gives exactly 2(θ−θ0)."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(64, 32, generator=g, requires_grad=True), torch.randn(32, generator=g, requires_grad=True)]
+    reference = [p.detach() + 0.5 * torch.randn(p.shape, generator=g) for p in params]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        penalty = l2sp_penalty(params, reference)
+    owned = {p.untyped_storage().data_ptr() for p in params}
+    assert saved and all(t.untyped_storage().data_ptr() in owned for t in saved), "a new buffer was saved for the backward"
+    penalty.backward()
+    for p, r in zip(params, reference):
+        torch.testing.assert_close(p.grad, 2 * (p.detach() - r))
+    torch.testing.assert_close(penalty, sum(((p.detach() - r) ** 2).sum() for p, r in zip(params, reference)))
+
+
 def test_ldifs_distance_equals_the_plain_formula_on_model_hidden_states():
     teacher = _classifier(layers=4).vision_model.eval()
     student = _moved(_classifier(layers=4), 0.2).vision_model.eval()
