@@ -162,6 +162,12 @@ def test_world_study_writes_tables_figures_and_manifest(uninterrupted, capsys, c
     # Checkpoints every 50 % of 2 steps: the start, step 1, step 2 and the final model, per method.
     percents = sorted({r["percent"] for r in json.loads((out / "results.json").read_text())["records"]})
     assert percents == [0.0, 50.0, 100.0]
+    # The pretrained model is scored once for the whole study: its features and accuracies are written by
+    # the first cell (before its cell.json) and only read by the others.
+    cached = list((out / "feature_cache").iterdir())
+    assert any(p.suffix == ".safetensors" for p in cached) and any(p.suffix == ".json" for p in cached)
+    first_done = min(p.stat().st_mtime_ns for p in out.glob("cells/**/cell.json"))
+    assert max(p.stat().st_mtime_ns for p in cached) < first_done
     # Everything done: the plan says so and a rerun changes nothing.
     assert main(["study", "--plan", *_cli(out, cache)]) == 0
     assert "4 cells: 4 done, 0 to run" in capsys.readouterr().out

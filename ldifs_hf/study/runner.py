@@ -55,6 +55,8 @@ LAUNCHERS = ("local", "submitit")
 WORLDS = ("none", "quick", "default")
 MANIFEST_FILE, CELL_FILE = "study.json", "cell.json"
 CELLS_FOLDER, RUN_FOLDER, EVALUATION_FOLDER = "cells", "run", "evaluation"
+# The study-wide cache of the pretrained model's features and accuracies (evaluation/cache.py).
+FEATURE_CACHE_FOLDER = "feature_cache"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
@@ -263,7 +265,13 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     staging = os.path.join(cell_dir, f".{EVALUATION_FOLDER}.tmp")
     if os.path.isdir(staging):
         shutil.rmtree(staging)
-    evaluation = EvaluationArguments(checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging, **config["evaluation"])
+    # Every cell scores the same pretrained model on the same eval tasks: its features and accuracies
+    # are computed once for the study and read back by the other cells (keyed by the weights and the
+    # settings, checked on read; writes are atomic, so concurrent submitit jobs may share it).
+    evaluation = EvaluationArguments(
+        checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging,
+        feature_cache_dir=os.path.join(args.output_dir, FEATURE_CACHE_FOLDER), **config["evaluation"],
+    )
 
     logger.info("cell %s: fine-tuning", cell.folder)
     if cell.is_sequence:
