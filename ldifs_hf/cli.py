@@ -4,6 +4,7 @@
     ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
     ldifs-hf evaluate --checkpoint runs/eurosat-lp-ldifs --datasets all
     ldifs-hf study --output_dir runs/study --methods all --finetune_tasks all --seeds 0,1,2 [--plan]
+    ldifs-hf lambda-search --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lambda [--final_run]
     ldifs-hf list
 
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
@@ -99,21 +100,28 @@ def parse_finetune_args(argv: Sequence[str]):
 def _parse_finetune_command(argv: Sequence[str]):
     """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
     from .study.sequence import SequenceArguments
+
+    return _parse_run_command(
+        argv, SequenceArguments, prog="ldifs-hf finetune",
+        usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
+        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
+        "with one of the paper's methods.",
+    )
+
+
+def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, description: str):
+    """A command that takes a fine-tuning run's arguments (model, data, training) plus `extra`'s."""
     from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
     parser = ArgumentParser(
-        (ModelArguments, DataArguments, LDIFSTrainingArguments, SequenceArguments),
-        prog="ldifs-hf finetune",
-        usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
-        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
-        "with one of the paper's methods.\n" + _catalogue(),
-        formatter_class=_Formatter,
+        (ModelArguments, DataArguments, LDIFSTrainingArguments, extra), prog=prog, usage=usage,
+        description=description + "\n" + _catalogue(), formatter_class=_Formatter,
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
-    model_args, data_args, training_args, sequence_args = parse(parser, argv)
+    model_args, data_args, training_args, extra_args = parse(parser, argv)
     if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
         data_args.epochs_from_benchmark = False
-    return model_args, data_args, training_args, sequence_args
+    return model_args, data_args, training_args, extra_args
 
 
 def finetune_command(argv: Sequence[str]) -> int:
@@ -183,6 +191,25 @@ def study_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def lambda_search_command(argv: Sequence[str]) -> int:
+    from .study.lambda_search import LambdaSearchArguments, run_lambda_search
+
+    model_args, data_args, training_args, search_args = _parse_run_command(
+        argv, LambdaSearchArguments, prog="ldifs-hf lambda-search",
+        usage="ldifs-hf lambda-search --method METHOD --dataset NAME --output_dir DIR [--lambda_grid 0.01,0.1,1] [--final_run] [options]",
+        description="Choose λ of an L2SP or LDIFS method on the validation split (paper appendix C): one run per λ "
+        "through Trainer.hyperparameter_search (optuna), then, with --final_run, the method with the chosen λ.",
+    )
+    grid = search_args.grid()  # a bad grid fails here, before anything is loaded
+    _setup_logging(training_args.get_process_log_level())
+    result = run_lambda_search(model_args, data_args, training_args, grid, final_run=search_args.final_run)
+    scores = ", ".join(f"{v:g}: {100 * s:.2f}" for v, s in result.scores.items())
+    print(f"{result.parameter} = {result.best_lambda:g} (validation accuracy % by λ: {scores}) -> {result.paths['markdown']}")
+    if result.final is not None:
+        print(f"final run: {_results_line(result.final.results)} -> {result.final.output_dir}")
+    return 0
+
+
 def list_command(argv: Sequence[str]) -> int:
     if argv:
         raise UsageError(f"'list' takes no arguments, got {' '.join(argv)}")
@@ -195,6 +222,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "finetune": finetune_command,
     "evaluate": evaluate_command,
     "study": study_command,
+    "lambda-search": lambda_search_command,
     "list": list_command,
 }
 

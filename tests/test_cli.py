@@ -110,7 +110,7 @@ def test_help_opens_with_this_projects_options_and_lists_valid_choices(capsys):
     assert len(text.split("\n\n")[0].splitlines()) == 1  # a one-line usage, not 600 flags
 
 
-@pytest.mark.parametrize("command", ["demo", "finetune", "evaluate", "study"])
+@pytest.mark.parametrize("command", ["demo", "finetune", "evaluate", "study", "lambda-search"])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

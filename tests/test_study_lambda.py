@@ -78,3 +78,64 @@ def test_search_scores_every_lambda_on_validation_and_hands_the_winner_on(method
     # The final run trained with the chosen λ.
     final = RunRecord.load(tmp_path / "search" / "final")
     assert final.completed and getattr(final, parameter) == result.best_lambda == getattr(result.final, parameter)
+
+
+def _cli_argv(model_dir, data_dir, out, *extra):
+    return [
+        "lambda-search", "--method", "lp-init-ldifs", "--dataset", "eurosat", "--dataset_path", str(data_dir),
+        "--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "0", "--lp_iterations", "20",
+        "--validation_fraction", "0.25", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--lambda_grid", "0.1,10", *extra,
+    ]
+
+
+def _errors(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.slow
+def test_cli_lambda_search_runs_and_a_rerun_reuses_the_search(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
+    from ldifs_hf.cli import main
+
+    out = tmp_path / "search"
+    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, "--final_run")) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "lambda_search.json").read_text())
+    assert f"ldifs_lambda = {saved['best_lambda']:g}" in printed and "final run:" in printed and saved["grid"] == [0.1, 10.0]
+    assert RunRecord.load(out / "final").ldifs_lambda == saved["best_lambda"]
+
+    # The same command again: the search is read back, not rerun, and the finished final run is returned as recorded.
+    def no_trials(*args, **kwargs):
+        raise AssertionError("the search ran again")
+
+    monkeypatch.setattr(search_module.LDIFSTrainer, "hyperparameter_search", no_trials)
+    before = (out / "lambda_search.md").read_text()
+    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, "--final_run")) == 0
+    assert f"ldifs_lambda = {saved['best_lambda']:g}" in capsys.readouterr().out
+    assert (out / "lambda_search.md").read_text() == before
+
+    # Other settings in the same folder: refused in one line, the earlier search untouched.
+    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, "--learning_rate", "5e-4")) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 1 and "already holds a λ search" in errors[0] and "learning_rate" in errors[0], errors
+    assert (out / "lambda_search.md").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lambda_grid", "0.1,x"], "lambda_grid must be comma-separated numbers, got '0.1,x'"),
+        (["--lambda_grid", "0,1"], "the λ grid must hold finite values > 0"),
+        (["--method", "zs-init-ce"], "there is no λ to search"),
+        (["--max_steps", "0"], "max_steps must be a positive number"),
+    ],
+)
+def test_cli_lambda_search_refuses_bad_input_before_loading(extra, message, tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
+    from ldifs_hf.cli import main
+
+    monkeypatch.setattr(search_module, "load_benchmark", lambda *a, **k: pytest.fail("data was loaded before the check"))
+    out = tmp_path / "search"
+    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, *extra)) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not out.exists()

@@ -32,14 +32,34 @@ from ..benchmarks import image_transform, load_benchmark
 from ..records import RunRecord
 from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from ..training.build import build_collator, build_model
-from ..training.run import apply_benchmark_epochs, finetune_parser, load_clip, run_finetune
+from ..training.guards import preflight
+from ..training.run import apply_benchmark_epochs, check_model_and_taps, finetune_parser, load_clip, run_finetune
 from ..training.trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LAMBDA_GRID = (0.01, 0.05, 0.1, 0.5, 1.0, 10.0, 100.0)
 SEARCH_MD, SEARCH_CSV, SEARCH_PLOT, SEARCH_JSON = "lambda_search.md", "lambda_search.csv", "lambda_search.png", "lambda_search.json"
+SEARCH_FILES = {"markdown": SEARCH_MD, "csv": SEARCH_CSV, "plot": SEARCH_PLOT, "json": SEARCH_JSON}
 FINAL_FOLDER = "final"
+
+
+@dataclass
+class LambdaSearchArguments:
+    """The `ldifs-hf lambda-search` options beyond a fine-tuning run's."""
+
+    lambda_grid: str = field(
+        default=",".join(f"{v:g}" for v in DEFAULT_LAMBDA_GRID),
+        metadata={"help": "Comma-separated λ values to try (default: the paper's grid)."},
+    )
+    final_run: bool = field(default=False, metadata={"help": "Then train the method with the chosen λ in <output_dir>/final."})
+
+    def grid(self) -> list[float]:
+        try:
+            values = [float(v) for v in self.lambda_grid.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"lambda_grid must be comma-separated numbers, got {self.lambda_grid!r}") from None
+        return check_lambda_grid(values)
 
 
 def check_lambda_grid(grid: Sequence[float]) -> list[float]:
@@ -98,6 +118,57 @@ def run_lambda_search(
         raise ValueError(f"a λ search scores the validation split, but validation_fraction is {data_args.validation_fraction}; give a fraction in (0, 1)")
     parameter = f"{training_args.regularizer}_lambda"
     output_dir = training_args.output_dir
+    # The checks a fine-tuning run makes before loading anything: steps, dtypes, the output directory,
+    # the model's config and taps.
+    preflight(model_args, training_args)
+    check_model_and_taps(model_args, training_args)
+    settings = {
+        "method": spec.name, "dataset": data_args.dataset, "parameter": parameter, "grid": grid,
+        # What else decides the scores: a rerun with other values searches again (or is refused).
+        "model": model_args.model_name_or_path, "seed": training_args.seed, "learning_rate": training_args.learning_rate,
+        "max_steps": training_args.max_steps, "num_train_epochs": training_args.num_train_epochs,
+        "batch_size": training_args.per_device_train_batch_size, "max_train_samples": data_args.max_train_samples,
+        "validation_fraction": data_args.validation_fraction,
+    }
+    result = _earlier_search(output_dir, settings, overwrite=training_args.overwrite_output_dir)
+    if result is not None:
+        logger.info("λ search already done in %s (%s = %g): reused; pass --overwrite_output_dir to search again", output_dir, parameter, result.best_lambda)
+    else:
+        result = _search(model_args, data_args, training_args, spec, grid, parameter, settings)
+    if final_run:
+        final_args = copy.deepcopy(training_args)
+        setattr(final_args, parameter, result.best_lambda)
+        final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
+        result.final = run_finetune(model_args, data_args, final_args)
+    return result
+
+
+def _earlier_search(output_dir: str, settings: dict, *, overwrite: bool) -> LambdaSearchResult | None:
+    """The search already written in `output_dir` with the same method, dataset and grid (a rerun
+    reuses it, so an interrupted final run does not redo the trials), or None. A different search there
+    is refused unless `overwrite`: its tables would be replaced."""
+    path = os.path.join(output_dir, SEARCH_JSON)
+    if not os.path.exists(path) or overwrite:
+        return None
+    with open(path) as f:
+        earlier = json.load(f)
+    found = earlier.get("settings") or {}
+    if found != settings:
+        differ = sorted(k for k in settings if found.get(k) != settings[k])
+        raise ValueError(
+            f"{output_dir} already holds a λ search for {earlier.get('method')} on {earlier.get('dataset')} with other settings "
+            f"({', '.join(differ)}); choose another --output_dir, or pass --overwrite_output_dir to replace it"
+        )
+    result = LambdaSearchResult(
+        parameter=earlier["parameter"], best_lambda=earlier["best_lambda"],
+        scores=dict(zip(earlier["grid"], earlier["validation_accuracy"])),
+    )
+    result.paths = {name: os.path.join(output_dir, file) for name, file in SEARCH_FILES.items()}
+    return result
+
+
+def _search(model_args, data_args, training_args, spec, grid, parameter, settings) -> LambdaSearchResult:
+    output_dir = training_args.output_dir
     apply_benchmark_epochs(data_args, training_args)
 
     # The data and the initial model, as a fine-tuning run builds them (`run_finetune` steps 2-4).
@@ -154,14 +225,8 @@ def run_lambda_search(
         raise RuntimeError(f"λ search trials for {missing} did not complete; see the log above")
     best = max(grid, key=lambda v: (scores[v], -v))  # ties: the smaller λ
     result = LambdaSearchResult(parameter=parameter, best_lambda=best, scores={v: scores[v] for v in grid})
-    result.paths = write_lambda_search(result, output_dir, method=spec.name, dataset=benchmark.spec.name)
+    result.paths = write_lambda_search(result, output_dir, method=spec.name, dataset=benchmark.spec.name, settings=settings)
     logger.info("λ search on %s: %s = %g (validation accuracy %.4f)", benchmark.spec.name, parameter, best, scores[best])
-
-    if final_run:
-        final_args = copy.deepcopy(training_args)
-        setattr(final_args, parameter, best)
-        final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
-        result.final = run_finetune(model_args, data_args, final_args)
     return result
 
 
@@ -174,10 +239,10 @@ def search_lambda(grid: Sequence[float] = DEFAULT_LAMBDA_GRID, final_run: bool =
     return run_lambda_search(model_args, data_args, training_args, grid, final_run=final_run)
 
 
-def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: str, dataset: str) -> dict[str, str]:
-    """lambda_search.md / .csv / .png / .json; returns their paths."""
+def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: str, dataset: str, settings: dict | None = None) -> dict[str, str]:
+    """lambda_search.md / .csv / .png / .json (with `settings`, what a rerun compares); returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = {name: os.path.join(output_dir, file) for name, file in (("markdown", SEARCH_MD), ("csv", SEARCH_CSV), ("plot", SEARCH_PLOT), ("json", SEARCH_JSON))}
+    paths = {name: os.path.join(output_dir, file) for name, file in SEARCH_FILES.items()}
     rows = [(value, score) for value, score in result.scores.items()]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
@@ -190,10 +255,6 @@ def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: 
     lines += [f"| {value:g} | {100 * score:.2f} | {'✓' if value == result.best_lambda else ''} |" for value, score in rows]
     with open(paths["markdown"], "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(paths["json"], "w") as f:
-        json.dump({"method": method, "dataset": dataset, "parameter": result.parameter, "best_lambda": result.best_lambda,
-                   "grid": [value for value, _ in rows], "validation_accuracy": [score for _, score in rows]}, f, indent=2)
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,4 +271,10 @@ def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: 
     fig.tight_layout()
     fig.savefig(paths["plot"], dpi=100)
     plt.close(fig)
+    # Last, through a temporary file: its presence says the search is complete (a rerun reuses it).
+    tmp = paths["json"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"method": method, "dataset": dataset, "settings": settings, "parameter": result.parameter, "best_lambda": result.best_lambda,
+                   "grid": [value for value, _ in rows], "validation_accuracy": [score for _, score in rows]}, f, indent=2)
+    os.replace(tmp, paths["json"])
     return paths

@@ -160,7 +160,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             "drop it and score the saved checkpoints afterwards with `ldifs-hf evaluate`, or use ZeRO-2 or DDP"
         )
     preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
-    _check_model_and_taps(model_args, training_args)
+    check_model_and_taps(model_args, training_args)
     push_to_hub, repo_id = training_args.push_to_hub, None
     if push_to_hub:
         from ..hub import check_push_target
@@ -314,7 +314,7 @@ def _finish_run(trainer, record, model_args, training_args, benchmark, processor
         logger.info("pushed %s to %s", export_dir, url)
 
 
-def _check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
+def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
     name = model_args.model_name_or_path
     if not os.path.exists(name) and not looks_like_hub_id(name):
