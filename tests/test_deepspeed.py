@@ -50,6 +50,10 @@ RECORDING_LAUNCH = textwrap.dedent(
                 json.dump(seen, f)
 
     LDIFSTrainer.train = recording_train
+    if os.environ.get("SLOW_STEPS"):  # slowed down, so that a test can kill it mid-run
+        import time
+        step = LDIFSTrainer.training_step
+        LDIFSTrainer.training_step = lambda self, *a, **k: (time.sleep(0.25), step(self, *a, **k))[1]
     sys.argv = [sys.argv[1], *sys.argv[2:]]
     runpy.run_path(sys.argv[0], run_name="__main__")
     """
@@ -70,14 +74,18 @@ def _env(**extra):
             "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), **extra}
 
 
-def _accelerate(config, script_args, tmp_path, record_to=None):
-    """`accelerate launch --config_file CONFIG --num_processes 1 examples/run_finetune.py ...` from the repo root
-    (the yaml names its json relative to it), through the recording launcher."""
+def _accelerate_command(config, script_args, tmp_path):
+    """`accelerate launch --config_file CONFIG --num_processes 1 examples/run_finetune.py ...`, through the
+    recording launcher (run from the repo root: the yaml names its json relative to it)."""
     launcher = tmp_path / "recording_launch.py"
     launcher.write_text(RECORDING_LAUNCH)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(CONFIGS, config), "--num_processes", "1",
-           str(launcher), os.path.join(ROOT, "examples", "run_finetune.py"), *script_args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(RECORD_TO=str(record_to or tmp_path / "seen.json")), timeout=600)
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(CONFIGS, config), "--num_processes", "1",
+            str(launcher), os.path.join(ROOT, "examples", "run_finetune.py"), *script_args]
+
+
+def _accelerate(config, script_args, tmp_path):
+    cmd = _accelerate_command(config, script_args, tmp_path)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(RECORD_TO=str(tmp_path / "seen.json")), timeout=600)
 
 
 def _logged(out, term):
@@ -127,6 +135,41 @@ def test_a_zero_run_trains_exports_and_scores_like_a_plain_run(config, method, t
         include_intermediate=True, lp_iterations=20, num_workers=0,
     ))
     assert not result.failures and {r["status"] for r in result.records} == {"ok"}
+
+
+@pytest.mark.slow
+def test_a_killed_zero3_run_resumes_from_its_checkpoint_to_the_same_weights(tiny_clip_dir, eurosat, tmp_path):
+    import signal
+    import time
+
+    argv = lambda out: [*_argv("lp-init-ldifs", tiny_clip_dir, eurosat, out), "--max_steps", "8"]  # saves every 2 steps
+    straight = tmp_path / "straight"
+    assert _accelerate("deepspeed_zero3.yaml", argv(straight), tmp_path).returncode == 0
+
+    out = tmp_path / "killed"
+    env = _env(RECORD_TO=str(tmp_path / "seen.json"), SLOW_STEPS="1")
+    # Its own session, so that the kill reaches accelerate's launcher and the training process under it.
+    proc = subprocess.Popen(_accelerate_command("deepspeed_zero3.yaml", argv(out), tmp_path), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()
+    kept = (out / "checkpoint-4" / "model.safetensors").stat().st_mtime_ns
+
+    resumed = _accelerate("deepspeed_zero3.yaml", argv(out), tmp_path)  # the same command: continues from checkpoint-4 or -6
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "checkpoint-4" / "model.safetensors").stat().st_mtime_ns == kept  # continued, not redone
+    assert json.loads((out / "ldifs_run.json").read_text())["completed"]
+    a, b = load_file(straight / "clip" / "model.safetensors"), load_file(out / "clip" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-6, msg=name)
+    # The teacher after the resume is still the pretrained encoder: the LDIFS terms match the straight run's.
+    assert _logged(out, "loss_ldifs")[-3:] == pytest.approx(_logged(straight, "loss_ldifs")[-3:], rel=1e-6)
 
 
 def _write_config(tmp_path, zero: dict) -> str:
