@@ -78,6 +78,9 @@ SCRIPT = textwrap.dedent(
                    "grad_scale": scale, "same_names": sorted(grads) == sorted(expected_grads), "param_types": sharded,
                    "teacher": type(trainer.teacher).__name__ if trainer.teacher is not None else None},
                   open(os.path.join(out, "result.json"), "w"))
+    # Shut gloo down before the interpreter does: its threads otherwise abort the exit now and then.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     """
 )
 
