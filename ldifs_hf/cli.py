@@ -1,4 +1,4 @@
-"""The `ldifs-hf` command (also `python -m ldifs_hf`): parse arguments, call the library, exit.
+"""ldifs-hf: fine-tune CLIP-like models without forgetting (LDIFS, L2SP and the paper's methods), and measure concept forgetting.
 
     ldifs-hf demo --output_dir runs/demo
     ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
@@ -119,6 +119,8 @@ def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, des
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
     model_args, data_args, training_args, extra_args = parse(parser, argv)
+    if not any(a in ("--output_dir", "--output-dir") or a.startswith(("--output_dir=", "--output-dir=")) for a in argv) and not _json_has(argv, "output_dir"):
+        raise UsageError(f"--output_dir is required: the folder {prog.split()[-1]} writes its checkpoints, model and record to")
     if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
         data_args.epochs_from_benchmark = False
     return model_args, data_args, training_args, extra_args
@@ -217,6 +219,15 @@ def list_command(argv: Sequence[str]) -> int:
     return 0
 
 
+SUMMARIES = {
+    "demo": "the embedded concept world end to end: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting",
+    "finetune": "fine-tune a CLIP on one benchmark (or a sequence, --dataset a,b) with one of the paper's methods",
+    "evaluate": "score checkpoints for concept forgetting on many benchmarks (Table 3, plots)",
+    "study": "the paper's study: methods x tasks x seeds, resumable, locally or through submitit",
+    "lambda-search": "choose λ of an L2SP or LDIFS method on the validation split",
+    "list": "the methods and benchmarks",
+}
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo_command,
     "finetune": finetune_command,
@@ -231,10 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if argv and argv[0] == "--version":
+        from . import __version__
+
+        print(f"ldifs-hf {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
-        print("\n".join(f"  {name}" for name in COMMANDS) + "\n\nldifs-hf COMMAND --help lists a command's options.")
-        return 0 if argv else USAGE_ERROR
+        width = max(map(len, COMMANDS))
+        print("\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS))
+        print("\nldifs-hf COMMAND --help lists a command's options; ldifs-hf --version prints the version.")
+        return 0 if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
@@ -247,6 +265,10 @@ def run_guarded(call: Callable[[], int], debug: bool = False) -> int:
         return call()
     try:
         return call()
+    except BrokenPipeError:  # e.g. `ldifs-hf finetune --help | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, KeyError) as err:  # bad values, names, paths, models, data
         return _fail(_one_line(err), USAGE_ERROR)
     except ImportError as err:
@@ -263,7 +285,13 @@ def _one_line(err: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    # A progress bar left mid-line would swallow the start of the error line: end it first.
+    from tqdm import tqdm
+
+    bars = list(getattr(tqdm, "_instances", ()))
+    for bar in bars:
+        bar.close()
+    print(("\n" if bars else "") + f"error: {message}", file=sys.stderr)
     return code
 
 

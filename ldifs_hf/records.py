@@ -33,6 +33,8 @@ class RunRecord:
         output_dir: where the run wrote its files.
         export_dir: the stock-CLIP export, when written.
         completed: True once training, export and cards are all written.
+        settings: the arguments that decide the run's result (`training.run.run_settings`); a rerun in
+            the same folder with other values is refused. None in older records.
     """
 
     method: str
@@ -50,6 +52,7 @@ class RunRecord:
     output_dir: str | None = None
     export_dir: str | None = None
     completed: bool = False
+    settings: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,7 +146,9 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     if spec is not None:
         return spec
     lazy = "".join(f", {prefix}*" for prefix in _LAZY_FAMILIES if not list_benchmarks(prefix + "*"))
+    close = difflib.get_close_matches(str(name).strip().lower(), list_benchmarks(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise BenchmarkError(
-        f"Unknown benchmark {name!r}. Valid names: {', '.join(list_benchmarks())}{lazy}. "
+        f"Unknown benchmark {name!r}{hint}. Valid names: {', '.join(list_benchmarks())}{lazy}. "
         "For any other image/label dataset use 'custom' with a data path, or register_benchmark(BenchmarkSpec(...))."
     )

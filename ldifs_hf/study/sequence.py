@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..benchmarks import parse_benchmark_list, parse_dataset_paths
+from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..evaluation.continual import evaluate_sequence
 from ..evaluation.evaluator import ConceptForgettingEvaluator
 from ..evaluation.run import EvaluationArguments
@@ -114,6 +114,8 @@ def run_sequence(
     "a=PATH,b=PATH" there. `training_args.output_dir` is the sequence's folder."""
     check_reference(reference)
     tasks = parse_tasks(data_args.dataset)
+    for task in tasks:  # every name, before the first task trains
+        get_benchmark(task)
     if model_args.reference_model_name_or_path is not None:
         raise ValueError(
             f"a sequence sets each task's reference itself, got reference_model_name_or_path={model_args.reference_model_name_or_path!r}; "

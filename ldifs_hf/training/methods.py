@@ -7,6 +7,8 @@ LDIFS regularizer, `get_method("zs-init-ce+l2sp")` is ZS-init-L2SP.
 
 from __future__ import annotations
 
+import difflib
+
 import dataclasses
 import fnmatch
 from dataclasses import dataclass
@@ -94,8 +96,9 @@ def get_method(name: str) -> MethodSpec:
         if regularizer not in list_regularizers():
             raise ValueError(f"unknown regularizer {regularizer!r} in method {name!r}; valid regularizers: {', '.join(list_regularizers())}")
         return dataclasses.replace(_REGISTRY[base], name=key, regularizer=regularizer)
+    close = difflib.get_close_matches(key, list_methods(), n=1)
     raise ValueError(
-        f"unknown method {name!r}; valid methods: {', '.join(list_methods())} "
+        f"unknown method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; valid methods: {', '.join(list_methods())} "
         f"(or METHOD+REGULARIZER with a regularizer in {', '.join(list_regularizers())})"
     )
 

@@ -54,16 +54,18 @@ class OutputPlan:
     finished: RunRecord | None = None
 
 
-def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bool = False, resume_from_checkpoint=None) -> OutputPlan:
+def plan_output_dir(
+    output_dir: str, method: str, dataset: str, *, overwrite: bool = False, resume_from_checkpoint=None, settings: dict | None = None
+) -> OutputPlan:
     """Decide, before anything expensive, how a run uses `output_dir`.
 
     - empty or missing: a fresh run;
-    - our own finished run of the same method and dataset: nothing to do (returned as `finished`);
+    - our own finished run of the same method, dataset and `settings`: nothing to do (returned as `finished`);
     - our own unfinished run: continue from its last complete `checkpoint-N` (one a kill or a full disk
       left half-written is skipped), or start again if it has none;
     - `overwrite`: the earlier run's checkpoints, export, record, final model, state and results are
       removed first;
-    - files of another run or another program: refused, naming them.
+    - files of another run or another program, or our run with other `settings`: refused, naming them.
     """
     if resume_from_checkpoint not in (None, False, True):
         if not os.path.isdir(str(resume_from_checkpoint)):
@@ -92,11 +94,46 @@ def plan_output_dir(output_dir: str, method: str, dataset: str, *, overwrite: bo
             f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
             "choose another --output_dir or pass --overwrite_output_dir"
         )
+    changed = _changed_settings(earlier.settings, settings)
+    if changed:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a {'finished' if earlier.completed else 'started'} {method} run with other settings "
+            f"({changed}); rerun with the same settings to {'reuse' if earlier.completed else 'continue'} it, choose another "
+            "--output_dir, or pass --overwrite_output_dir to replace it"
+        )
     if earlier.completed:
         return OutputPlan(finished=earlier)
     if isinstance(resume_from_checkpoint, str):
         return OutputPlan(resume_from=resume_from_checkpoint)
     return OutputPlan(resume_from=last_complete_checkpoint(output_dir))
+
+
+# The arguments that decide what a run computes (not where or how often it logs or saves).
+_MODEL_SETTINGS = ("model_name_or_path", "reference_model_name_or_path", "lp_solver", "lp_iterations")
+_DATA_SETTINGS = ("dataset_path", "max_train_samples", "validation_fraction", "validation_seed", "train_augmentation")
+_TRAINING_SETTINGS = (
+    "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "seed", "bf16", "fp16", "regularizer",
+    "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization", "teacher_dtype",
+)
+
+
+def run_settings(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> dict:
+    """The arguments that decide a run's result, as recorded in `RunRecord.settings` (JSON values)."""
+    settings = {}
+    for args, names in ((model_args, _MODEL_SETTINGS), (data_args, _DATA_SETTINGS), (training_args, _TRAINING_SETTINGS)):
+        for name in names:
+            value = getattr(args, name, None)
+            settings[name] = list(value) if isinstance(value, tuple) else (str(value) if hasattr(value, "value") else value)
+    return settings
+
+
+def _changed_settings(earlier: dict | None, now: dict | None) -> str:
+    """'max_steps 3 -> 6, learning_rate ...' for the settings that differ; '' when they agree or are unknown."""
+    if not earlier or not now:
+        return ""
+    changed = [f"{key} {earlier.get(key)!r} -> {now[key]!r}" for key in now if key in earlier and earlier[key] != now[key]]
+    return ", ".join(changed)
 
 
 def _remove_earlier_run(output_dir: str) -> None:
@@ -149,7 +186,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     """Fine-tune, measure, export and record one run; see the module docstring."""
     # 1. Everything that can be checked before loading data or models.
     if training_args.method is None:
-        raise ValueError("a fine-tuning run needs a method (--method); choose one of ldifs_hf.list_methods()")
+        raise ValueError("a fine-tuning run needs a method (--method); `ldifs-hf list` (or ldifs_hf.list_methods()) lists them")
     spec = training_args.method_spec
     benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
@@ -168,15 +205,20 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         repo_id = check_push_target(
             training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
         )
+    settings = run_settings(model_args, data_args, training_args)
     # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
     # (and removes) first: the others then find nothing left to remove, so only one process deletes.
     with training_args.main_process_first(desc="output directory"):
         plan = plan_output_dir(
             training_args.output_dir, spec.name, benchmark_name,
             overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
+            settings=settings,
         )
     if plan.finished is not None:
-        logger.info("%s already holds this finished run; returning its record (pass --overwrite_output_dir to redo it)", training_args.output_dir)
+        logger.warning(
+            "%s already holds this finished run (same method, data and settings): nothing was trained, its record is returned "
+            "(pass --overwrite_output_dir to train it again)", training_args.output_dir,
+        )
         return plan.finished
     apply_benchmark_epochs(data_args, training_args)
     logger.setLevel(training_args.get_process_log_level())
@@ -234,9 +276,14 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             )
             if has_validation
             else f"all of train (no validation split), test = '{benchmark.spec.test_split}'"
-        ) + (f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else ""),
+        ) + "; {} train / {} validation / {} test images used".format(*(len(benchmark.splits[k]) for k in ("train", "validation", "test")))
+        + (
+            f"; from the local copy {data_args.dataset_path}" if data_args.dataset_path
+            else (f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else "")
+        ),
         text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
+        settings=settings,
     )
 
     # 5. Train. The Hub push happens below, as a stock CLIPModel, not the Trainer's classifier.
@@ -281,11 +328,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             _finish_run(
                 trainer, record, model_args, training_args, benchmark, processor, eval_dataset if has_validation else None,
                 repo_id, push_to_hub,
+                # A local copy may hold anything: the card links the Hub dataset only when the run read it.
+                dataset_id=None if data_args.dataset_path else benchmark.spec.hub_id,
             )
     return record
 
 
-def _finish_run(trainer, record, model_args, training_args, benchmark, processor, eval_dataset, repo_id, push_to_hub) -> None:
+def _finish_run(trainer, record, model_args, training_args, benchmark, processor, eval_dataset, repo_id, push_to_hub, dataset_id) -> None:
     """On the main process, after training: A_FT, the stock-CLIP export, the cards, the record, the push."""
     # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
     trained = trained_model(trainer, training_args.output_dir)
@@ -305,7 +354,7 @@ def _finish_run(trainer, record, model_args, training_args, benchmark, processor
 
     write_model_cards(
         training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
-        dataset_id=benchmark.spec.hub_id, license=model_args.model_license,
+        dataset_id=dataset_id, license=model_args.model_license,
     )
     record.completed = True
     record.save(training_args.output_dir)
@@ -322,7 +371,12 @@ def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainin
     try:
         config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir)
     except (OSError, ValueError) as err:
-        where = "" if os.path.exists(name) else f" as a Hub id (no local directory {name!r} exists)"
+        if os.path.exists(name):
+            raise OSError(
+                f"model_name_or_path {name!r} is not a model directory: it has no readable config.json "
+                f"({' '.join(str(err).split())[:200]}); pass the folder a CLIP was saved to (save_pretrained)"
+            ) from err
+        where = f" as a Hub id (no local directory {name!r} exists)"
         raise OSError(
             f"could not load CLIP model {name!r}{where}: download it first (`hf download {name}`) "
             f"or pass a local directory ({' '.join(str(err).split())[:300]})"

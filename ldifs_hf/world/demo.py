@@ -55,6 +55,8 @@ class DemoArguments:
     def __post_init__(self):
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (CPU threads for torch), got {self.threads}")
         if not 0 <= self.checkpoint_every_percent <= 100:
             raise ValueError(f"checkpoint_every_percent must be in [0, 100], got {self.checkpoint_every_percent}")
         if self.finetune_task not in world_task_names():
