@@ -38,24 +38,19 @@ def _read_config(path: str) -> dict:
         return json.load(f)
 
 
-def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) -> nn.Module:
+def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None, what: str = "checkpoint") -> nn.Module:
     """A model to evaluate: an in-memory model as is, or one loaded from a directory or Hub id.
 
     Directories holding a `CLIPVisionClassifier` (config model_type "ldifs_clip_classifier") load as
-    that class; anything else with a CLIP config loads as a `CLIPModel`.
+    that class; anything else with a CLIP config loads as a `CLIPModel`. `what` names the model in
+    errors ("checkpoint", "pretrained model"), so that they point at the argument that gave it.
     """
     if isinstance(checkpoint, nn.Module):
         model = checkpoint
     else:
         path = os.fspath(checkpoint)
-        if os.path.isdir(path):
-            model_type = _read_config(path).get("model_type")
-        elif os.path.exists(path):
-            raise CheckpointError(f"{path!r} is a file, not a model directory; pass the directory that holds its config.json")
-        elif looks_like_hub_id(path):
-            model_type = "clip"
-        else:
-            raise CheckpointError(f"checkpoint {path!r} does not exist (neither a local directory nor a Hub model id)")
+        check_model_path(path, what)
+        model_type = _read_config(path).get("model_type") if os.path.isdir(path) else "clip"  # else: a Hub id
         try:
             if model_type == CLIPClassifierConfig.model_type:
                 model = CLIPVisionClassifier.from_pretrained(path, cache_dir=cache_dir)
@@ -69,7 +64,7 @@ def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) ->
         except OSError as err:
             where = "a local directory" if os.path.isdir(path) else "a Hub model id (no local directory has that name)"
             raise CheckpointError(
-                f"could not load checkpoint {path!r} as {where} ({err}). Without network, download a Hub model once "
+                f"could not load {what} {path!r} as {where} ({err}). Without network, download a Hub model once "
                 "elsewhere (`hf download <id>`) and pass its local directory"
             ) from err
     for attribute in ("vision_model", "visual_projection"):
@@ -78,6 +73,20 @@ def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None) ->
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def check_model_path(path: str, what: str = "checkpoint") -> None:
+    """Without loading anything: `path` is a directory, or no such path exists and it has the shape of
+    a Hub id ('name' or 'owner/name'). A missing path with './', '../', '~' or more than one '/' is a
+    misspelt local path, never a Hub id. `what` names the model in the error."""
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise CheckpointError(f"{what} {path!r} is a file, not a model directory; pass the directory that holds its config.json")
+    if not looks_like_hub_id(path):
+        raise CheckpointError(
+            f"{what} {path!r} does not exist (neither a local directory nor a Hub model id, which has the form 'name' or 'owner/name')"
+        )
 
 
 def looks_like_hub_id(path: str) -> bool:

@@ -68,6 +68,33 @@ class ForgettingRecord(TypedDict, total=False):
     percent: float | None
 
 
+DEVICE_FORMS = "cpu, cuda, cuda:N (a GPU index), mps or xpu"
+
+
+def check_device(device) -> None:
+    """`device` (a string, a `torch.device` or None: CUDA when available) names a device that torch
+    parses and this machine has; raises a one-line ValueError otherwise, before anything is loaded."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device: use {DEVICE_FORMS}, or leave it unset (cuda when available)") from err
+    kind = parsed.type
+    if kind == "cpu":
+        return
+    if kind not in ("cuda", "mps", "xpu"):
+        raise ValueError(f"device {device!r} cannot run an evaluation: use {DEVICE_FORMS}, or leave it unset (cuda when available)")
+    backend = torch.backends.mps if kind == "mps" else getattr(torch, kind, None)
+    if backend is None or not backend.is_available():
+        raise ValueError(
+            f"device {device!r}: this machine has no {kind} device (torch {torch.__version__}: torch.{'backends.mps' if kind == 'mps' else kind}"
+            ".is_available() is False); use --device cpu, or leave it unset (cuda when available)"
+        )
+    if parsed.index is not None and kind in ("cuda", "xpu") and parsed.index >= backend.device_count():
+        raise ValueError(f"device {device!r}: this machine has {backend.device_count()} {kind} device(s), numbered from 0")
+
+
 @dataclass
 class EvaluatorSettings:
     """How the evaluator reads data and scores models.
@@ -183,7 +210,7 @@ class ConceptForgettingEvaluator:
     def from_pretrained(cls, name_or_path, settings: EvaluatorSettings | None = None, *, processor=None) -> "ConceptForgettingEvaluator":
         """The evaluator of a pretrained CLIP given as a directory or Hub id (its processor loaded beside it)."""
         settings = settings or EvaluatorSettings()
-        model = load_checkpoint(name_or_path, cache_dir=settings.cache_dir)
+        model = load_checkpoint(name_or_path, cache_dir=settings.cache_dir, what="pretrained model")
         if processor is None:
             processor = CLIPProcessor.from_pretrained(name_or_path, cache_dir=settings.cache_dir)
         evaluator = cls(model, processor, settings)

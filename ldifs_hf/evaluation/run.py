@@ -9,7 +9,8 @@ results.md (the paper's Table 3 layout) and PNG plots.
 A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
 scored and written. An existing report in `output_dir` is refused before anything is loaded, unless
-`overwrite_report`.
+`overwrite_report`; so are an `output_dir` that is a file or not writable, a `device` this machine
+lacks, counts out of range and a `pretrained` path that does not exist.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ from transformers import HfArgumentParser
 
 from ..benchmarks import parse_benchmark_list, parse_dataset_paths
 from ..heads import LP_SOLVERS
-from .checkpoints import CheckpointError, resolve_checkpoints
-from .evaluator import TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, evaluate_checkpoints, non_finite_parameter
+from ..training.guards import check_output_dir
+from .checkpoints import CheckpointError, check_model_path, resolve_checkpoints
+from .evaluator import (
+    TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, check_device, evaluate_checkpoints, non_finite_parameter,
+)
 from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
 
 logger = logging.getLogger(__name__)
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type: a TypeError to the Python API, and, like every bad value, a
+    ValueError, so that a wrong type in a `.json` config is one `error:` line of the command (exit 2)."""
 
 
 @dataclass
@@ -71,6 +80,34 @@ class EvaluationArguments:
         metadata={"help": "Folder where the pretrained model's features and accuracies are kept and reused by every evaluation pointed at it."},
     )
 
+    def __post_init__(self):
+        # The Python API takes what a user naturally writes: one checkpoint as a string, benchmarks as a
+        # list; anything else of the wrong type is named here rather than failing deep inside.
+        self.checkpoint = _string_list("checkpoint", self.checkpoint)
+        self.dataset_path = _string_list("dataset_path", self.dataset_path)
+        self.templates = _string_list("templates", self.templates)
+        if isinstance(self.datasets, (list, tuple)) and all(isinstance(d, str) for d in self.datasets):
+            self.datasets = ",".join(self.datasets)
+        elif not isinstance(self.datasets, str):
+            raise ArgumentTypeError(f"datasets takes 'all', a comma-separated string or a list of benchmark names, got {self.datasets!r}")
+        for name in ("output_dir", "pretrained", "cache_dir", "feature_cache_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+            elif not (isinstance(value, str) or (value is None and name != "output_dir")):
+                raise ArgumentTypeError(f"{name} takes a path (a string), got {type(value).__name__} {value!r}")
+        for name, least in (("lp_iterations", 1), ("feature_distance_samples", 1), ("batch_size", 1), ("num_workers", 0),
+                            ("max_train_samples", 1), ("max_eval_samples", 1)):
+            value = getattr(self, name)
+            if value is None and name.startswith("max_"):
+                continue  # no cap
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ArgumentTypeError(f"{name} takes an integer, got {type(value).__name__} {value!r}")
+            if value < least:
+                cap = " (leave it unset for no cap)" if name.startswith("max_") else ""
+                raise ValueError(f"{name} must be >= {least}, got {value}{cap}")
+        check_device(self.device)
+
     def settings(self) -> EvaluatorSettings:
         """The evaluator's settings; raises ValueError on a bad value before anything is loaded."""
         return EvaluatorSettings(
@@ -88,6 +125,17 @@ class EvaluationArguments:
             cache_dir=self.cache_dir,
             feature_cache_dir=self.feature_cache_dir,
         )
+
+
+def _string_list(name: str, value) -> list[str]:
+    """A list-of-strings field from one string or path, a list or tuple of them, or None (empty)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value):
+        return [os.fspath(v) for v in value]
+    raise ArgumentTypeError(f"{name} takes a string or a list of strings, got {type(value).__name__} {value!r}")
 
 
 @dataclass
@@ -127,12 +175,22 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
             f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
             "or pass --overwrite_report to replace it"
         )
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise FileExistsError(f"output_dir {args.output_dir!r} is a file; pass a directory (created if missing) for the report")
+    check_output_dir(args.output_dir)  # writable (a probe file, removed), or its nearest existing parent is
+    if args.pretrained:
+        check_model_path(args.pretrained, "pretrained model")
 
     # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
     entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)
     pretrained = args.pretrained or next((e.base_model for e in entries if e.base_model), None)
     if pretrained is None:
         raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
+    if not args.pretrained:
+        try:
+            check_model_path(pretrained, "pretrained model")
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; it is the base model the checkpoint's run recorded: pass --pretrained") from None
     logger.info("evaluating %d checkpoint(s) against %s on %s", len(entries), pretrained, ", ".join(benchmarks))
 
     # 3. The pretrained model (text tower, reference of Δ and distances), scored once; then every checkpoint.
