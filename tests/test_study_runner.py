@@ -3,10 +3,12 @@ the world: tables and figures, a SIGKILLed study that resumes without recomputin
 and the same grid through submitit's local executor."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -63,11 +65,70 @@ def test_cells_cover_methods_tasks_sequences_and_seeds():
         (dict(finetune_options='{"seed": 3}'), r"finetune_options may not set \['seed'\]"),
         (dict(world="mars"), "world must be one of"),
         (dict(reference="teacher"), "reference must be one of"),
+        (dict(finetune_options='{"learnin_rate": 1e-3}'), "unknown key 'learnin_rate'.*did you mean 'learning_rate'\\?"),
+        (dict(finetune_options='{"learning_rate": "fast"}'), "finetune_options: learning_rate must be a number, got 'fast'"),
+        (dict(finetune_options='{"per_device_train_batch_size": 16.5}'), "per_device_train_batch_size must be an integer, got 16.5"),
+        (dict(finetune_options='{"use_cpu": "yes"}'), "use_cpu must be true or false, got 'yes'"),
+        (dict(finetune_options='{"lr_scheduler_type": "bogus"}'), "finetune_options lr_scheduler_type='bogus' is refused .*not a valid SchedulerType"),
+        (dict(methods="zs-init-ce,lp-init-ldifs", finetune_options='{"ldifs_lambda": -1, "learning_rate": 1e-3}'),
+         "finetune_options ldifs_lambda=-1 is refused .*ldifs_lambda must be a number >= 0"),
     ],
 )
 def test_bad_study_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StudyArguments(**kwargs)
+
+
+def test_good_finetune_options_are_accepted_and_checking_them_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the check's output_dir (never created) would be
+    args = StudyArguments(output_dir=str(tmp_path / "study"), finetune_options=GRID["finetune_options"] | {"report_to": ["none"], "ldifs_layers": [1, 2]})
+    assert args.finetune_options["learning_rate"] == 1e-3
+    assert list(tmp_path.iterdir()) == []
+
+
+def _no_world(monkeypatch):
+    """Fail the test if the study gets as far as preparing its world."""
+    import ldifs_hf.study.runner as runner
+    import ldifs_hf.world as world
+
+    def refuse(*args, **kwargs):
+        pytest.fail("the study prepared its world before refusing a bad input")
+
+    monkeypatch.setattr(runner, "prepare_study", refuse)
+    monkeypatch.setattr(world, "prepare_world", refuse)
+
+
+@pytest.mark.parametrize(
+    "where, options, message",
+    [
+        ("a-file", None, "output_dir '{out}' is a file, not a directory; the study needs a directory"),
+        ("a-file/study", None, "output_dir '{out}' cannot be created: '{tmp}/a-file' is a file, not a directory"),
+        ("read-only", None, "output_dir '{out}' is not writable"),
+        ("study", '{"learning_rate": "fast"}', "finetune_options: learning_rate must be a number, got 'fast'"),
+        ("study", '{"learnin_rate": 1e-3}', "finetune_options has an unknown key 'learnin_rate': it is not a fine-tuning argument; did you mean 'learning_rate'?"),
+        ("study", '{"lr_scheduler_type": "bogus"}', "finetune_options lr_scheduler_type='bogus' is refused by the fine-tuning arguments"),
+    ],
+)
+def test_cli_bad_output_dir_or_finetune_options_is_one_line_before_anything_runs(where, options, message, tmp_path, monkeypatch, capsys):
+    _no_world(monkeypatch)
+    (tmp_path / "a-file").write_text("the user's")
+    (tmp_path / "read-only").mkdir()
+    out = tmp_path / where
+    if where == "read-only":
+        import ldifs_hf.training.guards as guards
+
+        def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(guards.tempfile, "mkstemp", refuse)
+    argv = ["study", "--output_dir", str(out), "--world", "quick", "--methods", "zs-init-ce", "--finetune_tasks", "world-digit", "--max_steps", "2"]
+    assert main(argv + (["--finetune_options", options] if options else [])) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("error: " + message.format(out=out, tmp=tmp_path)), errors[0]
+    assert (tmp_path / "a-file").read_text() == "the user's"  # nothing the user had is overwritten
+    assert not (tmp_path / "study").exists() and list((tmp_path / "read-only").iterdir()) == []  # no cells/, nothing at all
 
 
 def test_unknown_names_are_refused_before_anything_runs(tmp_path):
@@ -168,6 +229,10 @@ def test_world_study_writes_tables_figures_and_manifest(uninterrupted, capsys, c
     assert any(p.suffix == ".safetensors" for p in cached) and any(p.suffix == ".json" for p in cached)
     first_done = min(p.stat().st_mtime_ns for p in out.glob("cells/**/cell.json"))
     assert max(p.stat().st_mtime_ns for p in cached) < first_done
+    # Every cell records its evaluation files where they are, not in the staging folder.
+    for marker in out.glob("cells/**/cell.json"):
+        files = json.loads(marker.read_text())["evaluation_files"]
+        assert files and all(os.path.isfile(f) and ".evaluation.tmp" not in f for f in files)
     # Everything done: the plan says so and a rerun changes nothing.
     assert main(["study", "--plan", *_cli(out, cache)]) == 0
     assert "4 cells: 4 done, 0 to run" in capsys.readouterr().out
@@ -185,7 +250,7 @@ def _weights(out):
 
 
 @pytest.mark.slow
-def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(uninterrupted, cache, tmp_path):
+def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(uninterrupted, cache, tmp_path, caplog):
     reference_out, _ = uninterrupted
     out = tmp_path / "killed"
     code = (
@@ -229,8 +294,13 @@ def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(unin
     args = _study(out, cache)
     status = plan_study(args, prepare_study(args)).status
     assert status[Cell(done[0]["method"], tuple(done[0]["tasks"]), done[0]["seed"])] == "partial"
-    run_study(_study(out, cache))
+    with caplog.at_level(logging.INFO, logger="ldifs_hf"):
+        run_study(_study(out, cache))
     assert (cell / "cell.json").exists() and not (cell / ".evaluation.tmp").exists()
+    # The log names where the evaluation ended up, never the staging folder that is gone.
+    logged = [r.getMessage() for r in caplog.records]
+    assert not [m for m in logged if ".evaluation.tmp" in m]
+    assert any(f"wrote the evaluation to {cell / 'evaluation'} (" in m and "results.md" in m for m in logged), logged
     assert (cell / "evaluation").stat().st_mtime_ns != evaluated
     assert {p: t for p, t in _weights(out).items() if p in finished_weights} == finished_weights
     assert _tables(out) == _tables(reference_out)

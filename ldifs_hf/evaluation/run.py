@@ -162,8 +162,9 @@ class EvaluationResult:
         return unscored(self.records)
 
 
-def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
-    """Score every checkpoint on every benchmark against the pretrained model and write the report."""
+def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> EvaluationResult:
+    """Score every checkpoint on every benchmark against the pretrained model and write the report.
+    `log_paths=False`: the files written are not logged (a caller that moves them logs where they end up)."""
     # 1. Arguments, validated before any model or data is loaded.
     if not args.checkpoint:
         raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
@@ -203,8 +204,9 @@ def run_evaluation(args: EvaluationArguments) -> EvaluationResult:
 
     # 4. Results: JSON, CSV, Markdown table and plots.
     paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks)
-    for name, path in paths.items():
-        logger.info("wrote %s: %s", name, path)
+    if log_paths:
+        for name, path in paths.items():
+            logger.info("wrote %s: %s", name, path)
     for record in unscored(records):
         logger.error("%s: %s (%s)", record["checkpoint"], record["status"], record.get("error"))
     return EvaluationResult(pretrained=pretrained, benchmarks=benchmarks, pretrained_accuracy=pretrained_accuracy, records=records, paths=paths)

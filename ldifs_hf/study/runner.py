@@ -32,10 +32,16 @@ and seeds vary the fine-tuning only.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import enum
+import functools
 import json
 import logging
 import os
 import shutil
+import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -44,7 +50,8 @@ from ..benchmarks.catalog import NINE
 from ..evaluation.run import EvaluationArguments, run_evaluation
 from ..records import RunRecord
 from ..training import get_method, list_methods
-from ..training.run import finetune
+from ..training.guards import check_output_dir
+from ..training.run import finetune, finetune_parser
 from ..utils import parse_seeds
 from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
@@ -126,10 +133,112 @@ class StudyArguments:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
         self.finetune_options = dict(options)
         self.seed_list()  # a bad seed list fails here, before anything runs
+        self.check_finetune_options()
 
     def seed_list(self) -> list[int]:
         return parse_seeds(self.seeds)
 
+    def check_finetune_options(self) -> None:
+        """Refuse finetune_options that are not fine-tuning arguments, or whose values are not of the
+        field's type or are refused by the arguments themselves, before anything runs. The arguments
+        are built as the cells will build them (one set per method), with an output_dir that is not
+        created: constructing them writes nothing (TrainingArguments only sets up its device)."""
+        options = self.finetune_options
+        if not options:
+            return
+        fields = _finetune_fields()
+        for key, value in options.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else " (see ldifs-hf finetune --help for the fine-tuning arguments)"
+                raise ValueError(f"finetune_options has an unknown key {key!r}: it is not a fine-tuning argument{hint}")
+            if not _fits(value, fields[key]):
+                raise ValueError(f"finetune_options: {key} must be {_describe(fields[key])}, got {value!r}")
+        parser = finetune_parser()
+        plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
+        methods = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
+        tasks = [t.strip() for t in self.finetune_tasks.replace(SEQUENCE_SEPARATOR, ",").split(",") if t.strip()]
+        task = tasks[0] if tasks and tasks[0] != "all" else "eurosat"  # a name only: nothing is loaded
+        output_dir = os.path.join(tempfile.gettempdir(), "ldifs-hf-study-options-check", "not-created")
+        for method in methods:
+            try:
+                cell = Cell(get_method(method).name, (task,), self.seed_list()[0])
+            except ValueError:
+                continue  # an unknown method is refused by name with the grid (study_cells)
+            base = dict(cell_config(plain, cell, [])["finetune"], dataset=task, output_dir=output_dir)
+            base.pop("dataset_path", None)  # the data is not looked at here
+            error = _refusal(parser, {**base, **options})
+            if error is not None:
+                # Name the option that is refused on its own, if one is; else all of them.
+                culprit = next((k for k in options if _refusal(parser, {**base, k: options[k]}) is not None), None)
+                what = f"{culprit}={options[culprit]!r}" if culprit else json.dumps(options)
+                raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
+
+
+@functools.lru_cache(maxsize=1)
+def _finetune_fields() -> dict[str, object]:
+    """Every fine-tuning argument (ModelArguments, DataArguments, LDIFSTrainingArguments) and its type."""
+    fields = {}
+    for cls in finetune_parser().dataclass_types:
+        hints = typing.get_type_hints(cls)
+        fields.update({f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init})
+    return fields
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value is of a field's type (HfArgumentParser.parse_dict does not check)."""
+    if hint is typing.Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value is a or (type(value) is type(a) and value == a) for a in args)
+    if origin is list or hint is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (str, hint))  # a bad name is refused by the arguments, with the choices
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    """A field's type in JSON words: 'a number', 'an integer or null', ..."""
+    if hint is type(None) or hint is None:
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+    if origin is typing.Literal:
+        return " or ".join(json.dumps(a) for a in args)
+    if origin is list or hint is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a JSON object"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "a string"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _refusal(parser, kwargs: dict) -> str | None:
+    """The one-line error building the fine-tuning arguments from `kwargs` gives, or None."""
+    try:
+        parser.parse_dict(kwargs)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as err:
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
 
 @dataclass(frozen=True)
 class Cell:
@@ -286,7 +395,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
         record = finetune(dataset=cell.tasks[0], output_dir=run_dir, **config["finetune"])
         run_dirs = [record.output_dir]
         logger.info("cell %s: evaluating", cell.folder)
-        scored = run_evaluation(evaluation)
+        scored = run_evaluation(evaluation, log_paths=False)  # they are logged where they end up, below
         records, pretrained_accuracy = scored.records, scored.pretrained_accuracy
         files = ["results.json", "results.csv", "results.md"]
 
@@ -295,6 +404,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     if os.path.isdir(final):
         shutil.rmtree(final)
     os.replace(staging, final)
+    logger.info("cell %s: wrote the evaluation to %s (%s)", cell.folder, final, ", ".join(sorted(os.listdir(final))))
     for record in records:
         record["seed"] = cell.seed
         if record.get("checkpoint"):
@@ -368,6 +478,21 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     return "\n".join(lines)
 
 
+def check_study_dir(args: StudyArguments) -> None:
+    """Before the world is prepared or anything is written: output_dir is (or can be made) a directory,
+    and, unless only planning (which writes nothing), one that accepts files."""
+    existing = args.output_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing == args.output_dir and not os.path.isdir(existing):
+        raise ValueError(
+            f"output_dir {args.output_dir!r} is a file, not a directory; the study needs a directory "
+            "(a new one, or an earlier study's to resume it): choose another --output_dir"
+        )
+    if not args.plan or not os.path.isdir(existing):
+        check_output_dir(args.output_dir)  # under a file, or not writable (a probe file, removed)
+
+
 def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     """Run every cell that is not done (locally or through submitit), then assemble the tables and
     figures. With `args.plan`, only print and return the plan."""
@@ -375,6 +500,7 @@ def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     args.output_dir = os.path.abspath(args.output_dir)
     if args.world_cache_dir is not None:
         args.world_cache_dir = os.path.abspath(args.world_cache_dir)
+    check_study_dir(args)
     world = prepare_study(args)
     plan = plan_study(args, world)
     if args.plan:
