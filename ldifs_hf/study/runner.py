@@ -120,6 +120,15 @@ class StudyArguments:
             raise ValueError(f"max_steps must be >= 1, or -1 for the benchmark's epochs, got {self.max_steps}")
         if self.lp_iterations < 1:
             raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
+        # The evaluation's own checks would only run inside the first cell, after its fine-tuning.
+        for name in ("eval_max_train_samples", "eval_max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, or unset for no cap, got {value}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.eval_num_workers < 0:
+            raise ValueError(f"eval_num_workers must be >= 0, got {self.eval_num_workers}")
         if isinstance(self.finetune_options, str):
             try:
                 self.finetune_options = json.loads(self.finetune_options)
