@@ -151,7 +151,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
         formatter_class=_Formatter,
     )
     (args,) = parse(parser, argv)
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     result = run_evaluation(args)
     failed = len(result.failures)
     print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
@@ -169,7 +169,7 @@ def demo_command(argv: Sequence[str]) -> int:
         formatter_class=_Formatter,
     )
     (args,) = parse(parser, argv)
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     run_demo(args)
     return 0
 
@@ -185,7 +185,7 @@ def study_command(argv: Sequence[str]) -> int:
         formatter_class=_Formatter,
     )
     (args,) = parse(parser, argv)
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     result = run_study(args)
     if not args.plan:
         written = result.tables.paths
@@ -308,12 +308,14 @@ def _results_line(results: dict) -> str:
     return ", ".join(f"{k} {100 * v:.2f}%" for k, v in results.items()) or "no results"
 
 
-def _setup_logging(level: int) -> None:
+def _setup_logging(level: int, transformers_level: int | None = None) -> None:
+    """Our logger at `level`; transformers' at `transformers_level` (default: the same). The commands
+    that log their own progress at INFO keep transformers at WARNING: its INFO dumps every config it loads."""
     import transformers
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logging.getLogger("ldifs_hf").setLevel(level)
-    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level if transformers_level is None else transformers_level)
 
 
 class _Formatter(__import__("argparse").RawDescriptionHelpFormatter):

@@ -145,3 +145,15 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
     )
     assert proc.stdout.strip() == "rc=0" and "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_evaluate_keeps_transformers_quiet_while_logging_its_own_progress(tiny_clip_dir, tmp_path, capsys):
+    """transformers at INFO printed every config it loaded (about 300 lines an evaluation)."""
+    import logging
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity(logging.INFO)
+    _one_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "notabench", "--output_dir", str(tmp_path / "r")])
+    assert transformers.utils.logging.get_verbosity() == logging.WARNING
+    assert logging.getLogger("ldifs_hf").level == logging.INFO
