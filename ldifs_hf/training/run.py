@@ -277,9 +277,10 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             if has_validation
             else f"all of train (no validation split), test = '{benchmark.spec.test_split}'"
         ) + "; {} train / {} validation / {} test images used".format(*(len(benchmark.splits[k]) for k in ("train", "validation", "test")))
+        + (f"; from the local copy {data_args.dataset_path}" if data_args.dataset_path else "")
         + (
-            f"; from the local copy {data_args.dataset_path}" if data_args.dataset_path
-            else (f"; {benchmark.spec.split_note}" if benchmark.spec.split_note else "")
+            (f"; if that is a copy of {benchmark.spec.hub_id}: " if data_args.dataset_path else "; ") + benchmark.spec.split_note
+            if benchmark.spec.split_note else ""
         ),
         text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
