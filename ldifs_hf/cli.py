@@ -265,9 +265,11 @@ def run_guarded(call: Callable[[], int], debug: bool = False) -> int:
         return call()
     try:
         return call()
-    except BrokenPipeError:  # e.g. `ldifs-hf finetune --help | head`: the reader has what it wanted
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    except BrokenPipeError as err:
+        if not _stdout_closed():  # another pipe (a worker, a socket) broke: a fault, not the reader leaving
+            return _fail(f"{type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)", 1)
+        # e.g. `ldifs-hf list | head`: the reader has what it wanted; nothing more to write to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ValueError, OSError, KeyError) as err:  # bad values, names, paths, models, data
         return _fail(_one_line(err), USAGE_ERROR)
@@ -277,6 +279,18 @@ def run_guarded(call: Callable[[], int], debug: bool = False) -> int:
         return _fail("interrupted", 130)
     except Exception as err:  # a fault, not a mistake: say where to look
         return _fail(f"{type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)", 1)
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll on this platform, or stdout is not a file
+        return False
 
 
 def _one_line(err: BaseException) -> str:

@@ -205,6 +205,17 @@ def test_what_zero3_cannot_do_is_refused_in_one_line_before_loading(case, expect
     assert not out.exists()  # refused before the output directory, data or weights were touched
 
 
+@pytest.mark.slow
+def test_the_zero3_checks_also_hold_under_accelerate_launch(tiny_clip_dir, eurosat, tmp_path):
+    """`accelerate launch --config_file deepspeed_zero3.yaml` gives the run no --deepspeed argument: the
+    config comes through accelerate's plugin, and the same checks must read it."""
+    out = tmp_path / "out"
+    proc = _accelerate("deepspeed_zero3.yaml", _argv("zs-init-l2sp", tiny_clip_dir, eurosat, out), tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 1 and "L2SP under DeepSpeed ZeRO-3 is not supported" in errors[0], proc.stderr[-2000:]
+    assert not out.exists()
+
+
 def test_the_teacher_engine_config_follows_the_student_and_the_teacher_dtype():
     student = {
         "train_micro_batch_size_per_gpu": 4, "train_batch_size": 32, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,

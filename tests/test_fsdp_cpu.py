@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from ldifs_hf.training.build import build_model
 
     torch.set_num_threads(1)
-    method, clip_dir, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    method, clip_dir, out, layout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     args = LDIFSTrainingArguments(output_dir=out, method=method, use_cpu=True, report_to=[], per_device_train_batch_size=4,
                                   ldifs_lambda=10.0, l2sp_lambda=3.0, seed=0)
     rank, world = args.process_index, args.world_size
@@ -57,7 +57,8 @@ SCRIPT = textwrap.dedent(
     trainer.model = model
 
     # Two processes, half the batch each, the model sharded in place as accelerate's FSDP2 shards it.
-    mesh = init_device_mesh("cpu", (world,))
+    # FSDP: one dimension of 2 shards; HSDP: 2 replicas of 1 shard each (the value must not count replicas).
+    mesh = init_device_mesh("cpu", (world,)) if layout == "fsdp" else init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
     for layer in image_encoder(model).encoder.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
@@ -86,14 +87,14 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["zs-init-l2sp", "zs-init-ldifs"])
-def test_fsdp2_sharded_loss_and_gradients_equal_one_process(method, tiny_clip_dir, tmp_path):
+@pytest.mark.parametrize("method,layout", [("zs-init-l2sp", "fsdp"), ("zs-init-ldifs", "fsdp"), ("zs-init-l2sp", "hsdp")])
+def test_fsdp2_sharded_loss_and_gradients_equal_one_process(method, layout, tiny_clip_dir, tmp_path):
     script = tmp_path / "fsdp_step.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), method, str(tiny_clip_dir), str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), method, str(tiny_clip_dir), str(out), layout]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())

@@ -273,3 +273,24 @@ def test_benchmark_eval_script_runs_and_cached_equals_uncached(tmp_path):
     assert results["cached_record_equals_uncached"] is True
     assert len(results["pipeline_per_benchmark"]) == 9
     assert set(results["one_checkpoint_nine_benchmarks_seconds"]) == {"uncached (median)", "cache filled (first run)", "cache read (later runs, median)"}
+
+
+def test_l2sp_on_16_bit_weights_starts_at_zero(tiny_clip_dir, tmp_path):
+    """DeepSpeed and FSDP with bf16 hold the weights in bf16: θ0 follows their dtype, so the penalty is 0
+    at the start, not the float32 rounding error of every weight."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method
+    from ldifs_hf.training.build import build_model
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    tokenizer = CLIPProcessor.from_pretrained(tiny_clip_dir).tokenizer
+    model = build_model(get_method("zs-init-l2sp"), clip, tokenizer, ["cat", "dog"], ["a photo of a {}."])
+    args = LDIFSTrainingArguments(output_dir=str(tmp_path), method="zs-init-l2sp", use_cpu=True, report_to=[])
+    trainer = LDIFSTrainer(model=model, args=args)
+    model.to(torch.bfloat16)  # as DeepSpeed's bf16 engine holds it
+    penalty = trainer._l2sp_penalty(model)
+    assert penalty.item() == 0.0
+    with torch.no_grad():
+        model.visual_projection.weight.add_(0.5)
+    assert trainer._l2sp_penalty(model).item() == pytest.approx(0.25 * model.visual_projection.weight.numel(), rel=1e-2)

@@ -118,6 +118,21 @@ def test_guard_stops_after_three_infinite_gradient_norms_in_a_row():
         step(float("inf"))
 
 
+def test_without_a_per_step_norm_the_guard_counts_the_logged_ones():
+    """A Trainer without `_get_grad_norm` (transformers 4.x) never sets the per-step norm: the logged one counts."""
+    guard, args, state, control = _guard({})
+    for _ in range(guards.INF_GRAD_NORM_PATIENCE - 1):
+        guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
+    guard.on_log(args, state, control, logs={"loss": 1.0})  # a log without a norm neither counts nor resets
+    with pytest.raises(NonFiniteLossError, match="in 3 logs in a row"):
+        guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
+    # With the per-step norm the logs are not counted again.
+    guard, args, state, control = _guard({})
+    guard.trainer._step_grad_norm = 1.0
+    for _ in range(5):
+        guard.on_log(args, state, control, logs={"grad_norm": float("inf")})
+
+
 def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
     from ldifs_hf import hub
 

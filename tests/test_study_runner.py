@@ -330,3 +330,9 @@ def test_cli_study_help_and_one_line_errors(capsys):
     assert "--finetune_tasks" in printed and "--launcher" in printed and "--plan" in printed
     assert main(["study", "--launcher", "slurm"]) == 2
     assert "error: launcher must be one of ('local', 'submitit'), got 'slurm'" in capsys.readouterr().err
+
+
+def test_bf16_in_finetune_options_is_accepted_on_a_host_without_a_gpu(tmp_path):
+    """The cells may run elsewhere (submitit on GPU nodes): the options check must not need this host's GPU."""
+    args = StudyArguments(output_dir=str(tmp_path / "s"), methods="zs-init-ce", finetune_tasks="eurosat", finetune_options='{"bf16": true}')
+    assert args.finetune_options == {"bf16": True} and not (tmp_path / "s").exists()

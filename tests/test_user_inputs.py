@@ -158,3 +158,14 @@ def test_evaluate_keeps_transformers_quiet_while_logging_its_own_progress(tiny_c
     _one_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "notabench", "--output_dir", str(tmp_path / "r")])
     assert transformers.utils.logging.get_verbosity() == logging.WARNING
     assert logging.getLogger("ldifs_hf").level == logging.INFO
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_fault(capsys, monkeypatch):
+    from ldifs_hf import cli
+
+    def broken(argv):
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a DataLoader worker's pipe, with stdout fine
+
+    monkeypatch.setitem(cli.COMMANDS, "list", broken)
+    assert main(["list"]) == 1
+    assert capsys.readouterr().err.strip().startswith("error: BrokenPipeError")

@@ -33,7 +33,8 @@ from ..records import RunRecord
 from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from ..training.build import build_collator, build_model
 from ..training.guards import preflight
-from ..training.run import apply_benchmark_epochs, check_model_and_taps, finetune_parser, load_clip, run_finetune
+from ..training.distributed import fill_zero_buckets, full_weights_loading
+from ..training.run import apply_benchmark_epochs, check_model_and_taps, finetune_parser, load_clip, run_finetune, run_settings
 from ..training.trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -122,14 +123,10 @@ def run_lambda_search(
     # the model's config and taps.
     preflight(model_args, training_args)
     check_model_and_taps(model_args, training_args)
-    settings = {
-        "method": spec.name, "dataset": data_args.dataset, "parameter": parameter, "grid": grid,
-        # What else decides the scores: a rerun with other values searches again (or is refused).
-        "model": model_args.model_name_or_path, "seed": training_args.seed, "learning_rate": training_args.learning_rate,
-        "max_steps": training_args.max_steps, "num_train_epochs": training_args.num_train_epochs,
-        "batch_size": training_args.per_device_train_batch_size, "max_train_samples": data_args.max_train_samples,
-        "validation_fraction": data_args.validation_fraction,
-    }
+    apply_benchmark_epochs(data_args, training_args)  # as the final run will: the settings it records
+    # What decides the scores: the run's settings (the searched λ aside), the method and the grid.
+    run = {k: v for k, v in run_settings(model_args, data_args, training_args).items() if k != parameter}
+    settings = {"method": spec.name, "dataset": data_args.dataset, "parameter": parameter, "grid": grid, **run}
     result = _earlier_search(output_dir, settings, overwrite=training_args.overwrite_output_dir)
     if result is not None:
         logger.info("λ search already done in %s (%s = %g): reused; pass --overwrite_output_dir to search again", output_dir, parameter, result.best_lambda)
@@ -169,7 +166,6 @@ def _earlier_search(output_dir: str, settings: dict, *, overwrite: bool) -> Lamb
 
 def _search(model_args, data_args, training_args, spec, grid, parameter, settings) -> LambdaSearchResult:
     output_dir = training_args.output_dir
-    apply_benchmark_epochs(data_args, training_args)
 
     # The data and the initial model, as a fine-tuning run builds them (`run_finetune` steps 2-4).
     benchmark = load_benchmark(
@@ -181,10 +177,11 @@ def _search(model_args, data_args, training_args, spec, grid, parameter, setting
     transform = image_transform(processor.image_processor)
     for split in benchmark.splits.values():
         split.set_transform(transform)
-    initial = build_model(
-        spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, benchmark.splits["train"],
-        lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
-    )
+    with full_weights_loading():  # under ZeRO-3 too: the head is built from whole weights
+        initial = build_model(
+            spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, benchmark.splits["train"],
+            lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
+        )
     reference = load_clip(model_args.reference_model_name_or_path, model_args.cache_dir)[0] if model_args.reference_model_name_or_path else None
 
     search_args = copy.deepcopy(training_args)
@@ -203,6 +200,7 @@ def _search(model_args, data_args, training_args, spec, grid, parameter, setting
         preprocess_logits_for_metrics=_predicted_class,
         teacher_model=reference,
     )
+    fill_zero_buckets(trainer, max(clip_model.config.vision_config.hidden_size, clip_model.config.text_config.hidden_size))
 
     import optuna
 

@@ -176,6 +176,8 @@ class StudyArguments:
                 continue  # an unknown method is refused by name with the grid (study_cells)
             base = dict(cell_config(plain, cell, [])["finetune"], dataset=task, output_dir=output_dir)
             base.pop("dataset_path", None)  # the data is not looked at here
+            # The cells may run elsewhere (submitit): this host's lack of a GPU must not refuse --bf16.
+            base["use_cpu"] = True
             error = _refusal(parser, {**base, **options})
             if error is not None:
                 # Name the option that is refused on its own, if one is; else all of them.

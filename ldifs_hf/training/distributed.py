@@ -133,12 +133,22 @@ def full_weights_loading():
         hf_deepspeed.set_hf_deepspeed_config(config)
 
 
-def args_zero_stage(training_args) -> int | None:
-    """The ZeRO stage of `training_args.deepspeed`, from the parsed config, or None without DeepSpeed."""
+def args_deepspeed_config(training_args) -> dict | None:
+    """The DeepSpeed config a run was given: `--deepspeed` (transformers parses it) or `accelerate launch`
+    with a DeepSpeed config (accelerate's plugin), or None without DeepSpeed."""
     config = getattr(training_args, "hf_deepspeed_config", None)
+    if config is not None:
+        return config.config
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    return plugin.deepspeed_config if plugin is not None else None
+
+
+def args_zero_stage(training_args) -> int | None:
+    """The ZeRO stage of the run's DeepSpeed config, or None without DeepSpeed."""
+    config = args_deepspeed_config(training_args)
     if config is None:
         return None
-    return int(config.config.get("zero_optimization", {}).get("stage", 0))
+    return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
 def check_deepspeed_args(training_args) -> None:
@@ -146,7 +156,7 @@ def check_deepspeed_args(training_args) -> None:
     stage = args_zero_stage(training_args)
     if stage != 3:
         return
-    zero = training_args.hf_deepspeed_config.config["zero_optimization"]
+    zero = args_deepspeed_config(training_args).get("zero_optimization", {})
     if zero.get("stage3_gather_16bit_weights_on_model_save") is not True:
         raise ValueError(
             "ZeRO-3 keeps each weight in shards, and this run exports the fine-tuned weights as a CLIPModel: set "

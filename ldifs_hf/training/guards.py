@@ -135,18 +135,25 @@ class NonFiniteGuard(TrainerCallback):
 
     # -- gradient norm, every optimizer step -------------------------------------------------------
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Only where the Trainer has no per-step hook (`_get_grad_norm`, transformers 5): the logged norm.
+        if getattr(self.trainer, "_step_grad_norm", None) is None and (logs or {}).get("grad_norm") is not None:
+            self._count_grad_norm(logs["grad_norm"], state, "logs")
+
     def _check_grad_norm(self, state) -> None:
         """The step's gradient norm (`LDIFSTrainer` keeps it from `_get_grad_norm`); logging needs not be on."""
         grad_norm = getattr(self.trainer, "_step_grad_norm", None)
-        if grad_norm is None:
-            return
+        if grad_norm is not None:
+            self._count_grad_norm(grad_norm, state, "steps")
+
+    def _count_grad_norm(self, grad_norm, state, unit: str) -> None:
         if getattr(getattr(self.trainer, "accelerator", None), "optimizer_step_was_skipped", False):
             return  # fp16 loss scaling: an overflow step is skipped and the scale lowered, as intended
         grad_norm = float(grad_norm)
         self._bad_grad_steps = self._bad_grad_steps + 1 if not math.isfinite(grad_norm) else 0
         if self._bad_grad_steps >= self.patience:
             raise NonFiniteLossError(
-                f"training stopped at step {state.global_step}: the gradient norm was {grad_norm} in {self.patience} steps in a row, "
+                f"training stopped at step {state.global_step}: the gradient norm was {grad_norm} in {self.patience} {unit} in a row, "
                 "so clipping zeroes every update and nothing learns. Lower the regularizer weight (--ldifs_lambda / "
                 "--l2sp_lambda) or --learning_rate"
             )

@@ -205,6 +205,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         repo_id = check_push_target(
             training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
         )
+    apply_benchmark_epochs(data_args, training_args)  # before the settings: the epochs a run trains are recorded
     settings = run_settings(model_args, data_args, training_args)
     # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
     # (and removes) first: the others then find nothing left to remove, so only one process deletes.
@@ -220,7 +221,6 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             "(pass --overwrite_output_dir to train it again)", training_args.output_dir,
         )
         return plan.finished
-    apply_benchmark_epochs(data_args, training_args)
     logger.setLevel(training_args.get_process_log_level())
     logger.info("method %s (%s)", spec.name, spec)
 

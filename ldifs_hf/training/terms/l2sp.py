@@ -29,6 +29,17 @@ def is_dtensor(tensor) -> bool:
     return hasattr(tensor, "to_local") and hasattr(tensor, "placements")
 
 
+def _in_dtypes_of(trainer, attribute: str, params: list) -> list:
+    """The reference kept in `trainer.<attribute>`, cast once to the weights' dtypes where they differ:
+    DeepSpeed and FSDP with bf16/fp16 hold the weights themselves in 16 bits (their float32 copy is the
+    optimizer's), and θ0 in float32 would make the penalty start at the rounding error, not 0."""
+    reference = getattr(trainer, attribute)
+    if any(r.dtype != p.dtype for r, p in zip(reference, params)):
+        reference = [r.to(p.dtype) if r.dtype != p.dtype else r for r, p in zip(reference, params)]
+        setattr(trainer, attribute, reference)
+    return reference
+
+
 def sharded_l2sp_penalty(trainer, params: list) -> torch.Tensor:
     """L2SP on FSDP2-sharded weights (DTensors): each process sums ‖θ−θ0‖² over the shards it holds, against
     the same shards of θ0 (cut from the full reference once, by the weights' own placements).
@@ -43,12 +54,17 @@ def sharded_l2sp_penalty(trainer, params: list) -> torch.Tensor:
             distribute_tensor(ref.to(p.device), p.device_mesh, p.placements).to_local() if is_dtensor(p) else ref
             for p, ref in zip(params, trainer._l2sp_reference)
         ]
-    pairs = list(zip(params, trainer._l2sp_local_reference))
+    pairs = list(zip(params, _in_dtypes_of(trainer, "_l2sp_local_reference", [p.to_local() if is_dtensor(p) else p for p in params])))
     sharded = [(p.to_local(), ref) for p, ref in pairs if is_dtensor(p)]
     local = l2sp_penalty(*zip(*sharded))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    # Summed over the processes that hold the other shards: the mesh dimensions the weights are sharded
+    # on (under HSDP the replicas along the other dimension hold the same shards and are not added).
+    first = next(p for p in params if is_dtensor(p))
+    groups = [first.device_mesh.get_group(dim) for dim, placement in enumerate(first.placements) if placement.is_shard()]
+    if groups:
         total = local.detach().clone()
-        torch.distributed.all_reduce(total)
+        for group in groups:
+            torch.distributed.all_reduce(total, group=group)
         local = local + (total - local.detach())
     whole = [(p, ref) for p, ref in pairs if not is_dtensor(p)]  # outside any shard unit: the same on every process
     return local + l2sp_penalty(*zip(*whole)) if whole else local
@@ -91,7 +107,7 @@ class L2SP(Regularizer):
             if any(is_dtensor(p) for p in params):
                 penalty = sharded_l2sp_penalty(trainer, params)
             else:
-                penalty = l2sp_penalty(params, trainer._l2sp_reference)
+                penalty = l2sp_penalty(params, _in_dtypes_of(trainer, "_l2sp_reference", params))
         if trainer._peft:
             lora = sum(delta.float().pow(2).sum() for delta in lora_delta_weights(image_encoder(model), model))
             penalty = lora if penalty is None else penalty + lora
