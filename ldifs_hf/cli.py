@@ -36,6 +36,16 @@ class ArgumentParser(HfArgumentParser):
     def error(self, message):
         raise UsageError(message)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # HfArgumentParser gives a boolean field's `--no_X` the help of `--X`, which then reads backwards.
+        for action in self._actions:
+            negative = next((o for o in action.option_strings if o.startswith("--no_")), None)
+            if negative is not None:
+                # "%(default).0s" prints nothing; its presence keeps the formatter from appending the
+                # positive flag's default here, where it would read backwards too.
+                action.help = f"Turn off --{negative[len('--no_'):]}.%(default).0s"
+
     def own_options_first(self, title: str) -> None:
         """Move the options this project defines (not the Trainer's) into a first group."""
         own = _own_fields(self.dataclass_types)
@@ -332,8 +342,8 @@ def _setup_logging(level: int, transformers_level: int | None = None) -> None:
     transformers.utils.logging.set_verbosity(level if transformers_level is None else transformers_level)
 
 
-class _Formatter(__import__("argparse").RawDescriptionHelpFormatter):
-    pass
+class _Formatter(__import__("argparse").RawDescriptionHelpFormatter, __import__("argparse").ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default after its help."""
 
 
 if __name__ == "__main__":

@@ -169,3 +169,18 @@ def test_a_broken_pipe_that_is_not_stdout_is_a_fault(capsys, monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "list", broken)
     assert main(["list"]) == 1
     assert capsys.readouterr().err.strip().startswith("error: BrokenPipeError")
+
+
+def test_help_shows_defaults_and_negative_flags_read_the_right_way(capsys):
+    from ldifs_hf.cli import parse_finetune_args
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Weight of the LDIFS feature distance. (default: 10.0)" in text
+    assert "--no_train_augmentation, --no-train-augmentation Turn off --train_augmentation." in text
+    assert "Turn off --train_augmentation. (default" not in text
+    # The flags themselves still parse as before.
+    args = ["--method", "lp-init-ldifs", "--dataset", "eurosat", "--output_dir", "x"]
+    assert parse_finetune_args(args)[1].train_augmentation is True
+    assert parse_finetune_args([*args, "--no_train_augmentation"])[1].train_augmentation is False
