@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import json
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -47,6 +45,7 @@ from ldifs_hf.heads import extract_features
 from ldifs_hf.modeling import CLIPVisionClassifier, encode_images
 from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.tiny import tiny_image_processor, train_clip_tokenizer
+from ldifs_hf.utils import machine_metadata
 
 # (image side in pixels, PIL mode): about each benchmark's native size (DTD, Cars and GTSRB vary).
 NATIVE = {
@@ -236,13 +235,8 @@ def main() -> None:
         same = uncached == cached
         profiled = profile_breakdown(lambda: score(cache_dir)) if args.profile else None
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     meta = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "device": f"{device.type}: {device_name}",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **machine_metadata(device),
         "load_average": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
         "preset": args.preset,

@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -52,6 +49,7 @@ from transformers import CLIPVisionConfig, Trainer, TrainingArguments
 from ldifs_hf.modeling import CLIPClassifierConfig, CLIPVisionClassifier, encoder_parameters
 from ldifs_hf.regularizers import default_ldifs_layers, ldifs_distance
 from ldifs_hf.training import LDIFSTrainer, LDIFSTrainingArguments
+from ldifs_hf.utils import machine_metadata
 
 PRESETS = {
     # CLIP ViT-B/32's vision tower: the shape of DESIGN.md section 9's H100 measurements.
@@ -327,13 +325,8 @@ def main() -> None:
         r["vs_our_ce"] = r["ms"] / ours["ms"] if ours else None
         r["peak_vs_ce"] = r["peak_gib"] / base["peak_gib"] if r["peak_gib"] and base["peak_gib"] else None
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     meta = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "device": f"{device.type}: {device_name}",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **machine_metadata(device),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "torch": torch.__version__,
         "transformers": transformers.__version__,

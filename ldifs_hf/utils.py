@@ -35,3 +35,20 @@ def parse_seeds(value: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct comma-separated integers (at least one), got {value!r}")
     return seeds
+
+
+def machine_metadata(device: torch.device) -> dict:
+    """When, how and where a measurement ran: the header every benchmark script writes with its numbers."""
+    import datetime
+    import os
+    import platform
+    import sys
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "device": f"{device.type}: {name}",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -28,3 +28,22 @@ TEST_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), texts=TEST_TEXTS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def eurosat_dir(tmp_path_factory):
+    """A local copy in EuroSAT's schema: 30 training and 10 test images."""
+    from ldifs_hf.testing import save_benchmark_like_dataset
+
+    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
+
+
+def finetune_argv(model_dir, data_dir, out_dir, method, *extra):
+    """The arguments of a short CPU fine-tuning run on a local eurosat copy (`out_dir` None: no --output_dir).
+    Flags in `extra` come last, so they override these."""
+    return [
+        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
+        *(["--output_dir", str(out_dir)] if out_dir is not None else []), "--max_steps", "2", "--per_device_train_batch_size", "8",
+        "--use_cpu", "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--save_strategy", "no",
+        "--disable_tqdm", "true", *extra,
+    ]

@@ -9,14 +9,8 @@ import sys
 import pytest
 
 from ldifs_hf.cli import main
-from ldifs_hf.testing import save_benchmark_like_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def eurosat_dir(tmp_path_factory):
-    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
 
 
 def _finetune_argv(model_dir, data_dir, out_dir, method, *extra):

@@ -16,6 +16,7 @@ from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.cli import parse_finetune_args
 from ldifs_hf.records import RunRecord
 from ldifs_hf.training.run import run_finetune
+from conftest import finetune_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,18 +25,8 @@ def _finetune(argv) -> RunRecord:
     return run_finetune(*parse_finetune_args(argv))
 
 
-@pytest.fixture(scope="module")
-def eurosat_dir(tmp_path_factory):
-    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
-
-
 def _argv(model_dir, data_dir, out_dir, method, *extra):
-    return [
-        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
-        "--output_dir", str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--use_cpu",
-        "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--logging_steps", "1",
-        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
-    ]
+    return finetune_argv(model_dir, data_dir, out_dir, method, "--logging_steps", "1", *extra)
 
 
 @pytest.mark.parametrize("method", list_methods())

@@ -13,25 +13,15 @@ from ldifs_hf import heads
 from ldifs_hf.benchmarks import image_transform, load_benchmark
 from ldifs_hf.benchmarks.transforms import TRAIN_CROP_SCALE, TrainImageTransform, random_resized_crop_box
 from ldifs_hf.cli import parse_finetune_args
-from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.tiny import tiny_image_processor
 from ldifs_hf.training import get_method
 from ldifs_hf.training.build import build_collator, build_model
 from ldifs_hf.training.run import run_finetune
-
-
-@pytest.fixture(scope="module")
-def eurosat_dir(tmp_path_factory):
-    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
+from conftest import finetune_argv
 
 
 def _argv(model_dir, data_dir, out_dir, method, *extra):
-    return [
-        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
-        "--output_dir", str(out_dir), "--max_steps", "3", "--per_device_train_batch_size", "8", "--use_cpu",
-        "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--learning_rate", "1e-3",
-        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
-    ]
+    return finetune_argv(model_dir, data_dir, out_dir, method, "--max_steps", "3", "--learning_rate", "1e-3", *extra)
 
 
 # -- training augmentation: open_clip's RandomResizedCrop(scale=(0.9, 1.0), bicubic) -------------------

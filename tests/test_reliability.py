@@ -22,20 +22,11 @@ from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.training import guards
 from ldifs_hf.training.guards import NonFiniteGuard, NonFiniteLossError
 from ldifs_hf.training.run import plan_output_dir, run_finetune
-
-
-@pytest.fixture(scope="module")
-def eurosat_dir(tmp_path_factory):
-    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
+from conftest import finetune_argv
 
 
 def _argv(model_dir, data_dir, out_dir, method="zs-init-ldifs", *extra):
-    return [
-        "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
-        "--output_dir", str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--use_cpu",
-        "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--logging_steps", "1",
-        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
-    ]
+    return finetune_argv(model_dir, data_dir, out_dir, method, "--logging_steps", "1", *extra)
 
 
 def _finetune(argv):

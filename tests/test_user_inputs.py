@@ -12,23 +12,13 @@ import pytest
 from ldifs_hf import __version__
 from ldifs_hf.cli import _fail, main
 from ldifs_hf.records import RunRecord
-from ldifs_hf.testing import save_benchmark_like_dataset
+from conftest import finetune_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def eurosat_dir(tmp_path_factory):
-    return save_benchmark_like_dataset("eurosat", tmp_path_factory.mktemp("eurosat"), num_train=30, num_test=10)
-
-
 def _argv(model_dir, data_dir, out, *extra, method="zs-init-l2sp"):
-    return [
-        "finetune", "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
-        *(["--output_dir", str(out)] if out is not None else []), "--max_steps", "2", "--per_device_train_batch_size", "8",
-        "--use_cpu", "--report_to", "none", "--lp_iterations", "20", "--warmup_steps", "0", "--save_strategy", "no",
-        "--disable_tqdm", "true", *extra,
-    ]
+    return ["finetune", *finetune_argv(model_dir, data_dir, out, method, *extra)]
 
 
 def _one_error(capsys, argv):

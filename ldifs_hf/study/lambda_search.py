@@ -160,7 +160,7 @@ def _earlier_search(output_dir: str, settings: dict, *, overwrite: bool) -> Lamb
         parameter=earlier["parameter"], best_lambda=earlier["best_lambda"],
         scores=dict(zip(earlier["grid"], earlier["validation_accuracy"])),
     )
-    result.paths = {name: os.path.join(output_dir, file) for name, file in SEARCH_FILES.items()}
+    result.paths = search_paths(output_dir)
     return result
 
 
@@ -237,10 +237,15 @@ def search_lambda(grid: Sequence[float] = DEFAULT_LAMBDA_GRID, final_run: bool =
     return run_lambda_search(model_args, data_args, training_args, grid, final_run=final_run)
 
 
+def search_paths(output_dir: str) -> dict[str, str]:
+    """Where a λ search's tables, plot and JSON are written in `output_dir`."""
+    return {name: os.path.join(output_dir, file) for name, file in SEARCH_FILES.items()}
+
+
 def write_lambda_search(result: LambdaSearchResult, output_dir: str, *, method: str, dataset: str, settings: dict | None = None) -> dict[str, str]:
     """lambda_search.md / .csv / .png / .json (with `settings`, what a rerun compares); returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = {name: os.path.join(output_dir, file) for name, file in SEARCH_FILES.items()}
+    paths = search_paths(output_dir)
     rows = [(value, score) for value, score in result.scores.items()]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)

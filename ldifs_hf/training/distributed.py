@@ -54,11 +54,7 @@ def teacher_deepspeed_config(student_config: dict, teacher_dtype: torch.dtype, h
     if stage == 3:
         zero.pop("offload_optimizer", None)
         if hidden_size is not None:
-            for key, value in (
-                ("reduce_bucket_size", hidden_size * hidden_size),
-                ("stage3_param_persistence_threshold", 10 * hidden_size),
-                ("stage3_prefetch_bucket_size", int(0.9 * hidden_size * hidden_size)),
-            ):
+            for key, value in zero_bucket_sizes(hidden_size).items():
                 if zero.get(key, "auto") == "auto":
                     zero[key] = value
         zero = {k: v for k, v in zero.items() if v != "auto"}
@@ -167,7 +163,13 @@ def check_deepspeed_args(training_args) -> None:
         raise ValueError(L2SP_UNDER_ZERO3)
 
 
-ZERO_BUCKET_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+def zero_bucket_sizes(hidden_size: int) -> dict[str, int]:
+    """ZeRO's bucket sizes for a model of width `hidden_size`, as transformers and trl size them."""
+    return {
+        "reduce_bucket_size": hidden_size * hidden_size,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+        "stage3_param_persistence_threshold": 10 * hidden_size,
+    }
 
 
 def fill_zero_buckets(trainer, hidden_size: int) -> None:
@@ -176,7 +178,7 @@ def fill_zero_buckets(trainer, hidden_size: int) -> None:
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
         return
-    values = dict(zip(ZERO_BUCKET_KEYS, (hidden_size * hidden_size, int(0.9 * hidden_size * hidden_size), 10 * hidden_size)))
+    values = zero_bucket_sizes(hidden_size)
     configs = {id(c): c for c in (plugin.deepspeed_config, getattr(getattr(plugin, "hf_ds_config", None), "config", None)) if c is not None}
     for config in configs.values():
         zero = config.setdefault("zero_optimization", {})

@@ -34,9 +34,13 @@ def _in_dtypes_of(trainer, attribute: str, params: list) -> list:
     DeepSpeed and FSDP with bf16/fp16 hold the weights themselves in 16 bits (their float32 copy is the
     optimizer's), and θ0 in float32 would make the penalty start at the rounding error, not 0."""
     reference = getattr(trainer, attribute)
+    checked = trainer.__dict__.setdefault("_l2sp_dtypes_checked", set())
+    if attribute in checked:  # the weights' dtypes are set once the model is prepared: checked at the first step
+        return reference
     if any(r.dtype != p.dtype for r, p in zip(reference, params)):
         reference = [r.to(p.dtype) if r.dtype != p.dtype else r for r, p in zip(reference, params)]
         setattr(trainer, attribute, reference)
+    checked.add(attribute)
     return reference
 
 
@@ -54,7 +58,7 @@ def sharded_l2sp_penalty(trainer, params: list) -> torch.Tensor:
             distribute_tensor(ref.to(p.device), p.device_mesh, p.placements).to_local() if is_dtensor(p) else ref
             for p, ref in zip(params, trainer._l2sp_reference)
         ]
-    pairs = list(zip(params, _in_dtypes_of(trainer, "_l2sp_local_reference", [p.to_local() if is_dtensor(p) else p for p in params])))
+    pairs = list(zip(params, _in_dtypes_of(trainer, "_l2sp_local_reference", params)))
     sharded = [(p.to_local(), ref) for p, ref in pairs if is_dtensor(p)]
     local = l2sp_penalty(*zip(*sharded))
     # Summed over the processes that hold the other shards: the mesh dimensions the weights are sharded
