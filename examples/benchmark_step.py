@@ -52,7 +52,7 @@ from ldifs_hf.training import LDIFSTrainer, LDIFSTrainingArguments
 from ldifs_hf.utils import machine_metadata
 
 PRESETS = {
-    # CLIP ViT-B/32's vision tower: the shape of DESIGN.md section 9's H100 measurements.
+    # CLIP ViT-B/32's vision tower: the shape of docs/PERFORMANCE.md's GPU targets.
     "vit-b-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
     # Small enough for a CPU step in tens of milliseconds; 12 blocks so the taps are the official ones.
     # For the script's own test: a step in milliseconds.

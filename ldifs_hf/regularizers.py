@@ -1,6 +1,6 @@
 """The two forgetting regularizers: LDIFS (feature space) and L2SP (parameter space).
 
-Formulas follow DESIGN.md section 4 (paper arXiv 2308.13320 and its official code):
+Formulas follow docs/PROTOCOL.md, section 2 Regularizers (paper arXiv 2308.13320 and its official code):
 - LDIFS, "token" normalisation (official default): each tapped hidden state [B, T, D] is L2-normalised
   along the token axis; the squared student-teacher difference is averaged over T and D, then over
   the taps, then over the batch.

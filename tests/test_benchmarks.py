@@ -18,7 +18,7 @@ from ldifs_hf.testing import make_benchmark_like_dataset, save_benchmark_like_da
 
 NINE_NAMES = ["cars", "cifar10", "cifar100", "dtd", "eurosat", "gtsrb", "mnist", "resisc45", "svhn"]
 
-# DESIGN.md sections 6 and 7: hub id, config, image column, label column, classes, templates, epochs.
+# docs/PROTOCOL.md sections 4 and 5 (hyperparameters, benchmarks): hub id, config, image column, label column, classes, templates, epochs.
 EXPECTED = {
     "cars": ("tanganke/stanford_cars", None, "image", "label", 196, 8, 35),
     "cifar10": ("uoft-cs/cifar10", None, "img", "label", 10, 18, 10),

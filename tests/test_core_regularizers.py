@@ -1,4 +1,4 @@
-"""LDIFS and L2SP pinned to hand computations of DESIGN.md section 4."""
+"""LDIFS and L2SP pinned to hand computations of docs/PROTOCOL.md, section 2 Regularizers."""
 
 import math
 

@@ -40,7 +40,7 @@ class _SnapshotAfterFirstUpdate(TrainerCallback):
 
 
 def _masked_token_ldifs(student, teacher, layers, mask):
-    """DESIGN.md's token-normalised LDIFS over the real tokens only, written out per sequence."""
+    """docs/PROTOCOL.md's token-normalised LDIFS over the real tokens only, written out per sequence."""
     per_sample = []
     for b in range(mask.shape[0]):
         n = int(mask[b].sum())

@@ -70,7 +70,7 @@ def test_fast_l2sp_gradient_equals_autograd_on_a_model():
 
 
 def _plain_ldifs(student, teacher, layers):
-    """DESIGN.md section 4 written out: per tap, divide each (example, channel) column by its norm over
+    """docs/PROTOCOL.md section 2 written out: per tap, divide each (example, channel) column by its norm over
     tokens, square the difference, average over tokens and channels; average taps, then examples."""
     per_example = []
     for b in range(student[0].shape[0]):

@@ -1,4 +1,4 @@
-"""The nine benchmarks of the LDIFS study (DESIGN.md sections 6 and 7), registered on import."""
+"""The nine benchmarks of the LDIFS study (docs/PROTOCOL.md sections 4 and 5), registered on import."""
 
 from . import class_names as names
 from . import templates
