@@ -1,0 +1,98 @@
+"""The docs stay short, self-contained and runnable: README size, its first two commands, the CI command,
+relative links that resolve, and no reference to a design file outside the repository."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOC_PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+QUICK_START = [
+    "bash scripts/bootstrap.sh && .venv/bin/ldifs-hf demo --output_dir runs/demo",
+    "bash scripts/bootstrap.sh && .venv/bin/python -m pytest -q",
+]
+# [text](target) and ![alt](target); the target ends at whitespace or ")".
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)")
+
+
+def _code_lines(markdown: str) -> list[str]:
+    """The command lines of a page's code, in order: indented blocks and fenced blocks alike."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            if line.strip():
+                lines.append(line.strip())
+    return lines
+
+
+def _tracked_text_files() -> list[Path]:
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    files = []
+    for name in listed.decode().split("\0"):
+        path = ROOT / name
+        if name and path.is_file():
+            data = path.read_bytes()
+            if b"\0" not in data[:8192]:
+                files.append(path)
+    return files
+
+
+def test_readme_is_at_most_12_kib():
+    assert len(README.read_bytes()) <= 12 * 1024
+
+
+def test_readmes_first_two_commands_are_the_quick_start():
+    assert _code_lines(README.read_text(encoding="utf-8"))[:2] == QUICK_START
+
+
+def test_ci_runs_the_readmes_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert QUICK_START[1] in [line.strip() for line in ci.splitlines()]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(page):
+    broken = []
+    for target in MARKDOWN_LINK.findall(page.read_text(encoding="utf-8")):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a URL (https:, mailto:) or an anchor on the same page
+        path = target.split("#", 1)[0]
+        if not (page.parent / path).exists():
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def test_no_file_refers_to_a_design_file_outside_the_repository():
+    this_file = Path(__file__).resolve()
+    citing = [str(p.relative_to(ROOT)) for p in _tracked_text_files()
+              if p.resolve() != this_file and "DESIGN.md" in p.read_text(encoding="utf-8", errors="replace")]
+    assert not citing, f"these files cite a DESIGN.md that is not in the repository: {citing}"
+
+
+def test_docs_cite_no_issue_numbers():
+    pattern = re.compile(r"\bissues? #?\d+|(?<![\w&/(])#\d+\b", re.IGNORECASE)
+    found = {str(p.relative_to(ROOT)): pattern.findall(p.read_text(encoding="utf-8")) for p in DOC_PAGES}
+    assert not {page: hits for page, hits in found.items() if hits}
+
+
+def test_every_test_that_reliability_md_cites_exists():
+    reliability = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    cited = re.findall(r"`(tests/\w+\.py)::(\w+)(?:\[([^\]]*)\])?`", reliability)
+    assert cited
+    missing = []
+    for path, name, case in cited:
+        source = (ROOT / path).read_text(encoding="utf-8") if (ROOT / path).is_file() else ""
+        if not re.search(rf"^\s*def {name}\(", source, re.MULTILINE) or (case and case not in source):
+            missing.append(f"{path}::{name}" + (f"[{case}]" if case else ""))
+    assert not missing, f"docs/RELIABILITY.md cites tests that do not exist: {missing}"
