@@ -22,6 +22,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..modeling import VisionSnapshot
 from .evaluator import ConceptForgettingEvaluator
+from .settings import check_every_percent
 
 LOG_FILE = "forgetting_log.jsonl"
 SUMMARY_FILE = "forgetting_log.json"
@@ -30,8 +31,7 @@ REFERENCES = ("initial", "pretrained")
 
 def evaluation_schedule(max_steps: int, every_percent: float) -> dict[int, list[float]]:
     """Optimisation step -> the percentages of training evaluated there (0 and 100 % always included)."""
-    if not 0 < every_percent <= 100:
-        raise ValueError(f"every_percent must be in (0, 100], got {every_percent}")
+    check_every_percent(every_percent)
     if max_steps < 1:
         raise ValueError(f"the concept-forgetting callback needs a known number of training steps, got max_steps={max_steps}")
     percents, p = [], 0.0
