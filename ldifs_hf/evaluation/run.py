@@ -57,7 +57,8 @@ class EvaluationArguments:
     datasets: str = field(
         default="all",
         metadata={"help": "'all' (every registered benchmark) or a comma-separated list of benchmark names; 'name=path' "
-                  "adds a local image/label dataset (class names from its ClassLabel, prompts from --templates)."},
+                  "adds a local dataset (class names from its ClassLabel, prompts from --templates; columns other than "
+                  "image/label from --image_column / --label_column)."},
     )
     templates: list[str] = field(
         default_factory=list, metadata={"help": "Prompt templates ('{}' = class name) for 'name=path' datasets; default 'a photo of a {}.'."}
