@@ -26,7 +26,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from ..benchmarks import BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
-from ..heads import check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
+from ..heads import extract_features, fit_linear_probe, zero_shot_classifier
 from .cache import EvaluationCache, model_fingerprint, tensor_digest
 from .checkpoints import CheckpointError, load_checkpoint
 from .distances import feature_distance, parameter_distance
