@@ -10,7 +10,8 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, CLIPModel, pipeline
 
 from ldifs_hf import CLIPVisionClassifier, encode_images, export_clip_model
-from ldifs_hf.hub import HubPushError, push_clip_to_hub, write_model_cards
+from ldifs_hf.cards import write_model_cards
+from ldifs_hf.hub import HubPushError, push_clip_to_hub
 from ldifs_hf.records import RunRecord
 
 

@@ -183,7 +183,7 @@ def test_the_python_api_takes_one_checkpoint_as_a_string_and_benchmarks_as_a_lis
 ])
 def test_a_wrong_type_is_a_type_error_naming_the_field(field, value, loads):
     kwargs = {"checkpoint": "x", field: value}
-    with pytest.raises(TypeError, match=f"^{field} takes "):
+    with pytest.raises(TypeError, match=f"^{field} must be "):
         ldifs_hf.evaluate(**kwargs)
     assert loads == []
 
@@ -192,5 +192,5 @@ def test_a_wrong_type_in_a_json_config_is_one_error_line(tiny_clip_dir, tmp_path
     config = tmp_path / "evaluate.json"
     config.write_text(json.dumps({"checkpoint": str(tiny_clip_dir), "datasets": 3, "output_dir": str(tmp_path / "report")}))
     line = _one_line_error(capsys, ["evaluate", str(config)])
-    assert line.startswith("error: datasets takes 'all', a comma-separated string or a list of benchmark names, got 3")
+    assert line.startswith("error: datasets must be 'all', a comma-separated string or a list of benchmark names, got 3")
     assert loads == []

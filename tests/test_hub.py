@@ -18,7 +18,8 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, Reposit
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from ldifs_hf.hub import HubPushError, check_push_target, write_model_cards
+from ldifs_hf.cards import write_model_cards
+from ldifs_hf.hub import HubPushError, check_push_target
 from ldifs_hf.modeling import CLIPVisionClassifier
 from ldifs_hf.records import RunRecord
 
@@ -185,7 +186,7 @@ def test_a_users_readme_is_left_alone_and_ours_is_rewritten(tmp_path, caplog):
     run.mkdir()
     theirs = b"---\ntags:\n- generated_from_trainer\n---\n# My notes\n\nkeep me \xe2\x9c\x93\n"
     (run / "README.md").write_bytes(theirs)
-    with caplog.at_level(logging.WARNING, logger="ldifs_hf.hub"):
+    with caplog.at_level(logging.WARNING, logger="ldifs_hf.cards"):
         paths = write_model_cards(str(run), None, _record(test_accuracy=0.5))
     assert (run / "README.md").read_bytes() == theirs
     assert paths["classifier"] == str(run / "MODEL_CARD.md")

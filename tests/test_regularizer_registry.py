@@ -10,7 +10,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method
 from ldifs_hf.cli import parse_finetune_args
-from ldifs_hf.hub import _regularizer_text
+from ldifs_hf.cards import _regularizer_text
 from ldifs_hf.modeling import named_encoder_parameters
 from ldifs_hf.records import RunRecord
 from ldifs_hf.testing import save_benchmark_like_dataset

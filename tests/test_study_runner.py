@@ -64,7 +64,7 @@ def test_cells_cover_methods_tasks_sequences_and_seeds():
         (dict(finetune_options="{bad"), "finetune_options must be a JSON object, got '{bad'"),
         (dict(finetune_options='{"seed": 3}'), r"finetune_options may not set \['seed'\]"),
         (dict(world="mars"), "world must be one of"),
-        (dict(eval_max_train_samples=-3), "eval_max_train_samples must be >= 1, or unset for no cap, got -3"),
+        (dict(eval_max_train_samples=-3), r"eval_max_train_samples must be >= 1, got -3 \(leave it unset for no cap\)"),
         (dict(eval_max_eval_samples=0), "eval_max_eval_samples must be >= 1"),
         (dict(eval_batch_size=0), "eval_batch_size must be >= 1, got 0"),
         (dict(eval_num_workers=-1), "eval_num_workers must be >= 0, got -1"),
@@ -109,7 +109,7 @@ def _no_world(monkeypatch):
         ("a-file/study", None, "output_dir '{out}' cannot be created: '{tmp}/a-file' is a file, not a directory"),
         ("read-only", None, "output_dir '{out}' is not writable"),
         ("study", '{"learning_rate": "fast"}', "finetune_options: learning_rate must be a number, got 'fast'"),
-        ("study", '{"learnin_rate": 1e-3}', "finetune_options has an unknown key 'learnin_rate': it is not a fine-tuning argument; did you mean 'learning_rate'?"),
+        ("study", '{"learnin_rate": 1e-3}', "finetune_options has an unknown key 'learnin_rate'; did you mean 'learning_rate'?"),
         ("study", '{"lr_scheduler_type": "bogus"}', "finetune_options lr_scheduler_type='bogus' is refused by the fine-tuning arguments"),
     ],
 )

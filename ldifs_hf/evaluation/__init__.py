@@ -5,9 +5,9 @@ from .callback import ConceptForgettingCallback
 from .checkpoints import CheckpointEntry, CheckpointError, load_checkpoint, resolve_checkpoints
 from .continual import evaluate_sequence, sequence_deltas
 from .distances import feature_distance, parameter_distance
-from .evaluator import ConceptForgettingEvaluator, EvaluatorSettings, evaluate_checkpoints
+from .evaluator import ConceptForgettingEvaluator, EvaluatorSettings
 from .report import write_report
-from .run import EvaluationArguments, EvaluationResult, evaluate, run_evaluation
+from .run import EvaluationArguments, EvaluationResult, evaluate, evaluate_checkpoints, run_evaluation
 
 __all__ = [
     "CheckpointEntry",

@@ -1,12 +1,13 @@
 """`ConceptForgettingCallback`: measure forgetting on other benchmarks at fixed fractions of training.
 
-    evaluator = ConceptForgettingEvaluator(pretrained_dir, dataset_paths=...)
+    evaluator = ConceptForgettingEvaluator.from_pretrained(pretrained_dir, EvaluatorSettings(dataset_paths=...))
     callback = ConceptForgettingCallback(evaluator, ["cifar10", "mnist"], finetune_benchmark="eurosat")
     trainer = LDIFSTrainer(..., callbacks=[callback]); callback.set_trainer(trainer); trainer.train()
 
 At 0, 20, ..., 100 % of the optimisation steps (every `every_percent`), the model being trained is
 scored (ZS/LP accuracy and their Δ against the pretrained model, A_FT, distances to the weights at the
-start of training). Each row goes to the Trainer's loggers (TensorBoard, W&B, ... and
+start of training), with the evaluator's `EvaluatorSettings` (`finetune --forgetting_*` builds them
+with `DataArguments.forgetting_settings`). Each row goes to the Trainer's loggers (TensorBoard, W&B, ... and
 `state.log_history`) and to `forgetting_log.jsonl` in the output directory; `forgetting_log.json`
 and the plots are written when training ends.
 """
@@ -22,6 +23,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..modeling import VisionSnapshot
 from .evaluator import ConceptForgettingEvaluator
+from .settings import check_every_percent
 
 LOG_FILE = "forgetting_log.jsonl"
 SUMMARY_FILE = "forgetting_log.json"
@@ -30,8 +32,7 @@ REFERENCES = ("initial", "pretrained")
 
 def evaluation_schedule(max_steps: int, every_percent: float) -> dict[int, list[float]]:
     """Optimisation step -> the percentages of training evaluated there (0 and 100 % always included)."""
-    if not 0 < every_percent <= 100:
-        raise ValueError(f"every_percent must be in (0, 100], got {every_percent}")
+    check_every_percent(every_percent)
     if max_steps < 1:
         raise ValueError(f"the concept-forgetting callback needs a known number of training steps, got max_steps={max_steps}")
     percents, p = [], 0.0

@@ -16,7 +16,6 @@ import logging
 import os
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence, TypedDict
 
 import numpy as np
@@ -25,16 +24,16 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
-from ..benchmarks import BenchmarkError, LoadedBenchmark, image_transform, load_benchmark
+from ..benchmarks import BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
-from ..heads import check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
+from ..heads import extract_features, fit_linear_probe, zero_shot_classifier
 from .cache import EvaluationCache, model_fingerprint, tensor_digest
-from .checkpoints import CheckpointEntry, CheckpointError, load_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint
 from .distances import feature_distance, parameter_distance
+from .settings import TEXT_TOWERS, EvaluatorSettings
 
 logger = logging.getLogger(__name__)
 
-TEXT_TOWERS = ("pretrained", "checkpoint")
 PRETRAINED_KEY = "pretrained"
 
 
@@ -51,8 +50,8 @@ class BenchmarkScores(TypedDict, total=False):
 class ForgettingRecord(TypedDict, total=False):
     """One evaluated model: what `evaluate` returns, what the callback logs and what reports read.
 
-    `evaluate_checkpoints` and the callback add the run's "method", "finetune_task", "checkpoint",
-    "step" and "percent"; `evaluate_checkpoints` adds "status" ("ok", "failed" or "non_finite") and,
+    `run.evaluate_checkpoints` and the callback add the run's "method", "finetune_task", "checkpoint",
+    "step" and "percent"; `run.evaluate_checkpoints` adds "status" ("ok", "failed" or "non_finite") and,
     unless ok, the "error"."""
 
     status: str
@@ -66,85 +65,6 @@ class ForgettingRecord(TypedDict, total=False):
     checkpoint: str
     step: int | None
     percent: float | None
-
-
-DEVICE_FORMS = "cpu, cuda, cuda:N (a GPU index), mps or xpu"
-
-
-def check_device(device) -> None:
-    """`device` (a string, a `torch.device` or None: CUDA when available) names a device that torch
-    parses and this machine has; raises a one-line ValueError otherwise, before anything is loaded."""
-    if device is None:
-        return
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a device: use {DEVICE_FORMS}, or leave it unset (cuda when available)") from err
-    kind = parsed.type
-    if kind == "cpu":
-        return
-    if kind not in ("cuda", "mps", "xpu"):
-        raise ValueError(f"device {device!r} cannot run an evaluation: use {DEVICE_FORMS}, or leave it unset (cuda when available)")
-    backend = torch.backends.mps if kind == "mps" else getattr(torch, kind, None)
-    if backend is None or not backend.is_available():
-        raise ValueError(
-            f"device {device!r}: this machine has no {kind} device (torch {torch.__version__}: torch.{'backends.mps' if kind == 'mps' else kind}"
-            ".is_available() is False); use --device cpu, or leave it unset (cuda when available)"
-        )
-    if parsed.index is not None and kind in ("cuda", "xpu") and parsed.index >= backend.device_count():
-        raise ValueError(f"device {device!r}: this machine has {backend.device_count()} {kind} device(s), numbered from 0")
-
-
-@dataclass
-class EvaluatorSettings:
-    """How the evaluator reads data and scores models.
-
-    Attributes:
-        dataset_paths: benchmark name -> local copy of its data (`load_benchmark(data_path=...)`).
-        max_train_samples / max_eval_samples: subsample the LP training set / the test set (quick runs).
-        batch_size: feature-extraction batch size.
-        num_workers: DataLoader worker processes for image decoding and preprocessing.
-        device: where models run (default: CUDA when available).
-        lp_solver / lp_iterations: the linear probe (`fit_linear_probe`).
-        text_tower: "pretrained" (official protocol) or "checkpoint" (FLYP's: a CLIPModel's own text
-            tower; a classifier without one falls back to the pretrained tower).
-        feature_distance_samples: test examples per benchmark for the feature distance.
-        max_cached_models: how many models' features stay in memory (the pretrained model's always do).
-        seed: seed of the validation split, subsampling and linear probe.
-        cache_dir: cache folder for models and datasets.
-        feature_cache_dir: folder where the pretrained model's features and accuracies are kept on
-            disk and reused by every evaluator pointed at it (`ldifs_hf.evaluation.cache`); None: off.
-    """
-
-    dataset_paths: dict[str, str] = field(default_factory=dict)
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    batch_size: int = 256
-    num_workers: int = 0
-    device: str | None = None
-    lp_solver: str = "adamw"
-    lp_iterations: int = 1000
-    text_tower: str = "pretrained"
-    feature_distance_samples: int = 256
-    max_cached_models: int = 2
-    seed: int = 0
-    cache_dir: str | None = None
-    feature_cache_dir: str | None = None
-
-    def __post_init__(self):
-        if self.text_tower not in TEXT_TOWERS:
-            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {self.text_tower!r}")
-        check_lp_solver(self.lp_solver)
-        for name in ("batch_size", "lp_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        self.dataset_paths = dict(self.dataset_paths or {})
-
-    @property
-    def torch_device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # -- deltas (paper eq. 2) and A_FT -----------------------------------------------------------------
@@ -223,9 +143,10 @@ class ConceptForgettingEvaluator:
     def benchmark(self, name) -> LoadedBenchmark:
         """A benchmark with the image transform attached to its train and test splits (cached).
 
-        `name` is a registered name (the registry's own error lists the valid ones) or a `LoadedBenchmark`.
+        `name` is a registered name (the registry's own error lists the valid ones), a `BenchmarkSpec`
+        (read from its own `data_path` and columns) or a `LoadedBenchmark`.
         """
-        key = name.spec.name if isinstance(name, LoadedBenchmark) else str(name)
+        key = name.spec.name if isinstance(name, LoadedBenchmark) else name.name if isinstance(name, BenchmarkSpec) else str(name)
         if key in self._benchmarks:
             return self._benchmarks[key]
         if isinstance(name, LoadedBenchmark):
@@ -235,7 +156,8 @@ class ConceptForgettingEvaluator:
             # No validation hold-out: the linear probe chooses its learning rate on a 90/10 split of all
             # of train and is then refitted on all of it (the official protocol).
             loaded = load_benchmark(
-                key, data_path=s.dataset_paths.get(key), max_train_samples=s.max_train_samples,
+                name if isinstance(name, BenchmarkSpec) else key, data_path=s.dataset_paths.get(key), image_column=s.image_columns.get(key), label_column=s.label_columns.get(key),
+                max_train_samples=s.max_train_samples,
                 max_eval_samples=s.max_eval_samples, validation_fraction=0.0, seed=s.seed, cache_dir=s.cache_dir,
             )
         _check_promptable(key, loaded.class_names, loaded.templates)
@@ -245,7 +167,7 @@ class ConceptForgettingEvaluator:
         return self._benchmarks[key]
 
     def _name(self, benchmark) -> str:
-        return self.benchmark(benchmark).spec.name if isinstance(benchmark, LoadedBenchmark) else str(benchmark)
+        return self.benchmark(benchmark).spec.name if isinstance(benchmark, (LoadedBenchmark, BenchmarkSpec)) else str(benchmark)
 
     # features -------------------------------------------------------------------------------
 
@@ -481,70 +403,3 @@ def _check_promptable(name: str, class_names: Sequence[str], templates: Sequence
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(-1) == labels).float().mean().item()
-
-
-def evaluate_checkpoints(
-    evaluator: ConceptForgettingEvaluator,
-    entries: Sequence[CheckpointEntry],
-    benchmarks: Sequence[str],
-    *,
-    distances: bool = True,
-) -> list[ForgettingRecord]:
-    """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored.
-
-    Every record has a "status": "ok"; "failed" when the checkpoint could not be loaded or scored (its
-    "error" says why, the other checkpoints are still scored); "non_finite" when its weights or scores
-    hold NaN or inf (no scores are kept, so a diverged model is never reported as a Δ).
-    """
-    records = []
-    for entry in tqdm(entries, desc="checkpoints"):
-        head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent}
-        try:
-            if entry.problem is not None:
-                raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
-            record = _score_checkpoint(evaluator, entry, benchmarks, distances)
-        except NonFiniteModelError as err:
-            logger.error("%s is not finite (%s): recorded without scores", entry.path, err)
-            records.append({**head, "status": "non_finite", "error": str(err), "eval": {}})
-        except Exception as err:  # one bad checkpoint must not lose the others' results
-            logger.error("could not score %s: %s", entry.path, err)
-            records.append({**head, "status": "failed", "error": f"{type(err).__name__}: {' '.join(str(err).split())}", "eval": {}})
-        else:
-            records.append({**head, "status": "ok", **record})
-        finally:
-            evaluator.clear_cache()
-    return records
-
-
-class NonFiniteModelError(ValueError):
-    """A model whose weights or scores hold NaN or inf: it has no meaningful accuracy or Δ."""
-
-
-def _score_checkpoint(evaluator: ConceptForgettingEvaluator, entry: CheckpointEntry, benchmarks: Sequence[str], distances: bool) -> ForgettingRecord:
-    finetune = entry.finetune_task
-    if finetune is not None and finetune not in benchmarks:
-        try:
-            evaluator.benchmark(finetune)
-        except BenchmarkError as err:
-            logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, finetune, err)
-            finetune = None
-    model = evaluator.load(entry.path)
-    bad = non_finite_parameter(model)
-    if bad is not None:  # NaN weights give an arbitrary argmax accuracy and a Δ that means nothing
-        raise NonFiniteModelError(f"weight {bad} is not finite")
-    key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
-    record = evaluator.evaluate(
-        model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances,
-        ldifs_layers=entry.ldifs_layers, ldifs_normalization=entry.ldifs_normalization or "token",
-    )
-    values = {k: v for k, v in record.items() if k != "eval"}
-    values.update({f"{bench}/{k}": v for bench, scores in record["eval"].items() for k, v in scores.items()})
-    bad_values = [name for name, v in values.items() if isinstance(v, float) and not np.isfinite(v)]
-    if bad_values:  # finite weights can still overflow in a forward pass
-        raise NonFiniteModelError(f"{', '.join(bad_values[:3])} not finite")
-    return record
-
-
-def non_finite_parameter(model: nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or inf, or None."""
-    return next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)

@@ -3,8 +3,11 @@
     result = evaluate(checkpoint=["lp-ldifs=runs/eurosat-lp-ldifs"], datasets="cifar10,mnist", output_dir="reports/eurosat")
 
 Resolves the checkpoints (a run directory's `checkpoint-N` folders are its points along training),
-scores the pretrained model once and then every checkpoint, and writes results.json, results.csv,
-results.md (the paper's Table 3 layout) and PNG plots.
+scores the pretrained model once and then every checkpoint (`evaluate_checkpoints`, one loaded at a
+time), and writes results.json, results.csv, results.md (the paper's Table 3 layout) and PNG plots.
+A_FT is measured on the task each run recorded; a run on its own data ("custom") is scored on that
+data, read from the path and columns its record holds. Local datasets whose columns are not
+image/label take `image_column` / `label_column` ('name=column'), as `finetune` does.
 
 A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
@@ -15,27 +18,32 @@ lacks, counts out of range and a `pretrained` path that does not exist.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from ..benchmarks import parse_benchmark_list, parse_dataset_paths
-from ..heads import LP_SOLVERS
+from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks.catalog import CUSTOM
+from ..options import OptionTypeError, check_field_types
 from ..training.guards import check_output_dir
-from .checkpoints import CheckpointError, check_model_path, resolve_checkpoints
-from .evaluator import (
-    TEXT_TOWERS, ConceptForgettingEvaluator, EvaluatorSettings, ForgettingRecord, check_device, evaluate_checkpoints, non_finite_parameter,
-)
+from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
+from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
 from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
+from .settings import EvaluatorSettings, setting_field
 
 logger = logging.getLogger(__name__)
 
-
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type: a TypeError to the Python API, and, like every bad value, a
-    ValueError, so that a wrong type in a `.json` config is one `error:` line of the command (exit 2)."""
+# The settings `ldifs-hf evaluate` exposes, under their own names (the rest are the library's defaults).
+_SETTINGS = ("max_train_samples", "max_eval_samples", "batch_size", "num_workers", "device", "lp_solver", "lp_iterations",
+             "text_tower", "feature_distance_samples", "seed", "cache_dir", "feature_cache_dir")
 
 
 @dataclass
@@ -49,7 +57,8 @@ class EvaluationArguments:
     datasets: str = field(
         default="all",
         metadata={"help": "'all' (every registered benchmark) or a comma-separated list of benchmark names; 'name=path' "
-                  "adds a local image/label dataset (class names from its ClassLabel, prompts from --templates)."},
+                  "adds a local dataset (class names from its ClassLabel, prompts from --templates; columns other than "
+                  "image/label from --image_column / --label_column)."},
     )
     templates: list[str] = field(
         default_factory=list, metadata={"help": "Prompt templates ('{}' = class name) for 'name=path' datasets; default 'a photo of a {}.'."}
@@ -63,79 +72,86 @@ class EvaluationArguments:
     output_dir: str = field(default="concept_forgetting_report", metadata={"help": "Where results and plots are written."})
     overwrite_report: bool = field(default=False, metadata={"help": "Replace a report already in output_dir (default: refuse)."})
     include_intermediate: bool = field(default=True, metadata={"help": "Also score a run directory's checkpoint-N folders (points along training)."})
-    text_tower: str = field(default="pretrained", metadata={"help": f"Zero-shot heads from the text tower: one of {', '.join(TEXT_TOWERS)} ('pretrained' is official, 'checkpoint' is FLYP's)."})
-    lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
-    lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
-    distances: bool = field(default=True, metadata={"help": "Also compute parameter and feature distances to the pretrained model."})
-    feature_distance_samples: int = field(default=256, metadata={"help": "Test examples per benchmark for the feature distance."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's linear-probe training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on each benchmark's test set."})
-    batch_size: int = field(default=256, metadata={"help": "Feature-extraction batch size."})
-    num_workers: int = field(default=4, metadata={"help": "DataLoader workers decoding and preprocessing images."})
-    device: str | None = field(default=None, metadata={"help": "Device (default: cuda when available)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the validation split, subsampling and linear probe."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for models and datasets."})
-    feature_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Folder where the pretrained model's features and accuracies are kept and reused by every evaluation pointed at it."},
+    image_column: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Image column of local data whose column is not 'image': 'name=column' per dataset, or a bare "
+                  "column for every 'name=path' dataset (as finetune's --image_column)."},
     )
+    label_column: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Label column of local data whose column is not 'label': 'name=column' per dataset, or a bare "
+                  "column for every 'name=path' dataset (as finetune's --label_column)."},
+    )
+    text_tower: str = setting_field("text_tower")
+    lp_solver: str = setting_field("lp_solver")
+    lp_iterations: int = setting_field("lp_iterations")
+    distances: bool = field(default=True, metadata={"help": "Also compute parameter and feature distances to the pretrained model."})
+    feature_distance_samples: int = setting_field("feature_distance_samples")
+    max_train_samples: int | None = setting_field("max_train_samples")
+    max_eval_samples: int | None = setting_field("max_eval_samples")
+    batch_size: int = setting_field("batch_size")
+    num_workers: int = setting_field("num_workers", default=4)
+    device: str | None = setting_field("device")
+    seed: int = setting_field("seed")
+    cache_dir: str | None = setting_field("cache_dir")
+    feature_cache_dir: str | None = setting_field("feature_cache_dir")
 
     def __post_init__(self):
         # The Python API takes what a user naturally writes: one checkpoint as a string, benchmarks as a
-        # list; anything else of the wrong type is named here rather than failing deep inside.
-        self.checkpoint = _string_list("checkpoint", self.checkpoint)
-        self.dataset_path = _string_list("dataset_path", self.dataset_path)
-        self.templates = _string_list("templates", self.templates)
+        # list, paths as Path objects; then every field must be of its type (one line naming it).
+        for name in ("checkpoint", "dataset_path", "templates", "image_column", "label_column"):
+            setattr(self, name, _string_list(getattr(self, name)))
         if isinstance(self.datasets, (list, tuple)) and all(isinstance(d, str) for d in self.datasets):
             self.datasets = ",".join(self.datasets)
         elif not isinstance(self.datasets, str):
-            raise ArgumentTypeError(f"datasets takes 'all', a comma-separated string or a list of benchmark names, got {self.datasets!r}")
+            raise OptionTypeError(f"datasets must be 'all', a comma-separated string or a list of benchmark names, got {self.datasets!r}")
         for name in ("output_dir", "pretrained", "cache_dir", "feature_cache_dir"):
-            value = getattr(self, name)
-            if isinstance(value, os.PathLike):
-                setattr(self, name, os.fspath(value))
-            elif not (isinstance(value, str) or (value is None and name != "output_dir")):
-                raise ArgumentTypeError(f"{name} takes a path (a string), got {type(value).__name__} {value!r}")
-        for name, least in (("lp_iterations", 1), ("feature_distance_samples", 1), ("batch_size", 1), ("num_workers", 0),
-                            ("max_train_samples", 1), ("max_eval_samples", 1)):
-            value = getattr(self, name)
-            if value is None and name.startswith("max_"):
-                continue  # no cap
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ArgumentTypeError(f"{name} takes an integer, got {type(value).__name__} {value!r}")
-            if value < least:
-                cap = " (leave it unset for no cap)" if name.startswith("max_") else ""
-                raise ValueError(f"{name} must be >= {least}, got {value}{cap}")
-        check_device(self.device)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        check_field_types(self)
+        self.settings()  # every setting's own check, before anything is loaded
+
+    def local_datasets(self) -> list[str]:
+        """The names of the 'name=path' entries of `datasets`."""
+        return [entry.partition("=")[0].strip() for entry in self.datasets.split(",") if "=" in entry]
 
     def settings(self) -> EvaluatorSettings:
         """The evaluator's settings; raises ValueError on a bad value before anything is loaded."""
-        return EvaluatorSettings(
+        return EvaluatorSettings.from_arguments(
+            self, {name: name for name in _SETTINGS},
             dataset_paths=parse_dataset_paths(self.dataset_path),
-            max_train_samples=self.max_train_samples,
-            max_eval_samples=self.max_eval_samples,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            device=self.device,
-            lp_solver=self.lp_solver,
-            lp_iterations=self.lp_iterations,
-            text_tower=self.text_tower,
-            feature_distance_samples=self.feature_distance_samples,
-            seed=self.seed,
-            cache_dir=self.cache_dir,
-            feature_cache_dir=self.feature_cache_dir,
+            image_columns=_columns("image_column", self.image_column, self.local_datasets()),
+            label_columns=_columns("label_column", self.label_column, self.local_datasets()),
         )
 
 
-def _string_list(name: str, value) -> list[str]:
-    """A list-of-strings field from one string or path, a list or tuple of them, or None (empty)."""
+def _string_list(value):
+    """One string or path as a one-element list, a tuple as a list, None as []; paths as strings.
+    Anything else is left for the type check, which names the field."""
     if value is None:
         return []
     if isinstance(value, (str, os.PathLike)):
-        return [os.fspath(value)]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value):
-        return [os.fspath(v) for v in value]
-    raise ArgumentTypeError(f"{name} takes a string or a list of strings, got {type(value).__name__} {value!r}")
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    return value
+
+
+def _columns(flag: str, entries: Sequence[str], local_datasets: Sequence[str]) -> dict[str, str]:
+    """`--image_column`/`--label_column` entries ('name=column', or a bare column for every local
+    'name=path' dataset) as {benchmark: column}."""
+    columns = {}
+    for entry in entries:
+        name, sep, column = entry.partition("=")
+        if not sep:
+            if not local_datasets:
+                raise ValueError(f"{flag} {entry!r} names no dataset and --datasets has no 'name=path' entry; write it 'name={entry}'")
+            columns.update({dataset: entry.strip() for dataset in local_datasets if dataset not in columns})
+        elif not name.strip() or not column.strip():
+            raise ValueError(f"{flag} takes 'name=column' (or a bare column for every 'name=path' dataset), got {entry!r}")
+        else:
+            columns[name.strip()] = column.strip()
+    return columns
 
 
 @dataclass
@@ -170,6 +186,10 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
         raise ValueError("--checkpoint is required: one or more checkpoint or run directories ('path' or 'method=path')")
     settings = args.settings()
     benchmarks = parse_benchmark_list(args.datasets, args.templates)  # unknown names: the registry's error
+    for flag, columns in (("image_column", settings.image_columns), ("label_column", settings.label_columns)):
+        stray = sorted(set(columns) - set(benchmarks))
+        if stray:
+            raise ValueError(f"--{flag} names {', '.join(map(repr, stray))}, which --datasets does not evaluate ({', '.join(benchmarks)})")
     existing = [f for f in (RESULTS_JSON, RESULTS_CSV, RESULTS_MD) if os.path.isfile(os.path.join(args.output_dir, f))]
     if existing and not args.overwrite_report:
         raise FileExistsError(
@@ -216,3 +236,106 @@ def evaluate(**kwargs) -> EvaluationResult:
     """`run_evaluation` from keyword arguments (any field of `EvaluationArguments`)."""
     (args,) = HfArgumentParser(EvaluationArguments).parse_dict(kwargs)
     return run_evaluation(args)
+
+
+# -- many checkpoints -----------------------------------------------------------------------------
+
+
+def evaluate_checkpoints(
+    evaluator: ConceptForgettingEvaluator,
+    entries: Sequence[CheckpointEntry],
+    benchmarks: Sequence[str],
+    *,
+    distances: bool = True,
+) -> list[ForgettingRecord]:
+    """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored.
+
+    Every record has a "status": "ok"; "failed" when the checkpoint could not be loaded or scored (its
+    "error" says why, the other checkpoints are still scored); "non_finite" when its weights or scores
+    hold NaN or inf (no scores are kept, so a diverged model is never reported as a Δ).
+    """
+    records = []
+    for entry in tqdm(entries, desc="checkpoints"):
+        head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent}
+        try:
+            if entry.problem is not None:
+                raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
+            record = _score_checkpoint(evaluator, entry, benchmarks, distances)
+        except NonFiniteModelError as err:
+            logger.error("%s is not finite (%s): recorded without scores", entry.path, err)
+            records.append({**head, "status": "non_finite", "error": str(err), "eval": {}})
+        except Exception as err:  # one bad checkpoint must not lose the others' results
+            logger.error("could not score %s: %s", entry.path, err)
+            records.append({**head, "status": "failed", "error": f"{type(err).__name__}: {' '.join(str(err).split())}", "eval": {}})
+        else:
+            records.append({**head, "status": "ok", **record})
+        finally:
+            evaluator.clear_cache()
+    return records
+
+
+class NonFiniteModelError(ValueError):
+    """A model whose weights or scores hold NaN or inf: it has no meaningful accuracy or Δ."""
+
+
+def _score_checkpoint(evaluator: ConceptForgettingEvaluator, entry: CheckpointEntry, benchmarks: Sequence[str], distances: bool) -> ForgettingRecord:
+    finetune = _finetune_benchmark(evaluator, entry, benchmarks)
+    model = evaluator.load(entry.path)
+    bad = non_finite_parameter(model)
+    if bad is not None:  # NaN weights give an arbitrary argmax accuracy and a Δ that means nothing
+        raise NonFiniteModelError(f"weight {bad} is not finite")
+    key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
+    record = evaluator.evaluate(
+        model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances,
+        ldifs_layers=entry.ldifs_layers, ldifs_normalization=entry.ldifs_normalization or "token",
+    )
+    values = {k: v for k, v in record.items() if k != "eval"}
+    values.update({f"{bench}/{k}": v for bench, scores in record["eval"].items() for k, v in scores.items()})
+    bad_values = [name for name, v in values.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad_values:  # finite weights can still overflow in a forward pass
+        raise NonFiniteModelError(f"{', '.join(bad_values[:3])} not finite")
+    return record
+
+
+def _finetune_benchmark(evaluator: ConceptForgettingEvaluator, entry: CheckpointEntry, benchmarks: Sequence[str]):
+    """What A_FT is measured on: the run's task by name; for a run on its own data ("custom"), or on a
+    task that cannot be loaded by name, that data as the run recorded it (its path and columns). None,
+    with a warning, when neither loads."""
+    task = entry.finetune_task
+    if task is None or task in benchmarks:
+        return task
+    recorded = _recorded_data(entry, task)
+    try:
+        if task != CUSTOM.name:
+            try:
+                evaluator.benchmark(task)
+                return task
+            except BenchmarkError:
+                if recorded is None:
+                    raise
+        if recorded is None:
+            raise BenchmarkError("the run recorded no data path")
+        return evaluator.benchmark(recorded).spec
+    except BenchmarkError as err:
+        logger.warning("no A_FT for %s: its fine-tuning task %r cannot be loaded (%s)", entry.path, task, err)
+        return None
+
+
+def _recorded_data(entry: CheckpointEntry, task: str):
+    """The fine-tuning data a checkpoint's run recorded (`RunRecord.settings`: dataset_path, image_column,
+    label_column) as a benchmark spec, or None. A run's own data is named after its path, so that two
+    runs on different data are never confused."""
+    record = run_record_of(entry.path)
+    settings = (record.settings or {}) if record is not None else {}
+    path = settings.get("dataset_path")
+    if not path:
+        return None
+    spec = CUSTOM if task == CUSTOM.name else get_benchmark(task)
+    name = f"{CUSTOM.name}:{os.path.abspath(path)}" if task == CUSTOM.name else task
+    columns = {k: settings[k] for k in ("image_column", "label_column") if settings.get(k)}
+    return dataclasses.replace(spec, name=name, data_path=path, **columns)
+
+
+def non_finite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or inf, or None."""
+    return next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)

@@ -32,22 +32,19 @@ and seeds vary the fine-tuning only.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import enum
-import functools
 import json
 import logging
 import os
 import shutil
 import tempfile
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..benchmarks.catalog import NINE
 from ..evaluation.run import EvaluationArguments, run_evaluation
+from ..evaluation.settings import EvaluatorSettings, setting_field
+from ..options import check_json_options
 from ..records import RunRecord
 from ..training import get_method, list_methods
 from ..training.guards import check_output_dir
@@ -65,6 +62,9 @@ CELLS_FOLDER, RUN_FOLDER, EVALUATION_FOLDER = "cells", "run", "evaluation"
 # The study-wide cache of the pretrained model's features and accuracies (evaluation/cache.py).
 FEATURE_CACHE_FOLDER = "feature_cache"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# The evaluation settings every cell shares: setting -> the study's argument that holds it.
+EVALUATION_SETTINGS = {"lp_iterations": "lp_iterations", "max_train_samples": "eval_max_train_samples",
+                       "max_eval_samples": "eval_max_eval_samples", "batch_size": "eval_batch_size", "num_workers": "eval_num_workers"}
 
 
 @dataclass
@@ -92,10 +92,10 @@ class StudyArguments:
         default=None,
         metadata={"help": "More fine-tuning arguments for every cell, as a JSON object (e.g. '{\"bf16\": true, \"learning_rate\": 1e-5}')."},
     )
-    eval_max_train_samples: int | None = field(default=None, metadata={"help": "Cap on each eval task's linear-probe training set."})
-    eval_max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on each eval task's test set."})
-    eval_batch_size: int = field(default=256, metadata={"help": "Evaluation feature-extraction batch size."})
-    eval_num_workers: int = field(default=4, metadata={"help": "DataLoader workers of the evaluation."})
+    eval_max_train_samples: int | None = setting_field("max_train_samples")
+    eval_max_eval_samples: int | None = setting_field("max_eval_samples")
+    eval_batch_size: int = setting_field("batch_size")
+    eval_num_workers: int = setting_field("num_workers", default=4)
     distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
     world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
@@ -118,29 +118,12 @@ class StudyArguments:
             raise ValueError(f"checkpoint_every_percent must be in [0, 100) (0: only the end), got {self.checkpoint_every_percent}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be >= 1, or -1 for the benchmark's epochs, got {self.max_steps}")
-        if self.lp_iterations < 1:
-            raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
         # The evaluation's own checks would only run inside the first cell, after its fine-tuning.
-        for name in ("eval_max_train_samples", "eval_max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, or unset for no cap, got {value}")
-        if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.eval_num_workers < 0:
-            raise ValueError(f"eval_num_workers must be >= 0, got {self.eval_num_workers}")
-        if isinstance(self.finetune_options, str):
-            try:
-                self.finetune_options = json.loads(self.finetune_options)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"finetune_options must be a JSON object, got {self.finetune_options!r} ({err})") from None
-        options = self.finetune_options if self.finetune_options is not None else {}
-        if not isinstance(options, dict):
-            raise ValueError(f"finetune_options must be a JSON object (a dict), got {options!r}")
-        owned = sorted(set(options) & {"method", "dataset", "dataset_path", "output_dir", "seed", "model_name_or_path", "max_steps"})
+        EvaluatorSettings.from_arguments(self, EVALUATION_SETTINGS)
+        self.finetune_options = check_json_options(self.finetune_options, _finetune_types(), "finetune_options")
+        owned = sorted(set(self.finetune_options) & {"method", "dataset", "dataset_path", "output_dir", "seed", "model_name_or_path", "max_steps"})
         if owned:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
-        self.finetune_options = dict(options)
         self.seed_list()  # a bad seed list fails here, before anything runs
         self.check_finetune_options()
 
@@ -155,14 +138,6 @@ class StudyArguments:
         options = self.finetune_options
         if not options:
             return
-        fields = _finetune_fields()
-        for key, value in options.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else " (see ldifs-hf finetune --help for the fine-tuning arguments)"
-                raise ValueError(f"finetune_options has an unknown key {key!r}: it is not a fine-tuning argument{hint}")
-            if not _fits(value, fields[key]):
-                raise ValueError(f"finetune_options: {key} must be {_describe(fields[key])}, got {value!r}")
         parser = finetune_parser()
         plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
         methods = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
@@ -186,61 +161,9 @@ class StudyArguments:
                 raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
 
 
-@functools.lru_cache(maxsize=1)
-def _finetune_fields() -> dict[str, object]:
-    """Every fine-tuning argument (ModelArguments, DataArguments, LDIFSTrainingArguments) and its type."""
-    fields = {}
-    for cls in finetune_parser().dataclass_types:
-        hints = typing.get_type_hints(cls)
-        fields.update({f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init})
-    return fields
-
-
-def _fits(value, hint) -> bool:
-    """Whether a JSON value is of a field's type (HfArgumentParser.parse_dict does not check)."""
-    if hint is typing.Any:
-        return True
-    if hint is type(None) or hint is None:
-        return value is None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is typing.Literal:
-        return any(value is a or (type(value) is type(a) and value == a) for a in args)
-    if origin is list or hint is list:
-        return isinstance(value, list) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, list)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return isinstance(value, (str, hint))  # a bad name is refused by the arguments, with the choices
-    return isinstance(hint, type) and isinstance(value, hint)
-
-
-def _describe(hint) -> str:
-    """A field's type in JSON words: 'a number', 'an integer or null', ..."""
-    if hint is type(None) or hint is None:
-        return "null"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(dict.fromkeys(_describe(a) for a in args))
-    if origin is typing.Literal:
-        return " or ".join(json.dumps(a) for a in args)
-    if origin is list or hint is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
-    if origin is dict or hint is dict:
-        return "a JSON object"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "a string"
-    return getattr(hint, "__name__", str(hint))
+def _finetune_types() -> tuple[type, ...]:
+    """The fine-tuning arguments' dataclasses (ModelArguments, DataArguments, LDIFSTrainingArguments)."""
+    return tuple(finetune_parser().dataclass_types)
 
 
 def _refusal(parser, kwargs: dict) -> str | None:
@@ -332,8 +255,7 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]
     evaluation = dict(
         datasets=",".join(eval_tasks), dataset_path=list(args.dataset_path), pretrained=args.model_name_or_path,
-        include_intermediate=True, lp_iterations=args.lp_iterations, max_train_samples=args.eval_max_train_samples,
-        max_eval_samples=args.eval_max_eval_samples, batch_size=args.eval_batch_size, num_workers=args.eval_num_workers,
+        include_intermediate=True, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
         distances=args.distances and not cell.is_sequence, seed=0,
     )
     config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}

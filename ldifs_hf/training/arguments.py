@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..benchmarks import parse_dataset_paths
+from ..evaluation.settings import EvaluatorSettings, check_every_percent, setting_field
 from ..heads import LP_SOLVERS, check_lp_solver
 from ..regularizers import LDIFS_NORMALIZATIONS
 from .methods import get_method, list_methods
@@ -173,8 +175,8 @@ class DataArguments:
     forgetting_dataset_paths: list[str] = field(
         default_factory=list, metadata={"help": "Local copies of the forgetting benchmarks: name=path entries."}
     )
-    forgetting_max_samples: int | None = field(
-        default=None, metadata={"help": "Cap on each forgetting benchmark's LP-train and test sets."}
+    forgetting_max_samples: int | None = setting_field(
+        "max_train_samples", help="Cap on each forgetting benchmark's LP-train and test sets."
     )
     train_augmentation: bool = field(
         default=True,
@@ -188,9 +190,26 @@ class DataArguments:
     def __post_init__(self):
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if not 0 < self.forgetting_every_percent <= 100:
-            raise ValueError(f"forgetting_every_percent must be in (0, 100], got {self.forgetting_every_percent}")
-        for name in ("max_train_samples", "max_eval_samples", "forgetting_max_samples"):
+        check_every_percent(self.forgetting_every_percent, "forgetting_every_percent")
+        for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {value}")
+        self.forgetting_settings()  # a bad cap or name=path entry fails here, before anything is loaded
+
+    def forgetting_settings(self, finetune_name: str | None = None, **values) -> EvaluatorSettings:
+        """The settings of the evaluator that tracks forgetting during training (`values`: the others,
+        e.g. the run's linear probe). The fine-tuning data, named `finetune_name` (default: `dataset`),
+        is read from the run's own path and columns when they are given."""
+        finetune_name = finetune_name or self.dataset
+        dataset_paths, image_columns, label_columns = parse_dataset_paths(self.forgetting_dataset_paths), {}, {}
+        if self.dataset_path:
+            dataset_paths[finetune_name] = self.dataset_path
+        if self.image_column:
+            image_columns[finetune_name] = self.image_column
+        if self.label_column:
+            label_columns[finetune_name] = self.label_column
+        return EvaluatorSettings.from_arguments(
+            self, {"max_train_samples": "forgetting_max_samples", "max_eval_samples": "forgetting_max_samples"},
+            dataset_paths=dataset_paths, image_columns=image_columns, label_columns=label_columns, **values,
+        )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import datasets
 from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 
-from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list
 from ..benchmarks.transforms import TrainImageTransform
 from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
@@ -110,7 +110,7 @@ def plan_output_dir(
 
 # The arguments that decide what a run computes (not where or how often it logs or saves).
 _MODEL_SETTINGS = ("model_name_or_path", "reference_model_name_or_path", "lp_solver", "lp_iterations")
-_DATA_SETTINGS = ("dataset_path", "max_train_samples", "validation_fraction", "validation_seed", "train_augmentation")
+_DATA_SETTINGS = ("dataset_path", "image_column", "label_column", "max_train_samples", "validation_fraction", "validation_seed", "train_augmentation")
 _TRAINING_SETTINGS = (
     "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "seed", "bf16", "fp16", "regularizer",
@@ -190,7 +190,6 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     spec = training_args.method_spec
     benchmark_name = data_args.dataset if data_args.dataset == "custom" else get_benchmark(data_args.dataset).name
     forgetting_benchmarks = parse_benchmark_list(data_args.forgetting_benchmarks) if data_args.forgetting_benchmarks else []
-    forgetting_paths = parse_dataset_paths(data_args.forgetting_dataset_paths)
     if forgetting_benchmarks and args_zero_stage(training_args) == 3:
         raise ValueError(
             "--forgetting_benchmarks scores the model on the main process during training, which ZeRO-3 holds in shards; "
@@ -309,7 +308,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
     if forgetting_benchmarks:
-        _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
+        _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks)
     if plan.resume_from:
         logger.info("continuing from %s", plan.resume_from)
     try:
@@ -351,7 +350,8 @@ def _finish_run(trainer, record, model_args, training_args, benchmark, processor
     export_dir = os.path.join(training_args.output_dir, EXPORT_FOLDER)
     export_clip_model(trained, model_args.model_name_or_path, export_dir)
     record.export_dir = export_dir
-    from ..hub import push_clip_to_hub, write_model_cards
+    from ..cards import write_model_cards
+    from ..hub import push_clip_to_hub
 
     write_model_cards(
         training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
@@ -441,16 +441,11 @@ def finetune_accuracy(model, dataset, tokenizer, benchmark, batch_size: int = 25
     )
 
 
-def _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, finetune_name, benchmarks, paths) -> None:
-    from ..evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator, EvaluatorSettings
+def _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, finetune_name, benchmarks) -> None:
+    from ..evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator
 
-    settings = EvaluatorSettings(
-        dataset_paths={finetune_name: data_args.dataset_path, **paths} if data_args.dataset_path else paths,
-        max_train_samples=data_args.forgetting_max_samples,
-        max_eval_samples=data_args.forgetting_max_samples,
-        lp_solver=model_args.lp_solver,
-        lp_iterations=model_args.lp_iterations,
-        cache_dir=model_args.cache_dir,
+    settings = data_args.forgetting_settings(
+        finetune_name, lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, cache_dir=model_args.cache_dir,
     )
     if spec.head_init:  # the classifier copied the tower: clip_model stays the pretrained model
         evaluator = ConceptForgettingEvaluator(clip_model, processor, settings)

@@ -1,0 +1,157 @@
+"""Options given as JSON (a `--finetune_options '{...}'` string, a `.json` config, a plug-in's options),
+checked against the dataclass fields they set before anything runs.
+
+    settings = dataclass_from_json(MySettings, '{"weight": 0.5, "layers": [1, 2]}', "my_options")
+
+`dataclass_from_json` parses the JSON object, checks that each key is a field (naming the closest one,
+or listing the valid keys) and that each value is of the field's type (`Optional`, bool apart from
+int, an int where a float is asked, lists and tuples element by element, `Literal`, enums by name),
+then builds the dataclass, whose own `__post_init__` checks the values' ranges. Every refusal is one
+`OptionTypeError` line (a TypeError and a ValueError) naming the key, the value and what is accepted.
+`check_json_options` does the same for the fields of several dataclasses without building them
+(`ldifs-hf study --finetune_options`), and `check_field_types` checks a dataclass already built
+(arguments that took Python values rather than JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import functools
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+
+__all__ = ["OptionTypeError", "check_field_types", "check_json_options", "check_value", "dataclass_from_json", "describe_type", "value_fits"]
+
+_LISTED_KEYS = 30  # more valid keys than this are not listed in an error line
+
+
+class OptionTypeError(TypeError, ValueError):
+    """An option of the wrong type or name: a TypeError to the Python API, and, like every bad value, a
+    ValueError, so that the command prints it as one `error:` line (exit code 2)."""
+
+
+def dataclass_from_json(cls, value, what: str):
+    """An instance of the dataclass `cls` from `value`: a JSON object as a string, or a dict (already
+    parsed). `what` names the options in errors (e.g. "finetune_options"). Raises OptionTypeError on
+    a value that is not a JSON object, an unknown key or a value of the wrong type; the dataclass's own
+    checks (ranges, choices) then raise as they do for any caller."""
+    return cls(**check_json_options(value, cls, what))
+
+
+def check_json_options(value, classes, what: str) -> dict:
+    """`value` (a JSON object as a string, or a dict) checked against the init fields of the dataclass
+    `classes` (or of each in a sequence of them), returned as a dict; see `dataclass_from_json`."""
+    options = _json_object(value, what)
+    fields = _field_types(tuple(classes) if isinstance(classes, Sequence) else (classes,))
+    for key, item in options.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
+            elif len(fields) <= _LISTED_KEYS:
+                hint = f"; valid keys: {', '.join(fields)}"
+            else:
+                hint = f" (valid keys: the fields of {', '.join(_names(classes))})"
+            raise OptionTypeError(f"{what} has an unknown key {key!r}{hint}")
+        check_value(f"{what}: {key}", item, fields[key])
+    return options
+
+
+def check_field_types(instance, what: str | None = None) -> None:
+    """Every init field of a built dataclass holds a value of its declared type; raises OptionTypeError
+    naming the field (prefixed by `what` when given) otherwise."""
+    for name, hint in _field_types((type(instance),)).items():
+        check_value(f"{what}: {name}" if what else name, getattr(instance, name), hint)
+
+
+def value_fits(value, hint) -> bool:
+    """Whether a JSON (or plain Python) value is of the type `hint`."""
+    if hint is typing.Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value is a or (type(value) is type(a) and value == a) for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        # JSON has no tuples: a list stands for either.
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(value_fits(v, a) for v, a in zip(value, args))
+        return not args or all(value_fits(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(value_fits(k, args[0]) and value_fits(v, args[1]) for k, v in value.items()))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (str, hint))  # a bad name is refused by the dataclass, with the choices
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def describe_type(hint) -> str:
+    """A type in JSON words: 'a number', 'an integer or null', 'a list of strings', ..."""
+    if hint is type(None) or hint is None:
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe_type(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if args and not (origin is tuple and args[-1] is not Ellipsis):
+            return f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} values" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a JSON object"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "a string"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_value(label: str, value, hint) -> None:
+    """Raise OptionTypeError "<label> must be <type in words>, got <value>" unless `value` is of type `hint`."""
+    if not value_fits(value, hint):
+        raise OptionTypeError(f"{label} must be {describe_type(hint)}, got {value!r}")
+
+
+def _json_object(value, what: str) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise OptionTypeError(f"{what} must be a JSON object, got {value!r} ({err})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise OptionTypeError(f"{what} must be a JSON object (a dict), got {value!r}")
+    return dict(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(classes: tuple) -> dict[str, object]:
+    """Every init field of the dataclasses and its resolved type (later classes win, as in a parser)."""
+    fields = {}
+    for cls in classes:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"options are checked against dataclasses, got {cls!r}")
+        hints = typing.get_type_hints(cls)
+        fields.update({f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init})
+    return fields
+
+
+def _names(classes) -> list[str]:
+    return [c.__name__ for c in (classes if isinstance(classes, Sequence) else (classes,))]
