@@ -14,7 +14,7 @@ from transformers import CLIPModel
 
 from conftest import finetune_argv
 from ldifs_hf.cli import main
-from ldifs_hf.run_folder import RunRecord, checkpoint_problem, damaged_file, plan_output_dir
+from ldifs_hf.run_folder import FolderLock, RunRecord, checkpoint_problem, damaged_file, plan_output_dir
 from ldifs_hf.training.run import finetune_parser, run_settings
 
 SETTINGS = {"learning_rate": 1e-5, "world_size": 2, "global_train_batch_size": 8}
@@ -82,6 +82,12 @@ def test_an_explicit_damaged_checkpoint_is_refused_by_name(run_dir):
     (run_dir / "checkpoint-4" / "config.json").write_text('{"model_type": ')
     with pytest.raises(ValueError, match=r"cannot be resumed from: .*checkpoint-4/config.json is damaged"):
         _plan(run_dir, resume_from_checkpoint=str(run_dir / "checkpoint-4"))
+
+
+def test_an_explicit_checkpoint_is_resumed_into_a_new_folder_that_this_command_holds(run_dir, tmp_path):
+    new = tmp_path / "new"
+    with FolderLock(new):  # the lock made the folder: it is still a new run's
+        assert _plan(new, resume_from_checkpoint=str(run_dir / "checkpoint-4")).resume_from == str(run_dir / "checkpoint-4")
 
 
 def test_resume_refuses_another_runs_checkpoint_by_name(run_dir):

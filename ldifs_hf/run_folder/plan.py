@@ -62,11 +62,11 @@ def plan_output_dir(
         problem = checkpoint_problem(str(resume_from_checkpoint), check_files=True)
         if problem:
             raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} cannot be resumed from: {problem}")
-    if not os.path.isdir(output_dir):
+    entries = [e for e in os.listdir(output_dir) if e not in (LOCK_FILE, HOLDER_FILE)] if os.path.isdir(output_dir) else []
+    if not entries:  # missing, or empty but for the lock this command holds
         return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
-    record_file = os.path.join(output_dir, RUN_RECORD_FILE)
-    if not os.path.isfile(record_file):
-        ours = [e for e in os.listdir(output_dir) if e in RUN_MARKERS or e.startswith("checkpoint-")]
+    if RUN_RECORD_FILE not in entries:
+        ours = [e for e in entries if e in RUN_MARKERS or e.startswith("checkpoint-")]
         if ours and overwrite:
             raise ValueError(
                 f"output_dir {output_dir!r} holds a model or run that ldifs_hf did not record ({', '.join(sorted(ours)[:4])}), and "

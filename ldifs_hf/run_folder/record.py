@@ -33,8 +33,9 @@ class RunRecord:
         output_dir: where the run wrote its files.
         export_dir: the stock-CLIP export, when written.
         completed: True once training, export and cards are all written.
-        settings: the arguments that decide the run's result (`training.run.run_settings`); a rerun in
-            the same folder with other values is refused. None in older records.
+        settings: the arguments that decide the run's result (`training.run.run_settings`), with the
+            number of processes and the global batch; a rerun in the same folder with other values is
+            refused. None in older records.
     """
 
     method: str
