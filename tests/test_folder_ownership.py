@@ -80,6 +80,14 @@ def test_the_lock_is_reentrant_in_one_process_and_a_folder_it_made_goes_when_emp
     assert os.listdir(folder) == ["result.txt"]
 
 
+def test_a_file_is_not_taken_for_a_folder(tmp_path):
+    (tmp_path / "a-file").write_text("the user's")
+    with pytest.raises(FileExistsError, match=f"output_dir {str(tmp_path / 'a-file')!r} is a file, not a folder"):
+        with FolderLock(tmp_path / "a-file"):
+            pass
+    assert (tmp_path / "a-file").read_text() == "the user's"
+
+
 def test_finetune_on_a_folder_another_process_writes_is_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     out = tmp_path / "run"
     with held_by_another_process(out) as holder:

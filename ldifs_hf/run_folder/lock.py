@@ -55,6 +55,8 @@ class FolderLock:
             lock, depth = _HELD[self._key]
             _HELD[self._key] = (lock, depth + 1)
             return self
+        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            raise FileExistsError(f"{self.what} {self.folder!r} is a file, not a folder; choose another folder")
         self._created = not os.path.isdir(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         lock = FileLock(os.path.join(self.folder, LOCK_FILE), blocking=False)
