@@ -54,7 +54,7 @@ def test_complete_checkpoints_pass_the_file_check(run_dir):
 def test_a_truncated_weight_file_is_named_and_resume_falls_back_with_one_warning(run_dir, caplog):
     weights = run_dir / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    assert damaged_file(str(run_dir / "checkpoint-4")) .startswith(f"{weights} is damaged (it has ")
+    assert damaged_file(str(run_dir / "checkpoint-4")).startswith(f"{weights} is damaged (it has ")
     assert checkpoint_problem(str(run_dir / "checkpoint-4")) is None  # evaluation's quick check does not read every file
     with caplog.at_level(logging.WARNING):
         assert _plan(run_dir).resume_from == str(run_dir / "checkpoint-2")
