@@ -177,3 +177,15 @@ def test_a_rerun_after_an_interrupted_export_keeps_the_real_train_metrics(tiny_c
     final, exported = load_file(out / "checkpoint-2" / "model.safetensors"), load_file(os.path.join(record.export_dir, "model.safetensors"))
     shared = [k for k in final if k.startswith("vision_model.") and k in exported]
     assert len(shared) > 10 and all(torch.equal(final[k], exported[k]) for k in shared)
+
+
+def test_cli_never_resumes_from_another_runs_checkpoint(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    RunRecord(method="zs-init-ce", dataset="eurosat", base_model=str(tiny_clip_dir)).save(out)  # killed before its first save
+    other = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model=str(tiny_clip_dir), regularizer="l2sp", l2sp_lambda=0.5)
+    _checkpoint(out / "checkpoint-4", CLIPModel.from_pretrained(tiny_clip_dir), 4, other)
+    assert main(["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"error: {out / 'checkpoint-4'} cannot be resumed from: another run wrote it (zs-init-l2sp"), lines[-3:]
+    assert sorted(os.listdir(out)) == ["checkpoint-4", "ldifs_run.json"] and not RunRecord.load(out).completed

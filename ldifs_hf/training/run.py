@@ -241,13 +241,19 @@ def _run_in_folder(
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
     if plan.resume_from:
         logger.info("continuing from %s", plan.resume_from)
-    if plan.resume_from and _finished_training(plan.resume_from) and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+    finished_training = plan.resume_from is not None and _finished_training(plan.resume_from)
+    if finished_training and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         # Training had ended (a kill during the export or the cards): the Trainer would train one more
         # step past max_steps when resumed from its final checkpoint, so its weights are loaded instead.
         logger.info("training had finished at %s: its weights are loaded, no step is trained again", plan.resume_from)
         trainer._load_from_checkpoint(plan.resume_from)
         _save_training(trainer, None, training_args.output_dir)
     else:
+        if finished_training:  # sharded weights load only through the Trainer's resume
+            logger.warning(
+                "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
+                "resume, which trains one step past max_steps", plan.resume_from,
+            )
         try:
             train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
         except (OSError, RuntimeError) as err:
