@@ -28,6 +28,19 @@ with lock.FolderLock(sys.argv[1]):
     sys.stdin.read()
 """
 
+# Another process trying to take a folder: prints "busy" or "taken".
+TAKER = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("lock", {LOCK_MODULE!r})
+lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lock)
+try:
+    with lock.FolderLock(sys.argv[1]):
+        print("taken")
+except lock.FolderBusyError:
+    print("busy")
+"""
+
 
 @contextmanager
 def held_by_another_process(folder):
@@ -78,6 +91,22 @@ def test_the_lock_is_reentrant_in_one_process_and_a_folder_it_made_goes_when_emp
     with FolderLock(folder):
         (folder / "result.txt").write_text("kept")
     assert os.listdir(folder) == ["result.txt"]
+
+
+def test_a_forked_child_leaving_the_block_keeps_the_parents_lock(tmp_path):
+    folder = tmp_path / "run"
+    held = FolderLock(folder)
+    with held:
+        pid = os.fork()
+        if pid == 0:  # what a SystemExit raised in a forked child (a DataLoader worker, say) would do
+            try:
+                held.__exit__(None, None, None)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert sorted(os.listdir(folder)) == [LOCK_FILE, HOLDER_FILE]
+        taker = subprocess.run([sys.executable, "-c", TAKER, str(folder)], capture_output=True, text=True, timeout=60)
+        assert taker.stdout.strip() == "busy", taker.stderr[-2000:]
 
 
 def test_a_file_is_not_taken_for_a_folder(tmp_path):

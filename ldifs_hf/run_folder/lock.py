@@ -49,8 +49,10 @@ class FolderLock:
         self.what = what
         self._key = os.path.realpath(self.folder)
         self._created = False
+        self._owner_pid = os.getpid()
 
     def __enter__(self) -> "FolderLock":
+        self._owner_pid = os.getpid()
         if self._key in _HELD:
             lock, depth = _HELD[self._key]
             _HELD[self._key] = (lock, depth + 1)
@@ -75,6 +77,8 @@ class FolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        if os.getpid() != self._owner_pid:
+            return  # a forked child leaving the block (e.g. sys.exit in it): the lock is its parent's
         lock, depth = _HELD[self._key]
         if depth > 1:
             _HELD[self._key] = (lock, depth - 1)
