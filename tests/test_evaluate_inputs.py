@@ -15,7 +15,7 @@ from ldifs_hf.evaluation import evaluator as evaluator_module
 from ldifs_hf.evaluation import run as run_module
 from ldifs_hf.records import RunRecord
 from ldifs_hf.testing import save_benchmark_like_dataset
-from ldifs_hf.training import guards
+from ldifs_hf.run_folder import plan as run_folder_plan
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_an_unwritable_output_dir_is_refused_before_loading(tiny_clip_dir, euros
     def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(guards.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(run_folder_plan.tempfile, "mkstemp", refuse)
     line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro" / "report"))
     assert "output_dir" in line and "is not writable" in line and "Permission denied" in line
     assert loads == [] and not (tmp_path / "ro").exists()

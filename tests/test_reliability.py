@@ -15,13 +15,15 @@ from transformers import CLIPModel, GPT2Config, HfArgumentParser
 
 from ldifs_hf.cli import main, parse_finetune_args
 from ldifs_hf.evaluation import EvaluationArguments, run_evaluation
-from ldifs_hf.evaluation.checkpoints import checkpoint_problem, resolve_checkpoints
+from ldifs_hf.evaluation.checkpoints import resolve_checkpoints
 from ldifs_hf.modeling import CLIPVisionClassifier
 from ldifs_hf.records import RunRecord
 from ldifs_hf.testing import save_benchmark_like_dataset
-from ldifs_hf.training import guards
+from ldifs_hf import run_folder
+from ldifs_hf.run_folder import checkpoint_problem, plan_output_dir
+from ldifs_hf.training import guards, preflight
 from ldifs_hf.training.guards import NonFiniteGuard, NonFiniteLossError
-from ldifs_hf.training.run import plan_output_dir, run_finetune
+from ldifs_hf.training.run import run_finetune
 from conftest import finetune_argv
 
 
@@ -311,12 +313,12 @@ def test_a_cpu_launch_that_started_one_of_several_processes_is_refused(tiny_clip
     # What `accelerate launch --cpu --num_processes 2` leaves to its single process.
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    for variable in guards._WORLD_SIZE_VARIABLES:
+    for variable in preflight._WORLD_SIZE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ValueError, match="asked for several processes but started one"):
         _finetune(_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", "zs-init-ce"))
     monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher that says how many processes there are: accepted
-    guards._check_launch()
+    preflight._check_launch()
 
 
 def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
@@ -328,12 +330,12 @@ def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_d
     def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(guards.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(run_folder.plan.tempfile, "mkstemp", refuse)
     line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro", "zs-init-ce")])
     assert "is not writable" in line and "Permission denied" in line
     monkeypatch.undo()
     weights = os.path.getsize(os.path.join(tiny_clip_dir, "model.safetensors"))
-    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: SimpleNamespace(free=5 * weights))
+    monkeypatch.setattr(run_folder.plan.shutil, "disk_usage", lambda path: SimpleNamespace(free=5 * weights))
     line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "full", "zs-init-ce")])
     assert "MiB free" in line and "needs about" in line
     assert not (tmp_path / "ro").exists() and not (tmp_path / "full").exists()
@@ -354,7 +356,7 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_the_rerun_continues(tiny_cl
         return save(self, output_dir)
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", fill_the_disk)
-    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: SimpleNamespace(free=disk["free"]))
+    monkeypatch.setattr(run_folder.plan.shutil, "disk_usage", lambda path: SimpleNamespace(free=disk["free"]))
     line = _one_line_error(capsys, ["finetune", *argv])
     assert "the disk of output_dir" in line and "is full (0.0 MiB free)" in line and "file write failed" in line, line
     assert checkpoint_problem(str(out / "checkpoint-4")) is not None  # half-written
@@ -387,10 +389,10 @@ def test_no_validation_split_trains_and_records_test_accuracy_only(tiny_clip_dir
 
 def test_an_empty_train_or_test_split_is_refused():
     with pytest.raises(ValueError, match="the train split of 'x' is empty"):
-        guards.check_splits({"train": [], "validation": [1], "test": [1]}, "x", validation_needed=False)
+        preflight.check_splits({"train": [], "validation": [1], "test": [1]}, "x", validation_needed=False)
     with pytest.raises(ValueError, match="the test split of 'x' is empty"):
-        guards.check_splits({"train": [1], "validation": [1], "test": []}, "x", validation_needed=False)
-    guards.check_splits({"train": [1], "validation": [], "test": [1]}, "x", validation_needed=False)
+        preflight.check_splits({"train": [1], "validation": [1], "test": []}, "x", validation_needed=False)
+    preflight.check_splits({"train": [1], "validation": [], "test": [1]}, "x", validation_needed=False)
 
 
 def test_a_one_image_dataset_runs_to_the_end(tiny_clip_dir, tmp_path):

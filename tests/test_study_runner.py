@@ -119,12 +119,12 @@ def test_cli_bad_output_dir_or_finetune_options_is_one_line_before_anything_runs
     (tmp_path / "read-only").mkdir()
     out = tmp_path / where
     if where == "read-only":
-        import ldifs_hf.training.guards as guards
+        import ldifs_hf.run_folder.plan as run_folder_plan
 
         def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(guards.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(run_folder_plan.tempfile, "mkstemp", refuse)
     argv = ["study", "--output_dir", str(out), "--world", "quick", "--methods", "zs-init-ce", "--finetune_tasks", "world-digit", "--max_steps", "2"]
     assert main(argv + (["--finetune_options", options] if options else [])) == 2
     err = capsys.readouterr().err

@@ -4,9 +4,7 @@ turns a path, a `method=path` or a Hub id into a model and a `CheckpointEntry`."
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,11 +12,7 @@ from torch import nn
 from transformers import CLIPModel
 
 from ..modeling import CLIPClassifierConfig, CLIPVisionClassifier
-from ..records import RUN_RECORD_FILE, RunRecord
-
-logger = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+from ..run_folder import CHECKPOINT_DIR, RunRecord, checkpoint_problem, foreign_checkpoint
 
 class CheckpointError(ValueError):
     """A checkpoint path or object that cannot be evaluated; the message says what would be accepted."""
@@ -114,50 +108,6 @@ def recorded_base_model(path: str) -> str | None:
     return None
 
 
-# -- complete checkpoints -------------------------------------------------------------------------
-
-# Any of these makes a directory hold model weights (single file or sharded, safetensors or torch).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TRAINER_STATE = "trainer_state.json"
-
-
-def checkpoint_problem(path: str) -> str | None:
-    """Why a Trainer `checkpoint-N` folder is not complete, or None when it is.
-
-    The Trainer writes a checkpoint's weights and config, then the optimizer, scheduler and RNG state,
-    and `trainer_state.json` last; so a folder whose trainer state is missing or unreadable was left
-    half-written (a kill or a full disk during the save) and neither resume nor evaluation may use it.
-    """
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        return "it has no config.json (a save was interrupted)"
-    if not any(os.path.isfile(os.path.join(path, f)) for f in WEIGHT_FILES):
-        return f"it has no model weights ({' or '.join(WEIGHT_FILES[::2])}; a save was interrupted)"
-    try:
-        with open(os.path.join(path, TRAINER_STATE)) as f:
-            json.load(f)
-    except FileNotFoundError:
-        return f"it has no {TRAINER_STATE}, which the Trainer writes last (a save was interrupted)"
-    except (OSError, ValueError) as err:
-        return f"its {TRAINER_STATE} is unreadable ({err}; a save was interrupted)"
-    return None
-
-
-def last_complete_checkpoint(run_dir: str) -> str | None:
-    """The run directory's complete `checkpoint-N` with the highest N (half-written ones skipped, with a
-    warning), or None."""
-    steps = sorted(
-        (int(m.group(1)), name) for name in os.listdir(run_dir)
-        if (m := CHECKPOINT_DIR.match(name)) and os.path.isdir(os.path.join(run_dir, name))
-    )
-    for _, name in reversed(steps):
-        path = os.path.join(run_dir, name)
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        logger.warning("skipping %s: %s", path, problem)
-    return None
-
-
 # -- which checkpoints ----------------------------------------------------------------------------
 
 
@@ -184,25 +134,6 @@ def _trainer_progress(path: str) -> tuple[int | None, float | None]:
         state = json.load(f)
     step, max_steps = state.get("global_step"), state.get("max_steps")
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
-
-
-# What makes two runs the same run, as far as a checkpoint's numbers are concerned.
-_IDENTITY = ("method", "dataset", "base_model", "regularizer", "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
-
-
-def _foreign(checkpoint: str, run: RunRecord | None) -> str | None:
-    """Why a `checkpoint-N` belongs to another run than its directory's record, or None. A checkpoint
-    carries the record of the run that saved it (`training.guards.RunIdentityCallback`)."""
-    if run is None or not os.path.isfile(os.path.join(checkpoint, RUN_RECORD_FILE)):
-        return None
-    own = RunRecord.load(checkpoint)
-    differ = [name for name in _IDENTITY if getattr(own, name) != getattr(run, name)]
-    if not differ:
-        return None
-    return (
-        f"another run wrote it ({own.method} on {own.dataset}, not {run.method} on {run.dataset}; "
-        f"{', '.join(f'{n} {getattr(own, n)!r} vs {getattr(run, n)!r}' for n in differ[:3])})"
-    )
 
 
 def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
@@ -239,7 +170,7 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
                 step, percent = _trainer_progress(checkpoint) if problem is None else (None, None)
                 step = step if step is not None else int(match.group(1))
                 if problem is None:
-                    problem = _foreign(checkpoint, record)
+                    problem = foreign_checkpoint(checkpoint, record)
                 if problem is None and final_step is not None and step > final_step:
                     # A later step than the run's final model: left by an earlier run in this directory.
                     problem = f"its step {step} is past the run's final step {final_step}, so an earlier run in {path!r} wrote it"

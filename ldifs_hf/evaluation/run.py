@@ -13,7 +13,8 @@ A checkpoint that cannot be loaded or scored, or whose weights are not finite, i
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
 scored and written. An existing report in `output_dir` is refused before anything is loaded, unless
 `overwrite_report`; so are an `output_dir` that is a file or not writable, a `device` this machine
-lacks, counts out of range and a `pretrained` path that does not exist.
+lacks, counts out of range, a `pretrained` path that does not exist, and an
+`output_dir` that another command is writing (`run_folder.FolderLock`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from transformers import HfArgumentParser
 from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..benchmarks.catalog import CUSTOM
 from ..options import OptionTypeError, check_field_types
-from ..training.guards import check_output_dir
+from ..run_folder import FolderLock, check_output_dir
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
 from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
@@ -190,17 +191,23 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
         stray = sorted(set(columns) - set(benchmarks))
         if stray:
             raise ValueError(f"--{flag} names {', '.join(map(repr, stray))}, which --datasets does not evaluate ({', '.join(benchmarks)})")
-    existing = [f for f in (RESULTS_JSON, RESULTS_CSV, RESULTS_MD) if os.path.isfile(os.path.join(args.output_dir, f))]
-    if existing and not args.overwrite_report:
-        raise FileExistsError(
-            f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
-            "or pass --overwrite_report to replace it"
-        )
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise FileExistsError(f"output_dir {args.output_dir!r} is a file; pass a directory (created if missing) for the report")
     check_output_dir(args.output_dir)  # writable (a probe file, removed), or its nearest existing parent is
     if args.pretrained:
         check_model_path(args.pretrained, "pretrained model")
+    with FolderLock(args.output_dir, "output_dir"):  # one writer per report folder, from here to the last file
+        return _evaluate_in_folder(args, settings, benchmarks, log_paths)
+
+
+def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, benchmarks: list[str], log_paths: bool) -> EvaluationResult:
+    """`run_evaluation` once its arguments are checked and its report folder is held."""
+    existing = [f for f in (RESULTS_JSON, RESULTS_CSV, RESULTS_MD) if os.path.isfile(os.path.join(args.output_dir, f))]
+    if existing and not args.overwrite_report:  # checked while held: no other writer can add one meanwhile
+        raise FileExistsError(
+            f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
+            "or pass --overwrite_report to replace it"
+        )
 
     # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
     entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)

@@ -17,6 +17,7 @@ class logits to score, and without a regularizer there is no λ.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -29,10 +30,10 @@ from typing import Sequence
 import numpy as np
 
 from ..benchmarks import image_transform, load_benchmark
-from ..records import RunRecord
+from ..run_folder import FolderLock, RunRecord
 from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from ..training.build import build_collator, build_model
-from ..training.guards import preflight
+from ..training.preflight import preflight
 from ..training.distributed import fill_zero_buckets, full_weights_loading
 from ..training.run import apply_benchmark_epochs, check_model_and_taps, finetune_parser, load_clip, run_finetune, run_settings
 from ..training.trainer import LDIFSTrainer
@@ -127,17 +128,19 @@ def run_lambda_search(
     # What decides the scores: the run's settings (the searched λ aside), the method and the grid.
     run = {k: v for k, v in run_settings(model_args, data_args, training_args).items() if k != parameter}
     settings = {"method": spec.name, "dataset": data_args.dataset, "parameter": parameter, "grid": grid, **run}
-    result = _earlier_search(output_dir, settings, overwrite=training_args.overwrite_output_dir)
-    if result is not None:
-        logger.info("λ search already done in %s (%s = %g): reused; pass --overwrite_output_dir to search again", output_dir, parameter, result.best_lambda)
-    else:
-        result = _search(model_args, data_args, training_args, spec, grid, parameter, settings)
-    if final_run:
-        final_args = copy.deepcopy(training_args)
-        setattr(final_args, parameter, result.best_lambda)
-        final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
-        result.final = run_finetune(model_args, data_args, final_args)
-    return result
+    # One writer per folder (the final run also holds its own): the main process holds it.
+    with FolderLock(output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        result = _earlier_search(output_dir, settings, overwrite=training_args.overwrite_output_dir)
+        if result is not None:
+            logger.info("λ search already done in %s (%s = %g): reused; pass --overwrite_output_dir to search again", output_dir, parameter, result.best_lambda)
+        else:
+            result = _search(model_args, data_args, training_args, spec, grid, parameter, settings)
+        if final_run:
+            final_args = copy.deepcopy(training_args)
+            setattr(final_args, parameter, result.best_lambda)
+            final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
+            result.final = run_finetune(model_args, data_args, final_args)
+        return result
 
 
 def _earlier_search(output_dir: str, settings: dict, *, overwrite: bool) -> LambdaSearchResult | None:

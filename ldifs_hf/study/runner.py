@@ -45,9 +45,8 @@ from ..benchmarks.catalog import NINE
 from ..evaluation.run import EvaluationArguments, run_evaluation
 from ..evaluation.settings import EvaluatorSettings, setting_field
 from ..options import check_json_options
-from ..records import RunRecord
+from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training import get_method, list_methods
-from ..training.guards import check_output_dir
 from ..training.run import finetune, finetune_parser
 from ..utils import parse_seeds
 from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
@@ -434,21 +433,21 @@ def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     if args.world_cache_dir is not None:
         args.world_cache_dir = os.path.abspath(args.world_cache_dir)
     check_study_dir(args)
-    world = prepare_study(args)
-    plan = plan_study(args, world)
-    if args.plan:
+    if args.plan:  # writes nothing, so takes no lock
+        plan = plan_study(args, prepare_study(args))
         print(describe_plan(args, plan))
         return plan
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_manifest(args, plan)
-    if args.launcher == "local":
-        for cell in plan.todo:
-            run_cell(args, cell)
-            plan.status[cell] = "done"
-            write_manifest(args, plan)
-    else:
-        _submit(args, plan)
-    return StudyResult(plan=plan, tables=assemble_study(args, plan))
+    with FolderLock(args.output_dir):  # one study per folder; each run and evaluation also holds its own
+        plan = plan_study(args, prepare_study(args))
+        write_manifest(args, plan)
+        if args.launcher == "local":
+            for cell in plan.todo:
+                run_cell(args, cell)
+                plan.status[cell] = "done"
+                write_manifest(args, plan)
+        else:
+            _submit(args, plan)
+        return StudyResult(plan=plan, tables=assemble_study(args, plan))
 
 
 def _submit(args: StudyArguments, plan: StudyPlan) -> None:

@@ -19,6 +19,7 @@ and their mean over the eval tasks other than the last fine-tuned one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -30,9 +31,9 @@ from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_path
 from ..evaluation.continual import evaluate_sequence
 from ..evaluation.evaluator import ConceptForgettingEvaluator
 from ..evaluation.run import EvaluationArguments
-from ..records import RunRecord
+from ..run_folder import EXPORT_FOLDER, FolderLock, RunRecord
 from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
-from ..training.run import EXPORT_FOLDER, finetune_parser, run_finetune
+from ..training.run import finetune_parser, run_finetune
 
 logger = logging.getLogger(__name__)
 
@@ -125,29 +126,31 @@ def run_sequence(
     pretrained = model_args.model_name_or_path
     output_dir = training_args.output_dir
     dirs = task_dirs(output_dir, tasks)
-    records: list[RunRecord] = []
-    start = pretrained
-    for k, (task, run_dir) in enumerate(zip(tasks, dirs), start=1):
-        task_model_args, task_data_args, task_training_args = copy.deepcopy((model_args, data_args, training_args))
-        task_model_args.model_name_or_path = start
-        # Task 1 starts from the pretrained model, so its default anchor already is the pretrained one;
-        # without a regularizer there is no anchor to set.
-        if reference == "pretrained" and k > 1 and training_args.regularizer != "none":
-            task_model_args.reference_model_name_or_path = pretrained
-        task_data_args.dataset = task
-        task_data_args.dataset_path = paths.get(task)
-        task_training_args.output_dir = run_dir
-        logger.info("sequence %s: task %d/%d %s from %s", sequence_label(tasks), k, len(tasks), task, start)
-        record = run_finetune(task_model_args, task_data_args, task_training_args)
-        # Under several processes only the main one exports; the others wait for it before loading the export.
-        with task_training_args.main_process_first(desc=f"export of {task}"):
-            pass
-        records.append(record)
-        start = record.export_dir or os.path.join(run_dir, EXPORT_FOLDER)
-    result = SequenceResult(tasks=tasks, pretrained=pretrained, reference=reference, method=records[0].method, records=records, output_dir=output_dir)
-    if training_args.process_index == 0:
-        _write_json(os.path.join(output_dir, SEQUENCE_FILE), result.to_dict())
-    return result
+    # One writer per folder (each task's run also holds its own): the main process holds it.
+    with FolderLock(output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        records: list[RunRecord] = []
+        start = pretrained
+        for k, (task, run_dir) in enumerate(zip(tasks, dirs), start=1):
+            task_model_args, task_data_args, task_training_args = copy.deepcopy((model_args, data_args, training_args))
+            task_model_args.model_name_or_path = start
+            # Task 1 starts from the pretrained model, so its default anchor already is the pretrained one;
+            # without a regularizer there is no anchor to set.
+            if reference == "pretrained" and k > 1 and training_args.regularizer != "none":
+                task_model_args.reference_model_name_or_path = pretrained
+            task_data_args.dataset = task
+            task_data_args.dataset_path = paths.get(task)
+            task_training_args.output_dir = run_dir
+            logger.info("sequence %s: task %d/%d %s from %s", sequence_label(tasks), k, len(tasks), task, start)
+            record = run_finetune(task_model_args, task_data_args, task_training_args)
+            # Under several processes only the main one exports; the others wait for it before loading the export.
+            with task_training_args.main_process_first(desc=f"export of {task}"):
+                pass
+            records.append(record)
+            start = record.export_dir or os.path.join(run_dir, EXPORT_FOLDER)
+        result = SequenceResult(tasks=tasks, pretrained=pretrained, reference=reference, method=records[0].method, records=records, output_dir=output_dir)
+        if training_args.process_index == 0:
+            _write_json(os.path.join(output_dir, SEQUENCE_FILE), result.to_dict())
+        return result
 
 
 def sequence(reference: str = "previous", **kwargs) -> SequenceResult:

@@ -12,101 +12,28 @@ from its last checkpoint, and a finished run is returned as recorded, not redone
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
-import shutil
-from dataclasses import dataclass
 
 import datasets
 from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list
 from ..benchmarks.transforms import TrainImageTransform
-from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
+from ..evaluation.checkpoints import looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
 from ..modeling import export_clip_model
-from ..records import RUN_RECORD_FILE, RunRecord
+from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, RunRecord, plan_output_dir
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
-from .guards import NonFiniteGuard, RunIdentityCallback, check_splits, explain_write_failure, preflight
+from .guards import NonFiniteGuard, RunIdentityCallback
+from .preflight import check_splits, explain_write_failure, preflight
 from .distributed import args_zero_stage, deepspeed_stage, fill_zero_buckets, full_weights_loading
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FOLDER = "clip"
-# What a Trainer run leaves in its output directory: a directory holding any of these without our run
-# record was written by something else, and we do not write into it.
-_RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
-# What else a run writes whose stale copy a new run could be mistaken for (a crashed new run would
-# otherwise leave the earlier run's final model and state beside its own record).
-_RUN_OUTPUTS = _RUN_MARKERS + (
-    "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
-    "forgetting_log.json", "forgetting_log.jsonl",
-)
-
-
-@dataclass
-class OutputPlan:
-    """What to do with the output directory: start afresh, continue from a checkpoint, or nothing."""
-
-    resume_from: str | None = None
-    finished: RunRecord | None = None
-
-
-def plan_output_dir(
-    output_dir: str, method: str, dataset: str, *, overwrite: bool = False, resume_from_checkpoint=None, settings: dict | None = None
-) -> OutputPlan:
-    """Decide, before anything expensive, how a run uses `output_dir`.
-
-    - empty or missing: a fresh run;
-    - our own finished run of the same method, dataset and `settings`: nothing to do (returned as `finished`);
-    - our own unfinished run: continue from its last complete `checkpoint-N` (one a kill or a full disk
-      left half-written is skipped), or start again if it has none;
-    - `overwrite`: the earlier run's checkpoints, export, record, final model, state and results are
-      removed first;
-    - files of another run or another program, or our run with other `settings`: refused, naming them.
-    """
-    if resume_from_checkpoint not in (None, False, True):
-        if not os.path.isdir(str(resume_from_checkpoint)):
-            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint directory")
-        problem = checkpoint_problem(str(resume_from_checkpoint))
-        if problem:
-            raise ValueError(f"resume_from_checkpoint {resume_from_checkpoint!r} cannot be resumed from: {problem}")
-    if not os.path.isdir(output_dir):
-        return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
-    if overwrite:
-        _remove_earlier_run(output_dir)
-        return OutputPlan(resume_from=resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None)
-    entries = os.listdir(output_dir)
-    record_file = os.path.join(output_dir, RUN_RECORD_FILE)
-    if not os.path.isfile(record_file):
-        ours = [e for e in entries if e in _RUN_MARKERS or e.startswith("checkpoint-")]
-        if ours:
-            raise ValueError(
-                f"output_dir {output_dir!r} already holds a model or run that ldifs_hf did not record ({', '.join(sorted(ours)[:4])}); "
-                "choose another --output_dir or pass --overwrite_output_dir"
-            )
-        return OutputPlan()
-    earlier = RunRecord.load(output_dir)
-    if (earlier.method, earlier.dataset) != (method, dataset):
-        raise ValueError(
-            f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
-            "choose another --output_dir or pass --overwrite_output_dir"
-        )
-    changed = _changed_settings(earlier.settings, settings)
-    if changed:
-        raise ValueError(
-            f"output_dir {output_dir!r} holds a {'finished' if earlier.completed else 'started'} {method} run with other settings "
-            f"({changed}); rerun with the same settings to {'reuse' if earlier.completed else 'continue'} it, choose another "
-            "--output_dir, or pass --overwrite_output_dir to replace it"
-        )
-    if earlier.completed:
-        return OutputPlan(finished=earlier)
-    if isinstance(resume_from_checkpoint, str):
-        return OutputPlan(resume_from=resume_from_checkpoint)
-    return OutputPlan(resume_from=last_complete_checkpoint(output_dir))
-
 
 # The arguments that decide what a run computes (not where or how often it logs or saves).
 _MODEL_SETTINGS = ("model_name_or_path", "reference_model_name_or_path", "lp_solver", "lp_iterations")
@@ -125,29 +52,13 @@ def run_settings(model_args: ModelArguments, data_args: DataArguments, training_
         for name in names:
             value = getattr(args, name, None)
             settings[name] = list(value) if isinstance(value, tuple) else (str(value) if hasattr(value, "value") else value)
+    # The same per-device batch on another number of processes is another run (the global batch decides
+    # the result): a resume with either changed is refused, naming both values.
+    settings["world_size"] = training_args.world_size
+    settings["global_train_batch_size"] = (
+        training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+    )
     return settings
-
-
-def _changed_settings(earlier: dict | None, now: dict | None) -> str:
-    """'max_steps 3 -> 6, learning_rate ...' for the settings that differ; '' when they agree or are unknown."""
-    if not earlier or not now:
-        return ""
-    changed = [f"{key} {earlier.get(key)!r} -> {now[key]!r}" for key in now if key in earlier and earlier[key] != now[key]]
-    return ", ".join(changed)
-
-
-def _remove_earlier_run(output_dir: str) -> None:
-    """Remove what an earlier run wrote that a new run would otherwise mix with its own: checkpoints,
-    the export, the run record, and the final model, state and results the Trainer wrote. Other
-    files (a user's README.md, notes) are left alone."""
-    for entry in os.listdir(output_dir):
-        path = os.path.join(output_dir, entry)
-        if entry.startswith("checkpoint-") and os.path.isdir(path):
-            shutil.rmtree(path)
-        elif entry == EXPORT_FOLDER and os.path.isdir(path):
-            shutil.rmtree(path)
-        elif entry in (RUN_RECORD_FILE, *_RUN_OUTPUTS) or (entry.startswith("model-") and entry.endswith(".safetensors")):
-            os.remove(path)
 
 
 class AugmentationEpoch(TrainerCallback):
@@ -206,6 +117,19 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         )
     apply_benchmark_epochs(data_args, training_args)  # before the settings: the epochs a run trains are recorded
     settings = run_settings(model_args, data_args, training_args)
+    # One writer per folder: a second command on it is refused here, before anything is loaded. The
+    # main process holds the lock for the whole run (the others are its own processes).
+    with FolderLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        return _run_in_folder(
+            model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, forgetting_paths,
+            push_to_hub, repo_id,
+        )
+
+
+def _run_in_folder(
+    model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, forgetting_paths, push_to_hub, repo_id
+) -> RunRecord:
+    """`run_finetune` once its checks passed and its folder is held: plan, load, train, finish."""
     # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
     # (and removes) first: the others then find nothing left to remove, so only one process deletes.
     with training_args.main_process_first(desc="output directory"):
@@ -213,6 +137,11 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
             training_args.output_dir, spec.name, benchmark_name,
             overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
             settings=settings,
+            inputs={
+                "--model_name_or_path": model_args.model_name_or_path,
+                "--reference_model_name_or_path": model_args.reference_model_name_or_path,
+                "--dataset_path": data_args.dataset_path,
+            },
         )
     if plan.finished is not None:
         logger.warning(
@@ -311,17 +240,27 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks)
     if plan.resume_from:
         logger.info("continuing from %s", plan.resume_from)
-    try:
-        train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
-    except (OSError, RuntimeError) as err:
-        explained = explain_write_failure(err, training_args.output_dir)
-        if explained is None:
-            raise
-        raise explained from err
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    finished_training = plan.resume_from is not None and _finished_training(plan.resume_from)
+    if finished_training and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        # Training had ended (a kill during the export or the cards): the Trainer would train one more
+        # step past max_steps when resumed from its final checkpoint, so its weights are loaded instead.
+        logger.info("training had finished at %s: its weights are loaded, no step is trained again", plan.resume_from)
+        trainer._load_from_checkpoint(plan.resume_from)
+        _save_training(trainer, None, training_args.output_dir)
+    else:
+        if finished_training:  # sharded weights load only through the Trainer's resume
+            logger.warning(
+                "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
+                "resume, which trains one step past max_steps", plan.resume_from,
+            )
+        try:
+            train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
+        except (OSError, RuntimeError) as err:
+            explained = explain_write_failure(err, training_args.output_dir)
+            if explained is None:
+                raise
+            raise explained from err
+        _save_training(trainer, train_result, training_args.output_dir)
 
     if trainer.is_world_process_zero():
         with full_weights_loading():  # under ZeRO-3, models loaded here are whole, not sharded
@@ -332,6 +271,32 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
                 dataset_id=None if data_args.dataset_path else benchmark.spec.hub_id,
             )
     return record
+
+
+def _save_training(trainer, train_result, output_dir: str) -> None:
+    """The final model, the train metrics and the trainer state, as the Trainer's examples save them.
+
+    `train_result` None: this process trained no step (training had finished before it). Then the real
+    metrics and state that the earlier process saved are kept rather than replaced, and none are made up."""
+    if train_result is None and os.path.isfile(os.path.join(output_dir, "train_results.json")):
+        return  # the earlier process saved the final model, its metrics and state, in that order
+    trainer.save_model()
+    if train_result is None:
+        logger.warning(
+            "training had finished before this rerun, but its train metrics were not saved then; this process trained no step, "
+            "so train_results.json is not written"
+        )
+        return
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+
+def _finished_training(checkpoint: str) -> bool:
+    """The checkpoint is the run's last step (the Trainer records both in its state)."""
+    with open(os.path.join(checkpoint, TRAINER_STATE)) as f:
+        state = json.load(f)
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
 def _finish_run(trainer, record, model_args, training_args, benchmark, processor, eval_dataset, repo_id, push_to_hub, dataset_id) -> None:

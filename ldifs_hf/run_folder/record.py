@@ -1,0 +1,91 @@
+"""`RunRecord`: what a fine-tuning run was and what it measured, the one definition of `ldifs_run.json`.
+
+The run writes it (`save`), the model cards and the Hub push read it, and evaluation finds it beside a
+checkpoint (`RunRecord.find`) to learn the method, the task and the base model. Nothing else reads or
+writes that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+RUN_RECORD_FILE = "ldifs_run.json"
+
+
+@dataclass
+class RunRecord:
+    """One fine-tuning run.
+
+    Attributes:
+        method: the method's registry name (e.g. "lp-init-ldifs").
+        dataset: the fine-tuning benchmark's name.
+        base_model: the pretrained model it started from (Hub id or local directory).
+        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", ...).
+        ldifs_lambda / l2sp_lambda: the regularizer weights.
+        ldifs_layers / ldifs_normalization: the LDIFS taps and normalisation (None without LDIFS).
+        regularizer_text: the regularizer's own model-card text (its `describe`); None in older records.
+        dataset_splits: which data each split used, in words.
+        text_tower: "pretrained", or "fine-tuned (FLYP)" for the methods that train it.
+        results: A_FT on the validation and test splits ("validation_accuracy", "test_accuracy").
+        output_dir: where the run wrote its files.
+        export_dir: the stock-CLIP export, when written.
+        completed: True once training, export and cards are all written.
+        settings: the arguments that decide the run's result (`training.run.run_settings`), with the
+            number of processes and the global batch; a rerun in the same folder with other values is
+            refused. None in older records.
+    """
+
+    method: str
+    dataset: str
+    base_model: str
+    regularizer: str = "none"
+    ldifs_lambda: float | None = None
+    l2sp_lambda: float | None = None
+    ldifs_layers: list[int] | None = None
+    ldifs_normalization: str | None = None
+    regularizer_text: str | None = None
+    dataset_splits: str | None = None
+    text_tower: str = "pretrained"
+    results: dict[str, float] = field(default_factory=dict)
+    output_dir: str | None = None
+    export_dir: str | None = None
+    completed: bool = False
+    settings: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [name for name in ("method", "dataset", "base_model") if name not in data]
+        if missing:
+            raise ValueError(f"a run record needs {missing}; got keys {sorted(data)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, directory: str | os.PathLike) -> str:
+        """Write `ldifs_run.json` into `directory` (atomically: a reader never sees half a file)."""
+        path = os.path.join(directory, RUN_RECORD_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, default=str)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "RunRecord":
+        with open(os.path.join(directory, RUN_RECORD_FILE)) as f:
+            return cls.from_dict(json.load(f))
+
+    @classmethod
+    def find(cls, checkpoint: str | os.PathLike) -> "RunRecord | None":
+        """The record of the run a checkpoint belongs to: in its directory, else in the parent (for a
+        `checkpoint-N` folder inside a run directory); None when there is none."""
+        path = os.path.abspath(os.fspath(checkpoint))
+        for directory in (path, os.path.dirname(path)):
+            if os.path.isfile(os.path.join(directory, RUN_RECORD_FILE)):
+                return cls.load(directory)
+        return None
