@@ -121,13 +121,13 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     # main process holds the lock for the whole run (the others are its own processes).
     with FolderLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
         return _run_in_folder(
-            model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, forgetting_paths,
+            model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks,
             push_to_hub, repo_id,
         )
 
 
 def _run_in_folder(
-    model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, forgetting_paths, push_to_hub, repo_id
+    model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, push_to_hub, repo_id
 ) -> RunRecord:
     """`run_finetune` once its checks passed and its folder is held: plan, load, train, finish."""
     # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
