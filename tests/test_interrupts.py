@@ -64,7 +64,10 @@ def test_a_progress_bar_caught_half_built_is_closed_without_an_attribute_error(c
     sys.unraisablehook = unraisable.append  # where tqdm's __del__ error would go
 
     def command():
-        tqdm.__new__(tqdm)  # registered with tqdm, but the signal came before __init__ set it up
+        # Registered with tqdm, but the signal came in __init__ after `disable` and before `pos`: its close
+        # (and so its __del__) raises AttributeError. The interrupted frame keeps it alive until handled.
+        half_built = tqdm.__new__(tqdm)
+        half_built.disable = False
         running = tqdm(total=3, desc="benchmarks")
         running.update(1)
         raise KeyboardInterrupt
