@@ -19,6 +19,8 @@ import json
 import os
 from collections.abc import Sequence
 
+from .clip_classifier import CLIPClassifierConfig, CLIPVisionClassifier
+
 CONFIG_FILE = "config.json"
 CLIP_MODEL_TYPE = "clip"
 FINETUNE_PURPOSE = "the paper's methods fine-tune a CLIP model"
@@ -96,8 +98,6 @@ def load_clip_or_classifier(name_or_path, *, what: str = "checkpoint", purpose: 
     """A `CLIPModel` ('clip') or the project's `CLIPVisionClassifier` ('ldifs_clip_classifier'),
     by the folder's model_type; the classifier's own class loads it, never the files saved beside it."""
     from transformers import CLIPModel
-
-    from .modeling import CLIPClassifierConfig, CLIPVisionClassifier
 
     config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
     accepted = (CLIP_MODEL_TYPE, CLIPClassifierConfig.model_type)
