@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ldifs_hf.benchmarks import BenchmarkError, load_benchmark
-from ldifs_hf.benchmarks.transforms import SUPPORTED_IMAGE_MODES, TrainImageTransform, image_transform, to_rgb
+from ldifs_hf.benchmarks.transforms import SUPPORTED_IMAGE_MODES, TrainImageTransform, image_transform, rgb_images, to_rgb
 from ldifs_hf.tiny import make_tiny_clip
 
 
@@ -157,6 +157,13 @@ def _saved_dataset(path, images: list[Image.Image]):
     split = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
     datasets.DatasetDict({"train": split, "test": split}).save_to_disk(path)
     return path
+
+
+def test_rgb_images_leaves_undecoded_and_missing_images_alone():
+    encoded = {"bytes": b"...", "path": None}
+    batch = rgb_images({"image": [encoded, None, Image.new("L", (1, 1), 9)], "label": [0, 1, 2]})
+    assert batch["image"][:2] == [encoded, None] and batch["image"][2].mode == "RGB" and batch["label"] == [0, 1, 2]
+    assert rgb_images({"label": [1]}) == {"label": [1]}
 
 
 def test_16_bit_dataset_loads_as_the_right_rgb_images(tmp_path):

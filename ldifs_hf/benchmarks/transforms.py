@@ -74,9 +74,11 @@ def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
 
 
 def rgb_images(batch: dict) -> dict:
-    """A `with_transform` function: the batch with its "image" column (if asked for) through `to_rgb`."""
+    """A `with_transform` function: the batch's decoded images (if the "image" column is asked for)
+    through `to_rgb`. Anything else is left as is: the encoded {"bytes", "path"} of a column cast with
+    `decode=False`, or a missing image."""
     if "image" in batch:
-        batch["image"] = [to_rgb(image) for image in batch["image"]]
+        batch["image"] = [to_rgb(image) if isinstance(image, Image.Image) else image for image in batch["image"]]
     return batch
 
 
