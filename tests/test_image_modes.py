@@ -143,6 +143,13 @@ def test_every_accepted_mode_has_a_conversion():
         assert to_rgb(Image.new(mode, (2, 2))).mode == "RGB"
 
 
+def test_a_refusal_names_the_file_the_image_came_from(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.asarray([[0, 70000]], dtype=np.int32)).save(path)
+    with pytest.raises(ValueError, match=rf"a 32-bit integer image \(from {path}\) \(PIL mode 'I'\) with values 0\.\.70000"):
+        to_rgb(Image.open(path))
+
+
 def test_not_an_image_is_refused():
     with pytest.raises(ValueError, match="expected a PIL image, got NoneType"):
         to_rgb(None)

@@ -54,7 +54,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         samples = np.asarray(image, dtype=np.int64)
         if mode == "I" and samples.size and (samples.min() < 0 or samples.max() > _SIXTEEN_BIT_MAX):
             raise ValueError(
-                f"a 32-bit integer image (PIL mode 'I') with values {samples.min()}..{samples.max()} has no known "
+                f"a 32-bit integer image{_source(image)} (PIL mode 'I') with values {samples.min()}..{samples.max()} has no known "
                 f"range; accepted: values 0..{_SIXTEEN_BIT_MAX} (16-bit samples). Convert it to 8 or 16 bits first"
             )
         return _gray_to_rgb(np.rint(samples * (255 / _SIXTEEN_BIT_MAX)))
@@ -62,11 +62,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         samples = np.asarray(image, dtype=np.float64)
         if samples.size and not (np.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1):
             raise ValueError(
-                f"a 32-bit float image (PIL mode 'F') with values {np.nanmin(samples):g}..{np.nanmax(samples):g} "
+                f"a 32-bit float image{_source(image)} (PIL mode 'F') with values {np.nanmin(samples):g}..{np.nanmax(samples):g} "
                 "has no known range; accepted: values in [0, 1]. Convert it to 8 bits first"
             )
         return _gray_to_rgb(np.rint(samples * 255))
-    raise ValueError(f"images of PIL mode {mode!r} are not supported; accepted modes: {', '.join(SUPPORTED_IMAGE_MODES)}")
+    raise ValueError(f"images of PIL mode {mode!r}{_source(image)} are not supported; accepted modes: {', '.join(SUPPORTED_IMAGE_MODES)}")
+
+
+def _source(image: Image.Image) -> str:
+    """" (from <file>)" for an image read from a file (a dataset of image paths, an image folder), else ""."""
+    return f" (from {image.filename})" if getattr(image, "filename", "") else ""
 
 
 def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
