@@ -46,6 +46,39 @@ def test_sigterm_raises_like_ctrl_c_and_is_exit_code_143(capsys):
     assert issubclass(Terminated, KeyboardInterrupt)
 
 
+class _SignalledWhileCollected:
+    def __init__(self, signum):
+        self.signum = signum
+
+    def __del__(self):
+        os.kill(os.getpid(), self.signum)
+        time.sleep(1)  # the interruption is raised here, inside __del__, where Python drops it
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interruption_raised_inside_a_destructor_still_stops_the_command(capsys, signum, code):
+    unraisable = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    finished = []
+
+    def command():
+        collected = _SignalledWhileCollected(signum)
+        del collected  # e.g. a data loader's iterator, shutting down its workers
+        time.sleep(10)
+        finished.append(True)
+        return 0
+
+    started = time.monotonic()
+    try:
+        assert run_interruptible(command) == code
+    finally:
+        sys.unraisablehook = previous_hook
+    assert time.monotonic() - started < 8 and finished == [] and unraisable == []
+    assert sys.unraisablehook is previous_hook
+    assert capsys.readouterr().err.startswith("error: interrupted by ")
+
+
 def test_signal_handlers_are_restored_afterwards():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert run_interruptible(lambda: 0) == 0
