@@ -266,7 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
-    return run_guarded(lambda: COMMANDS[command](rest), debug)
+    from .interrupts import run_interruptible
+
+    return run_guarded(lambda: run_interruptible(lambda: COMMANDS[command](rest)), debug)
 
 
 def run_guarded(call: Callable[[], int], debug: bool = False) -> int:

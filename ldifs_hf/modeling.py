@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, CLIPModel
 # The classifier lives in modules that import only torch/transformers so that `save_pretrained` can
 # copy them beside the weights (`trust_remote_code=True` loading without ldifs_hf); re-exported here.
 from .clip_classifier import CLIPClassifierConfig, CLIPVisionClassifier
+from .model_folder import load_clip_model, load_clip_processor
 
 
 def encode_images(model, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,7 @@ def export_clip_model(model, base_clip: CLIPModel | str, output_dir: str | os.Pa
     if isinstance(model, CLIPModel):
         exported = model
     else:
-        base = CLIPModel.from_pretrained(base_clip) if isinstance(base_clip, (str, os.PathLike)) else base_clip
+        base = load_clip_model(base_clip, what="base model") if isinstance(base_clip, (str, os.PathLike)) else base_clip
         exported = copy.deepcopy(base).to(device=model.device)
         exported.vision_model.load_state_dict(model.vision_model.state_dict())
         exported.visual_projection.load_state_dict(model.visual_projection.state_dict())
@@ -135,9 +136,7 @@ def export_clip_model(model, base_clip: CLIPModel | str, output_dir: str | os.Pa
 
 
 def _copy_processor(source: str, output_dir: str) -> None:
-    from transformers import CLIPProcessor
-
     try:
-        CLIPProcessor.from_pretrained(source).save_pretrained(output_dir)
+        load_clip_processor(source).save_pretrained(output_dir)
     except (OSError, ValueError):
         pass  # a bare model directory without a processor: nothing to copy

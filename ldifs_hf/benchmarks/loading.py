@@ -22,6 +22,7 @@ from PIL import Image
 
 from .catalog import CUSTOM
 from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
+from .transforms import SUPPORTED_IMAGE_MODES, rgb_images
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
 
@@ -296,8 +297,10 @@ def _prepare_split(
     Nothing is written to disk: `datasets` writes the result of a `map` or of a `cast` to a ClassLabel
     as a `cache-*.arrow` copy beside the source (inside the user's dataset folder, and it fails on a
     read-only one). So the label column is built in memory (one integer per row), joined to the
-    untouched image column, and the rows are picked by an in-memory index; the image feature change
-    (RGB mode) is a metadata cast.
+    untouched image column, and the rows are picked by an in-memory index. Images decode in their own
+    mode and a format transform (`to_rgb`) makes them RGB: `datasets`' own RGB decoding is PIL's
+    `convert("RGB")`, which turns 16-bit images white. Consumers that attach their own transform
+    (`image_transform`, `TrainImageTransform`) call `to_rgb` themselves.
     """
     labels = _label_ids(dataset, label_column, rows, class_names, split, name)
     if verify_images:
@@ -309,7 +312,7 @@ def _prepare_split(
     joined = datasets.concatenate_datasets([images, label_table], axis=1)
     if len(rows) != len(dataset):
         joined = joined.select(rows)
-    return joined.cast_column("image", datasets.Image(mode="RGB"))
+    return joined.cast_column("image", datasets.Image()).with_transform(rgb_images)
 
 
 def _label_ids(
@@ -351,12 +354,18 @@ def _verify_images(dataset: datasets.Dataset, column: str, rows: np.ndarray, spl
         batch = encoded[start : start + _VERIFY_BATCH_SIZE][column]
         for offset, image in enumerate(batch):
             try:
-                _open_encoded(image).verify()
+                opened = _open_encoded(image)
+                opened.verify()
             except Exception as error:
                 raise BenchmarkError(
                     f"Benchmark {name!r}: image at row {int(rows[start + offset])} of split {split!r} cannot be read "
                     f"({type(error).__name__}: {error}); re-download the data or drop that row"
                 ) from error
+            if opened.mode not in SUPPORTED_IMAGE_MODES:
+                raise BenchmarkError(
+                    f"Benchmark {name!r}: image at row {int(rows[start + offset])} of split {split!r} has PIL mode "
+                    f"{opened.mode!r}, which has no RGB reading; accepted modes: {', '.join(SUPPORTED_IMAGE_MODES)}"
+                )
 
 
 def _open_encoded(image: dict | None) -> Image.Image:

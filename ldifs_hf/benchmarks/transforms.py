@@ -1,6 +1,7 @@
-"""Images to model inputs: the CLIP processor's evaluation transform (with an exact fast path for images
-already at the crop size), the training augmentation of the official code (open_clip's train
-preprocess), and the image/label collate function every image loader uses."""
+"""Images to model inputs: every PIL mode to an 8-bit RGB image (`to_rgb`), the CLIP processor's
+evaluation transform (with an exact fast path for images already at the crop size), the training
+augmentation of the official code (open_clip's train preprocess), and the image/label collate function
+every image loader uses."""
 
 from __future__ import annotations
 
@@ -13,6 +14,79 @@ import torch
 from PIL import Image
 
 
+# How each PIL mode becomes 8-bit RGB (`to_rgb`); any other mode is refused by name.
+RGB_BY_CONVERSION = ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "HSV")  # PIL's own conversion is exact for these
+WITH_ALPHA = ("RGBA", "RGBa", "LA", "PA")  # composited over white, as transformers' `convert_to_rgb` does
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")  # samples 0..65535, scaled to 0..255
+SUPPORTED_IMAGE_MODES = ("RGB", *RGB_BY_CONVERSION, *WITH_ALPHA, *SIXTEEN_BIT, "I", "F")
+_SIXTEEN_BIT_MAX = 65535
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as an 8-bit RGB image with the same picture, or a ValueError naming a mode that has none.
+
+    PIL's own `convert("RGB")` clips every sample of a 16-bit or 32-bit image to 255 (a white image), and
+    drops transparency (keeping whatever colour hides under it). Here:
+    - 16-bit grayscale ("I;16*"): scaled by the bit depth, v * 255 / 65535, rounded. Not by the image's
+      own maximum: that would stretch each image's contrast differently, so one scene would get other
+      pixels in another exposure. (A 12-bit sensor stored in 16 bits therefore looks dark, as in any
+      viewer; PNG requires samples scaled to the full 16 bits.)
+    - 32-bit integer ("I"): Pillow's mode for 16-bit samples of some formats (PGM with maxval > 255,
+      16-bit TIFFs after some operations), so values in 0..65535 are scaled like 16-bit; other values
+      have no known range and are refused.
+    - 32-bit float ("F"): values in [0, 1] (the float image convention of torchvision and scikit-image)
+      become v * 255, rounded; other values (or NaN) are refused.
+    - transparency (an alpha band, or a palette / grayscale / RGB image with a transparent entry):
+      composited over white, as the CLIP processor's `convert_to_rgb` does.
+    - "1", "L", "P", "RGBX", "CMYK", "YCbCr", "HSV": PIL's conversion.
+    """
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL image, got {type(image).__name__}")
+    mode = image.mode
+    if mode in WITH_ALPHA or ("transparency" in image.info and mode in ("RGB", "L", "P")):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    if mode == "RGB":
+        return image
+    if mode in RGB_BY_CONVERSION:
+        return image.convert("RGB")
+    if mode in SIXTEEN_BIT or mode == "I":
+        samples = np.asarray(image, dtype=np.int64)
+        if mode == "I" and samples.size and (samples.min() < 0 or samples.max() > _SIXTEEN_BIT_MAX):
+            raise ValueError(
+                f"a 32-bit integer image{_source(image)} (PIL mode 'I') with values {samples.min()}..{samples.max()} has no known "
+                f"range; accepted: values 0..{_SIXTEEN_BIT_MAX} (16-bit samples). Convert it to 8 or 16 bits first"
+            )
+        return _gray_to_rgb(np.rint(samples * (255 / _SIXTEEN_BIT_MAX)))
+    if mode == "F":
+        samples = np.asarray(image, dtype=np.float64)
+        if samples.size and not (np.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1):
+            raise ValueError(
+                f"a 32-bit float image{_source(image)} (PIL mode 'F') with values {np.nanmin(samples):g}..{np.nanmax(samples):g} "
+                "has no known range; accepted: values in [0, 1]. Convert it to 8 bits first"
+            )
+        return _gray_to_rgb(np.rint(samples * 255))
+    raise ValueError(f"images of PIL mode {mode!r}{_source(image)} are not supported; accepted modes: {', '.join(SUPPORTED_IMAGE_MODES)}")
+
+
+def _source(image: Image.Image) -> str:
+    """" (from <file>)" for an image read from a file (a dataset of image paths, an image folder), else ""."""
+    return f" (from {image.filename})" if getattr(image, "filename", "") else ""
+
+
+def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2))
+
+
+def rgb_images(batch: dict) -> dict:
+    """A `with_transform` function: the batch's decoded images (if the "image" column is asked for)
+    through `to_rgb`. Anything else is left as is: the encoded {"bytes", "path"} of a column cast with
+    `decode=False`, or a missing image."""
+    if "image" in batch:
+        batch["image"] = [to_rgb(image) if isinstance(image, Image.Image) else image for image in batch["image"]]
+    return batch
+
+
 def image_transform(image_processor) -> Callable[[dict], dict]:
     """A `set_transform` function: {"image": [PIL], "label": [int]} -> {"pixel_values": [[3,H,W] tensors], "labels": [int]}.
 
@@ -23,7 +97,7 @@ def image_transform(image_processor) -> Callable[[dict], dict]:
     fast = _native_size_transform(image_processor)
 
     def transform(batch: dict) -> dict:
-        images = [image if image.mode == "RGB" else image.convert("RGB") for image in batch["image"]]
+        images = [to_rgb(image) for image in batch["image"]]
         if fast is not None and all(image.size == fast.size for image in images):
             pixel_values = [fast(image) for image in images]
         else:
@@ -95,7 +169,7 @@ class TrainImageTransform:
         return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
     def crop(self, image: Image.Image) -> Image.Image:
-        image = image if image.mode == "RGB" else image.convert("RGB")
+        image = to_rgb(image)
         left, top, w, h = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, self._generator(image))
         return image.resize(self.size, Image.BICUBIC, box=(left, top, left + w, top + h))
 

@@ -15,23 +15,27 @@ An entry is found by the SHA-256 of a key that names everything its value depend
 Each entry stores its key and is used only if the stored key equals the asked one. Features are
 safetensors files ({"features": [N, P] float32, "labels": [N] int64}), accuracies JSON files.
 Writes go to a temporary file then `os.replace`, so concurrent runs sharing the folder never read a
-half-written entry.
+half-written entry. An entry that cannot be read back (truncated, edited, written by something else)
+is named in a one-line warning, deleted and reported as missing, so the caller computes it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from typing import Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 CACHE_FORMAT = "ldifs_hf-evaluation-cache-v1"
+
+logger = logging.getLogger(__name__)
 
 
 def tensor_digest(tensor: torch.Tensor, digest=None) -> str:
@@ -77,26 +81,37 @@ class EvaluationCache:
         return os.path.join(self.directory, key_digest(key) + suffix)
 
     def load_features(self, key: Mapping) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(features, labels) stored under `key`, or None if there are none."""
+        """(features, labels) stored under `key`, or None if there are none (or only a damaged entry)."""
         path = self._path(key, ".safetensors")
         if not os.path.exists(path):
             return None
-        with safe_open(path, framework="pt") as f:
-            if (f.metadata() or {}).get("key") != _canonical(key):
-                return None
-            return f.get_tensor("features"), f.get_tensor("labels")
+        try:
+            with safe_open(path, framework="pt") as f:
+                if (f.metadata() or {}).get("key") != _canonical(key):
+                    return None
+                features, labels = f.get_tensor("features"), f.get_tensor("labels")
+        except (SafetensorError, OSError, ValueError, KeyError) as err:
+            return self._drop(path, err)
+        if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels):
+            return self._drop(path, f"features {tuple(features.shape)} and labels {tuple(labels.shape)} are not [N, P] and [N]")
+        return features, labels
 
     def save_features(self, key: Mapping, features: torch.Tensor, labels: torch.Tensor) -> None:
         tensors = {"features": features.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
         self._write(self._path(key, ".safetensors"), lambda tmp: save_file(tensors, tmp, metadata={"key": _canonical(key)}))
 
     def load_accuracies(self, key: Mapping) -> dict | None:
-        """The accuracies stored under `key`, or None if there are none."""
+        """The accuracies stored under `key`, or None if there are none (or only a damaged entry)."""
         path = self._path(key, ".json")
         if not os.path.exists(path):
             return None
-        with open(path) as f:
-            entry = json.load(f)
+        try:
+            with open(path) as f:
+                entry = json.load(f)
+        except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+            return self._drop(path, err)
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), dict):
+            return self._drop(path, 'not an object with a "key" and a "value" object')
         return entry["value"] if entry.get("key") == _canonical(key) else None
 
     def save_accuracies(self, key: Mapping, value: Mapping) -> None:
@@ -105,6 +120,15 @@ class EvaluationCache:
                 json.dump({"key": _canonical(key), "value": dict(value)}, f)
 
         self._write(self._path(key, ".json"), write)
+
+    def _drop(self, path: str, reason) -> None:
+        """Delete a damaged entry (another run may have deleted or rewritten it already) so it is recomputed."""
+        logger.warning("evaluation cache entry %s is damaged and is recomputed (%s)", path, " ".join(str(reason).split())[:200])
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        return None
 
     def _write(self, path: str, write) -> None:
         handle, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from torch import nn
-from transformers import CLIPModel
 
-from ..modeling import CLIPClassifierConfig, CLIPVisionClassifier
+from ..model_folder import ModelFolderError, load_clip_or_classifier, read_model_config
 from ..run_folder import CHECKPOINT_DIR, RunRecord, checkpoint_problem, foreign_checkpoint
+
 
 class CheckpointError(ValueError):
     """A checkpoint path or object that cannot be evaluated; the message says what would be accepted."""
@@ -21,40 +21,23 @@ class CheckpointError(ValueError):
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
-def _read_config(path: str) -> dict:
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        raise CheckpointError(
-            f"{path!r} is not a model directory: it has no config.json. Pass a directory written by "
-            "save_pretrained (a CLIPModel or a CLIPVisionClassifier) or a Hub model id"
-        )
-    with open(config_file) as f:
-        return json.load(f)
-
-
 def load_checkpoint(checkpoint, *, device=None, cache_dir: str | None = None, what: str = "checkpoint") -> nn.Module:
     """A model to evaluate: an in-memory model as is, or one loaded from a directory or Hub id.
 
-    Directories holding a `CLIPVisionClassifier` (config model_type "ldifs_clip_classifier") load as
-    that class; anything else with a CLIP config loads as a `CLIPModel`. `what` names the model in
-    errors ("checkpoint", "pretrained model"), so that they point at the argument that gave it.
+    A folder (or Hub id) loads by its config.json's model_type, read first: "ldifs_clip_classifier" as a
+    `CLIPVisionClassifier`, "clip" as a `CLIPModel`; any other is refused, and no code saved in the folder
+    runs (`model_folder.load_clip_or_classifier`). `what` names the model in errors ("checkpoint",
+    "pretrained model"), so that they point at the argument that gave it.
     """
     if isinstance(checkpoint, nn.Module):
         model = checkpoint
     else:
         path = os.fspath(checkpoint)
         check_model_path(path, what)
-        model_type = _read_config(path).get("model_type") if os.path.isdir(path) else "clip"  # else: a Hub id
         try:
-            if model_type == CLIPClassifierConfig.model_type:
-                model = CLIPVisionClassifier.from_pretrained(path, cache_dir=cache_dir)
-            elif model_type == "clip":
-                model = CLIPModel.from_pretrained(path, cache_dir=cache_dir)
-            else:
-                raise CheckpointError(
-                    f"{path!r} holds a {model_type!r} model; evaluation takes a CLIPModel ('clip') or a "
-                    f"CLIPVisionClassifier ({CLIPClassifierConfig.model_type!r})"
-                )
+            model = load_clip_or_classifier(path, what=what, cache_dir=cache_dir)
+        except ModelFolderError as err:
+            raise CheckpointError(str(err)) from err
         except OSError as err:
             where = "a local directory" if os.path.isdir(path) else "a Hub model id (no local directory has that name)"
             raise CheckpointError(
@@ -101,10 +84,8 @@ def recorded_base_model(path: str) -> str | None:
     record = run_record_of(path)
     if record is not None:
         return record.base_model
-    config_file = os.path.join(path, "config.json")
-    if os.path.isfile(config_file):
-        with open(config_file) as f:
-            return json.load(f).get("base_model") or None
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return read_model_config(path, what="checkpoint").get("base_model") or None
     return None
 
 

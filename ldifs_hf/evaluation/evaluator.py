@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import CLIPModel, CLIPProcessor
+from transformers import CLIPModel
 
 from ..benchmarks import BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
 from ..heads import extract_features, fit_linear_probe, zero_shot_classifier
+from ..model_folder import load_clip_processor
 from .cache import EvaluationCache, model_fingerprint, tensor_digest
 from .checkpoints import CheckpointError, load_checkpoint
 from .distances import feature_distance, parameter_distance
@@ -132,7 +133,7 @@ class ConceptForgettingEvaluator:
         settings = settings or EvaluatorSettings()
         model = load_checkpoint(name_or_path, cache_dir=settings.cache_dir, what="pretrained model")
         if processor is None:
-            processor = CLIPProcessor.from_pretrained(name_or_path, cache_dir=settings.cache_dir)
+            processor = load_clip_processor(name_or_path, cache_dir=settings.cache_dir)
         evaluator = cls(model, processor, settings)
         if os.path.isdir(os.fspath(name_or_path)):
             evaluator.pretrained_path = os.path.abspath(os.fspath(name_or_path))

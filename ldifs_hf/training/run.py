@@ -18,12 +18,13 @@ import logging
 import os
 
 import datasets
-from transformers import AutoConfig, CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
+from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 
 from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list
 from ..benchmarks.transforms import TrainImageTransform
 from ..evaluation.checkpoints import looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
+from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_clip_processor
 from ..modeling import export_clip_model
 from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, RunRecord, plan_output_dir
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
@@ -335,20 +336,13 @@ def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainin
     if not os.path.exists(name) and not looks_like_hub_id(name):
         raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
     try:
-        config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir)
-    except (OSError, ValueError) as err:
-        if os.path.exists(name):
-            raise OSError(
-                f"model_name_or_path {name!r} is not a model directory: it has no readable config.json "
-                f"({' '.join(str(err).split())[:200]}); pass the folder a CLIP was saved to (save_pretrained)"
-            ) from err
+        config = clip_config(name, what="model_name_or_path", purpose=FINETUNE_PURPOSE, cache_dir=model_args.cache_dir)
+    except OSError as err:  # a Hub id that is neither cached nor downloadable
         where = f" as a Hub id (no local directory {name!r} exists)"
         raise OSError(
             f"could not load CLIP model {name!r}{where}: download it first (`hf download {name}`) "
             f"or pass a local directory ({' '.join(str(err).split())[:300]})"
         ) from err
-    if config.model_type != "clip":
-        raise ValueError(f"model {name!r} is a {config.model_type!r} model; the paper's methods fine-tune a CLIP model (model_type 'clip')")
     blocks = config.vision_config.num_hidden_layers
     if training_args.regularizer == "ldifs" and training_args.ldifs_layers and max(training_args.ldifs_layers) > blocks:
         raise ValueError(
@@ -366,7 +360,7 @@ def _reference_model(model_args: ModelArguments, training_args: LDIFSTrainingArg
     if training_args.regularizer == "none":
         logger.warning("reference model %s is not used: method %s has no regularizer", name, training_args.method)
         return None
-    return load_clip(name, model_args.cache_dir)[0]
+    return load_clip(name, model_args.cache_dir, what="reference_model_name_or_path")[0]
 
 
 def trained_model(trainer, output_dir: str):
@@ -381,13 +375,13 @@ def trained_model(trainer, output_dir: str):
         return type(model).from_pretrained(output_dir).to(trainer.args.device)
 
 
-def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPModel, CLIPProcessor]:
+def load_clip(name_or_path: str, cache_dir: str | None = None, what: str = "model_name_or_path") -> tuple[CLIPModel, CLIPProcessor]:
     """The pretrained CLIPModel and its processor, with an error that says how to get them offline.
     All weights are loaded on every process, also under ZeRO-3 (see `full_weights_loading`)."""
     try:
         with full_weights_loading():
-            model = CLIPModel.from_pretrained(name_or_path, cache_dir=cache_dir)
-        return model, CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir)
+            model = load_clip_model(name_or_path, what=what, purpose=FINETUNE_PURPOSE, cache_dir=cache_dir)
+        return model, load_clip_processor(name_or_path, cache_dir=cache_dir)
     except OSError as err:
         raise OSError(
             f"could not load CLIP model {name_or_path!r}: download it first (`hf download {name_or_path}`) "
