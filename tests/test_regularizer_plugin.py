@@ -47,7 +47,7 @@ class L1(Regularizer):
         named = {n: p for n, p in named_encoder_parameters(model).items() if p.requires_grad}
         return L1State(settings, names=list(named), reference=[p.detach().clone() for p in named.values()])
 
-    def penalty(self, state, model, captured_hidden_states, inputs):
+    def penalty(self, state, model, taps, inputs):
         named = named_encoder_parameters(model)
         return sum((named[n] - r).abs().sum() for n, r in zip(state.names, state.reference))
 

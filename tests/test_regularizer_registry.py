@@ -40,7 +40,7 @@ class L1SP(Regularizer):
         reference = named_encoder_parameters(source)
         return SimpleNamespace(settings=settings, names=names, reference=[reference[n].detach().clone() for n in names])
 
-    def penalty(self, state, model, captured_hidden_states, inputs):
+    def penalty(self, state, model, taps, inputs):
         named = named_encoder_parameters(model)
         return sum((named[n] - r).abs().sum() for n, r in zip(state.names, state.reference))
 

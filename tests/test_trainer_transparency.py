@@ -373,3 +373,29 @@ def test_warmup_as_long_as_the_run_is_warned_through_the_api(warmup, warned, tmp
     messages = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
     assert messages == (["warm-up (500 steps) is as long as the whole run (3 steps): the learning rate never leaves the "
                          "warm-up ramp; set --warmup_steps below the run's length (e.g. --warmup_steps 0)"] if warned else [])
+
+
+@pytest.mark.parametrize("name", ["t5", "bart", "whisper"])
+def test_the_decoder_or_both_stacks_are_tapped_on_request(name, tmp_path):
+    make, data, collator = family(name)
+    logged = {}
+    for tap in ("encoder", "decoder", "both"):
+        args = LDIFSTrainingArguments(**_common(tmp_path / tap, max_steps=2), regularizer="ldifs", ldifs_lambda=1.0, ldifs_tap=tap)
+        trainer, _, _, predictions = _run(LDIFSTrainer, args, make, data, collator)
+        logged[tap] = [h["loss_ldifs"] for h in trainer.state.log_history if "loss_ldifs" in h]
+        assert logged[tap][0] == pytest.approx(0.0, abs=1e-7) and logged[tap][1] > 0
+        assert (trainer.ldifs_layers, trainer.regularizer_state.decoder_layers) == {
+            "encoder": ([0, 1, 2], None), "decoder": (None, [0, 1, 2]), "both": ([0, 1, 2], [0, 1, 2])}[tap]
+    # The term's gradient is 0 at the teacher, so step 2 starts from the same weights in the three runs:
+    # "both" is the mean over the six taps, three of each stack.
+    assert logged["both"][1] == pytest.approx((logged["encoder"][1] + logged["decoder"][1]) / 2, rel=1e-4)
+    assert trainer.regularizer_description() == "LDIFS, λ = 1.0, token normalisation, taps [0, 1, 2], decoder taps [0, 1, 2]"
+
+
+def test_decoder_taps_are_refused_on_a_model_with_one_stack(tmp_path):
+    make, _, _ = family("gpt2")
+    args = LDIFSTrainingArguments(**_common(tmp_path), regularizer="ldifs", ldifs_lambda=1.0, ldifs_tap="decoder")
+    with pytest.raises(ValueError, match="ldifs_tap='decoder' needs an encoder-decoder model .* GPT2LMHeadModel has one stack"):
+        LDIFSTrainer(model=make(), args=args)
+    with pytest.raises(ValueError, match=r"ldifs_tap must be one of \('encoder', 'decoder', 'both'\), got 'middle'"):
+        LDIFSTrainingArguments(**_common(tmp_path), ldifs_tap="middle")

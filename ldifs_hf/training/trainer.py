@@ -22,10 +22,10 @@ is the model after the previous task, as in the official code; pass `teacher_mod
 model) to anchor elsewhere. Neither is a submodule of the trained model, so they never enter the
 optimizer, the DDP wrapper or a checkpoint.
 
-A regularizer that needs hidden states gets those of the student encoder's first forward in
-`compute_loss`, whoever calls it (a parent loss that never returns the outputs, trl's DPO/GRPO/KTO
-batches): the encoder is asked for them by a forward pre-hook, and the teacher runs on the inputs that
-forward received.
+A regularizer that needs hidden states gets those of the first forward of each module it taps (the
+encoder; an encoder-decoder's decoder on request) in `compute_loss`, whoever calls it (a parent loss
+that never returns the outputs, trl's DPO/GRPO/KTO batches): the module is asked for them by a forward
+pre-hook, and the teacher runs on the inputs that forward received.
 
 Terms are batch means; when the parent's task loss is already scaled for gradient accumulation (the
 Trainer's `loss_is_scaled_for_ga` rule) they are divided by the accumulation steps to match.
@@ -44,10 +44,10 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import ModelOutput, logging
 
 from ..clip_classifier import CLIPVisionClassifier
-from ..modeling import image_encoder, is_peft_model
+from ..modeling import is_peft_model
 from .arguments import LDIFSArgumentsMixin
 from .objectives import get_objective
-from .terms import TASK_LOG_NAME, RegularizerState, get_regularizer, log_names
+from .terms import TASK_LOG_NAME, RegularizerState, TappedCall, get_regularizer, log_names
 from .terms.ldifs import disable_dropout  # noqa: F401  (importable from here, as before the registry)
 
 logger = logging.get_logger(__name__)
@@ -85,42 +85,6 @@ def _keyword_arguments(init, positional: tuple, keywords: dict) -> dict:
         else:
             call[name] = value
     return call
-
-
-class _EncoderCall:
-    """Within `compute_loss`: asks the student encoder's first forward for its hidden states and keeps them,
-    with the inputs that forward received (the teacher's inputs)."""
-
-    def __init__(self, encoder: nn.Module):
-        self.encoder = encoder
-        self.hidden_states = None
-        self.inputs: dict | None = None
-        self._signature = inspect.signature(encoder.forward)
-
-    def _pre_hook(self, module, args, kwargs):
-        if self.inputs is not None:
-            return None
-        self.inputs = dict(self._signature.bind_partial(*args, **kwargs).arguments)
-        extra = self.inputs.pop("kwargs", None)
-        if isinstance(extra, dict):
-            self.inputs.update(extra)
-        return args, {**kwargs, "output_hidden_states": True}
-
-    def _hook(self, module, args, output):
-        if self.hidden_states is None:
-            self.hidden_states = getattr(output, "hidden_states", None)
-
-    @contextlib.contextmanager
-    def attached(self):
-        handles = [
-            self.encoder.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-            self.encoder.register_forward_hook(self._hook),
-        ]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
 
 
 class WarmupLengthWarning:
@@ -222,7 +186,7 @@ class LDIFSMixin:
                 "its penalty comes with a batch, in compute_loss"
             )
         model = self.accelerator.unwrap_model(self.model if model is None else model)
-        return self.regularizer_term.penalty(self.regularizer_state, model, None, {})
+        return self.regularizer_term.penalty(self.regularizer_state, model, {}, {})
 
     def regularizer_description(self) -> str:
         """The model card's text for this run's regularizer."""
@@ -257,9 +221,13 @@ class LDIFSMixin:
         metrics = self._metrics["train" if model.training else "eval"]
         term = self.regularizer_term if self.regularizer_active else None
         unwrapped = self.accelerator.unwrap_model(model)
-        # The current model's encoder: with `model_init` (hyperparameter search) each trial has a new model.
-        encoder_call = _EncoderCall(image_encoder(unwrapped)) if term is not None and term.needs_hidden_states else None
-        with encoder_call.attached() if encoder_call is not None else contextlib.nullcontext():
+        # The current model's modules: with `model_init` (hyperparameter search) each trial has a new model.
+        taps = {}
+        if term is not None and term.needs_hidden_states:
+            taps = {name: TappedCall(module) for name, module in term.tapped_modules(self.regularizer_state, unwrapped).items()}
+        with contextlib.ExitStack() as hooks:
+            for tap in taps.values():
+                hooks.enter_context(tap.attached())
             objective = get_objective(self.loss_objective)
             if objective.loss is None:
                 result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -274,14 +242,11 @@ class LDIFSMixin:
         loss = task_loss
         if term is not None:
             state = self.regularizer_state
-            if encoder_call is not None:
-                penalty = term.penalty(state, unwrapped, encoder_call.hidden_states, encoder_call.inputs or {})
-            else:
-                penalty = term.penalty(state, unwrapped, None, inputs)
+            penalty = term.penalty(state, unwrapped, taps, inputs)
             metrics[term.log_name].append(penalty.detach())
             loss = loss + term.weight(state.settings) * penalty / steps
         user_hidden = bool(inputs.get("output_hidden_states")) or getattr(getattr(unwrapped, "config", None), "output_hidden_states", False)
-        if encoder_call is not None and return_outputs and not user_hidden:
+        if taps and return_outputs and not user_hidden:
             outputs = _without_hidden_states(outputs)
         return (loss, outputs) if return_outputs else loss
 

@@ -18,10 +18,16 @@ Nothing here imports the trainer, so `training/methods.py` can read the names wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
+import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from torch import nn
+
+from ...modeling import image_encoder
 
 TASK_LOG_NAME = "loss_task"  # the objective's own term, logged beside the regularizer's
 
@@ -56,13 +62,49 @@ class RegularizerState:
     settings: Any = None
 
 
+class TappedCall:
+    """The first forward of a tapped module within one `compute_loss`: asked for its hidden states (a forward
+    pre-hook adds `output_hidden_states=True`), which it keeps with the inputs that forward received (by
+    parameter name), so a teacher can run on exactly those."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.hidden_states = None
+        self.inputs: dict | None = None
+        self._signature = inspect.signature(module.forward)
+        self._var_keyword = next((n for n, p in self._signature.parameters.items() if p.kind == p.VAR_KEYWORD), None)
+
+    def _pre_hook(self, module, args, kwargs):
+        if self.inputs is not None:
+            return None
+        self.inputs = dict(self._signature.bind_partial(*args, **kwargs).arguments)
+        self.inputs.update(self.inputs.pop(self._var_keyword, None) or {})
+        return args, {**kwargs, "output_hidden_states": True}
+
+    def _hook(self, module, args, output):
+        if self.hidden_states is None:
+            self.hidden_states = getattr(output, "hidden_states", None)
+
+    @contextlib.contextmanager
+    def attached(self):
+        handles = [
+            self.module.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
+            self.module.register_forward_hook(self._hook),
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 class Regularizer:
     """One regularizer. Subclass it, set the class attributes, override what applies, and register an instance.
 
     name: the registry name, used in `--regularizer` and in "METHOD+REGULARIZER".
     settings_class: its hyperparameters, a `RegularizerSettings` dataclass (None: it has none).
-    needs_hidden_states: whether `penalty` reads the student encoder's hidden states (the trainer then asks
-        for them and passes those of the encoder's first forward, and the teacher's inputs from the batch).
+    needs_hidden_states: whether `penalty` reads hidden states of the student: the trainer then records the
+        first forward of each module `tapped_modules` names (a `TappedCall`: its hidden states and inputs).
     log_name: the logged per-step term, "loss_<name>" (None: nothing is added to the loss).
 
     One instance serves every trainer: a run's state (anchor, teacher, taps) is the object `setup` returns.
@@ -92,10 +134,14 @@ class Regularizer:
         `teacher_model` the user's anchor model, or None)."""
         return RegularizerState(settings)
 
-    def penalty(self, state, model, captured_hidden_states, teacher_inputs):
+    def tapped_modules(self, state, model: nn.Module) -> dict[str, nn.Module]:
+        """The modules whose first forward `penalty` reads (when `needs_hidden_states`): the encoder by default."""
+        return {"encoder": image_encoder(model)}
+
+    def penalty(self, state, model, taps: Mapping[str, TappedCall], inputs):
         """The unweighted penalty of this batch, a 0-dim tensor. `state` is what `setup` returned; `model` the
-        unwrapped model; `captured_hidden_states` the student encoder's hidden states (None unless
-        `needs_hidden_states`); `teacher_inputs` the batch filtered to the encoder's forward inputs (likewise)."""
+        unwrapped model; `taps` the `TappedCall` of each of `tapped_modules` (empty unless `needs_hidden_states`);
+        `inputs` the batch as `compute_loss` received it."""
         raise NotImplementedError(f"regularizer {self.name!r} adds no penalty")
 
     def weight(self, settings) -> float:
@@ -181,6 +227,6 @@ from . import l2sp as _l2sp  # noqa: E402,F401
 from . import ldifs as _ldifs  # noqa: E402,F401
 
 __all__ = [
-    "Regularizer", "RegularizerSettings", "RegularizerState", "check_weight", "describe_regularizer", "get_regularizer",
+    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "describe_regularizer", "get_regularizer",
     "list_regularizers", "log_names", "loss_weights", "register_regularizer",
 ]

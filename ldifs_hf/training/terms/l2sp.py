@@ -150,7 +150,7 @@ class L2SP(Regularizer):
             settings, names=names, reference=[reference[n].detach().clone().to(trainer.args.device) for n in names], peft=peft
         )
 
-    def penalty(self, state: L2SPState, model, captured_hidden_states=None, teacher_inputs=None) -> torch.Tensor:
+    def penalty(self, state: L2SPState, model, taps=None, inputs=None) -> torch.Tensor:
         named = named_scope_parameters(model, state.settings.l2sp_scope)
         penalty = None
         if state.names:

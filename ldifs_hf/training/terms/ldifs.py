@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ...modeling import image_encoder, is_peft_model
-from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_distance
+from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
+from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_per_sample
 from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
 from ..distributed import prepare_frozen_model
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+LDIFS_TAPS = ("encoder", "decoder", "both")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Attributes that hold a probability used functionally: attention and activation dropout (ViT, CLIP, Llama,
 # BART, Whisper, ...), stochastic depth (DropPath's `drop_prob`: Swin, ConvNeXt, BEiT, timm) and layer drop.
@@ -32,10 +33,10 @@ _STOCHASTIC_ATTRIBUTES = (
     "dropout", "dropout_prob", "attention_dropout", "attn_dropout", "dropout_p", "activation_dropout", "hidden_dropout",
     "drop_prob", "layerdrop",
 )
-# Forward arguments the teacher never takes from the batch: targets, loss and output switches.
+# Forward arguments the teacher never takes from the student's call: targets, loss and output switches, caches.
 _NOT_TEACHER_INPUTS = {
     "labels", "return_loss", "num_items_in_batch", "output_hidden_states", "output_attentions", "return_dict",
-    "use_cache", "past_key_values",
+    "use_cache", "past_key_values", "cache", "cache_position",
 }
 
 
@@ -58,6 +59,11 @@ class LDIFSSettings(RegularizerSettings):
             Keep the student's stochastic layers (dropout, DropPath, ...) while the LDIFS term is on
             (ldifs_lambda > 0). By default they are switched off, as trl's `disable_dropout`, so student
             and teacher features agree at step 0.
+        ldifs_tap (`str`, *optional*, defaults to `"encoder"`):
+            Which stack of an encoder-decoder model (T5, BART, Whisper) is tapped: "encoder" (its hidden
+            states do not depend on the labels), "decoder" (the teacher's decoder reads the teacher's
+            encoder output and the student's decoder inputs) or "both" (the taps of both, in one mean).
+            Other models have one stack: "encoder" only.
     """
 
     ldifs_lambda: float = field(default=10.0, metadata={"help": "Weight of the LDIFS feature distance."})
@@ -74,6 +80,9 @@ class LDIFSSettings(RegularizerSettings):
     keep_student_dropout: bool = field(
         default=False, metadata={"help": "Keep the student's dropout and stochastic depth while LDIFS is on (default: switched off)."}
     )
+    ldifs_tap: str = field(
+        default="encoder", metadata={"help": f"Encoder-decoder models: the stack LDIFS taps, one of {LDIFS_TAPS}."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,16 +97,20 @@ class LDIFSSettings(RegularizerSettings):
                 raise ValueError(f"ldifs_layers must be hidden-state indices >= 0, got {bad[0]!r}")
         if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}")
+        if self.ldifs_tap not in LDIFS_TAPS:
+            raise ValueError(f"ldifs_tap must be one of {LDIFS_TAPS}, got {self.ldifs_tap!r}")
 
 
 @dataclass
 class LDIFSState(RegularizerState):
-    """teacher: the frozen teacher encoder (or the adapter-disabled student); layers: the taps;
-    teacher_inputs: the encoder's forward inputs, taken from each batch; masks_tokens: whether the
-    encoder's own `attention_mask` leaves padded tokens out."""
+    """teacher: the frozen teacher encoder (or the adapter-disabled student; with decoder taps, a
+    `_Seq2SeqTeacher`); layers: the encoder's taps (None when only the decoder is tapped); decoder_layers:
+    the decoder's (None unless tapped); teacher_inputs: the encoder's forward inputs, taken from its call;
+    masks_tokens: whether the encoder's own `attention_mask` leaves padded tokens out."""
 
     teacher: object = None
-    layers: list[int] = field(default_factory=list)
+    layers: list[int] | None = None
+    decoder_layers: list[int] | None = None
     teacher_inputs: frozenset[str] = frozenset()
     masks_tokens: bool = False
 
@@ -106,6 +119,43 @@ def _num_hidden_layers(encoder: nn.Module) -> int | None:
     config = getattr(encoder, "config", None)
     config = getattr(config, "vision_config", config)
     return getattr(config, "num_hidden_layers", None)
+
+
+def _num_decoder_layers(model: nn.Module) -> int | None:
+    config = model.config
+    for name in ("decoder_layers", "num_decoder_layers", "num_hidden_layers"):  # BART/Whisper, T5, else
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
+
+
+def _taps(settings: LDIFSSettings, num_layers: int | None, module: nn.Module) -> list[int]:
+    if settings.ldifs_layers is not None:
+        layers = list(settings.ldifs_layers)
+    elif num_layers is not None:
+        layers = default_ldifs_layers(num_layers)
+    else:
+        raise ValueError(f"cannot infer the number of blocks of {type(module).__name__}; set ldifs_layers explicitly")
+    if num_layers is not None and max(layers) > num_layers:
+        raise ValueError(
+            f"ldifs layer index {max(layers)} out of range: the model has {num_layers} blocks, "
+            f"so hidden_states indices are 0..{num_layers}"
+        )
+    return layers
+
+
+class _Seq2SeqTeacher(nn.Module):
+    """Frozen copies of an encoder-decoder's two stacks: the decoder reads the teacher encoder's output."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, encoder_inputs: dict, decoder_inputs: dict):
+        encoded = self.encoder(**encoder_inputs, output_hidden_states=True)
+        decoded = self.decoder(**decoder_inputs, encoder_hidden_states=encoded.last_hidden_state, output_hidden_states=True)
+        return encoded.hidden_states, decoded.hidden_states
 
 
 def _accepts(module: nn.Module, name: str) -> bool:
@@ -139,6 +189,14 @@ def resolve_teacher_dtype(settings: LDIFSSettings, args) -> str | None:
     if getattr(args, "fp16", False):
         return "float16"
     return None
+
+
+def _in_dtype_of(teacher, inputs: dict) -> dict:
+    """Floating-point inputs cast to a separate teacher's dtype (an adapter-disabled teacher is the student)."""
+    if not isinstance(teacher, nn.Module):
+        return inputs
+    dtype = next(teacher.parameters()).dtype
+    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
 
 
 class _AdapterDisabledTeacher:
@@ -178,24 +236,27 @@ class LDIFS(Regularizer):
                 "LDIFS normalises each sequence over its tokens, which padding_free=True packs into one row; "
                 "set padding_free=False"
             )
-        num_layers = _num_hidden_layers(encoder)
-        if settings.ldifs_layers is not None:
-            layers = list(settings.ldifs_layers)
-        elif num_layers is not None:
-            layers = default_ldifs_layers(num_layers)
-        else:
-            raise ValueError(f"cannot infer the number of blocks of {type(encoder).__name__}; set ldifs_layers explicitly")
-        if num_layers is not None and max(layers) > num_layers:
+        if settings.ldifs_tap != "encoder" and not is_encoder_decoder(model):
             raise ValueError(
-                f"ldifs layer index {max(layers)} out of range: the model has {num_layers} blocks, "
-                f"so hidden_states indices are 0..{num_layers}"
+                f"ldifs_tap={settings.ldifs_tap!r} needs an encoder-decoder model (T5, BART, Whisper, ...); "
+                f"{type(model).__name__} has one stack: use ldifs_tap 'encoder'"
             )
+        taps_encoder = settings.ldifs_tap in ("encoder", "both")
+        decoder = model.get_decoder() if settings.ldifs_tap != "encoder" else None
+        layers = _taps(settings, _num_hidden_layers(encoder), encoder) if taps_encoder else None
+        decoder_layers = _taps(settings, _num_decoder_layers(model), decoder) if decoder is not None else None
         teacher_inputs = _named_inputs(encoder)
         # The mask is the encoder's own only if its forward takes one (FLYP's text mask is not the vision tower's).
-        state = LDIFSState(settings, layers=layers, teacher_inputs=teacher_inputs, masks_tokens="attention_mask" in teacher_inputs)
+        state = LDIFSState(settings, layers=layers, decoder_layers=decoder_layers, teacher_inputs=teacher_inputs,
+                           masks_tokens="attention_mask" in teacher_inputs)
         if self.disables_student_dropout(settings):
             disable_dropout(model)
         if is_peft_model(model) and teacher_model is None:
+            if decoder is not None:
+                raise ValueError(
+                    f"ldifs_tap={settings.ldifs_tap!r} on a PeftModel needs teacher_model= (the adapter-disabled "
+                    "teacher taps the encoder only)"
+                )
             if settings.teacher_dtype is not None:
                 raise ValueError(
                     f"teacher_dtype={settings.teacher_dtype!r} needs a separate teacher, but a PeftModel's teacher is "
@@ -204,7 +265,10 @@ class LDIFS(Regularizer):
             state.teacher = _AdapterDisabledTeacher(model, encoder)
             return state
         source = teacher_model if teacher_model is not None else model
-        teacher = copy.deepcopy(image_encoder(source))
+        if decoder is None:
+            teacher = copy.deepcopy(image_encoder(source))
+        else:
+            teacher = _Seq2SeqTeacher(copy.deepcopy(image_encoder(source)), copy.deepcopy(source.get_decoder()))
         teacher.requires_grad_(False)
         teacher.eval()
         dtype = resolve_teacher_dtype(settings, trainer.args)
@@ -218,35 +282,58 @@ class LDIFS(Regularizer):
     def disables_student_dropout(self, settings: LDIFSSettings) -> bool:
         return settings.ldifs_lambda > 0 and not settings.keep_student_dropout
 
-    def penalty(self, state: LDIFSState, model, captured_hidden_states, inputs) -> torch.Tensor:
-        if captured_hidden_states is None:
-            raise ValueError(f"{type(model).__name__} returned no hidden_states; LDIFS needs them")
-        teacher_inputs = {k: v for k, v in inputs.items() if k in state.teacher_inputs}
-        teacher = self.teacher_hidden_states(state, teacher_inputs)
-        mask = teacher_inputs.get("attention_mask") if state.masks_tokens else None
-        return ldifs_distance(captured_hidden_states, teacher, state.layers, state.settings.ldifs_normalization, mask)
+    def tapped_modules(self, state: LDIFSState, model: nn.Module) -> dict[str, nn.Module]:
+        modules = {"encoder": image_encoder(model)}  # also for decoder taps: the teacher's decoder reads its encoder
+        if state.decoder_layers is not None:
+            modules["decoder"] = model.get_decoder()
+        return modules
 
-    @staticmethod
-    def teacher_hidden_states(state: LDIFSState, teacher_inputs: dict):
-        if not teacher_inputs:
+    def penalty(self, state: LDIFSState, model, taps, inputs) -> torch.Tensor:
+        missing = [name for name, tap in taps.items() if tap.hidden_states is None]
+        if missing:
+            raise ValueError(f"{type(model).__name__}'s {missing[0]} returned no hidden_states; LDIFS needs them")
+        encoder_inputs = {k: v for k, v in (taps["encoder"].inputs or {}).items() if k in state.teacher_inputs and v is not None}
+        if not encoder_inputs:
             raise ValueError(
-                f"the batch has none of the teacher's inputs {sorted(state.teacher_inputs)}; LDIFS runs the teacher "
-                "on the student's batch"
+                f"the encoder was called with none of the teacher's inputs {sorted(state.teacher_inputs)}; LDIFS runs "
+                "the teacher on the student's inputs"
             )
-        if isinstance(state.teacher, nn.Module):
-            dtype = next(state.teacher.parameters()).dtype
-            teacher_inputs = {
-                k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in teacher_inputs.items()
-            }
+        encoder_inputs = _in_dtype_of(state.teacher, encoder_inputs)
+        normalization = state.settings.ldifs_normalization
         with torch.no_grad():
-            return state.teacher(**teacher_inputs, output_hidden_states=True).hidden_states
+            if state.decoder_layers is None:
+                teacher_encoder, teacher_decoder = state.teacher(**encoder_inputs, output_hidden_states=True).hidden_states, None
+            else:
+                decoder_inputs = {k: v for k, v in taps["decoder"].inputs.items()
+                                  if k not in _NOT_TEACHER_INPUTS and k != "encoder_hidden_states"}
+                teacher_encoder, teacher_decoder = state.teacher(encoder_inputs=encoder_inputs,
+                                                                 decoder_inputs=_in_dtype_of(state.teacher, decoder_inputs))
+        parts = []  # (per-sample distance, number of taps)
+        if state.layers is not None:
+            mask = encoder_inputs.get("attention_mask") if state.masks_tokens else None
+            parts.append((ldifs_per_sample(taps["encoder"].hidden_states, teacher_encoder, state.layers, normalization, mask),
+                          len(state.layers)))
+        if state.decoder_layers is not None:
+            mask = taps["decoder"].inputs.get("attention_mask")
+            parts.append((ldifs_per_sample(taps["decoder"].hidden_states, teacher_decoder, state.decoder_layers, normalization,
+                                           mask), len(state.decoder_layers)))
+        # "token": the mean over all taps; "flatten": the squared norm of one concatenation, a sum over taps.
+        if normalization == "token":
+            per_sample = sum(d * n for d, n in parts) / sum(n for _, n in parts)
+        else:
+            per_sample = sum(d for d, _ in parts)
+        return per_sample.mean()
 
     def weight(self, settings: LDIFSSettings) -> float:
         return settings.ldifs_lambda
 
     def describe(self, settings: LDIFSSettings, state: LDIFSState | None = None) -> str:
-        layers = state.layers if state is not None else settings.ldifs_layers
-        return f"LDIFS, λ = {settings.ldifs_lambda}, {settings.ldifs_normalization or 'token'} normalisation, taps {layers}"
+        text = f"LDIFS, λ = {settings.ldifs_lambda}, {settings.ldifs_normalization or 'token'} normalisation"
+        if settings.ldifs_tap in ("encoder", "both"):
+            text += f", taps {state.layers if state is not None else settings.ldifs_layers}"
+        if settings.ldifs_tap in ("decoder", "both"):
+            text += f", decoder taps {state.decoder_layers if state is not None else settings.ldifs_layers}"
+        return text
 
 
 register_regularizer(LDIFS())
