@@ -94,3 +94,10 @@ def test_the_mixin_trains_every_trl_trainer_with_its_term(name, tmp_path):
     logged = [h for h in trainer.state.log_history if "loss_ldifs" in h]
     assert len(logged) == 2, trainer.state.log_history
     assert logged[0]["loss_ldifs"] == pytest.approx(0.0, abs=1e-7) and logged[1]["loss_ldifs"] > 0
+
+
+def test_without_args_a_trl_trainer_with_the_mixin_asks_for_its_config():
+    tokenizer = _tokenizer()
+    trainer_cls, _ = _mixed(trl.SFTTrainer, trl.SFTConfig)
+    with pytest.raises(TypeError, match="LDIFSSFTTrainer needs args=: its parent's config class combined with LDIFSArgumentsMixin"):
+        trainer_cls(_gpt2(tokenizer), train_dataset=Dataset.from_dict({"text": ["the cat"]}), processing_class=tokenizer)

@@ -16,7 +16,7 @@ from ..heads import LP_SOLVERS, check_lp_solver
 from .methods import get_method, list_methods
 from .terms import get_regularizer, list_regularizers
 from .terms.l2sp import L2SPSettings
-from .terms.ldifs import TEACHER_DTYPES, LDIFSSettings  # noqa: F401  (TEACHER_DTYPES: importable from here, as before)
+from .terms.ldifs import LDIFSSettings
 
 
 @dataclass

@@ -127,6 +127,11 @@ class LDIFSMixin:
         call = _keyword_arguments(super().__init__, trainer_args, kwargs)
         args = call.get("args")
         if args is None:
+            if getattr(super().__init__, "__func__", None) is not Trainer.__init__:
+                raise TypeError(
+                    f"{type(self).__name__} needs args=: its parent's config class combined with LDIFSArgumentsMixin "
+                    "(only LDIFSTrainer has defaults of its own, the stock Trainer's)"
+                )
             args = call["args"] = _StockDefaultArguments(output_dir="tmp_trainer", regularizer="none")
         if not isinstance(args, LDIFSArgumentsMixin):
             raise TypeError(
