@@ -28,7 +28,7 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
             pass
 
     The built-in regularizers' settings are inherited from their settings dataclasses (`LDIFSSettings`:
-    ldifs_lambda, ldifs_layers, ldifs_normalization, teacher_dtype, keep_student_dropout; `L2SPSettings`:
+    ldifs_lambda, ldifs_layers, ldifs_normalization, teacher_dtype, keep_student_dropout, ldifs_tap; `L2SPSettings`:
     l2sp_lambda, l2sp_scope), which document and validate them. A plug-in regularizer's settings come
     from `regularizer_options`.
 
