@@ -46,8 +46,16 @@ def is_peft_model(model: nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
+def is_encoder_decoder(model: nn.Module) -> bool:
+    """Whether `model` (or the model a PeftModel wraps) is an encoder-decoder (T5, BART, Whisper, ...)."""
+    if is_peft_model(model):
+        model = model.get_base_model()
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False)) and hasattr(model, "get_encoder")
+
+
 def image_encoder(model: nn.Module) -> nn.Module:
-    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, else the HF base model.
+    """The module LDIFS taps and L2SP anchors: a CLIP vision tower, an encoder-decoder model's encoder
+    (its hidden states do not depend on the labels), else the HF base model.
 
     For a `PeftModel` it is the encoder of the wrapped model (its adapter layers included), never
     the peft wrapper, whose `base_model` is the whole model with its head.
@@ -56,6 +64,8 @@ def image_encoder(model: nn.Module) -> nn.Module:
         model = model.get_base_model()
     if hasattr(model, "vision_model"):
         return model.vision_model
+    if is_encoder_decoder(model):
+        return model.get_encoder()
     base = getattr(model, "base_model", None)
     return base if isinstance(base, nn.Module) else model
 
@@ -68,6 +78,18 @@ def named_encoder_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     if isinstance(projection, nn.Module):
         named.update({f"visual_projection.{n}": p for n, p in projection.named_parameters()})
     return named
+
+
+L2SP_SCOPES = ("encoder", "all")
+
+
+def named_scope_parameters(model: nn.Module, scope: str = "encoder") -> dict[str, nn.Parameter]:
+    """The parameters of an L2SP scope: "encoder" (`named_encoder_parameters`) or "all" (every parameter)."""
+    if scope == "encoder":
+        return named_encoder_parameters(model)
+    if scope == "all":
+        return {f"model.{n}": p for n, p in model.named_parameters()}
+    raise ValueError(f"l2sp_scope must be one of {L2SP_SCOPES}, got {scope!r}")
 
 
 def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -73,7 +73,7 @@ def test_l2sp_under_lora_is_the_squared_norm_of_scale_b_a(tmp_path):
     trainer.compute_loss(model, _batch())
     assert trainer._metrics["train"]["loss_l2sp"][-1].item() == pytest.approx(expected, rel=1e-5)
     # The head (modules_to_save) is never anchored: moving it changes nothing.
-    assert not [n for n in trainer._l2sp_names if "classifier" in n or "lora_" in n]
+    assert not [n for n in trainer.regularizer_state.names if "classifier" in n or "lora_" in n]
     with torch.no_grad():
         for p in model.base_model.model.classifier.parameters():
             p.add_(5.0)
@@ -87,7 +87,7 @@ def test_l2sp_under_lora_gives_the_lora_factors_their_gradient(tmp_path):
     _set_lora(model)
     query = model.base_model.model.vit.layers[0].attention.q_proj
     a, b = query.lora_A["default"].weight, query.lora_B["default"].weight
-    trainer._l2sp_penalty(model).backward()
+    trainer.regularizer_penalty(model).backward()
     # d/dB ||2 B A||^2 = 8 B A A^T
     assert torch.allclose(b.grad, 8 * b.detach() @ a.detach() @ a.detach().T, rtol=1e-4, atol=1e-6)
 

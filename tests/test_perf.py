@@ -289,8 +289,8 @@ def test_l2sp_on_16_bit_weights_starts_at_zero(tiny_clip_dir, tmp_path):
     args = LDIFSTrainingArguments(output_dir=str(tmp_path), method="zs-init-l2sp", use_cpu=True, report_to=[])
     trainer = LDIFSTrainer(model=model, args=args)
     model.to(torch.bfloat16)  # as DeepSpeed's bf16 engine holds it
-    penalty = trainer._l2sp_penalty(model)
+    penalty = trainer.regularizer_penalty(model)
     assert penalty.item() == 0.0
     with torch.no_grad():
         model.visual_projection.weight.add_(0.5)
-    assert trainer._l2sp_penalty(model).item() == pytest.approx(0.25 * model.visual_projection.weight.numel(), rel=1e-2)
+    assert trainer.regularizer_penalty(model).item() == pytest.approx(0.25 * model.visual_projection.weight.numel(), rel=1e-2)

@@ -1,7 +1,9 @@
 """The regularizer registry: the built-ins, its errors, and a new regularizer as one definition plus this test."""
 
+import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,21 +33,21 @@ class L1SP(Regularizer):
     log_name = "loss_l1sp"
     lam = 0.25
 
-    def setup(self, trainer, teacher_model):
+    def setup(self, trainer, teacher_model, settings):
         model = trainer.accelerator.unwrap_model(trainer.model)
         source = teacher_model if teacher_model is not None else model
-        trainer._l1sp_names = [n for n, p in named_encoder_parameters(model).items() if p.requires_grad]
+        names = [n for n, p in named_encoder_parameters(model).items() if p.requires_grad]
         reference = named_encoder_parameters(source)
-        trainer._l1sp_reference = [reference[n].detach().clone() for n in trainer._l1sp_names]
+        return SimpleNamespace(settings=settings, names=names, reference=[reference[n].detach().clone() for n in names])
 
-    def penalty(self, trainer, model, captured_hidden_states, teacher_inputs):
+    def penalty(self, state, model, taps, inputs):
         named = named_encoder_parameters(model)
-        return sum((named[n] - r).abs().sum() for n, r in zip(trainer._l1sp_names, trainer._l1sp_reference))
+        return sum((named[n] - r).abs().sum() for n, r in zip(state.names, state.reference))
 
-    def weight(self, args):
+    def weight(self, settings):
         return self.lam
 
-    def describe(self, args, layers=None):
+    def describe(self, settings, state=None):
         return f"L1-SP, λ = {self.lam}"
 
 
@@ -83,13 +85,15 @@ def test_the_registry_lists_the_three_built_ins_in_order():
 
 def test_built_in_card_texts_match_the_records_fallback(tmp_path):
     args = _args(tmp_path, method="lp-init-ldifs", ldifs_lambda=10, l2sp_lambda=0.5)
-    assert get_regularizer("ldifs").describe(args, [0, 3, 6, 9, 12]) == "LDIFS, λ = 10, token normalisation, taps [0, 3, 6, 9, 12]"
-    assert get_regularizer("l2sp").describe(args) == "L2SP, λ = 0.5"
-    assert get_regularizer("none").describe(args) == "none"
+    ldifs = get_regularizer("ldifs")
+    settings = dataclasses.replace(ldifs.settings(args), ldifs_layers=[0, 3, 6, 9, 12])
+    assert ldifs.describe(settings) == "LDIFS, λ = 10, token normalisation, taps [0, 3, 6, 9, 12]"
+    assert get_regularizer("l2sp").describe(get_regularizer("l2sp").settings(args)) == "L2SP, λ = 0.5"
+    assert get_regularizer("none").describe(None) == "none"
     # A record written before `regularizer_text` existed gets the same text from its fields.
     old = RunRecord(method="lp-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs", ldifs_lambda=10,
                     ldifs_layers=[0, 3, 6, 9, 12], ldifs_normalization="token")
-    assert _regularizer_text(old) == get_regularizer("ldifs").describe(args, [0, 3, 6, 9, 12])
+    assert _regularizer_text(old) == ldifs.describe(settings)
     assert _regularizer_text(RunRecord(method="x", dataset="d", base_model="m", regularizer="l2sp", l2sp_lambda=0.5)) == "L2SP, λ = 0.5"
 
 

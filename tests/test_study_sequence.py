@@ -112,7 +112,7 @@ def _anchor(trainer) -> list[torch.Tensor]:
     """The encoder tensors a trainer anchors at: the LDIFS teacher's or the L2SP reference."""
     if trainer.regularizer == "ldifs":
         return [p.detach() for p in trainer.teacher.parameters()]
-    return list(trainer._l2sp_reference)
+    return list(trainer.regularizer_state.reference)
 
 
 def _encoder(path, regularizer) -> list[torch.Tensor]:

@@ -5,27 +5,34 @@ arguments plus the method and its regularizer settings). The regularizer fields 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
 from ..benchmarks import parse_dataset_paths
 from ..evaluation.settings import EvaluatorSettings, check_every_percent, setting_field
 from ..heads import LP_SOLVERS, check_lp_solver
-from ..regularizers import LDIFS_NORMALIZATIONS
 from .methods import get_method, list_methods
-from .terms import list_regularizers
-
-TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+from .terms import get_regularizer, list_regularizers
+from .terms.l2sp import L2SPSettings
+from .terms.ldifs import LDIFSSettings
 
 
 @dataclass
-class LDIFSArgumentsMixin:
-    """The LDIFS/L2SP fields, to combine with any `TrainingArguments` subclass (e.g. trl's `SFTConfig`):
+class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
+    """The regularizer fields, to combine with any `TrainingArguments` subclass (e.g. trl's `SFTConfig`):
 
         @dataclass
         class LDIFSSFTConfig(LDIFSArgumentsMixin, SFTConfig):
             pass
+
+    The built-in regularizers' settings are inherited from their settings dataclasses (`LDIFSSettings`:
+    ldifs_lambda, ldifs_layers, ldifs_normalization, teacher_dtype, keep_student_dropout, ldifs_tap; `L2SPSettings`:
+    l2sp_lambda, l2sp_scope), which document and validate them. A plug-in regularizer's settings come
+    from `regularizer_options`.
 
     Parameters:
         method (`str`, *optional*, defaults to `None`):
@@ -34,21 +41,10 @@ class LDIFSArgumentsMixin:
         regularizer (`str`, *optional*, defaults to `None`):
             A registered regularizer (`list_regularizers()`: "none", "l2sp", "ldifs", ...). Overrides the
             method's regularizer; with neither set, "ldifs".
-        ldifs_lambda (`float`, *optional*, defaults to `10.0`):
-            Weight of the LDIFS feature distance (the paper's best value in general).
-        l2sp_lambda (`float`, *optional*, defaults to `0.5`):
-            Weight of the L2SP penalty (official default).
-        ldifs_layers (`list[int]`, *optional*, defaults to `None`):
-            Indices into the model's `hidden_states` to tap; None means 0 and every L/4 blocks.
-        ldifs_normalization (`str`, *optional*, defaults to `"token"`):
-            "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
-        teacher_dtype (`str`, *optional*, defaults to `None`):
-            Cast the frozen teacher to "bfloat16"/"float16"/"float32" (it never trains, so it needs no
-            float32 master copy). None means the compute precision: bfloat16 under `bf16`, float16
-            under `fp16`, else the student's dtype.
-        keep_student_dropout (`bool`, *optional*, defaults to `False`):
-            Keep the student's dropout while the LDIFS term is on (ldifs_lambda > 0). By default it is
-            switched off, as trl's `disable_dropout`, so student and teacher features agree at step 0.
+        regularizer_options (`dict` or `str`, *optional*, defaults to `None`):
+            The settings of a plug-in regularizer that has no flag of its own, by its settings' field
+            names (a JSON object on the command line, e.g. '{"l1_lambda": 0.1}'); validated into its
+            settings dataclass. The built-ins' settings are set with their own flags.
     """
 
     method: str | None = field(
@@ -58,47 +54,62 @@ class LDIFSArgumentsMixin:
     regularizer: str | None = field(
         default=None, metadata={"help": f"Regularizer overriding the method's: one of {tuple(list_regularizers())}."}
     )
-    ldifs_lambda: float = field(default=10.0, metadata={"help": "Weight of the LDIFS feature distance."})
-    l2sp_lambda: float = field(default=0.5, metadata={"help": "Weight of the L2SP penalty."})
-    ldifs_layers: list[int] | None = field(
-        default=None, metadata={"help": "hidden_states indices to tap (default: 0 and every L/4 blocks)."}
-    )
-    ldifs_normalization: str = field(
-        default="token", metadata={"help": f"LDIFS feature normalisation: one of {LDIFS_NORMALIZATIONS}."}
-    )
-    teacher_dtype: str | None = field(
+    regularizer_options: dict | str | None = field(
         default=None,
-        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: bfloat16 under --bf16, float16 under --fp16, else the student's)."},
-    )
-    keep_student_dropout: bool = field(
-        default=False, metadata={"help": "Keep the student's dropout while LDIFS is on (default: switched off)."}
+        metadata={"help": "Settings of a plug-in regularizer, as a JSON object of its settings' fields (e.g. '{\"l1_lambda\": 0.1}')."},
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # the settings' checks, then the TrainingArguments' own
         spec = get_method(self.method) if self.method is not None else None
         if self.regularizer is None:
             self.regularizer = spec.regularizer if spec is not None else "ldifs"
         if self.regularizer not in list_regularizers():
             raise ValueError(f"regularizer must be one of {tuple(list_regularizers())}, got {self.regularizer!r}")
-        for name in ("ldifs_lambda", "l2sp_lambda"):
-            value = getattr(self, name)
-            if not value >= 0:  # also rejects NaN
-                raise ValueError(f"{name} must be a number >= 0, got {value}")
-        if self.ldifs_normalization not in LDIFS_NORMALIZATIONS:
-            raise ValueError(f"ldifs_normalization must be one of {LDIFS_NORMALIZATIONS}, got {self.ldifs_normalization!r}")
-        if self.ldifs_layers is not None:
-            if not self.ldifs_layers:
-                raise ValueError("ldifs_layers must name at least one hidden-state index, got an empty list")
-            bad = [i for i in self.ldifs_layers if not isinstance(i, int) or i < 0]
-            if bad:
-                raise ValueError(f"ldifs_layers must be hidden-state indices >= 0, got {bad[0]!r}")
-        if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}")
+        self.regularizer_options = _options_dict(self.regularizer_options)
+        _check_options(self, get_regularizer(self.regularizer))
 
     @property
     def method_spec(self):
         return get_method(self.method) if self.method is not None else None
+
+    @property
+    def regularizer_settings(self):
+        """The chosen regularizer's settings (its `settings_class`, built from these arguments), or None."""
+        return get_regularizer(self.regularizer).settings(self)
+
+
+def _options_dict(options: Any) -> dict:
+    if options is None or options == "":
+        return {}
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"regularizer_options must be a JSON object, got {options!r} ({err.msg})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"regularizer_options must be a JSON object (a dict), got {options!r}")
+    return options
+
+
+def _check_options(args, regularizer) -> None:
+    """`args.regularizer_options` name only the chosen regularizer's settings that have no flag, and its
+    settings dataclass accepts them (one-line errors)."""
+    settings_fields = [f.name for f in dataclasses.fields(regularizer.settings_class)] if regularizer.settings_class else []
+    flags = {f.name for f in dataclasses.fields(args)}
+    own = [n for n in settings_fields if n not in flags]
+    for key in args.regularizer_options:
+        if key in flags:
+            raise ValueError(f"regularizer_options: {key!r} has its own flag; set it with --{key}")
+        if key not in own:
+            accepted = ", ".join(own) if own else "none"
+            raise ValueError(
+                f"regularizer_options: unknown setting {key!r} for regularizer {regularizer.name!r}; accepted: {accepted}"
+            )
+    try:
+        regularizer.settings(args)  # the settings dataclass validates the values
+    except TypeError as err:
+        raise ValueError(f"regularizer_options for {regularizer.name!r}: {err}") from None
 
 
 @dataclass

@@ -28,11 +28,10 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from .terms import loss_weights
+
 logger = logging.getLogger(__name__)
 
-# The per-step terms LDIFSTrainer records for the built-in regularizers, and the weight of each in the loss
-# (None: weight 1); the trainer's registered regularizer adds its own `log_name` and `weight(args)`.
-LOSS_TERMS = {"loss_task": None, "loss_ldifs": "ldifs_lambda", "loss_l2sp": "l2sp_lambda"}
 # Consecutive steps with an infinite/NaN gradient norm that make an error: one can be a fluke that
 # clipping absorbs; three in a row is a run that is not learning.
 INF_GRAD_NORM_PATIENCE = 3
@@ -85,10 +84,7 @@ class NonFiniteGuard(TrainerCallback):
         metrics = self.trainer._metrics["train"]
         # This step's values: one per gradient-accumulation micro-batch, the last ones of each list
         # (log() empties the lists after this callback; an older value at worst is checked twice).
-        weights = {name: (getattr(args, weight_name) if weight_name else None) for name, weight_name in LOSS_TERMS.items()}
-        term = getattr(self.trainer, "regularizer_term", None)
-        if term is not None and term.log_name is not None:
-            weights[term.log_name] = term.weight(args)
+        weights = loss_weights(args)  # every registered term and its weight in the loss (the task's: None)
         recent = {name: [v.float() for v in metrics.get(name, [])[-args.gradient_accumulation_steps :]] for name in weights}
         for name, values in recent.items():
             for value in values:

@@ -13,10 +13,11 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 
+from .objectives import OBJECTIVES as _OBJECTIVE_REGISTRY
 from .terms import list_regularizers
 
 HEAD_INITS = ("zero-shot", "linear-probe", None)
-OBJECTIVES = ("ce", "clip-contrastive", "clip-ce")
+OBJECTIVES = tuple(_OBJECTIVE_REGISTRY)  # the objective registry's names (training/objectives.py)
 TRAINED = ("vision", "both")
 
 

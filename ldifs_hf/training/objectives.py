@@ -1,5 +1,6 @@
-"""The three objectives side by side: each one's collator and its loss (image-label batches with
-cross-entropy, image-text batches for FLYP's contrastive loss and FLYP-CE).
+"""The objective registry (`OBJECTIVES`, read by `methods.py` and the trainer): each objective's
+collator and its loss (image-label batches with cross-entropy, image-text batches for FLYP's
+contrastive loss and FLYP-CE).
 
 Prompts (every template of every class) are tokenised once, when the collator is built; each batch
 only picks rows, so the text side costs nothing per step.
@@ -8,7 +9,8 @@ only picks rows, so the text side costs nothing per step.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,46 +68,67 @@ class ClassPromptCollator:
         return {**batch, **self.bank.pick(torch.arange(self.num_classes), templates)}
 
 
-def collator_for(objective: str, tokenizer=None, class_names=None, templates=None, seed: int = 0):
-    """The collator an objective needs ("ce", "clip-contrastive" or "clip-ce")."""
-    if objective == "ce":
-        return collate_images
-    if tokenizer is None:
-        raise ValueError(f"objective {objective!r} needs a tokenizer for its prompts")
-    cls = {"clip-contrastive": CaptionCollator, "clip-ce": ClassPromptCollator}.get(objective)
-    if cls is None:
-        raise ValueError(f"unknown objective {objective!r}; valid: ce, clip-contrastive, clip-ce")
-    return cls(tokenizer, class_names, templates, seed=seed)
+# -- losses: (model, inputs) -> (loss, outputs) --------------------------------------------------
 
 
-# -- losses: (model, inputs, need_hidden) -> (loss, outputs) -----------------------------------
-
-
-def _ce_objective(model, inputs, need_hidden):
-    outputs = model(pixel_values=inputs["pixel_values"], output_hidden_states=need_hidden)
-    return F.cross_entropy(outputs.logits.float(), inputs["labels"]), outputs
-
-
-def _clip_forward(model, inputs, need_hidden, **kwargs):
+def _clip_forward(model, inputs, **kwargs):
     return model(
         input_ids=inputs["input_ids"],
         attention_mask=inputs.get("attention_mask"),
         pixel_values=inputs["pixel_values"],
-        output_hidden_states=need_hidden,
         **kwargs,
     )
 
 
-def _clip_contrastive_objective(model, inputs, need_hidden):
+def _clip_contrastive_loss(model, inputs):
     # FLYP: CLIP's symmetric loss with arange targets, images vs a prompt of their own class.
-    outputs = _clip_forward(model, inputs, need_hidden, return_loss=True)
+    outputs = _clip_forward(model, inputs, return_loss=True)
     return outputs.loss.float(), outputs
 
 
-def _clip_ce_objective(model, inputs, need_hidden):
+def _clip_ce_loss(model, inputs):
     # FLYP-CE: inputs carry one prompt per class, so logits_per_image is [B, C] = scale * cos.
-    outputs = _clip_forward(model, inputs, need_hidden)
+    outputs = _clip_forward(model, inputs)
     return F.cross_entropy(outputs.logits_per_image.float(), inputs["labels"]), outputs
 
 
-OBJECTIVES = {"ce": _ce_objective, "clip-contrastive": _clip_contrastive_objective, "clip-ce": _clip_ce_objective}
+@dataclass(frozen=True)
+class Objective:
+    """One objective: its batches and its loss.
+
+    name: the registry name (`MethodSpec.objective`, `LDIFSTrainer(objective=...)`).
+    collator: a class taking (tokenizer, class_names, templates, seed=) for prompt batches, or None for
+        image-label batches (`collate_images`).
+    loss: (model, inputs) -> (loss, outputs); None means the parent trainer's own `compute_loss`
+        (the classifier's cross-entropy, the label smoother, `compute_loss_func`, trl's losses).
+    """
+
+    name: str
+    collator: type | None
+    loss: Callable | None
+
+
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("ce", None, None),
+        Objective("clip-contrastive", CaptionCollator, _clip_contrastive_loss),
+        Objective("clip-ce", ClassPromptCollator, _clip_ce_loss),
+    )
+}
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {name!r}")
+    return OBJECTIVES[name]
+
+
+def collator_for(objective: str, tokenizer=None, class_names=None, templates=None, seed: int = 0):
+    """The collator an objective needs (see `OBJECTIVES`)."""
+    collator = get_objective(objective).collator
+    if collator is None:
+        return collate_images
+    if tokenizer is None:
+        raise ValueError(f"objective {objective!r} needs a tokenizer for its prompts")
+    return collator(tokenizer, class_names, templates, seed=seed)

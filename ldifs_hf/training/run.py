@@ -74,20 +74,6 @@ class AugmentationEpoch(TrainerCallback):
         return control
 
 
-class WarmupLengthCheck(TrainerCallback):
-    """Warns when the warm-up is as long as the run or longer: the paper's 500 warm-up steps on a short
-    run would train at a learning rate near 0 throughout."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        warmup = args.get_warmup_steps(state.max_steps)
-        if state.max_steps > 0 and warmup >= state.max_steps:
-            logger.warning(
-                "warm-up (%d steps) is as long as the whole run (%d steps): the learning rate never leaves the warm-up "
-                "ramp; set --warmup_steps below the run's length (e.g. --warmup_steps 0)", warmup, state.max_steps,
-            )
-        return control
-
-
 def apply_benchmark_epochs(data_args: DataArguments, training_args: LDIFSTrainingArguments) -> None:
     """The paper's epoch count for the benchmark, unless the user gave epochs or max_steps."""
     if data_args.epochs_from_benchmark and training_args.max_steps <= 0 and data_args.dataset != "custom":
@@ -225,12 +211,12 @@ def _run_in_folder(
         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[WarmupLengthCheck()] + ([AugmentationEpoch(augmentation)] if augmentation is not None else []),
+        callbacks=[AugmentationEpoch(augmentation)] if augmentation is not None else None,
         teacher_model=_reference_model(model_args, training_args),
     )
     fill_zero_buckets(trainer, max(clip_model.config.vision_config.hidden_size, clip_model.config.text_config.hidden_size))
     record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
-    record.regularizer_text = trainer.regularizer_term.describe(training_args, record.ldifs_layers)
+    record.regularizer_text = trainer.regularizer_description()
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
     trainer.add_callback(NonFiniteGuard(trainer))
     trainer.add_callback(RunIdentityCallback(record))

@@ -1,57 +1,159 @@
 """The regularizer registry: each regularizer is one registered object, in one file of this package.
 
-A `Regularizer` knows its set-up on the trainer (`setup`), whether it needs the student's hidden
+A `Regularizer` declares its hyperparameters in a small dataclass (`settings_class`, a
+`RegularizerSettings`), builds its per-trainer state once (`setup`, which returns a `RegularizerState`
+that the trainer holds as `trainer.regularizer_state`), and knows whether it needs the student's hidden
 states (`needs_hidden_states`), its unweighted penalty (`penalty`), its weight in the loss (`weight`),
 the name it is logged under (`log_name`) and its model-card text (`describe`). `LDIFSMixin` calls the
 object that `args.regularizer` names; the method registry and the arguments validate names against
 `list_regularizers()`. The formulas themselves stay pure functions in `ldifs_hf.regularizers`.
 
-A new regularizer is one file with a `Regularizer` subclass passed to `register_regularizer`, and its
-test (see `tests/test_regularizer_registry.py`). Nothing here imports the trainer, so
-`training/methods.py` can read the names without a cycle.
+Settings come from the arguments: a built-in's settings dataclass is a base of `LDIFSArgumentsMixin`,
+so its fields are the usual flags (`--ldifs_lambda`, `--l2sp_lambda`, ...); a plug-in's fields come
+from `args.regularizer_options` (a dict, or JSON on the command line: `--regularizer_options
+'{"l1_lambda": 0.1}'`). So a new regularizer, its own weight included, is one file with a `Regularizer`
+subclass passed to `register_regularizer`, and its test (see `tests/test_regularizer_plugin.py`).
+Nothing here imports the trainer, so `training/methods.py` can read the names without a cycle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
+import inspect
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from torch import nn
+
+from ...modeling import image_encoder
+
+TASK_LOG_NAME = "loss_task"  # the objective's own term, logged beside the regularizer's
+
+
+@dataclass
+class RegularizerSettings:
+    """Base of a regularizer's hyperparameters (a dataclass of fields with defaults and `help` metadata).
+
+    Validation goes in the subclass's `__post_init__`, after `super().__post_init__()`: the chain is
+    cooperative, so the built-ins' settings validate also as bases of `LDIFSArgumentsMixin` (and the
+    `TrainingArguments` after them in the MRO still run their own `__post_init__`)."""
+
+    def __post_init__(self):
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+
+
+def check_weight(name: str, value) -> None:
+    """A regularizer weight: a real number >= 0, not NaN (one-line error naming the field otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+@dataclass
+class RegularizerState:
+    """A regularizer's per-trainer state, returned by `setup` and held as `trainer.regularizer_state`.
+
+    settings: the regularizer's settings for this run. Subclasses add what `penalty` reads (the L2SP
+    anchor, the LDIFS teacher and taps, ...)."""
+
+    settings: Any = None
+
+
+class TappedCall:
+    """The first forward of a tapped module within one `compute_loss`: asked for its hidden states (a forward
+    pre-hook adds `output_hidden_states=True`), which it keeps with the inputs that forward received (by
+    parameter name), so a teacher can run on exactly those."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.hidden_states = None
+        self.inputs: dict | None = None
+        self._signature = inspect.signature(module.forward)
+        self._var_keyword = next((n for n, p in self._signature.parameters.items() if p.kind == p.VAR_KEYWORD), None)
+
+    def _pre_hook(self, module, args, kwargs):
+        if self.inputs is not None:
+            return None
+        self.inputs = dict(self._signature.bind_partial(*args, **kwargs).arguments)
+        self.inputs.update(self.inputs.pop(self._var_keyword, None) or {})
+        return args, {**kwargs, "output_hidden_states": True}
+
+    def _hook(self, module, args, output):
+        if self.hidden_states is None:
+            self.hidden_states = getattr(output, "hidden_states", None)
+
+    @contextlib.contextmanager
+    def attached(self):
+        handles = [
+            self.module.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
+            self.module.register_forward_hook(self._hook),
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 class Regularizer:
     """One regularizer. Subclass it, set the class attributes, override what applies, and register an instance.
 
     name: the registry name, used in `--regularizer` and in "METHOD+REGULARIZER".
-    needs_hidden_states: whether `penalty` reads the student encoder's hidden states (the trainer then asks
-        for them and passes those of the encoder's first forward, and the teacher's inputs from the batch).
+    settings_class: its hyperparameters, a `RegularizerSettings` dataclass (None: it has none).
+    needs_hidden_states: whether `penalty` reads hidden states of the student: the trainer then records the
+        first forward of each module `tapped_modules` names (a `TappedCall`: its hidden states and inputs).
     log_name: the logged per-step term, "loss_<name>" (None: nothing is added to the loss).
 
-    One instance serves every trainer: keep a run's state (anchor, teacher, taps) on the trainer. Before
-    `setup` of a regularizer that needs hidden states, the trainer sets `trainer._teacher_inputs` (the
-    encoder's forward inputs, which it takes from each batch for `penalty`).
+    One instance serves every trainer: a run's state (anchor, teacher, taps) is the object `setup` returns.
     """
 
     name: str = ""
+    settings_class: type | None = None
     needs_hidden_states: bool = False
     log_name: str | None = None
 
-    def setup(self, trainer, teacher_model) -> None:
-        """Prepare the trainer (references, teacher, ...) once, at the end of `LDIFSMixin.__init__`."""
+    def settings(self, args) -> RegularizerSettings | None:
+        """This regularizer's settings read from `args`: each field from the argument of the same name
+        (the built-ins' flags), else from `args.regularizer_options`, else its default."""
+        if self.settings_class is None:
+            return None
+        options = getattr(args, "regularizer_options", None) or {}
+        values = {}
+        for f in dataclasses.fields(self.settings_class):
+            if f.name in options:
+                values[f.name] = options[f.name]
+            elif hasattr(args, f.name):
+                values[f.name] = getattr(args, f.name)
+        return self.settings_class(**values)
 
-    def penalty(self, trainer, model, captured_hidden_states, teacher_inputs):
-        """The unweighted penalty of this batch, a 0-dim tensor. `model` is the unwrapped model;
-        `captured_hidden_states` the student encoder's hidden states (None unless `needs_hidden_states`);
-        `teacher_inputs` the batch filtered to the encoder's forward inputs (None unless `needs_hidden_states`)."""
+    def setup(self, trainer, teacher_model, settings) -> RegularizerState:
+        """The run's state, built once at the end of `LDIFSMixin.__init__` (`trainer.model` is the model to train;
+        `teacher_model` the user's anchor model, or None)."""
+        return RegularizerState(settings)
+
+    def tapped_modules(self, state, model: nn.Module) -> dict[str, nn.Module]:
+        """The modules whose first forward `penalty` reads (when `needs_hidden_states`): the encoder by default."""
+        return {"encoder": image_encoder(model)}
+
+    def penalty(self, state, model, taps: Mapping[str, TappedCall], inputs):
+        """The unweighted penalty of this batch, a 0-dim tensor. `state` is what `setup` returned; `model` the
+        unwrapped model; `taps` the `TappedCall` of each of `tapped_modules` (empty unless `needs_hidden_states`);
+        `inputs` the batch as `compute_loss` received it."""
         raise NotImplementedError(f"regularizer {self.name!r} adds no penalty")
 
-    def weight(self, args) -> float:
+    def weight(self, settings) -> float:
         """The penalty's weight in the loss (λ)."""
         return 0.0
 
-    def disables_student_dropout(self, args) -> bool:
-        """Whether the student's dropout is switched off (also for `model_init`'s fresh models)."""
+    def disables_student_dropout(self, settings) -> bool:
+        """Whether the student's stochastic layers are switched off (also for `model_init`'s fresh models)."""
         return False
 
-    def describe(self, args, layers=None) -> str:
-        """The model card's text for this regularizer with these arguments."""
+    def describe(self, settings, state=None) -> str:
+        """The model card's text for this regularizer with these settings (and, after `setup`, its state)."""
         return self.name
 
 
@@ -67,6 +169,14 @@ def register_regularizer(regularizer: Regularizer, overwrite: bool = False) -> R
         raise ValueError(f"a regularizer's name must be a non-empty lower-case word without '+', got {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"regularizer {name!r} is already registered (pass overwrite=True to replace it)")
+    settings_class = regularizer.settings_class
+    if settings_class is not None:
+        if not (dataclasses.is_dataclass(settings_class) and issubclass(settings_class, RegularizerSettings)):
+            raise ValueError(f"regularizer {name!r}: settings_class must be a RegularizerSettings dataclass, got {settings_class!r}")
+        no_default = [f.name for f in dataclasses.fields(settings_class)
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if no_default:
+            raise ValueError(f"regularizer {name!r}: setting {no_default[0]!r} needs a default (unset flags and options take it)")
     _REGISTRY[name] = regularizer
     return regularizer
 
@@ -83,10 +193,40 @@ def get_regularizer(name: str) -> Regularizer:
     raise ValueError(f"unknown regularizer {name!r}; valid regularizers: {', '.join(_REGISTRY)}")
 
 
+def log_names() -> tuple[str, ...]:
+    """Every per-step term a trainer can log: the task loss, then each registered regularizer's `log_name`."""
+    return (TASK_LOG_NAME,) + tuple(r.log_name for r in _REGISTRY.values() if r.log_name is not None)
+
+
+def loss_weights(args) -> dict[str, float | None]:
+    """Each term of `log_names()` and its weight in the loss under `args` (the task loss: None, i.e. 1)."""
+    weights: dict[str, float | None] = {TASK_LOG_NAME: None}
+    for regularizer in _REGISTRY.values():
+        if regularizer.log_name is not None:
+            weights[regularizer.log_name] = regularizer.weight(regularizer.settings(args))
+    return weights
+
+
+def describe_regularizer(name: str, values: Mapping[str, Any]) -> str:
+    """The card text of regularizer `name` with the settings found in `values` (e.g. a run record's fields;
+    None values count as unset). A name not registered in this process is returned as it is."""
+    if name not in _REGISTRY:
+        return name
+    regularizer = _REGISTRY[name]
+    if regularizer.settings_class is None:
+        return regularizer.describe(None)
+    known = {f.name for f in dataclasses.fields(regularizer.settings_class)}
+    settings = regularizer.settings_class(**{k: v for k, v in values.items() if k in known and v is not None})
+    return regularizer.describe(settings)
+
+
 # The built-ins, registered in this order. Their modules import torch, `modeling` and `regularizers`,
 # never the trainer, so `methods.py` can read the names without a cycle.
 from . import none as _none  # noqa: E402,F401
 from . import l2sp as _l2sp  # noqa: E402,F401
 from . import ldifs as _ldifs  # noqa: E402,F401
 
-__all__ = ["Regularizer", "get_regularizer", "list_regularizers", "register_regularizer"]
+__all__ = [
+    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "describe_regularizer", "get_regularizer",
+    "list_regularizers", "log_names", "loss_weights", "register_regularizer",
+]

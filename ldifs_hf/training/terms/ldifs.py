@@ -3,27 +3,116 @@ logged as `loss_ldifs`.
 
 The frozen teacher is a copy of the encoder of `teacher_model`, else of the model as given to the
 trainer, in `teacher_dtype` and never in DDP; for a peft `PeftModel` without `teacher_model` it is the
-model's own encoder run under `disable_adapter()` (no second copy). While λ > 0 the student's dropout is
-off unless `keep_student_dropout`, so the term is 0 at step 0. Where the encoder takes an
-`attention_mask`, padded tokens take no part.
+model's own encoder run under `disable_adapter()` (no second copy). An encoder-decoder model (T5, BART,
+Whisper) is tapped at its encoder, whose hidden states do not depend on the labels. While λ > 0 every
+stochastic layer of the student (dropout, DropPath / stochastic depth, attention dropout, layer drop)
+is off unless `keep_student_dropout`, so the term is 0 at step 0. Where the encoder takes an
+`attention_mask`, padded tokens take no part. At λ = 0 the term is only logged.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ...modeling import image_encoder
-from ...regularizers import default_ldifs_layers, ldifs_distance
-from . import Regularizer, register_regularizer
+from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
+from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_per_sample
+from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
 from ..distributed import prepare_frozen_model
 
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+LDIFS_TAPS = ("encoder", "decoder", "both")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Attributes that hold a dropout probability used functionally inside attention (ViT, CLIP, Llama, ...).
-_DROPOUT_ATTRIBUTES = ("dropout", "dropout_prob", "attention_dropout", "attn_dropout", "dropout_p")
+# Attributes that hold a probability used functionally: attention and activation dropout (ViT, CLIP, Llama,
+# BART, Whisper, ...), stochastic depth (DropPath's `drop_prob`: Swin, ConvNeXt, BEiT, timm) and layer drop.
+_STOCHASTIC_ATTRIBUTES = (
+    "dropout", "dropout_prob", "attention_dropout", "attn_dropout", "dropout_p", "activation_dropout", "hidden_dropout",
+    "drop_prob", "layerdrop",
+)
+# Forward arguments the teacher never takes from the student's call: targets, loss and output switches, caches.
+_NOT_TEACHER_INPUTS = {
+    "labels", "return_loss", "num_items_in_batch", "output_hidden_states", "output_attentions", "return_dict",
+    "use_cache", "past_key_values", "cache", "cache_position",
+}
+
+
+@dataclass
+class LDIFSSettings(RegularizerSettings):
+    """LDIFS's hyperparameters (flags of `LDIFSArgumentsMixin`, which derives from this class).
+
+    Parameters:
+        ldifs_lambda (`float`, *optional*, defaults to `10.0`):
+            Weight of the LDIFS feature distance (the paper's best value in general).
+        ldifs_layers (`list[int]`, *optional*, defaults to `None`):
+            Indices into the model's `hidden_states` to tap; None means 0 and every L/4 blocks.
+        ldifs_normalization (`str`, *optional*, defaults to `"token"`):
+            "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
+        teacher_dtype (`str`, *optional*, defaults to `None`):
+            Cast the frozen teacher to "bfloat16"/"float16"/"float32" (it never trains, so it needs no
+            float32 master copy). None means the compute precision: bfloat16 under `bf16`, float16
+            under `fp16`, else the student's dtype.
+        keep_student_dropout (`bool`, *optional*, defaults to `False`):
+            Keep the student's stochastic layers (dropout, DropPath, ...) while the LDIFS term is on
+            (ldifs_lambda > 0). By default they are switched off, as trl's `disable_dropout`, so student
+            and teacher features agree at step 0.
+        ldifs_tap (`str`, *optional*, defaults to `"encoder"`):
+            Which stack of an encoder-decoder model (T5, BART, Whisper) is tapped: "encoder" (its hidden
+            states do not depend on the labels), "decoder" (the teacher's decoder reads the teacher's
+            encoder output and the student's decoder inputs) or "both" (the taps of both, in one mean).
+            Other models have one stack: "encoder" only.
+    """
+
+    ldifs_lambda: float = field(default=10.0, metadata={"help": "Weight of the LDIFS feature distance."})
+    ldifs_layers: list[int] | None = field(
+        default=None, metadata={"help": "hidden_states indices to tap (default: 0 and every L/4 blocks)."}
+    )
+    ldifs_normalization: str = field(
+        default="token", metadata={"help": f"LDIFS feature normalisation: one of {LDIFS_NORMALIZATIONS}."}
+    )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: bfloat16 under --bf16, float16 under --fp16, else the student's)."},
+    )
+    keep_student_dropout: bool = field(
+        default=False, metadata={"help": "Keep the student's dropout and stochastic depth while LDIFS is on (default: switched off)."}
+    )
+    ldifs_tap: str = field(
+        default="encoder", metadata={"help": f"Encoder-decoder models: the stack LDIFS taps, one of {LDIFS_TAPS}."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_weight("ldifs_lambda", self.ldifs_lambda)
+        if self.ldifs_normalization not in LDIFS_NORMALIZATIONS:
+            raise ValueError(f"ldifs_normalization must be one of {LDIFS_NORMALIZATIONS}, got {self.ldifs_normalization!r}")
+        if self.ldifs_layers is not None:
+            if not self.ldifs_layers:
+                raise ValueError("ldifs_layers must name at least one hidden-state index, got an empty list")
+            bad = [i for i in self.ldifs_layers if not isinstance(i, int) or i < 0]
+            if bad:
+                raise ValueError(f"ldifs_layers must be hidden-state indices >= 0, got {bad[0]!r}")
+        if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}")
+        if self.ldifs_tap not in LDIFS_TAPS:
+            raise ValueError(f"ldifs_tap must be one of {LDIFS_TAPS}, got {self.ldifs_tap!r}")
+
+
+@dataclass
+class LDIFSState(RegularizerState):
+    """teacher: the frozen teacher encoder (or the adapter-disabled student; with decoder taps, a
+    `_Seq2SeqTeacher`); layers: the encoder's taps (None when only the decoder is tapped); decoder_layers:
+    the decoder's (None unless tapped); teacher_inputs: the encoder's forward inputs, taken from its call;
+    masks_tokens: whether the encoder's own `attention_mask` leaves padded tokens out."""
+
+    teacher: object = None
+    layers: list[int] | None = None
+    decoder_layers: list[int] | None = None
+    teacher_inputs: frozenset[str] = frozenset()
+    masks_tokens: bool = False
 
 
 def _num_hidden_layers(encoder: nn.Module) -> int | None:
@@ -32,19 +121,82 @@ def _num_hidden_layers(encoder: nn.Module) -> int | None:
     return getattr(config, "num_hidden_layers", None)
 
 
+def _num_decoder_layers(model: nn.Module) -> int | None:
+    config = model.config
+    for name in ("decoder_layers", "num_decoder_layers", "num_hidden_layers"):  # BART/Whisper, T5, else
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
+
+
+def _taps(settings: LDIFSSettings, num_layers: int | None, module: nn.Module) -> list[int]:
+    if settings.ldifs_layers is not None:
+        layers = list(settings.ldifs_layers)
+    elif num_layers is not None:
+        layers = default_ldifs_layers(num_layers)
+    else:
+        raise ValueError(f"cannot infer the number of blocks of {type(module).__name__}; set ldifs_layers explicitly")
+    if num_layers is not None and max(layers) > num_layers:
+        raise ValueError(
+            f"ldifs layer index {max(layers)} out of range: the model has {num_layers} blocks, "
+            f"so hidden_states indices are 0..{num_layers}"
+        )
+    return layers
+
+
+class _Seq2SeqTeacher(nn.Module):
+    """Frozen copies of an encoder-decoder's two stacks: the decoder reads the teacher encoder's output."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, encoder_inputs: dict, decoder_inputs: dict):
+        encoded = self.encoder(**encoder_inputs, output_hidden_states=True)
+        decoded = self.decoder(**decoder_inputs, encoder_hidden_states=encoded.last_hidden_state, output_hidden_states=True)
+        return encoded.hidden_states, decoded.hidden_states
+
+
 def _accepts(module: nn.Module, name: str) -> bool:
     params = inspect.signature(module.forward).parameters
     return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def _named_inputs(module: nn.Module) -> frozenset[str]:
+    params = inspect.signature(module.forward).parameters
+    return frozenset(n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)) - _NOT_TEACHER_INPUTS
+
+
 def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability of `model` to 0: `nn.Dropout` modules and attention-dropout floats."""
+    """Set every stochastic probability of `model` to 0: `nn.Dropout` modules, DropPath's `drop_prob`,
+    attention/activation dropout floats and layer drop."""
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.p = 0.0
-        for name in _DROPOUT_ATTRIBUTES:
+        for name in _STOCHASTIC_ATTRIBUTES:
             if isinstance(getattr(module, name, None), float):
                 setattr(module, name, 0.0)
+
+
+def resolve_teacher_dtype(settings: LDIFSSettings, args) -> str | None:
+    """The teacher's dtype: `teacher_dtype`, else the compute precision under bf16/fp16 (the teacher only runs
+    forward, under autocast, so its float32 master copy would be read for nothing)."""
+    if settings.teacher_dtype is not None:
+        return settings.teacher_dtype
+    if getattr(args, "bf16", False):
+        return "bfloat16"
+    if getattr(args, "fp16", False):
+        return "float16"
+    return None
+
+
+def _in_dtype_of(teacher, inputs: dict) -> dict:
+    """Floating-point inputs cast to a separate teacher's dtype (an adapter-disabled teacher is the student)."""
+    if not isinstance(teacher, nn.Module):
+        return inputs
+    dtype = next(teacher.parameters()).dtype
+    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
 
 
 class _AdapterDisabledTeacher:
@@ -67,11 +219,11 @@ class _AdapterDisabledTeacher:
 
 class LDIFS(Regularizer):
     name = "ldifs"
+    settings_class = LDIFSSettings
     needs_hidden_states = True
     log_name = "loss_ldifs"
 
-    def setup(self, trainer, teacher_model) -> None:
-        args = trainer.args
+    def setup(self, trainer, teacher_model, settings: LDIFSSettings) -> LDIFSState:
         model = trainer.accelerator.unwrap_model(trainer.model)
         encoder = image_encoder(model)
         if not (_accepts(encoder, "output_hidden_states") and _accepts(model, "output_hidden_states")):
@@ -79,76 +231,109 @@ class LDIFS(Regularizer):
                 f"LDIFS needs a model that returns hidden_states, but {type(encoder).__name__}.forward takes no "
                 "output_hidden_states; use regularizer 'l2sp' or 'none' for this model"
             )
-        if getattr(args, "padding_free", False):
+        if getattr(trainer.args, "padding_free", False):
             raise ValueError(
                 "LDIFS normalises each sequence over its tokens, which padding_free=True packs into one row; "
                 "set padding_free=False"
             )
-        num_layers = _num_hidden_layers(encoder)
-        if args.ldifs_layers is not None:
-            trainer.ldifs_layers = list(args.ldifs_layers)
-        elif num_layers is not None:
-            trainer.ldifs_layers = default_ldifs_layers(num_layers)
-        else:
-            raise ValueError(f"cannot infer the number of blocks of {type(encoder).__name__}; set ldifs_layers explicitly")
-        if num_layers is not None and max(trainer.ldifs_layers) > num_layers:
+        if settings.ldifs_tap != "encoder" and not is_encoder_decoder(model):
             raise ValueError(
-                f"ldifs layer index {max(trainer.ldifs_layers)} out of range: the model has {num_layers} blocks, "
-                f"so hidden_states indices are 0..{num_layers}"
+                f"ldifs_tap={settings.ldifs_tap!r} needs an encoder-decoder model (T5, BART, Whisper, ...); "
+                f"{type(model).__name__} has one stack: use ldifs_tap 'encoder'"
             )
+        taps_encoder = settings.ldifs_tap in ("encoder", "both")
+        decoder = model.get_decoder() if settings.ldifs_tap != "encoder" else None
+        layers = _taps(settings, _num_hidden_layers(encoder), encoder) if taps_encoder else None
+        decoder_layers = _taps(settings, _num_decoder_layers(model), decoder) if decoder is not None else None
+        teacher_inputs = _named_inputs(encoder)
         # The mask is the encoder's own only if its forward takes one (FLYP's text mask is not the vision tower's).
-        trainer._masks_tokens = "attention_mask" in trainer._teacher_inputs
-        if self.disables_student_dropout(args):
+        state = LDIFSState(settings, layers=layers, decoder_layers=decoder_layers, teacher_inputs=teacher_inputs,
+                           masks_tokens="attention_mask" in teacher_inputs)
+        if self.disables_student_dropout(settings):
             disable_dropout(model)
-        if trainer._peft and teacher_model is None:
-            if args.teacher_dtype is not None:
+        if is_peft_model(model) and teacher_model is None:
+            if decoder is not None:
                 raise ValueError(
-                    f"teacher_dtype={args.teacher_dtype!r} needs a separate teacher, but a PeftModel's teacher is "
+                    f"ldifs_tap={settings.ldifs_tap!r} on a PeftModel needs teacher_model= (the adapter-disabled "
+                    "teacher taps the encoder only)"
+                )
+            if settings.teacher_dtype is not None:
+                raise ValueError(
+                    f"teacher_dtype={settings.teacher_dtype!r} needs a separate teacher, but a PeftModel's teacher is "
                     "the model itself with adapters disabled; pass teacher_model= or leave teacher_dtype unset"
                 )
-            trainer.teacher = _AdapterDisabledTeacher(model, encoder)
-            return
+            state.teacher = _AdapterDisabledTeacher(model, encoder)
+            return state
         source = teacher_model if teacher_model is not None else model
-        teacher = copy.deepcopy(image_encoder(source))
+        if decoder is None:
+            teacher = copy.deepcopy(image_encoder(source))
+        else:
+            teacher = _Seq2SeqTeacher(copy.deepcopy(image_encoder(source)), copy.deepcopy(source.get_decoder()))
         teacher.requires_grad_(False)
         teacher.eval()
-        dtype = trainer.teacher_dtype()
+        dtype = resolve_teacher_dtype(settings, trainer.args)
         if dtype is not None:
             teacher.to(_DTYPES[dtype])
         # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP; DeepSpeed
         # gives it an inference engine of its own (partitioned under ZeRO-3).
-        trainer.teacher = prepare_frozen_model(trainer, teacher)
+        state.teacher = prepare_frozen_model(trainer, teacher)
+        return state
 
-    def disables_student_dropout(self, args) -> bool:
-        return args.ldifs_lambda > 0 and not args.keep_student_dropout
+    def disables_student_dropout(self, settings: LDIFSSettings) -> bool:
+        return settings.ldifs_lambda > 0 and not settings.keep_student_dropout
 
-    def penalty(self, trainer, model, captured_hidden_states, teacher_inputs) -> torch.Tensor:
-        if captured_hidden_states is None:
-            raise ValueError(f"{type(model).__name__} returned no hidden_states; LDIFS needs them")
-        teacher = self.teacher_hidden_states(trainer, teacher_inputs)
-        mask = teacher_inputs.get("attention_mask") if trainer._masks_tokens else None
-        return ldifs_distance(captured_hidden_states, teacher, trainer.ldifs_layers, trainer.args.ldifs_normalization, mask)
+    def tapped_modules(self, state: LDIFSState, model: nn.Module) -> dict[str, nn.Module]:
+        modules = {"encoder": image_encoder(model)}  # also for decoder taps: the teacher's decoder reads its encoder
+        if state.decoder_layers is not None:
+            modules["decoder"] = model.get_decoder()
+        return modules
 
-    @staticmethod
-    def teacher_hidden_states(trainer, teacher_inputs: dict):
-        if not teacher_inputs:
+    def penalty(self, state: LDIFSState, model, taps, inputs) -> torch.Tensor:
+        missing = [name for name, tap in taps.items() if tap.hidden_states is None]
+        if missing:
+            raise ValueError(f"{type(model).__name__}'s {missing[0]} returned no hidden_states; LDIFS needs them")
+        encoder_inputs = {k: v for k, v in (taps["encoder"].inputs or {}).items() if k in state.teacher_inputs and v is not None}
+        if not encoder_inputs:
             raise ValueError(
-                f"the batch has none of the teacher's inputs {sorted(trainer._teacher_inputs)}; LDIFS runs the teacher "
-                "on the student's batch"
+                f"the encoder was called with none of the teacher's inputs {sorted(state.teacher_inputs)}; LDIFS runs "
+                "the teacher on the student's inputs"
             )
-        if isinstance(trainer.teacher, nn.Module):
-            dtype = next(trainer.teacher.parameters()).dtype
-            teacher_inputs = {
-                k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in teacher_inputs.items()
-            }
+        encoder_inputs = _in_dtype_of(state.teacher, encoder_inputs)
+        normalization = state.settings.ldifs_normalization
         with torch.no_grad():
-            return trainer.teacher(**teacher_inputs, output_hidden_states=True).hidden_states
+            if state.decoder_layers is None:
+                teacher_encoder, teacher_decoder = state.teacher(**encoder_inputs, output_hidden_states=True).hidden_states, None
+            else:
+                decoder_inputs = {k: v for k, v in taps["decoder"].inputs.items()
+                                  if k not in _NOT_TEACHER_INPUTS and k != "encoder_hidden_states"}
+                teacher_encoder, teacher_decoder = state.teacher(encoder_inputs=encoder_inputs,
+                                                                 decoder_inputs=_in_dtype_of(state.teacher, decoder_inputs))
+        parts = []  # (per-sample distance, number of taps)
+        if state.layers is not None:
+            mask = encoder_inputs.get("attention_mask") if state.masks_tokens else None
+            parts.append((ldifs_per_sample(taps["encoder"].hidden_states, teacher_encoder, state.layers, normalization, mask),
+                          len(state.layers)))
+        if state.decoder_layers is not None:
+            mask = taps["decoder"].inputs.get("attention_mask")
+            parts.append((ldifs_per_sample(taps["decoder"].hidden_states, teacher_decoder, state.decoder_layers, normalization,
+                                           mask), len(state.decoder_layers)))
+        # "token": the mean over all taps; "flatten": the squared norm of one concatenation, a sum over taps.
+        if normalization == "token":
+            per_sample = sum(d * n for d, n in parts) / sum(n for _, n in parts)
+        else:
+            per_sample = sum(d for d, _ in parts)
+        return per_sample.mean()
 
-    def weight(self, args) -> float:
-        return args.ldifs_lambda
+    def weight(self, settings: LDIFSSettings) -> float:
+        return settings.ldifs_lambda
 
-    def describe(self, args, layers=None) -> str:
-        return f"LDIFS, λ = {args.ldifs_lambda}, {args.ldifs_normalization or 'token'} normalisation, taps {layers}"
+    def describe(self, settings: LDIFSSettings, state: LDIFSState | None = None) -> str:
+        text = f"LDIFS, λ = {settings.ldifs_lambda}, {settings.ldifs_normalization or 'token'} normalisation"
+        if settings.ldifs_tap in ("encoder", "both"):
+            text += f", taps {state.layers if state is not None else settings.ldifs_layers}"
+        if settings.ldifs_tap in ("decoder", "both"):
+            text += f", decoder taps {state.decoder_layers if state is not None else settings.ldifs_layers}"
+        return text
 
 
 register_regularizer(LDIFS())

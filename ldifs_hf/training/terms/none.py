@@ -8,7 +8,7 @@ from . import Regularizer, register_regularizer
 class NoRegularizer(Regularizer):
     name = "none"
 
-    def describe(self, args, layers=None) -> str:
+    def describe(self, settings, state=None) -> str:
         return "none"
 
 
