@@ -9,24 +9,9 @@ import sys
 import pytest
 
 from ldifs_hf.cli import main
+from conftest import finetune_argv, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _finetune_argv(model_dir, data_dir, out_dir, method, *extra):
-    return [
-        "finetune", "--method", method, "--dataset", "eurosat", "--dataset_path", str(data_dir), "--model_name_or_path", str(model_dir),
-        "--output_dir", str(out_dir), "--max_steps", "1", "--per_device_train_batch_size", "8", "--use_cpu",
-        "--report_to", "none", "--lp_iterations", "5", "--warmup_steps", "0", "--save_strategy", "no", "--disable_tqdm", "true", *extra,
-    ]
-
-
-def _one_line_error(capsys, argv, needle):
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, (code, err)
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    assert needle in err[0], err[0]
 
 
 FINETUNE_CASES = [
@@ -44,16 +29,16 @@ FINETUNE_CASES = [
 @pytest.mark.parametrize("args,needle", FINETUNE_CASES, ids=[c[1][:30] for c in FINETUNE_CASES])
 def test_finetune_mistakes_are_one_line_and_exit_2(args, needle, capsys, tiny_clip_dir, eurosat_dir, tmp_path):
     method, *extra = args
-    _one_line_error(capsys, _finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", method, *extra), needle)
+    one_line_error(capsys, ["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", method, *extra)], needle)
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_finetune_missing_model_and_unknown_dataset(capsys, eurosat_dir, tmp_path, tiny_clip_dir):
-    _one_line_error(capsys, _finetune_argv(tmp_path / "no-model", eurosat_dir, tmp_path / "o", "zs-init-ce"), "could not load CLIP model")
-    argv = _finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "o", "zs-init-ce")
+    one_line_error(capsys, ["finetune", *finetune_argv(tmp_path / "no-model", eurosat_dir, tmp_path / "o", "zs-init-ce")], "could not load CLIP model")
+    argv = ["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "o", "zs-init-ce")]
     argv[argv.index("--dataset") + 1] = "imagenet-xyz"
-    _one_line_error(capsys, argv, "Unknown benchmark 'imagenet-xyz'")
-    _one_line_error(capsys, ["finetune", str(tmp_path / "missing.json")], "config file")
+    one_line_error(capsys, argv, "Unknown benchmark 'imagenet-xyz'")
+    one_line_error(capsys, ["finetune", str(tmp_path / "missing.json")], "config file")
 
 
 EVALUATE_CASES = [
@@ -70,7 +55,7 @@ EVALUATE_CASES = [
 @pytest.mark.parametrize("args,needle", EVALUATE_CASES, ids=[c[1][:30] for c in EVALUATE_CASES])
 def test_evaluate_mistakes_are_one_line_and_exit_2(args, needle, capsys, tiny_clip_dir, tmp_path):
     argv = ["evaluate", *[a.format(tmp=tmp_path, clip=tiny_clip_dir) for a in args]]
-    _one_line_error(capsys, argv, needle)
+    one_line_error(capsys, argv, needle)
 
 
 @pytest.mark.parametrize(
@@ -82,11 +67,11 @@ def test_evaluate_mistakes_are_one_line_and_exit_2(args, needle, capsys, tiny_cl
     ],
 )
 def test_demo_mistakes_are_one_line_and_exit_2(args, needle, capsys, tmp_path):
-    _one_line_error(capsys, ["demo", "--output_dir", str(tmp_path), *args], needle)
+    one_line_error(capsys, ["demo", "--output_dir", str(tmp_path), *args], needle)
 
 
 def test_unknown_command_and_debug_traceback(capsys, tmp_path):
-    _one_line_error(capsys, ["train"], "unknown command 'train'; choose one of demo, finetune, evaluate")
+    one_line_error(capsys, ["train"], "unknown command 'train'; choose one of demo, finetune, evaluate")
     with pytest.raises(ValueError, match="unknown method"):  # --debug: the traceback, not one line
         main(["demo", "--methods", "ft-magic", "--output_dir", str(tmp_path), "--debug"])
 

@@ -16,7 +16,7 @@ from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.cli import parse_finetune_args
 from ldifs_hf.records import RunRecord
 from ldifs_hf.training.run import run_finetune
-from conftest import finetune_argv
+from conftest import finetune_argv, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,13 +216,9 @@ def test_rerun_resumes_from_the_last_checkpoint_to_the_same_weights(tiny_clip_di
 
 
 def test_push_to_hub_without_network_fails_before_training_in_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
-    from ldifs_hf.cli import main
-
     out = tmp_path / "pushed"
     argv = ["finetune", *_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce", "--push_to_hub", "--hub_model_id", "me/model", "--hub_token", "hf_x")]
-    assert main(argv) == 2  # HF_HUB_OFFLINE=1 in the tests: the Hub cannot be reached
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "me/model" in err[0], err
+    one_line_error(capsys, argv, "me/model")  # HF_HUB_OFFLINE=1 in the tests: the Hub cannot be reached
     assert not out.exists()  # nothing half-written
 
 

@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from datasets import Dataset
 from safetensors import safe_open
 from torch import nn
 from transformers import CLIPModel, CLIPProcessor, ViTConfig, ViTForImageClassification
@@ -15,15 +14,6 @@ from ldifs_hf.training.build import build_collator, build_model
 
 CLASSES = ["cat", "dog", "bird"]
 TEMPLATES = ["a photo of a {}.", "a photo of the {}."]
-
-
-@pytest.fixture(scope="module")
-def pixel_dataset():
-    g = torch.Generator().manual_seed(0)
-    labels = [i % 3 for i in range(16)]
-    # Class-dependent mean so the task is learnable.
-    pixels = torch.randn(16, 3, 32, 32, generator=g) + torch.tensor(labels).view(-1, 1, 1, 1).float()
-    return Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels}).with_format("torch")
 
 
 def _args(tmp_path, **kw):

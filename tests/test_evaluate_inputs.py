@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import ldifs_hf
-from ldifs_hf.cli import main
 from ldifs_hf.evaluation import EvaluationArguments
 from ldifs_hf.evaluation import evaluator as evaluator_module
 from ldifs_hf.evaluation import run as run_module
 from ldifs_hf.records import RunRecord
 from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.run_folder import plan as run_folder_plan
+from conftest import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +46,15 @@ def _argv(tiny_clip_dir, eurosat_dir, out, *extra):
             "--num_workers", "0", *extra]
 
 
-def _one_line_error(capsys, argv):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 # -- 1. output_dir, before scoring ------------------------------------------------------------------
 
 
 def test_an_output_dir_that_is_a_file_is_refused_before_loading_and_left_alone(tiny_clip_dir, eurosat_dir, tmp_path, capsys, loads):
     afile = tmp_path / "afile"
     afile.write_text("the user's notes")
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, afile))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, afile))
     assert line == f"error: output_dir '{afile}' is a file; pass a directory (created if missing) for the report"
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, afile / "report"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, afile / "report"))
     assert "cannot be created" in line and "is a file, not a directory" in line
     assert loads == [] and afile.read_text() == "the user's notes"
 
@@ -72,7 +64,7 @@ def test_an_unwritable_output_dir_is_refused_before_loading(tiny_clip_dir, euros
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(run_folder_plan.tempfile, "mkstemp", refuse)
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro" / "report"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro" / "report"))
     assert "output_dir" in line and "is not writable" in line and "Permission denied" in line
     assert loads == [] and not (tmp_path / "ro").exists()
 
@@ -84,14 +76,14 @@ def test_a_device_this_machine_lacks_or_torch_cannot_parse_is_refused_before_loa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     out = tmp_path / "report"
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "cuda"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "cuda"))
     assert line.startswith("error: device 'cuda': this machine has no cuda device") and "--device cpu" in line
-    assert "no mps device" in _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "mps"))
+    assert "no mps device" in one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "mps"))
     for bad in ("gpu", "cuda:x", "CUDA"):
-        line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", bad))
+        line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", bad))
         assert line.startswith(f"error: device '{bad}' is not a device: use cpu, cuda, cuda:N"), line
         assert "mps" in line
-    assert "cannot run an evaluation" in _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "meta"))
+    assert "cannot run an evaluation" in one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--device", "meta"))
     assert loads == [] and not out.exists()
     # The library: the same ValueError; cpu and "unset" are accepted.
     with pytest.raises(ValueError, match="no cuda device"):
@@ -116,7 +108,7 @@ def test_a_gpu_index_past_the_machines_gpus_is_refused(monkeypatch):
     ("feature_distance_samples", "0", 1), ("lp_iterations", "0", 1),
 ])
 def test_counts_out_of_range_are_refused_before_loading(flag, value, least, tiny_clip_dir, eurosat_dir, tmp_path, capsys, loads):
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "report", f"--{flag}", value))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "report", f"--{flag}", value))
     assert line.startswith(f"error: {flag} must be >= {least}, got {value}"), line
     assert loads == [] and not (tmp_path / "report").exists()
 
@@ -134,17 +126,17 @@ def test_a_missing_pretrained_model_is_named_as_such_and_a_relative_path_is_no_h
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "report"
     for missing in ("/nonexistent", "./models/clip-tiny", "runs/models/clip-tiny", "~/clip-tiny"):
-        line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--pretrained", missing))
+        line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--pretrained", missing))
         assert line.startswith(f"error: pretrained model '{missing}' does not exist (neither a local directory nor a Hub model id"), line
     (tmp_path / "weights.bin").write_bytes(b"")
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--pretrained", "weights.bin"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--pretrained", "weights.bin"))
     assert line.startswith("error: pretrained model 'weights.bin' is a file, not a model directory")
     assert loads == [] and not out.exists()
 
 
 def test_a_hub_shaped_pretrained_model_that_is_not_there_says_pretrained(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # offline (conftest): tried as a Hub id, and the error says which argument gave it
-    line = _one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "report", "--pretrained", "models/clip-tiny"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "report", "--pretrained", "models/clip-tiny"))
     assert line.startswith("error: could not load pretrained model 'models/clip-tiny' as a Hub model id (no local directory has that name)")
     assert not (tmp_path / "report").exists()
 
@@ -155,7 +147,7 @@ def test_a_recorded_base_model_that_is_gone_asks_for_pretrained(tiny_clip_dir, e
     RunRecord(method="zs-init-ce", dataset="eurosat", base_model=str(tmp_path / "moved" / "clip")).save(run_dir)
     argv = [a for a in _argv(run_dir, eurosat_dir, tmp_path / "report") if a != str(tiny_clip_dir)]
     argv.remove("--pretrained")
-    line = _one_line_error(capsys, argv)
+    line = one_line_error(capsys, argv)
     assert line.startswith(f"error: pretrained model '{tmp_path / 'moved' / 'clip'}' does not exist") and line.endswith("pass --pretrained")
     assert loads == []
 
@@ -191,6 +183,6 @@ def test_a_wrong_type_is_a_type_error_naming_the_field(field, value, loads):
 def test_a_wrong_type_in_a_json_config_is_one_error_line(tiny_clip_dir, tmp_path, capsys, loads):
     config = tmp_path / "evaluate.json"
     config.write_text(json.dumps({"checkpoint": str(tiny_clip_dir), "datasets": 3, "output_dir": str(tmp_path / "report")}))
-    line = _one_line_error(capsys, ["evaluate", str(config)])
+    line = one_line_error(capsys, ["evaluate", str(config)])
     assert line.startswith("error: datasets must be 'all', a comma-separated string or a list of benchmark names, got 3")
     assert loads == []

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import finetune_argv
-from ldifs_hf.cli import main
+from conftest import finetune_argv, one_line_error
 from ldifs_hf.run_folder import FolderBusyError, FolderLock, describe_holder, read_holder
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
 
@@ -52,14 +51,6 @@ def held_by_another_process(folder):
         if process.poll() is None:
             process.stdin.close()
             process.wait(timeout=30)
-
-
-def _one_line_error(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith("error: ")]
-    assert len(errors) == 1 and err[-1] == errors[0], err[-5:]
-    return errors[0]
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path):
@@ -120,7 +111,7 @@ def test_a_file_is_not_taken_for_a_folder(tmp_path):
 def test_finetune_on_a_folder_another_process_writes_is_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     out = tmp_path / "run"
     with held_by_another_process(out) as holder:
-        line = _one_line_error(capsys, ["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce")])
+        line = one_line_error(capsys, ["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce")])
         assert f"output_dir {str(out)!r} is being written by pid {holder.pid}" in line
         assert sorted(os.listdir(out)) == [LOCK_FILE, HOLDER_FILE]  # nothing of a run was written
 
@@ -128,7 +119,7 @@ def test_finetune_on_a_folder_another_process_writes_is_one_line(tiny_clip_dir, 
 def test_evaluate_on_a_report_folder_another_process_writes_is_one_line(tiny_clip_dir, tmp_path, capsys):
     out = tmp_path / "report"
     with held_by_another_process(out) as holder:
-        line = _one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "mnist", "--output_dir", str(out)])
+        line = one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "mnist", "--output_dir", str(out)])
         assert f"is being written by pid {holder.pid}" in line
 
 
@@ -139,11 +130,11 @@ def test_study_on_a_folder_another_process_writes_is_refused_before_its_world(tm
     out = tmp_path / "study"
     with held_by_another_process(out) as holder:
         argv = ["study", "--output_dir", str(out), "--world", "quick", "--methods", "zs-init-ce", "--finetune_tasks", "world-digit"]
-        assert f"is being written by pid {holder.pid}" in _one_line_error(capsys, argv)
+        assert f"is being written by pid {holder.pid}" in one_line_error(capsys, argv)
 
 
 def test_lambda_search_on_a_folder_another_process_writes_is_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     out = tmp_path / "search"
     with held_by_another_process(out) as holder:
         argv = ["lambda-search", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "lp-init-ldifs"), "--validation_fraction", "0.25", "--lambda_grid", "0.1,10"]
-        assert f"is being written by pid {holder.pid}" in _one_line_error(capsys, argv)
+        assert f"is being written by pid {holder.pid}" in one_line_error(capsys, argv)

@@ -75,13 +75,21 @@ SCRIPT = textwrap.dedent(
     if rank == 0:
         diff = {n: (grads[n] - expected_grads[n]).abs().max().item() for n in expected_grads}
         scale = max(g.abs().max().item() for g in expected_grads.values())
-        json.dump({"expected": expected, "mean_loss": sum(losses) / world, "values": values, "grad_diff": max(diff.values()),
-                   "grad_scale": scale, "same_names": sorted(grads) == sorted(expected_grads), "param_types": sharded,
-                   "teacher": type(trainer.teacher).__name__ if trainer.teacher is not None else None},
-                  open(os.path.join(out, "result.json"), "w"))
-    # Shut gloo down before the interpreter does: its threads otherwise abort the exit now and then.
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump({"expected": expected, "mean_loss": sum(losses) / world, "values": values, "grad_diff": max(diff.values()),
+                       "grad_scale": scale, "same_names": sorted(grads) == sorted(expected_grads), "param_types": sharded,
+                       "teacher": type(trainer.teacher).__name__ if trainer.teacher is not None else None}, f)
+    # Leave without tearing gloo down: destroying its process groups, or the interpreter's exit doing it,
+    # while the other process may already have closed its sockets aborted a process now and then (SIGABRT,
+    # even after a barrier and destroy_process_group). So every process finishes its collectives (the
+    # barrier), waits on the launcher's store, not on gloo, until every process has, and then ends at once.
     torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    store = torch.distributed.distributed_c10d._get_default_store()
+    store.set(f"finished/{rank}", "1")
+    store.wait([f"finished/{r}" for r in range(world)])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     """
 )
 
@@ -94,7 +102,9 @@ def test_fsdp2_sharded_loss_and_gradients_equal_one_process(method, layout, tiny
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), method, str(tiny_clip_dir), str(out), layout]
+    # --standalone: a free port, not 29500, which another run on the machine may hold.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), method, str(tiny_clip_dir),
+           str(out), layout]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())

@@ -28,6 +28,7 @@ from transformers import (
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method
 from ldifs_hf.training.build import build_model
 from ldifs_hf.training.trainer import disable_dropout
+from conftest import class_shifted_pixels
 
 VOCAB, PAD = 40, 0
 
@@ -62,12 +63,6 @@ def pad_collator(examples):
     return batch
 
 
-def _pixels(n=16):
-    g = torch.Generator().manual_seed(0)
-    classes = torch.arange(n) % 3
-    return torch.randn(n, 3, 32, 32, generator=g) + classes.view(-1, 1, 1, 1).float(), classes
-
-
 def _vit(**config):
     return ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,
                                                num_attention_heads=2, intermediate_size=64, **config))
@@ -82,7 +77,7 @@ def _case(name, tiny_clip_dir=None):
         config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=64, max_position_embeddings=16, num_labels=3)
         return (lambda: BertForSequenceClassification(config)), Dataset.from_list(_token_rows(16, "class")), pad_collator, {}, 3
-    pixels, classes = _pixels()
+    pixels, classes = class_shifted_pixels()
     if name == "vit-multilabel":
         labels = torch.nn.functional.one_hot(classes, 3).float()
         labels[::4, 0] = 1.0  # some images carry two labels

@@ -6,8 +6,6 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import torch
-from datasets import Dataset
 from transformers import CLIPModel, CLIPProcessor
 
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method
@@ -56,14 +54,6 @@ def l1sp():
     regularizer = register_regularizer(L1SP())
     yield regularizer
     terms._REGISTRY.pop("l1sp")
-
-
-@pytest.fixture(scope="module")
-def pixel_dataset():
-    g = torch.Generator().manual_seed(0)
-    labels = [i % 3 for i in range(16)]
-    pixels = torch.randn(16, 3, 32, 32, generator=g) + torch.tensor(labels).view(-1, 1, 1, 1).float()
-    return Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels}).with_format("torch")
 
 
 def _args(tmp_path, **kw):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPModel, GPT2Config, HfArgumentParser
 
-from ldifs_hf.cli import main, parse_finetune_args
+from ldifs_hf.cli import parse_finetune_args
 from ldifs_hf.evaluation import EvaluationArguments, run_evaluation
 from ldifs_hf.evaluation.checkpoints import resolve_checkpoints
 from ldifs_hf.modeling import CLIPVisionClassifier
@@ -24,7 +24,7 @@ from ldifs_hf.run_folder import checkpoint_problem, plan_output_dir
 from ldifs_hf.training import guards, preflight
 from ldifs_hf.training.guards import NonFiniteGuard, NonFiniteLossError
 from ldifs_hf.training.run import run_finetune
-from conftest import finetune_argv
+from conftest import finetune_argv, one_line_error
 
 
 def _argv(model_dir, data_dir, out_dir, method="zs-init-ldifs", *extra):
@@ -33,14 +33,6 @@ def _argv(model_dir, data_dir, out_dir, method="zs-init-ldifs", *extra):
 
 def _finetune(argv):
     return run_finetune(*parse_finetune_args(argv))
-
-
-def _one_line_error(capsys, argv, code=2):
-    assert main(argv) == code
-    err = capsys.readouterr().err.strip().splitlines()  # progress bars and logs come before
-    errors = [line for line in err if line.startswith("error: ")]
-    assert len(errors) == 1 and err[-1] == errors[0], err[-5:]
-    return errors[0]
 
 
 # -- 1. non-finite guard ---------------------------------------------------------------------------
@@ -137,7 +129,7 @@ def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(t
     # checkpoint-1 away.
     argv = _argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--learning_rate", "1e4", "--max_steps", "6",
                  "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1", "--push_to_hub", "--hub_model_id", "me/x")
-    line = _one_line_error(capsys, ["finetune", *argv])
+    line = one_line_error(capsys, ["finetune", *argv], after_work=True)
     assert pushed == []
     assert "training stopped at step 2" in line and "not finite" in line, line
     assert sorted(os.listdir(out)) == ["checkpoint-1", "ldifs_run.json"]  # no model, no export, no card
@@ -230,7 +222,7 @@ def test_evaluation_scores_the_good_checkpoints_and_records_the_others(troubled_
     out = tmp_path / "report"
     argv = ["evaluate", "--checkpoint", str(run), "--datasets", "mnist", "--dataset_path", f"mnist={mnist}", "--output_dir", str(out),
             "--lp_iterations", "20", "--feature_distance_samples", "8", "--device", "cpu", "--num_workers", "0"]
-    line = _one_line_error(capsys, argv, code=1)
+    line = one_line_error(capsys, argv, code=1, after_work=True)
     assert "3 checkpoint(s) could not be scored or are not finite" in line, line
     records = json.loads((out / "results.json").read_text())["records"]
     by_name = {os.path.basename(r["checkpoint"]): r for r in records}
@@ -245,7 +237,7 @@ def test_evaluation_scores_the_good_checkpoints_and_records_the_others(troubled_
     csv_text = (out / "results.csv").read_text()
     assert ",non_finite," in csv_text and ",failed," in csv_text
     # A second evaluation into the same folder is refused before anything is loaded...
-    line = _one_line_error(capsys, argv)
+    line = one_line_error(capsys, argv)
     assert "already holds a report" in line and "--overwrite_report" in line
     # ... unless asked; an unreadable final model is then failed, and the rest still scored.
     (run / "model.safetensors").rename(run / "model.safetensors.bak")
@@ -324,19 +316,19 @@ def test_a_cpu_launch_that_started_one_of_several_processes_is_refused(tiny_clip
 def test_an_unwritable_or_full_output_dir_fails_at_once(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, blocker / "out", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, blocker / "out", "zs-init-ce")])
     assert "cannot be created" in line and "is a file" in line
 
     def refuse(*args, **kwargs):  # what a read-only mount does (chmod does not stop root)
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(run_folder.plan.tempfile, "mkstemp", refuse)
-    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "ro", "zs-init-ce")])
     assert "is not writable" in line and "Permission denied" in line
     monkeypatch.undo()
     weights = os.path.getsize(os.path.join(tiny_clip_dir, "model.safetensors"))
     monkeypatch.setattr(run_folder.plan.shutil, "disk_usage", lambda path: SimpleNamespace(free=5 * weights))
-    line = _one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "full", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv(tiny_clip_dir, eurosat_dir, tmp_path / "full", "zs-init-ce")])
     assert "MiB free" in line and "needs about" in line
     assert not (tmp_path / "ro").exists() and not (tmp_path / "full").exists()
 
@@ -357,7 +349,7 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_the_rerun_continues(tiny_cl
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", fill_the_disk)
     monkeypatch.setattr(run_folder.plan.shutil, "disk_usage", lambda path: SimpleNamespace(free=disk["free"]))
-    line = _one_line_error(capsys, ["finetune", *argv])
+    line = one_line_error(capsys, ["finetune", *argv], after_work=True)
     assert "the disk of output_dir" in line and "is full (0.0 MiB free)" in line and "file write failed" in line, line
     assert checkpoint_problem(str(out / "checkpoint-4")) is not None  # half-written
     assert RunRecord.load(out / "checkpoint-2") == RunRecord.load(out)  # a checkpoint says which run wrote it
@@ -368,12 +360,12 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_the_rerun_continues(tiny_cl
 
 def test_a_model_path_is_never_taken_for_a_hub_id_and_must_be_a_clip(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(capsys, ["finetune", *_argv("./models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv("./models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
     assert "that path does not exist" in line
-    line = _one_line_error(capsys, ["finetune", *_argv("models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv("models/clip-tiny", eurosat_dir, tmp_path / "o", "zs-init-ce")])
     assert "as a Hub id (no local directory 'models/clip-tiny' exists)" in line
     GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
-    line = _one_line_error(capsys, ["finetune", *_argv(tmp_path / "gpt2", eurosat_dir, tmp_path / "o", "zs-init-ce")])
+    line = one_line_error(capsys, ["finetune", *_argv(tmp_path / "gpt2", eurosat_dir, tmp_path / "o", "zs-init-ce")])
     assert "is a 'gpt2' model" in line
 
 

@@ -10,6 +10,7 @@ from ldifs_hf.records import RunRecord
 import ldifs_hf.study.lambda_search as search_module
 from ldifs_hf.study.lambda_search import DEFAULT_LAMBDA_GRID, check_lambda_grid, search_lambda
 from ldifs_hf.testing import save_benchmark_like_dataset
+from conftest import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +90,6 @@ def _cli_argv(model_dir, data_dir, out, *extra):
     ]
 
 
-def _errors(capsys):
-    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-
-
 @pytest.mark.slow
 def test_cli_lambda_search_runs_and_a_rerun_reuses_the_search(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
     from ldifs_hf.cli import main
@@ -115,9 +112,8 @@ def test_cli_lambda_search_runs_and_a_rerun_reuses_the_search(tiny_clip_dir, eur
     assert (out / "lambda_search.md").read_text() == before
 
     # Other settings in the same folder: refused in one line, the earlier search untouched.
-    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, "--learning_rate", "5e-4")) == 2
-    errors = _errors(capsys)
-    assert len(errors) == 1 and "already holds a λ search" in errors[0] and "learning_rate" in errors[0], errors
+    line = one_line_error(capsys, _cli_argv(tiny_clip_dir, eurosat_dir, out, "--learning_rate", "5e-4"), "already holds a λ search")
+    assert "learning_rate" in line, line
     assert (out / "lambda_search.md").read_text() == before
 
 
@@ -131,11 +127,7 @@ def test_cli_lambda_search_runs_and_a_rerun_reuses_the_search(tiny_clip_dir, eur
     ],
 )
 def test_cli_lambda_search_refuses_bad_input_before_loading(extra, message, tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
-    from ldifs_hf.cli import main
-
     monkeypatch.setattr(search_module, "load_benchmark", lambda *a, **k: pytest.fail("data was loaded before the check"))
     out = tmp_path / "search"
-    assert main(_cli_argv(tiny_clip_dir, eurosat_dir, out, *extra)) == 2
-    errors = _errors(capsys)
-    assert len(errors) == 1 and message in errors[0], errors
+    one_line_error(capsys, _cli_argv(tiny_clip_dir, eurosat_dir, out, *extra), message)
     assert not out.exists()

@@ -20,6 +20,7 @@ from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, prepare_s
 from ldifs_hf.study.tables import mean_over_seeds, tradeoff_rows
 from ldifs_hf.world import prepare_world
 from ldifs_hf.world.demo import DemoArguments
+from conftest import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,11 +127,8 @@ def test_cli_bad_output_dir_or_finetune_options_is_one_line_before_anything_runs
 
         monkeypatch.setattr(run_folder_plan.tempfile, "mkstemp", refuse)
     argv = ["study", "--output_dir", str(out), "--world", "quick", "--methods", "zs-init-ce", "--finetune_tasks", "world-digit", "--max_steps", "2"]
-    assert main(argv + (["--finetune_options", options] if options else [])) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    assert errors[0].startswith("error: " + message.format(out=out, tmp=tmp_path)), errors[0]
+    line = one_line_error(capsys, argv + (["--finetune_options", options] if options else []))
+    assert line.startswith("error: " + message.format(out=out, tmp=tmp_path)), line
     assert (tmp_path / "a-file").read_text() == "the user's"  # nothing the user had is overwritten
     assert not (tmp_path / "study").exists() and list((tmp_path / "read-only").iterdir()) == []  # no cells/, nothing at all
 
@@ -328,8 +326,7 @@ def test_cli_study_help_and_one_line_errors(capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "--finetune_tasks" in printed and "--launcher" in printed and "--plan" in printed
-    assert main(["study", "--launcher", "slurm"]) == 2
-    assert "error: launcher must be one of ('local', 'submitit'), got 'slurm'" in capsys.readouterr().err
+    one_line_error(capsys, ["study", "--launcher", "slurm"], "error: launcher must be one of ('local', 'submitit'), got 'slurm'")
 
 
 def test_bf16_in_finetune_options_is_accepted_on_a_host_without_a_gpu(tmp_path):

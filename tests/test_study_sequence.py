@@ -15,6 +15,7 @@ from ldifs_hf.study import SequenceArguments, evaluate_sequence_run, sequence, s
 from ldifs_hf.study.sequence import parse_tasks
 from ldifs_hf.training import run as run_module
 from ldifs_hf.world import WorldSettings, prepare_world
+from conftest import one_line_error
 
 QUICK_WORLD = WorldSettings(seed=0, pretrain_images=256, pretrain_steps=10, batch_size=32, task_train_size=64, task_test_size=32)
 TASKS = "world-digit,world-colour"
@@ -203,5 +204,4 @@ def test_cli_finetune_runs_a_sequence_and_refuses_a_bad_reference(world, tmp_pat
     printed = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in printed[-2:]] == ["zs-init-l2sp on world-digit", "zs-init-l2sp on world-colour"]
     assert _same(_anchor(trainers[1]), _encoder(world.model_dir, "l2sp"))
-    assert main(argv + ["--reference", "teacher"]) == 2
-    assert "error: reference must be one of ('previous', 'pretrained'), got 'teacher'" in capsys.readouterr().err
+    one_line_error(capsys, argv + ["--reference", "teacher"], "error: reference must be one of ('previous', 'pretrained'), got 'teacher'")

@@ -12,21 +12,13 @@ import pytest
 from ldifs_hf import __version__
 from ldifs_hf.cli import _fail, main
 from ldifs_hf.records import RunRecord
-from conftest import finetune_argv
+from conftest import finetune_argv, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _argv(model_dir, data_dir, out, *extra, method="zs-init-l2sp"):
     return ["finetune", *finetune_argv(model_dir, data_dir, out, method, *extra)]
-
-
-def _one_error(capsys, argv):
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], lines[-5:]
-    return errors[0]
 
 
 def test_no_command_is_an_error_and_the_overview_says_what_each_command_does(capsys):
@@ -40,7 +32,7 @@ def test_no_command_is_an_error_and_the_overview_says_what_each_command_does(cap
 
 def test_finetune_without_output_dir_is_refused_not_written_to_trainer_output(tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = _one_error(capsys, _argv(tiny_clip_dir, eurosat_dir, None))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, None))
     assert "--output_dir is required" in line
     assert os.listdir(tmp_path) == []  # no ./trainer_output
 
@@ -49,13 +41,13 @@ def test_a_misspelt_later_task_of_a_sequence_is_refused_before_the_first_trains(
     argv = _argv(tiny_clip_dir, eurosat_dir, tmp_path / "seq")
     argv[argv.index("--dataset") + 1] = "eurosat,mnst"
     argv[argv.index("--dataset_path") + 1] = f"eurosat={eurosat_dir}"
-    line = _one_error(capsys, argv)
+    line = one_line_error(capsys, argv)
     assert "Unknown benchmark 'mnst' (did you mean 'mnist'?)" in line
     assert not (tmp_path / "seq").exists()
 
 
 def test_a_method_typo_gets_a_suggestion(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
-    line = _one_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "x", method="lp-init-ldif"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, tmp_path / "x", method="lp-init-ldif"))
     assert "unknown method 'lp-init-ldif' (did you mean 'lp-init-ldifs'?)" in line
 
 
@@ -68,7 +60,7 @@ def test_a_rerun_with_other_settings_is_refused_and_with_the_same_reuses_the_run
     files = {name: os.path.getmtime(out / name) for name in os.listdir(out)}
     capsys.readouterr()
 
-    line = _one_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--max_steps", "3", "--learning_rate", "1e-4"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--max_steps", "3", "--learning_rate", "1e-4"))
     assert "holds a finished zs-init-l2sp run with other settings" in line
     assert "max_steps 2 -> 3" in line and "learning_rate" in line and "--overwrite_output_dir" in line
     assert {name: os.path.getmtime(out / name) for name in os.listdir(out)} == files  # nothing touched
@@ -92,7 +84,7 @@ def test_a_started_run_is_not_continued_with_other_settings(tiny_clip_dir, euros
     data = json.loads((out / "ldifs_run.json").read_text())
     data["completed"] = False  # as if killed after its checkpoints
     (out / "ldifs_run.json").write_text(json.dumps(data))
-    line = _one_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--save_strategy", "steps", "--save_steps", "1", "--seed", "7"))
+    line = one_line_error(capsys, _argv(tiny_clip_dir, eurosat_dir, out, "--save_strategy", "steps", "--save_steps", "1", "--seed", "7"))
     assert "holds a started zs-init-l2sp run with other settings (seed 42 -> 7)" in line and "to continue it" in line
 
 
@@ -111,7 +103,7 @@ def test_a_run_on_a_local_copy_says_so_and_links_no_hub_dataset(tiny_clip_dir, e
 
 
 def test_a_dataset_folder_given_as_the_model_is_not_sent_to_the_hub(eurosat_dir, tmp_path, capsys):
-    line = _one_error(capsys, _argv(eurosat_dir, eurosat_dir, tmp_path / "x"))
+    line = one_line_error(capsys, _argv(eurosat_dir, eurosat_dir, tmp_path / "x"))
     assert f"model_name_or_path '{eurosat_dir}' is not a model directory" in line and "hf download" not in line
 
 
@@ -126,7 +118,7 @@ def test_the_error_line_starts_its_own_line_after_a_progress_bar(capsys):
 
 
 def test_demo_threads_must_be_positive(capsys):
-    assert "threads must be >= 1" in _one_error(capsys, ["demo", "--threads", "0"])
+    assert "threads must be >= 1" in one_line_error(capsys, ["demo", "--threads", "0"])
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
@@ -145,7 +137,7 @@ def test_evaluate_keeps_transformers_quiet_while_logging_its_own_progress(tiny_c
     import transformers
 
     transformers.utils.logging.set_verbosity(logging.INFO)
-    _one_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "notabench", "--output_dir", str(tmp_path / "r")])
+    one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", "notabench", "--output_dir", str(tmp_path / "r")])
     assert transformers.utils.logging.get_verbosity() == logging.WARNING
     assert logging.getLogger("ldifs_hf").level == logging.INFO
 
