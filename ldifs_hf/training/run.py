@@ -24,6 +24,7 @@ from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_b
 from ..benchmarks.transforms import TrainImageTransform
 from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoint, looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
+from ..interpolate import START_HEAD_FILE, save_start_head
 from ..modeling import export_clip_model
 from ..records import RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
@@ -42,7 +43,7 @@ _RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_r
 # otherwise leave the earlier run's final model and state beside its own record).
 _RUN_OUTPUTS = _RUN_MARKERS + (
     "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
-    "forgetting_log.json", "forgetting_log.jsonl",
+    "forgetting_log.json", "forgetting_log.jsonl", START_HEAD_FILE,
 )
 
 
@@ -308,6 +309,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
+        save_start_head(model, training_args.output_dir)  # θ_start of a weight-space interpolation (ldifs_hf.interpolate)
     if forgetting_benchmarks:
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks, forgetting_paths)
     if plan.resume_from:
