@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -29,12 +28,15 @@ from typing import Iterable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import CLIPProcessor
 
-from .records import RUN_RECORD_FILE, RunRecord
+from .evaluation.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from .hub import write_model_cards
+from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
+from .records import EXPORT_FOLDER, RUN_RECORD_FILE, RunRecord
 
 # The head a classifier run started from, written by the run before training (`save_start_head`).
 START_HEAD_FILE = "start_head.safetensors"
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
 
 def check_alpha(alpha) -> float:
@@ -66,7 +68,7 @@ def run_directory(path: str | os.PathLike) -> str:
     """The run directory of `path`: `path` itself, or the run holding it when it is a `checkpoint-N` folder."""
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
-    if _CHECKPOINT_DIR.match(os.path.basename(path)) and os.path.isfile(os.path.join(parent, RUN_RECORD_FILE)):
+    if CHECKPOINT_DIR.match(os.path.basename(path)) and os.path.isfile(os.path.join(parent, RUN_RECORD_FILE)):
         return parent
     return path
 
@@ -79,10 +81,6 @@ def load_start_model(path: str | os.PathLike, *, cache_dir: str | None = None) -
     the base CLIPModel. Refuses, in one line, a folder that is no run of ours or a classifier run
     written before runs recorded their starting head.
     """
-    from .evaluation.checkpoints import load_checkpoint
-    from .modeling import CLIPClassifierConfig, CLIPVisionClassifier
-    from .training.run import load_clip
-
     run_dir = run_directory(path)
     if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
         raise ValueError(f"{os.fspath(path)!r} is not an ldifs_hf run (no {RUN_RECORD_FILE}), so its starting point is unknown")
@@ -90,19 +88,18 @@ def load_start_model(path: str | os.PathLike, *, cache_dir: str | None = None) -
     model_dir = os.fspath(path)
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ValueError(f"{model_dir!r} holds no model (no config.json)")
-    config = _model_type(model_dir)
-    if config != CLIPClassifierConfig.model_type:
-        return load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
     head_file = os.path.join(run_dir, START_HEAD_FILE)
+    if _model_type(model_dir) != CLIPClassifierConfig.model_type:  # FLYP: CLIP itself, both towers
+        return load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
     if not os.path.isfile(head_file):
         raise ValueError(
-            f"run {run_dir!r} did not record its starting head ({START_HEAD_FILE}; runs record it since ldifs_hf 0.2): "
-            "rerun it to interpolate it"
+            f"run {run_dir!r} did not record its starting head ({START_HEAD_FILE}), as runs made before interpolation "
+            "existed do not: rerun it to interpolate it"
         )
+    base_model = load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
     head = load_file(head_file)
-    clip_model = load_clip(record.base_model, cache_dir)[0]
     trained_config = CLIPClassifierConfig.from_pretrained(model_dir)
-    start = CLIPVisionClassifier.from_clip(clip_model, head["weight"], head.get("bias"), id2label=trained_config.id2label)
+    start = CLIPVisionClassifier.from_clip(base_model, head["weight"], head.get("bias"), id2label=trained_config.id2label)
     return start.eval()
 
 
@@ -184,13 +181,6 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
     Refused in one line, before any model is loaded: α outside [0, 1], a folder that is not a finished
     run, an output folder that is the run's (or inside it) or holds files.
     """
-    from transformers import CLIPProcessor
-
-    from .evaluation.checkpoints import load_checkpoint
-    from .hub import write_model_cards
-    from .modeling import export_clip_model
-    from .training.run import EXPORT_FOLDER
-
     alpha = check_alpha(alpha)
     run_dir, output_dir = os.path.abspath(os.fspath(run_dir)), os.path.abspath(os.fspath(output_dir))
     if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):

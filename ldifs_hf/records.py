@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 RUN_RECORD_FILE = "ldifs_run.json"
+EXPORT_FOLDER = "clip"  # the run folder's stock-CLIP export
 
 
 @dataclass
