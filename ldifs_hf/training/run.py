@@ -26,7 +26,7 @@ from ..evaluation.checkpoints import checkpoint_problem, last_complete_checkpoin
 from ..heads import extract_features, zero_shot_classifier
 from ..interpolate import START_HEAD_FILE, save_start_head
 from ..modeling import export_clip_model
-from ..records import RUN_RECORD_FILE, RunRecord
+from ..records import EXPORT_FOLDER, RUN_RECORD_FILE, RunRecord
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .guards import NonFiniteGuard, RunIdentityCallback, check_splits, explain_write_failure, preflight
@@ -35,7 +35,6 @@ from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FOLDER = "clip"
 # What a Trainer run leaves in its output directory: a directory holding any of these without our run
 # record was written by something else, and we do not write into it.
 _RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
@@ -433,7 +432,8 @@ def load_clip(name_or_path: str, cache_dir: str | None = None) -> tuple[CLIPMode
 
 
 def finetune_accuracy(model, dataset, tokenizer, benchmark, batch_size: int = 256) -> float:
-    """A_FT of a just-trained model on one split (`evaluation.evaluator.own_head_accuracy`)."""
+    """A_FT of a just-trained model on one split (`evaluation.evaluator.own_head_accuracy`). A FLYP model
+    is scored with its own fine-tuned text tower, unlike the official code (see `ldifs_hf.heads`)."""
     from ..evaluation.evaluator import own_head_accuracy
 
     features, labels = extract_features(model, dataset, batch_size=batch_size, desc="accuracy")
