@@ -36,6 +36,8 @@ LOGISTIC_CS = tuple(1.0 / strength for strength in LOGISTIC_LS)
 SELECTION_SPLIT_SEED = 0
 MAX_VALIDATION_ROWS = 20_000
 ABSENT_CLASS_BIAS = -1e4  # the bias of a class with no training row: its logit never wins
+# Names the probe's protocol in cache keys: a probe fitted by an earlier protocol is never reused.
+LP_PROTOCOL = "official-2: random_split seed 0, fresh nn.Linear per fit, classes from train labels, 7-value C grid"
 
 
 def check_lp_solver(solver: str) -> str:

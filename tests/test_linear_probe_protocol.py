@@ -159,3 +159,23 @@ def test_the_logistic_grid_is_c_equals_1_over_l_for_seven_strengths_in_order(mon
     features, labels = _features(n=60)
     fit_linear_probe(features, labels, 3, solver="logistic", iterations=100)
     assert calls[0] == list(LOGISTIC_CS) and len(calls[1]) == 1 and calls[1][0] in LOGISTIC_CS
+
+
+# -- cached accuracies ---------------------------------------------------------------------------------
+
+
+def test_cached_probe_accuracies_of_another_protocol_are_not_reused(tiny_clip_dir, eurosat_dir, tmp_path, monkeypatch):
+    from ldifs_hf.evaluation import ConceptForgettingEvaluator, EvaluatorSettings
+    from ldifs_hf.evaluation import evaluator as evaluator_module
+
+    def accuracy_files():
+        return sorted(f for f in tmp_path.iterdir() if f.suffix == ".json")
+
+    settings = EvaluatorSettings(dataset_paths={"eurosat": str(eurosat_dir)}, device="cpu", lp_iterations=5, feature_cache_dir=str(tmp_path))
+    ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings).pretrained_accuracies(["eurosat"])
+    assert len(accuracy_files()) == 1
+    ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings).pretrained_accuracies(["eurosat"])
+    assert len(accuracy_files()) == 1  # same protocol: reused
+    monkeypatch.setattr(evaluator_module, "LP_PROTOCOL", "an earlier protocol")
+    ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings).pretrained_accuracies(["eurosat"])
+    assert len(accuracy_files()) == 2  # another protocol: fitted again, not read back

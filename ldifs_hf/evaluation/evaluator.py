@@ -27,7 +27,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from ..benchmarks import BenchmarkError, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
-from ..heads import check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
+from ..heads import LP_PROTOCOL, check_lp_solver, extract_features, fit_linear_probe, zero_shot_classifier
 from .cache import EvaluationCache, model_fingerprint, tensor_digest
 from .checkpoints import CheckpointEntry, CheckpointError, load_checkpoint
 from .distances import feature_distance, parameter_distance
@@ -386,6 +386,7 @@ class ConceptForgettingEvaluator:
             "test": self._cache_key(name, "test"),
             "zero_shot_head": tensor_digest(self.zero_shot_weights(name)),
             "lp_solver": s.lp_solver,
+            "lp_protocol": LP_PROTOCOL,
             "lp_iterations": s.lp_iterations,
             "seed": s.seed,
         }
