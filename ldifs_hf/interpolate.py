@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -176,13 +177,14 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
     """Write θ(α) of the finished run in `run_dir` to `output_dir` as a run-like folder; return its record.
 
     The folder holds the model as the run saved its own (a `CLIPVisionClassifier`, or a CLIPModel for
-    FLYP; safetensors), the processor, a stock-CLIP export in `clip/`, model cards, and an `ldifs_run.json`
-    copied from the run's with `alpha` and `source_run` set and no results (none were measured at α).
+    FLYP; safetensors), the processor, the run's starting head, a stock-CLIP export in `clip/`, model
+    cards, and an `ldifs_run.json` copied from the run's with `alpha` and `source_run` set and no results
+    (none were measured at α). Its start is the run's, so it can itself be interpolated or swept.
     Refused in one line, before any model is loaded: α outside [0, 1], a folder that is not a finished
     run, an output folder that is the run's (or inside it) or holds files.
     """
     alpha = check_alpha(alpha)
-    run_dir, output_dir = os.path.abspath(os.fspath(run_dir)), os.path.abspath(os.fspath(output_dir))
+    run_dir, output_dir = os.path.realpath(os.fspath(run_dir)), os.path.realpath(os.fspath(output_dir))
     if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
         raise ValueError(f"run {run_dir!r} is not an ldifs_hf run directory (no {RUN_RECORD_FILE})")
     source = RunRecord.load(run_dir)
@@ -205,6 +207,8 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
         CLIPProcessor.from_pretrained(run_dir).save_pretrained(output_dir)
     except (OSError, ValueError):
         pass  # a run folder without its processor: the clip/ export still carries the base model's
+    if os.path.isfile(os.path.join(run_dir, START_HEAD_FILE)):  # the same start: the folder interpolates further
+        shutil.copyfile(os.path.join(run_dir, START_HEAD_FILE), os.path.join(output_dir, START_HEAD_FILE))
     export_dir = os.path.join(output_dir, EXPORT_FOLDER)
     export_clip_model(model, source.base_model, export_dir)
     record = RunRecord.from_dict(

@@ -126,11 +126,27 @@ def test_the_folder_is_run_like_and_names_alpha_and_source(runs, tmp_path):
     record = ldifs_hf.interpolate(run_dir, 0.25, tmp_path / "wise")
     saved = RunRecord.load(tmp_path / "wise")
     assert saved == record
-    assert (saved.alpha, saved.source_run, saved.completed, saved.results) == (0.25, os.path.abspath(run_dir), True, {})
+    assert (saved.alpha, saved.source_run, saved.completed, saved.results) == (0.25, os.path.realpath(run_dir), True, {})
     assert (saved.method, saved.dataset) == ("lp-init-ce", "eurosat")
     assert type(load_checkpoint(str(tmp_path / "wise"))).__name__ == "CLIPVisionClassifier"
     for card in (tmp_path / "wise" / "README.md", tmp_path / "wise" / "clip" / "README.md"):
-        assert "α = 0.25" in card.read_text() and os.path.abspath(run_dir) in card.read_text()
+        assert "α = 0.25" in card.read_text() and os.path.realpath(run_dir) in card.read_text()
+
+
+def test_an_interpolation_keeps_the_runs_start_so_it_interpolates_further(runs, tmp_path):
+    run_dir, initial = runs["lp-init-ce"]
+    interpolate(run_dir, 0.5, tmp_path / "half")
+    interpolate(tmp_path / "half", 0, tmp_path / "back")  # the start of the interpolation is the run's start
+    saved = _weights(tmp_path / "back")
+    _assert_equal_states({k: saved[k] for k in initial}, initial)
+
+
+def test_finetune_refuses_to_write_into_an_interpolation(runs, tiny_clip_dir, eurosat_dir, tmp_path):
+    run_dir, _ = runs["zs-init-ce"]
+    interpolate(run_dir, 0.5, tmp_path / "wise")
+    settings = RunRecord.load(run_dir).settings
+    with pytest.raises(ValueError, match=r"holds a weight interpolation \(alpha 0.5\)"):
+        run_module.plan_output_dir(str(tmp_path / "wise"), "zs-init-ce", "eurosat", settings=settings)
 
 
 @pytest.mark.parametrize("method", METHODS)

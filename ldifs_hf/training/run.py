@@ -89,6 +89,11 @@ def plan_output_dir(
             )
         return OutputPlan()
     earlier = RunRecord.load(output_dir)
+    if earlier.alpha is not None:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a weight interpolation (alpha {earlier.alpha:g}) of {earlier.source_run!r}, not a run; "
+            "choose another --output_dir or pass --overwrite_output_dir"
+        )
     if (earlier.method, earlier.dataset) != (method, dataset):
         raise ValueError(
             f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
