@@ -7,6 +7,7 @@ baselines as one `LDIFSTrainer`; a fine-tuning run (`finetune`) and a concept-fo
 
 from . import world  # registers the world's tasks as a benchmark family
 from .evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator, EvaluationResult, EvaluatorSettings, evaluate
+from .interpolate import interpolate
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, encode_images, export_clip_model
 from .records import RunRecord
 from .regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
@@ -33,6 +34,7 @@ __all__ = [
     "export_clip_model",
     "finetune",
     "get_method",
+    "interpolate",
     "l2sp_penalty",
     "ldifs_distance",
     "list_methods",

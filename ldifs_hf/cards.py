@@ -200,6 +200,8 @@ def _training_table(record: RunRecord, dataset_id: str | None) -> str:
         ("data splits", _without_paths(record.dataset_splits, record) if record.dataset_splits else "–"),
         ("text tower", record.text_tower),
     ]
+    if record.alpha is not None:
+        rows.append(("weight interpolation", f"α = {record.alpha:g}: (1 − α)·start + α·`{record.source_run}` (WiSE-FT)"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 

@@ -222,6 +222,22 @@ def lambda_search_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def interpolate_command(argv: Sequence[str]) -> int:
+    from .interpolate import InterpolateArguments, interpolate
+
+    parser = ArgumentParser(
+        InterpolateArguments, prog="ldifs-hf interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",
+        description="Move a finished run's weights back towards its starting point (WiSE-FT): (1 - A) x start + A x run, "
+        "written as a run-like folder with a stock clip/ export.",
+        formatter_class=_Formatter,
+    )
+    (args,) = parse(parser, argv)
+    _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    record = interpolate(args.run, args.alpha, args.output_dir)
+    print(f"{record.method} on {record.dataset} at alpha {record.alpha:g} -> {record.output_dir}")
+    return 0
+
+
 def list_command(argv: Sequence[str]) -> int:
     if argv:
         raise UsageError(f"'list' takes no arguments, got {' '.join(argv)}")
@@ -235,6 +251,7 @@ SUMMARIES = {
     "evaluate": "score checkpoints for concept forgetting on many benchmarks (Table 3, plots)",
     "study": "the paper's study: methods x tasks x seeds, resumable, locally or through submitit",
     "lambda-search": "choose λ of an L2SP or LDIFS method on the validation split",
+    "interpolate": "weight-space interpolation of a finished run with its starting point (WiSE-FT)",
     "list": "the methods and benchmarks",
 }
 
@@ -244,6 +261,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "evaluate": evaluate_command,
     "study": study_command,
     "lambda-search": lambda_search_command,
+    "interpolate": interpolate_command,
     "list": list_command,
 }
 

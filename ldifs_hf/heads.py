@@ -2,15 +2,23 @@
 
 Both heads act on unit-normalised projected image features, the same features `extract_features`
 returns, so a head fitted or built here can be used for evaluation and to initialise a classifier.
+
+Which text tower builds a zero-shot head. The official evaluation rebuilds every zero-shot head from a
+freshly loaded pretrained CLIP, whatever model it scores, so the paper's FLYP numbers (A_FT on the
+fine-tuning task as well as Δ_ZS elsewhere) pair FLYP's fine-tuned image encoder with the pretrained
+text tower's prompts. Here Δ_ZS follows that protocol by default (the evaluator's text_tower
+"pretrained"), but FLYP's A_FT uses the run's own fine-tuned text tower: FLYP trains the text tower as
+its classifier, and that is how FLYP itself (Goyal et al. 2023) classifies; scoring it with the
+pretrained tower would measure an image encoder paired with prompts it was trained away from.
 """
 
 from __future__ import annotations
-
 
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .benchmarks.registry import fill_templates
@@ -20,8 +28,16 @@ from .utils import torch_threads
 
 LP_LEARNING_RATES = (0.01, 0.05, 0.1, 0.5, 1.0)
 LP_SOLVERS = ("adamw", "logistic")
-# The official code's grid for scikit-learn's solver: C = 1/L with L in {1e-6, 1e-5, ..., 1e6}.
-LOGISTIC_CS = tuple(1.0 / 10.0**k for k in range(-6, 7))
+# The official code's grid for scikit-learn's solver: C = 1/L with L in {1e-6, 1e-4, 1e-2, 1, 1e2, 1e4, 1e6}
+# (every second power of ten), tried in that order of L.
+LOGISTIC_LS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
+LOGISTIC_CS = tuple(1.0 / strength for strength in LOGISTIC_LS)
+# The official selection split: random_split seeded 0 whatever the run's seed, validation capped at 20k rows.
+SELECTION_SPLIT_SEED = 0
+MAX_VALIDATION_ROWS = 20_000
+ABSENT_CLASS_BIAS = -1e4  # the bias of a class with no training row: its logit never wins
+# Names the probe's protocol in cache keys: a probe fitted by an earlier protocol is never reused.
+LP_PROTOCOL = "official-2: random_split seed 0, fresh nn.Linear per fit, classes from train labels, 7-value C grid"
 
 
 def check_lp_solver(solver: str) -> str:
@@ -108,10 +124,16 @@ def extract_features(
     return torch.cat(features).cpu(), torch.cat(labels).long()
 
 
-def _split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(n * val_fraction))
-    return order[n_val:], order[:n_val]
+def selection_split(num_rows: int, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(selection-train rows, validation rows) of a linear probe's hyperparameter selection, as the
+    official code cuts them: `torch.utils.data.random_split` with a generator seeded 0 whatever the run's
+    seed, the validation part the last `int(val_fraction * N)` rows of its permutation, at most
+    `MAX_VALIDATION_ROWS`."""
+    num_validation = min(int(num_rows * val_fraction), MAX_VALIDATION_ROWS)
+    train, validation = torch.utils.data.random_split(
+        range(num_rows), [num_rows - num_validation, num_validation], generator=torch.Generator().manual_seed(SELECTION_SPLIT_SEED)
+    )
+    return torch.as_tensor(train.indices, dtype=torch.long), torch.as_tensor(validation.indices, dtype=torch.long)
 
 
 def _one_cpu_thread_if_small(work: float, device: torch.device, threshold: float = 5e7):
@@ -119,8 +141,9 @@ def _one_cpu_thread_if_small(work: float, device: torch.device, threshold: float
     return torch_threads(1 if device.type == "cpu" and work <= threshold else None)
 
 
-def _fit_adamw(features, labels, num_classes, lrs, iterations, seed, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8):
-    """Full-batch AdamW on softmax regression, one independent head per learning rate in `lrs`.
+def _fit_adamw(features, labels, num_classes, lrs, iterations, inits, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8):
+    """Full-batch AdamW on softmax regression, one independent head per learning rate in `lrs`, the
+    head for `lrs[i]` starting from `inits[i]` ([C, P + 1], bias last).
 
     The gradient is written out ((softmax - onehot)^T x / N, with the bias folded in as a constant
     input) and torch.optim.AdamW's update (default hyperparameters, bias decayed too) is applied to
@@ -130,18 +153,15 @@ def _fit_adamw(features, labels, num_classes, lrs, iterations, seed, weight_deca
     """
     n, dim = features.shape
     with _one_cpu_thread_if_small(len(lrs) * n * (dim + 1) * num_classes, features.device):
-        return _adamw_loop(features, labels, num_classes, lrs, iterations, seed, weight_decay, betas, eps)
+        return _adamw_loop(features, labels, num_classes, lrs, iterations, inits, weight_decay, betas, eps)
 
 
-def _adamw_loop(features, labels, num_classes, lrs, iterations, seed, weight_decay, betas, eps):
+def _adamw_loop(features, labels, num_classes, lrs, iterations, inits, weight_decay, betas, eps):
     n, dim = features.shape
     inputs = torch.cat([features, torch.ones(n, 1, dtype=features.dtype, device=features.device)], dim=1)
     targets = F.one_hot(labels, num_classes).to(features.dtype)
-    generator = torch.Generator().manual_seed(seed)
-    bound = dim**-0.5  # nn.Linear's default init, drawn from a seeded generator, the same for every lr
-    init = (torch.rand(num_classes, dim + 1, generator=generator) * 2 - 1) * bound
     lr = torch.as_tensor(list(lrs), dtype=features.dtype, device=features.device).view(-1, 1, 1)
-    params = init.to(features).expand(len(lr), -1, -1).clone()
+    params = inits.to(features).clone()
     exp_avg, exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
     decay = 1 - lr * weight_decay
     inputs_t = inputs.T.contiguous()  # [P+1, N]
@@ -158,8 +178,9 @@ def _adamw_loop(features, labels, num_classes, lrs, iterations, seed, weight_dec
     return params[..., :dim], params[..., dim]
 
 
-def _fit_logistic(features, labels, num_classes, cs, iterations, seed):
-    """scikit-learn LogisticRegression, one fit per C in `cs`; returns weights [L, C, P], biases [L, C]."""
+def _fit_logistic(features, labels, cs, iterations, seed):
+    """scikit-learn LogisticRegression, one fit per C in `cs`; returns weights [L, K, P], biases [L, K]
+    over the K classes present in `labels` (which are 0..K-1)."""
     from sklearn.linear_model import LogisticRegression
 
     weights, biases = [], []
@@ -170,14 +191,43 @@ def _fit_logistic(features, labels, num_classes, cs, iterations, seed):
         intercept = torch.as_tensor(classifier.intercept_, dtype=torch.float32)
         if coef.shape[0] == 1:  # binary: sklearn keeps one row; split it so softmax matches its sigmoid
             coef, intercept = torch.cat([-coef / 2, coef / 2]), torch.cat([-intercept / 2, intercept / 2])
-        # Classes absent from the training labels never win.
-        weight = torch.zeros(num_classes, features.shape[1])
-        bias = torch.full((num_classes,), -1e4)
-        present = torch.as_tensor(classifier.classes_, dtype=torch.long)
-        weight[present], bias[present] = coef, intercept
-        weights.append(weight)
-        biases.append(bias)
+        weights.append(coef)
+        biases.append(intercept)
     return torch.stack(weights).to(features.device), torch.stack(biases).to(features.device)
+
+
+class _ProbeFitter:
+    """One solver's successive fits, each over the classes present in the labels it is given.
+
+    An AdamW fit starts from fresh `nn.Linear` default inits, as the official code builds a new layer
+    for every candidate and for the refit: the layers drawn in turn after `torch.manual_seed(seed)`, on
+    a forked RNG, so that the caller's random state is untouched.
+    """
+
+    def __init__(self, solver: str, iterations: int, seed: int):
+        self.solver, self.iterations, self.seed = solver, iterations, seed
+        self._rng_state = None  # the CPU RNG state after the last draw: the next fit continues the stream
+
+    def _fresh_inits(self, count: int, in_features: int, out_features: int) -> torch.Tensor:
+        """[count, out_features, in_features + 1]: `count` new nn.Linear layers' weights, bias last."""
+        with torch.random.fork_rng(devices=[]):
+            if self._rng_state is None:
+                torch.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self._rng_state)
+            layers = [nn.Linear(in_features, out_features) for _ in range(count)]
+            self._rng_state = torch.get_rng_state()
+        return torch.stack([torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], dim=1) for layer in layers])
+
+    def fit(self, features, labels, grid):
+        """Heads [L, K, P] and [L, K] over the K distinct classes of `labels`, and those classes [K]."""
+        present, compact = torch.unique(labels, return_inverse=True)  # the official class count: distinct train labels
+        if self.solver == "logistic":
+            weights, biases = _fit_logistic(features, compact, grid, self.iterations, self.seed)
+        else:
+            inits = self._fresh_inits(len(grid), features.shape[1], len(present))
+            weights, biases = _fit_adamw(features, compact, len(present), grid, self.iterations, inits)
+        return weights, biases, present
 
 
 def fit_linear_probe(
@@ -191,37 +241,63 @@ def fit_linear_probe(
     seed: int = 0,
     val_fraction: float = 0.1,
     cs: Sequence[float] = LOGISTIC_CS,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     device=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit a linear head (weight [C, P], bias [C], float32, CPU) on unit-normalised features.
+    """Fit a linear head (weight [C, P], bias [C], float32, CPU) on unit-normalised features, as the
+    official code does.
 
-    solver="adamw" is the official protocol: full-batch AdamW for `iterations` steps, the learning
-    rate picked from `lrs` by accuracy on a `val_fraction` split of the training set (seeded), then
-    refitted on the whole training set. solver="logistic" is scikit-learn's LogisticRegression with
-    its inverse regularisation strength C picked from `cs` the same way (`iterations` = max_iter).
-    `device` is where the AdamW fit runs (default: where the features are); a GPU makes the
-    full-size protocol take seconds.
+    solver="adamw" is the official protocol: full-batch AdamW for `iterations` steps from a fresh
+    `nn.Linear` default init, the learning rate picked from `lrs` by accuracy on held-out rows (ties go
+    to the first candidate), then refitted on all the training rows from another fresh init.
+    solver="logistic" is scikit-learn's LogisticRegression with its inverse regularisation strength C
+    picked from `cs` the same way (`iterations` = max_iter).
+
+    The held-out rows: `validation` (features, labels), a benchmark's own validation split when it has
+    one (EuroSAT's, in the official code), the candidates then training on all of `train_features`;
+    otherwise `selection_split` of the training rows, seeded 0 whatever `seed` is. With one candidate,
+    or no rows to hold out, nothing is selected. `seed` seeds the inits: after `torch.manual_seed(seed)`,
+    the `nn.Linear` layers drawn in turn go to the candidates in grid order, then to the refit.
+
+    The class count is taken from the training labels, as in the official code: each fit's softmax
+    covers the classes its labels contain. A class among `num_classes` with no training row gets a zero
+    weight and a -1e4 bias, so it never wins. `device` is where the fit runs (default: where the
+    features are); a GPU makes the full-size protocol take seconds.
     """
-    fit, grid = {"adamw": (_fit_adamw, lrs), "logistic": (_fit_logistic, cs)}[check_lp_solver(solver)]
-    grid = list(grid)
+    grid = list({"adamw": lrs, "logistic": cs}[check_lp_solver(solver)])
     if not grid:
         raise ValueError(f"the {solver} solver needs at least one candidate hyperparameter")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    features = torch.as_tensor(train_features).float()
+    features, labels = _probe_inputs(train_features, train_labels, num_classes, device, "training")
+    fitter = _ProbeFitter(solver, iterations, seed)
+
+    if validation is not None:
+        val_features, val_labels = _probe_inputs(*validation, num_classes, features.device, "validation")
+        select_features, select_labels = features, labels
+    else:
+        train_rows, val_rows = (rows.to(features.device) for rows in selection_split(len(labels), val_fraction))
+        select_features, select_labels = features[train_rows], labels[train_rows]
+        val_features, val_labels = features[val_rows], labels[val_rows]
+    best = grid[0]
+    if len(grid) > 1 and len(val_labels) > 0 and len(select_labels) > 0:
+        weights, biases, present = fitter.fit(select_features, select_labels, grid)
+        predictions = present[(torch.matmul(val_features, weights.transpose(1, 2)) + biases[:, None]).argmax(-1)]
+        scores = (predictions == val_labels).float().mean(-1).tolist()
+        best = grid[max(range(len(grid)), key=lambda i: (scores[i], -i))]  # ties go to the first candidate
+    weights, biases, present = fitter.fit(features, labels, [best])
+    weight = torch.zeros(num_classes, features.shape[1])
+    bias = torch.full((num_classes,), ABSENT_CLASS_BIAS)
+    weight[present.cpu()], bias[present.cpu()] = weights[0].float().cpu(), biases[0].float().cpu()
+    return weight, bias
+
+
+def _probe_inputs(features, labels, num_classes, device, what):
+    features = torch.as_tensor(features).float()
     features = F.normalize(features.to(device) if device is not None else features, dim=-1)
-    labels = torch.as_tensor(train_labels).long().to(features.device)
+    labels = torch.as_tensor(labels).long().to(features.device)
     if features.ndim != 2 or len(features) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need features [N, P] and labels [N] with N > 0, got {tuple(features.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"need {what} features [N, P] and labels [N] with N > 0, got {tuple(features.shape)} and {tuple(labels.shape)}")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min().item()}, {labels.max().item()}]")
-
-    best = grid[0]
-    train_idx, val_idx = (idx.to(features.device) for idx in _split_train_val(len(labels), val_fraction, seed))
-    if len(grid) > 1 and len(val_idx) > 0 and len(train_idx) > 0:
-        weights, biases = fit(features[train_idx], labels[train_idx], num_classes, grid, iterations, seed)
-        predictions = (torch.matmul(features[val_idx], weights.transpose(1, 2)) + biases[:, None]).argmax(-1)
-        scores = (predictions == labels[val_idx]).float().mean(-1).tolist()
-        best = grid[max(range(len(grid)), key=lambda i: (scores[i], -i))]  # ties go to the first candidate
-    weights, biases = fit(features, labels, num_classes, [best], iterations, seed)
-    return weights[0].cpu(), biases[0].cpu()
+    return features, labels

@@ -131,11 +131,13 @@ def test_bad_inputs_are_clear_errors(tiny_clip_dir):
 def test_vectorised_adamw_probe_equals_torch_adamw_with_the_chosen_lr():
     features, labels = _separable(n=60)
     features = F.normalize(features, dim=-1)
-    # A single candidate lr skips selection, so the fit is plain AdamW on all the data.
+    # A single candidate lr skips selection, so the fit is plain AdamW on all the data, from the first
+    # fresh nn.Linear drawn after torch.manual_seed(seed).
     weight, bias = fit_linear_probe(features, labels, 4, lrs=(0.05,), iterations=30, seed=3)
-    generator = torch.Generator().manual_seed(3)
-    init = (torch.rand(4, 17, generator=generator) * 2 - 1) * 16**-0.5
-    ref_weight, ref_bias = init[:, :16].clone().requires_grad_(), init[:, 16].clone().requires_grad_()
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        init = torch.nn.Linear(16, 4)
+    ref_weight, ref_bias = init.weight.detach().clone().requires_grad_(), init.bias.detach().clone().requires_grad_()
     optimizer = torch.optim.AdamW([ref_weight, ref_bias], lr=0.05)
     for _ in range(30):
         optimizer.zero_grad()

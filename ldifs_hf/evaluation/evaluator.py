@@ -26,7 +26,7 @@ from transformers import CLIPModel
 
 from ..benchmarks import BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
-from ..heads import extract_features, fit_linear_probe, zero_shot_classifier
+from ..heads import LP_PROTOCOL, extract_features, fit_linear_probe, zero_shot_classifier
 from ..model_folder import load_clip_processor
 from .cache import EvaluationCache, model_fingerprint, tensor_digest
 from .checkpoints import CheckpointError, load_checkpoint
@@ -309,6 +309,7 @@ class ConceptForgettingEvaluator:
             "test": self._cache_key(name, "test"),
             "zero_shot_head": tensor_digest(self.zero_shot_weights(name)),
             "lp_solver": s.lp_solver,
+            "lp_protocol": LP_PROTOCOL,
             "lp_iterations": s.lp_iterations,
             "seed": s.seed,
         }

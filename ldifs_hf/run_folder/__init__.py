@@ -13,13 +13,13 @@ from .checkpoints import (
 )
 from .lock import FolderBusyError, FolderLock, describe_holder, read_holder
 from .plan import (
-    CHECKPOINT_SIZE_FACTOR, EXPORT_FOLDER, RUN_MARKERS, RUN_OUTPUTS, OutputPlan, changed_settings, check_output_dir, plan_output_dir,
+    CHECKPOINT_SIZE_FACTOR, EXPORT_FOLDER, RUN_MARKERS, RUN_OUTPUTS, START_HEAD_FILE, OutputPlan, changed_settings, check_output_dir, plan_output_dir,
     remove_earlier_run,
 )
 from .record import RUN_RECORD_FILE, RunRecord
 
 __all__ = [
-    "CHECKPOINT_DIR", "CHECKPOINT_SIZE_FACTOR", "EXPORT_FOLDER", "RUN_MARKERS", "RUN_OUTPUTS", "RUN_RECORD_FILE", "TRAINER_STATE",
+    "CHECKPOINT_DIR", "CHECKPOINT_SIZE_FACTOR", "EXPORT_FOLDER", "RUN_MARKERS", "RUN_OUTPUTS", "RUN_RECORD_FILE", "START_HEAD_FILE", "TRAINER_STATE",
     "WEIGHT_FILES", "FolderBusyError", "FolderLock", "OutputPlan", "RunRecord", "changed_settings", "check_output_dir",
     "checkpoint_folders", "checkpoint_problem", "damaged_file", "describe_holder", "foreign_checkpoint", "last_complete_checkpoint",
     "plan_output_dir", "read_holder", "remove_earlier_run",

@@ -17,6 +17,8 @@ from .lock import HOLDER_FILE, LOCK_FILE
 from .record import RUN_RECORD_FILE, RunRecord
 
 EXPORT_FOLDER = "clip"
+# The classifier a run started from (its initial ZS or LP head), which weight interpolation goes back to.
+START_HEAD_FILE = "start_head.safetensors"
 # What a Trainer run leaves in its output directory: a directory holding any of these without our run
 # record was written by something else, and we do not write into it.
 RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_results.json")
@@ -24,7 +26,7 @@ RUN_MARKERS = ("config.json", "model.safetensors", "trainer_state.json", "all_re
 # otherwise leave the earlier run's final model and state beside its own record).
 RUN_OUTPUTS = RUN_MARKERS + (
     "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
-    "forgetting_log.json", "forgetting_log.jsonl",
+    "forgetting_log.json", "forgetting_log.jsonl", START_HEAD_FILE,
 )
 # A checkpoint holds the weights, AdamW's two moments (float32) and the final model and export come on
 # top: about six copies of the base model's weight file is the least the output directory must hold.
@@ -82,6 +84,11 @@ def plan_output_dir(
         remove_earlier_run(output_dir)
         return OutputPlan(resume_from=resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None)
     earlier = RunRecord.load(output_dir)
+    if earlier.alpha is not None:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a weight interpolation (alpha {earlier.alpha:g}) of {earlier.source_run!r}, not a run; "
+            "choose another --output_dir or pass --overwrite_output_dir"
+        )
     if (earlier.method, earlier.dataset) != (method, dataset):
         raise ValueError(
             f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "

@@ -36,6 +36,8 @@ class RunRecord:
         settings: the arguments that decide the run's result (`training.run.run_settings`), with the
             number of processes and the global batch; a rerun in the same folder with other values is
             refused. None in older records.
+        alpha / source_run: for a weight-space interpolation (`ldifs_hf.interpolate`), its α and the run
+            it interpolates towards its starting point; None for a run.
     """
 
     method: str
@@ -54,6 +56,8 @@ class RunRecord:
     export_dir: str | None = None
     completed: bool = False
     settings: dict | None = None
+    alpha: float | None = None
+    source_run: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

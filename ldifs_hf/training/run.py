@@ -27,6 +27,7 @@ from ..heads import extract_features, zero_shot_classifier
 from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_clip_processor
 from ..modeling import export_clip_model
 from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, RunRecord, plan_output_dir
+from ..interpolate import save_start_head
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .guards import NonFiniteGuard, RunIdentityCallback
@@ -223,6 +224,7 @@ def _run_in_folder(
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
+        save_start_head(model, training_args.output_dir)  # θ_start of a weight-space interpolation (ldifs_hf.interpolate)
     if forgetting_benchmarks:
         _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks)
     if plan.resume_from:
@@ -376,7 +378,8 @@ def load_clip(name_or_path: str, cache_dir: str | None = None, what: str = "mode
 
 
 def finetune_accuracy(model, dataset, tokenizer, benchmark, batch_size: int = 256) -> float:
-    """A_FT of a just-trained model on one split (`evaluation.evaluator.own_head_accuracy`)."""
+    """A_FT of a just-trained model on one split (`evaluation.evaluator.own_head_accuracy`). A FLYP model
+    is scored with its own fine-tuned text tower, unlike the official code (see `ldifs_hf.heads`)."""
     from ..evaluation.evaluator import own_head_accuracy
 
     features, labels = extract_features(model, dataset, batch_size=batch_size, desc="accuracy")

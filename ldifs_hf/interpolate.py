@@ -1,0 +1,220 @@
+"""Weight-space interpolation of a fine-tuning run with its starting point (WiSE-FT, Wortsman et al. 2022).
+
+θ(α) = (1 − α)·θ_start + α·θ_end over every weight of the classifier, encoder and head alike. θ_end is
+the run's final model; θ_start is the model its fine-tuning started from: the pretrained encoder with
+the run's initial zero-shot or linear-probe head (saved by the run as `start_head.safetensors`), or, for
+FLYP, the pretrained CLIPModel with both towers. α = 0 gives the starting point and α = 1 the run, bit
+for bit.
+
+Two uses:
+- on disk, `interpolate(run_dir, alpha, output_dir)` (`ldifs-hf interpolate`) writes a run-like folder:
+  the classifier, a stock `clip/` export, model cards and a record naming α and the source run;
+- in memory, for scoring a checkpoint at many α without writing copies:
+
+      start = load_start_model(checkpoint)       # a run directory or one of its checkpoint-N folders
+      for alpha, model in wise_sweep(loaded_checkpoint, start, [0, 0.5, 1]):
+          score(model)                            # the checkpoint's own weights come back afterwards
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .evaluation.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from .cards import write_model_cards
+from .model_folder import load_clip_processor, read_model_config
+from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
+from .run_folder import EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, RunRecord
+
+# The head a classifier run started from, written by the run before training (`save_start_head`).
+
+
+def check_alpha(alpha) -> float:
+    """`alpha` as a float if it lies in [0, 1], else a one-line ValueError.
+
+    Values outside [0, 1] (extrapolation past the run or behind its start) are refused: WiSE-FT and
+    the paper's frontier use the segment between the two models only.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1] (0: the run's starting point, 1: the fine-tuned run), got {alpha!r}")
+    return float(alpha)
+
+
+def save_start_head(model: nn.Module, run_dir: str | os.PathLike) -> str | None:
+    """Write the head a classifier starts training with into `run_dir` (safetensors); None for a model
+    without a head (FLYP trains the CLIPModel itself, whose start is the pretrained model as saved)."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        return None
+    tensors = {"weight": head.weight.detach().cpu().contiguous()}
+    if head.bias is not None:
+        tensors["bias"] = head.bias.detach().cpu().contiguous()
+    path = os.path.join(run_dir, START_HEAD_FILE)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return path
+
+
+def run_directory(path: str | os.PathLike) -> str:
+    """The run directory of `path`: `path` itself, or the run holding it when it is a `checkpoint-N` folder."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    if CHECKPOINT_DIR.match(os.path.basename(path)) and os.path.isfile(os.path.join(parent, RUN_RECORD_FILE)):
+        return parent
+    return path
+
+
+def load_start_model(path: str | os.PathLike, *, cache_dir: str | None = None) -> nn.Module:
+    """The model the run at `path` (a run directory or one of its `checkpoint-N` folders) started from.
+
+    A classifier run: its base model's vision tower and projection with the head it recorded in
+    `start_head.safetensors`, rebuilt as the run built it (`CLIPVisionClassifier.from_clip`). A FLYP run:
+    the base CLIPModel. Refuses, in one line, a folder that is no run of ours or a classifier run
+    written before runs recorded their starting head.
+    """
+    run_dir = run_directory(path)
+    if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
+        raise ValueError(f"{os.fspath(path)!r} is not an ldifs_hf run (no {RUN_RECORD_FILE}), so its starting point is unknown")
+    record = RunRecord.load(run_dir)
+    model_dir = os.fspath(path)
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"{model_dir!r} holds no model (no config.json)")
+    head_file = os.path.join(run_dir, START_HEAD_FILE)
+    if _model_type(model_dir) != CLIPClassifierConfig.model_type:  # FLYP: CLIP itself, both towers
+        return load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
+    if not os.path.isfile(head_file):
+        raise ValueError(
+            f"run {run_dir!r} did not record its starting head ({START_HEAD_FILE}), as runs made before interpolation "
+            "existed do not: rerun it to interpolate it"
+        )
+    base_model = load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
+    head = load_file(head_file)
+    trained_config = CLIPClassifierConfig.from_pretrained(model_dir)
+    start = CLIPVisionClassifier.from_clip(base_model, head["weight"], head.get("bias"), id2label=trained_config.id2label)
+    return start.eval()
+
+
+def _model_type(model_dir: str) -> str | None:
+    return read_model_config(model_dir, what="run").get("model_type")
+
+
+def interpolated_state_dict(start, end, alpha: float) -> dict[str, torch.Tensor]:
+    """θ(α) = (1 − α)·θ_start + α·θ_end for every entry of two state dicts (or modules) of one architecture.
+
+    Computed with `torch.lerp`, which returns θ_start exactly at α = 0 and θ_end exactly at α = 1; the
+    result has `end`'s dtypes and devices. Integer buffers (position ids) must be equal and are kept.
+    Refuses, naming the first offending entry, state dicts whose keys or shapes differ.
+    """
+    alpha = check_alpha(alpha)
+    start_state = start.state_dict() if isinstance(start, nn.Module) else start
+    end_state = end.state_dict() if isinstance(end, nn.Module) else end
+    if start_state.keys() != end_state.keys():
+        only_start, only_end = sorted(start_state.keys() - end_state.keys()), sorted(end_state.keys() - start_state.keys())
+        raise ValueError(
+            f"the start and end models differ in their weights (only in start: {only_start[:3]}, only in end: {only_end[:3]}); "
+            "interpolation needs two models of one architecture"
+        )
+    mixed = {}
+    for name, end_tensor in end_state.items():
+        start_tensor = start_state[name].to(device=end_tensor.device)
+        if start_tensor.shape != end_tensor.shape:
+            raise ValueError(f"weight {name!r} has shape {tuple(start_tensor.shape)} at the start and {tuple(end_tensor.shape)} at the end")
+        if not end_tensor.is_floating_point():
+            if not torch.equal(start_tensor, end_tensor):
+                raise ValueError(f"non-float entry {name!r} differs between the start and end models, so it cannot be interpolated")
+            mixed[name] = end_tensor.detach().clone()
+            continue
+        # In float32 or wider, then back: half-precision lerp would round the weights twice.
+        wide = torch.promote_types(end_tensor.dtype, torch.float32)
+        mixed[name] = torch.lerp(start_tensor.detach().to(wide), end_tensor.detach().to(wide), alpha).to(end_tensor.dtype)
+    return mixed
+
+
+@contextmanager
+def interpolated_weights(model: nn.Module, start, alpha: float) -> Iterator[nn.Module]:
+    """Within the block `model` (holding θ_end) holds θ(α) towards `start`; its own weights come back,
+    bit for bit, on exit (also on an error). Nothing is written to disk."""
+    mixed = interpolated_state_dict(start, model, alpha)  # refuses bad alpha or mismatched models first
+    own = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    try:
+        model.load_state_dict(mixed)
+        yield model
+    finally:
+        model.load_state_dict(own)
+
+
+def wise_sweep(model: nn.Module, start, alphas: Iterable[float]) -> Iterator[tuple[float, nn.Module]]:
+    """(α, model at θ(α)) for each α in turn, in memory; `model`'s own weights are back after the sweep
+    (or when the loop is left early). All α are checked before the first is applied."""
+    alphas = [check_alpha(a) for a in alphas]
+    start_state = start.state_dict() if isinstance(start, nn.Module) else start
+    for alpha in alphas:
+        with interpolated_weights(model, start_state, alpha):
+            yield alpha, model
+
+
+@dataclass
+class InterpolateArguments:
+    """`ldifs-hf interpolate`: one run's weights moved a fraction α of the way from its start."""
+
+    run: str = field(metadata={"help": "The finished fine-tuning run's output directory (it holds ldifs_run.json)."})
+    alpha: float = field(metadata={"help": "Interpolation weight in [0, 1]: 0 gives the run's starting point, 1 the fine-tuned run."})
+    output_dir: str = field(metadata={"help": "Where to write the interpolated model: a new or empty folder, not the run's."})
+
+
+def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.PathLike, *, cache_dir: str | None = None) -> RunRecord:
+    """Write θ(α) of the finished run in `run_dir` to `output_dir` as a run-like folder; return its record.
+
+    The folder holds the model as the run saved its own (a `CLIPVisionClassifier`, or a CLIPModel for
+    FLYP; safetensors), the processor, the run's starting head, a stock-CLIP export in `clip/`, model
+    cards, and an `ldifs_run.json` copied from the run's with `alpha` and `source_run` set and no results
+    (none were measured at α). Its start is the run's, so it can itself be interpolated or swept.
+    Refused in one line, before any model is loaded: α outside [0, 1], a folder that is not a finished
+    run, an output folder that is the run's (or inside it) or holds files.
+    """
+    alpha = check_alpha(alpha)
+    run_dir, output_dir = os.path.realpath(os.fspath(run_dir)), os.path.realpath(os.fspath(output_dir))
+    if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
+        raise ValueError(f"run {run_dir!r} is not an ldifs_hf run directory (no {RUN_RECORD_FILE})")
+    source = RunRecord.load(run_dir)
+    if not source.completed:
+        raise ValueError(f"run {run_dir!r} is not finished (its {RUN_RECORD_FILE} says completed: false); finish it first")
+    if output_dir == run_dir or output_dir.startswith(run_dir + os.sep):
+        raise ValueError(f"output_dir {output_dir!r} is the run's folder or inside it; choose a folder outside {run_dir!r}")
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is not empty; choose a new or empty folder")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is a file; choose a new or empty folder")
+
+    start = load_start_model(run_dir, cache_dir=cache_dir)
+    model = load_checkpoint(run_dir)
+    model.load_state_dict(interpolated_state_dict(start, model, alpha))
+    del start
+    os.makedirs(output_dir, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    try:
+        load_clip_processor(run_dir).save_pretrained(output_dir)
+    except (OSError, ValueError):
+        pass  # a run folder without its processor: the clip/ export still carries the base model's
+    if os.path.isfile(os.path.join(run_dir, START_HEAD_FILE)):  # the same start: the folder interpolates further
+        shutil.copyfile(os.path.join(run_dir, START_HEAD_FILE), os.path.join(output_dir, START_HEAD_FILE))
+    export_dir = os.path.join(output_dir, EXPORT_FOLDER)
+    export_clip_model(model, source.base_model, export_dir)
+    record = RunRecord.from_dict(
+        {**source.to_dict(), "results": {}, "output_dir": output_dir, "export_dir": export_dir, "completed": False,
+         "alpha": alpha, "source_run": run_dir}
+    )
+    write_model_cards(output_dir, export_dir, record)
+    record.completed = True
+    record.save(output_dir)
+    return record
+
