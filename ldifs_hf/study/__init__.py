@@ -2,19 +2,34 @@
 validation split (Trainer.hyperparameter_search), and the resumable grid of methods x fine-tune tasks
 x seeds (Table 3, figures), run locally or through submitit."""
 
-from .lambda_search import DEFAULT_LAMBDA_GRID, LambdaSearchResult, run_lambda_search, search_lambda
-from .runner import Cell, StudyArguments, StudyPlan, StudyResult, describe_plan, plan_study, run_cell, run_study
-from .sequence import (
-    REFERENCES,
-    SequenceArguments,
-    SequenceResult,
-    evaluate_sequence_run,
-    run_sequence,
-    sequence,
-    sequence_table,
-    write_sequence_report,
-)
-from .tables import StudyTables, assemble_tables
+from .._lazy import lazy_exports
+
+# Each public name and its module, imported on first use: importing the package stays cheap.
+_EXPORTS = {
+    "DEFAULT_LAMBDA_GRID": ".lambda_search",
+    "LambdaSearchResult": ".lambda_search",
+    "run_lambda_search": ".lambda_search",
+    "search_lambda": ".lambda_search",
+    "Cell": ".runner",
+    "StudyArguments": ".runner",
+    "StudyPlan": ".runner",
+    "StudyResult": ".runner",
+    "describe_plan": ".runner",
+    "plan_study": ".runner",
+    "run_cell": ".runner",
+    "run_study": ".runner",
+    "REFERENCES": ".sequence",
+    "SequenceArguments": ".sequence",
+    "SequenceResult": ".sequence",
+    "evaluate_sequence_run": ".sequence",
+    "run_sequence": ".sequence",
+    "sequence": ".sequence",
+    "sequence_table": ".sequence",
+    "write_sequence_report": ".sequence",
+    "StudyTables": ".tables",
+    "assemble_tables": ".tables",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_LAMBDA_GRID",
