@@ -296,7 +296,7 @@ def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(unin
     (cell / ".evaluation.tmp" / "results.md").write_text("half written")
     evaluated = (cell / "evaluation").stat().st_mtime_ns
     args = _study(out, cache)
-    status = plan_study(args, prepare_study(args)).status
+    status = plan_study(*prepare_study(args)).status
     assert status[Cell(done[0]["method"], tuple(done[0]["tasks"]), done[0]["seed"])] == "partial"
     with caplog.at_level(logging.INFO, logger="ldifs_hf"):
         run_study(_study(out, cache))

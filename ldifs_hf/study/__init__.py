@@ -4,6 +4,19 @@ x seeds (Table 3, figures), run locally or through submitit."""
 
 from .._lazy import lazy_exports
 
+# Imported now, not on first use: the function `sequence` shares its module's name, and importing the
+# module (which the runner does) would otherwise leave `ldifs_hf.study.sequence` naming the module.
+from .sequence import (
+    REFERENCES,
+    SequenceArguments,
+    SequenceResult,
+    evaluate_sequence_run,
+    run_sequence,
+    sequence,
+    sequence_table,
+    write_sequence_report,
+)
+
 # Each public name and its module, imported on first use: importing the package stays cheap.
 _EXPORTS = {
     "DEFAULT_LAMBDA_GRID": ".lambda_search",
@@ -18,14 +31,6 @@ _EXPORTS = {
     "plan_study": ".runner",
     "run_cell": ".runner",
     "run_study": ".runner",
-    "REFERENCES": ".sequence",
-    "SequenceArguments": ".sequence",
-    "SequenceResult": ".sequence",
-    "evaluate_sequence_run": ".sequence",
-    "run_sequence": ".sequence",
-    "sequence": ".sequence",
-    "sequence_table": ".sequence",
-    "write_sequence_report": ".sequence",
     "StudyTables": ".tables",
     "assemble_tables": ".tables",
 }

@@ -19,7 +19,8 @@ from .settings import CACHE_ENV, WorldSettings, cache_root, world_cache_dir
 from .tasks import build_world_tasks, register_world_benchmarks, task_name, world_benchmark_spec, world_task_names, world_tasks
 
 # The pre-training (torch, the tiny CLIP) is imported on first use: importing the world stays cheap.
-__getattr__, __dir__ = lazy_exports(__name__, {name: ".pretrain" for name in ("pixel_values", "pretrain_world_clip", "pretrained_world_clip")})
+_EXPORTS = {name: ".pretrain" for name in ("pixel_values", "pretrain_world_clip", "pretrained_world_clip")}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 @dataclass(frozen=True)
