@@ -39,8 +39,6 @@ def _catalogue() -> str:
 
 
 # -- commands -------------------------------------------------------------------------------------
-
-
 # Each command imports what it runs inside its function, after its arguments are parsed and checked:
 # `ldifs-hf --help` and a mistyped command answer at once, and no command pays for another's imports.
 
