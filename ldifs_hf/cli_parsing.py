@@ -10,7 +10,7 @@ import json
 import os
 from typing import Sequence
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from .cli import UsageError
 
@@ -51,6 +51,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
 
 
 def _own_fields(dataclass_types) -> set[str]:
+    from transformers import TrainingArguments  # here: the commands without its fields do not pay for its import
+
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
     own = set()
     for cls in dataclass_types:

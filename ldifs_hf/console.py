@@ -14,6 +14,7 @@ transformers' and datasets' logging and progress bars, warnings) goes to a log f
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -32,16 +33,23 @@ def run_output(folder: str | os.PathLike, *, verbose: bool = False) -> Iterator[
         return
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, LOG_FILE), "a", encoding="utf-8") as log:
-        # Handlers hold the stream they were made with (transformers' and basicConfig's hold stderr), so
-        # redirecting sys.stderr alone would leave them on the console: point them at the file too.
-        handlers = [h for h in _stream_handlers() if _is_console(h.stream)]
-        streams = [h.setStream(log) for h in handlers]
+        # Handlers hold the stream they were made with (transformers' and basicConfig's hold the stderr of
+        # that moment), so redirecting sys.stderr alone would leave them on the console: point them at
+        # the file too.
+        handlers = _stream_handlers()
+        streams = [_point(h, log) for h in handlers]
+        console = sys.stderr
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 yield log
         finally:
             for handler, stream in zip(handlers, streams):
-                handler.setStream(stream)
+                _point(handler, stream)
+            # A handler made within the block (transformers makes its own on first use) took the file
+            # for standard error: it outlives the file, so it gets the console's.
+            for handler in _stream_handlers():
+                if handler.stream is log:
+                    _point(handler, console)
 
 
 def phase_bar(total: int, what: str, *, verbose: bool = False):
@@ -57,25 +65,27 @@ def finished(bar, line: str) -> None:
     bar.update()
 
 
-def _is_console(stream) -> bool:
-    """Standard output or error: today's objects, the interpreter's, or any stream on file descriptor 1 or 2
-    (a handler may hold the sys.stderr of the moment it was made)."""
-    if any(stream is s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)):
-        return True
-    try:
-        return stream.fileno() in (1, 2)
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
-        return False
+def _point(handler: logging.StreamHandler, stream):
+    """Point `handler` at `stream`; returns the stream it had. Unlike `setStream`, a closed stream (a
+    handler left over from a finished test's capture) is not flushed: that would raise."""
+    with handler.lock:
+        previous = handler.stream
+        if hasattr(previous, "flush") and not getattr(previous, "closed", False):
+            previous.flush()
+        handler.stream = stream
+    return previous
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:
-    """Every stream handler (not a file's) of the root logger and of the named loggers, each once."""
+    """Every handler of the root logger and of the named loggers that writes to a console-like stream,
+    each once: not a file's, not an in-memory buffer's (a test's log capture)."""
     loggers = [logging.getLogger()] + [
         logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
     ]
     handlers = {
         id(handler): handler for logger in loggers for handler in logger.handlers
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+        and handler.stream is not None and not isinstance(handler.stream, io.StringIO)
         # A handler whose stream is a property (logging's last resort) follows sys.stderr by itself.
         and not isinstance(getattr(type(handler), "stream", None), property)
     }

@@ -31,6 +31,10 @@ def everything_a_run_writes(tag):
 
 with run_output(sys.argv[1]) as log:
     everything_a_run_writes("quiet")
+    made_within = logging.StreamHandler()  # as transformers makes its own on first use: on the file's stderr
+    logging.getLogger("ldifs_hf.made_within").addHandler(made_within)
+    logging.getLogger("ldifs_hf.made_within").warning("made within quiet")
+logging.getLogger("ldifs_hf.made_within").warning("made within loud")  # the file is closed: the console's
 closed = log.closed
 everything_a_run_writes("loud")
 with run_output(sys.argv[1]):
@@ -44,12 +48,12 @@ def test_run_output_goes_to_the_log_file_and_the_console_comes_back(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == {"closed": True}
     console = done.stdout + done.stderr
-    assert "quiet" not in console
+    assert "quiet" not in console and "Logging error" not in console
     written = (tmp_path / "run" / LOG_FILE).read_text()
-    for line in ("print quiet", "stderr quiet", "warning quiet", "ours quiet", "transformers quiet", "bar quiet"):
+    for line in ("print quiet", "stderr quiet", "warning quiet", "ours quiet", "transformers quiet", "bar quiet", "made within quiet"):
         assert line in written, line
     # After the block the console is the console again; a second block appends to the same file.
-    for line in ("print loud", "stderr loud", "warning loud", "ours loud", "transformers loud", "bar loud"):
+    for line in ("print loud", "stderr loud", "warning loud", "ours loud", "transformers loud", "bar loud", "made within loud"):
         assert line in console and line not in written, line
     assert written.endswith("second\n") and written.count("second") == 1
 

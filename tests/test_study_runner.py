@@ -233,6 +233,9 @@ def test_world_study_writes_tables_figures_and_manifest(uninterrupted, capsys, c
     assert any(p.suffix == ".safetensors" for p in cached) and any(p.suffix == ".json" for p in cached)
     first_done = min(p.stat().st_mtime_ns for p in out.glob("cells/**/cell.json"))
     assert max(p.stat().st_mtime_ns for p in cached) < first_done
+    # Each cell's own output (the Trainer's log) is in its folder's output.log, not on the console.
+    for marker in out.glob("cells/**/cell.json"):
+        assert "train_runtime" in (marker.parent / "output.log").read_text()
     # Every cell records its evaluation files where they are, not in the staging folder.
     for marker in out.glob("cells/**/cell.json"):
         files = json.loads(marker.read_text())["evaluation_files"]
