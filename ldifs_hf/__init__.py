@@ -3,40 +3,40 @@
 LDIFS (feature-space distance to the frozen pretrained encoder), L2SP, FLYP and the paper's other
 baselines as one `LDIFSTrainer`; a fine-tuning run (`finetune`) and a concept-forgetting evaluation
 (`evaluate`) as library calls; benchmarks, reports and the embedded concept world.
+
+Importing the package is cheap: each name below imports its module on first use.
 """
 
-from . import world  # registers the world's tasks as a benchmark family
-from .evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator, EvaluationResult, EvaluatorSettings, evaluate
-from .interpolate import interpolate
-from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, encode_images, export_clip_model
-from .records import RunRecord
-from .regularizers import default_ldifs_layers, l2sp_penalty, ldifs_distance
-from .training import LDIFSArgumentsMixin, LDIFSMixin, LDIFSTrainer, LDIFSTrainingArguments, MethodSpec, finetune, get_method, list_methods, register_method
+from . import world  # registers the world's tasks as a benchmark family (cheap: the world's model loads on use)
+from ._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "CLIPClassifierConfig",
-    "CLIPVisionClassifier",
-    "ConceptForgettingCallback",
-    "ConceptForgettingEvaluator",
-    "EvaluationResult",
-    "EvaluatorSettings",
-    "LDIFSArgumentsMixin",
-    "LDIFSMixin",
-    "LDIFSTrainer",
-    "LDIFSTrainingArguments",
-    "MethodSpec",
-    "RunRecord",
-    "default_ldifs_layers",
-    "encode_images",
-    "evaluate",
-    "export_clip_model",
-    "finetune",
-    "get_method",
-    "interpolate",
-    "l2sp_penalty",
-    "ldifs_distance",
-    "list_methods",
-    "register_method",
-]
+_EXPORTS = {
+    "ConceptForgettingCallback": ".evaluation",
+    "ConceptForgettingEvaluator": ".evaluation",
+    "EvaluationResult": ".evaluation",
+    "EvaluatorSettings": ".evaluation",
+    "evaluate": ".evaluation",
+    "CLIPClassifierConfig": ".modeling",
+    "CLIPVisionClassifier": ".modeling",
+    "encode_images": ".modeling",
+    "export_clip_model": ".modeling",
+    "interpolate": ".interpolate",
+    "RunRecord": ".records",
+    "default_ldifs_layers": ".regularizers",
+    "l2sp_penalty": ".regularizers",
+    "ldifs_distance": ".regularizers",
+    "LDIFSArgumentsMixin": ".training",
+    "LDIFSMixin": ".training",
+    "LDIFSTrainer": ".training",
+    "LDIFSTrainingArguments": ".training",
+    "MethodSpec": ".training",
+    "finetune": ".training",
+    "get_method": ".training",
+    "list_methods": ".training",
+    "register_method": ".training",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

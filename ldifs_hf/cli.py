@@ -14,13 +14,10 @@ read as a config file. `--help` opens with this project's options.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 from typing import Callable, Sequence
-
-from transformers import HfArgumentParser, TrainingArguments
 
 DEBUG_ENV = "LDIFS_HF_DEBUG"
 USAGE_ERROR = 2
@@ -28,60 +25,6 @@ USAGE_ERROR = 2
 
 class UsageError(ValueError):
     """A mistake in how the command was called."""
-
-
-class ArgumentParser(HfArgumentParser):
-    """HfArgumentParser whose errors are one line and whose help lists this project's options first."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # HfArgumentParser gives a boolean field's `--no_X` the help of `--X`, which then reads backwards.
-        for action in self._actions:
-            negative = next((o for o in action.option_strings if o.startswith("--no_")), None)
-            if negative is not None:
-                # "%(default).0s" prints nothing; its presence keeps the formatter from appending the
-                # positive flag's default here, where it would read backwards too.
-                action.help = f"Turn off --{negative[len('--no_'):]}.%(default).0s"
-
-    def own_options_first(self, title: str) -> None:
-        """Move the options this project defines (not the Trainer's) into a first group."""
-        own = _own_fields(self.dataclass_types)
-        group = self.add_argument_group(title)
-        for other in self._action_groups:
-            if other is group:
-                continue
-            for action in list(other._group_actions):
-                if action.dest in own:
-                    other._group_actions.remove(action)
-                    group._group_actions.append(action)
-        self._action_groups.remove(group)
-        self._action_groups.insert(1, group)  # before argparse's general "options" group
-
-
-def _own_fields(dataclass_types) -> set[str]:
-    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
-    own = set()
-    for cls in dataclass_types:
-        for f in dataclasses.fields(cls):
-            # Ours: a field TrainingArguments lacks, or one whose default we changed (the paper's).
-            if f.name not in inherited or f.default != TrainingArguments.__dataclass_fields__[f.name].default:
-                own.add(f.name)
-    return own
-
-
-def parse(parser: ArgumentParser, argv: Sequence[str]):
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        if not os.path.isfile(argv[0]):
-            raise UsageError(f"config file {argv[0]!r} does not exist")
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    namespace_and_rest = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
-    *parsed, rest = namespace_and_rest
-    if rest:
-        raise UsageError(f"unrecognized arguments: {' '.join(rest)} (see {parser.prog} --help)")
-    return tuple(parsed)
 
 
 def _catalogue() -> str:
@@ -96,6 +39,8 @@ def _catalogue() -> str:
 
 
 # -- commands -------------------------------------------------------------------------------------
+# Each command imports what it runs inside its function, after its arguments are parsed and checked:
+# `ldifs-hf --help` and a mistyped command answer at once, and no command pays for another's imports.
 
 
 def parse_finetune_args(argv: Sequence[str]):
@@ -121,27 +66,30 @@ def _parse_finetune_command(argv: Sequence[str]):
 
 def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, description: str):
     """A command that takes a fine-tuning run's arguments (model, data, training) plus `extra`'s."""
+    from .cli_parsing import ArgumentParser, Formatter, json_has, parse
     from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
     parser = ArgumentParser(
         (ModelArguments, DataArguments, LDIFSTrainingArguments, extra), prog=prog, usage=usage,
-        description=description + "\n" + _catalogue(), formatter_class=_Formatter,
+        description=description + "\n" + _catalogue(), formatter_class=Formatter,
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
-    model_args, data_args, training_args, extra_args = parse(parser, argv)
-    if not any(a in ("--output_dir", "--output-dir") or a.startswith(("--output_dir=", "--output-dir=")) for a in argv) and not _json_has(argv, "output_dir"):
+    # Epochs the user gives are kept: the run then does not take the benchmark's (settled before the
+    # arguments are built, so that no argument is changed after parsing).
+    epochs_given = any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or json_has(argv, "num_train_epochs")
+    settled = {"epochs_from_benchmark": False} if epochs_given else {}
+    model_args, data_args, training_args, extra_args = parse(parser, argv, settled)
+    if not any(a in ("--output_dir", "--output-dir") or a.startswith(("--output_dir=", "--output-dir=")) for a in argv) and not json_has(argv, "output_dir"):
         raise UsageError(f"--output_dir is required: the folder {prog.split()[-1]} writes its checkpoints, model and record to")
-    if any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or _json_has(argv, "num_train_epochs"):
-        data_args.epochs_from_benchmark = False
     return model_args, data_args, training_args, extra_args
 
 
 def finetune_command(argv: Sequence[str]) -> int:
+    model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
+    _setup_logging(training_args.get_process_log_level())
     from .study.sequence import run_sequence
     from .training.run import run_finetune
 
-    model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
-    _setup_logging(training_args.get_process_log_level())
     if "," in data_args.dataset:
         result = run_sequence(model_args, data_args, training_args, reference=sequence_args.reference)
         for record in result.records:
@@ -153,15 +101,18 @@ def finetune_command(argv: Sequence[str]) -> int:
 
 
 def evaluate_command(argv: Sequence[str]) -> int:
-    from .evaluation.run import EvaluationArguments, run_evaluation
+    from .cli_parsing import ArgumentParser, Formatter, parse
+    from .evaluation.run import EvaluationArguments
 
     parser = ArgumentParser(
         EvaluationArguments, prog="ldifs-hf evaluate", usage="ldifs-hf evaluate --checkpoint [METHOD=]PATH ... --datasets NAMES [options]",
         description="Score checkpoints for concept forgetting on many benchmarks (the paper's Table 3).\n" + _catalogue(),
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    from .evaluation.run import run_evaluation
+
     result = run_evaluation(args)
     failed = len(result.failures)
     print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
@@ -171,31 +122,37 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
 
 def demo_command(argv: Sequence[str]) -> int:
-    from .world.demo import DemoArguments, run_demo
+    from .cli_parsing import ArgumentParser, Formatter, parse
+    from .world.demo import DemoArguments
 
     parser = ArgumentParser(
         DemoArguments, prog="ldifs-hf demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
         description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    from .world.demo import run_demo
+
     run_demo(args)
     return 0
 
 
 def study_command(argv: Sequence[str]) -> int:
-    from .study.runner import StudyArguments, run_study
+    from .cli_parsing import ArgumentParser, Formatter, parse
+    from .study.runner import StudyArguments
 
     parser = ArgumentParser(
         StudyArguments, prog="ldifs-hf study",
         usage="ldifs-hf study --output_dir DIR --methods M1,M2 --finetune_tasks T1,T2>T3 --eval_tasks all --seeds 0,1,2 [--plan] [options]",
         description="The paper's study: methods x fine-tune tasks (or sequences a>b) x seeds, each scored on the eval tasks; "
         "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    from .study.runner import run_study
+
     result = run_study(args)
     if not args.plan:
         written = result.tables.paths
@@ -204,7 +161,7 @@ def study_command(argv: Sequence[str]) -> int:
 
 
 def lambda_search_command(argv: Sequence[str]) -> int:
-    from .study.lambda_search import LambdaSearchArguments, run_lambda_search
+    from .study.lambda_search import LambdaSearchArguments
 
     model_args, data_args, training_args, search_args = _parse_run_command(
         argv, LambdaSearchArguments, prog="ldifs-hf lambda-search",
@@ -214,6 +171,8 @@ def lambda_search_command(argv: Sequence[str]) -> int:
     )
     grid = search_args.grid()  # a bad grid fails here, before anything is loaded
     _setup_logging(training_args.get_process_log_level())
+    from .study.lambda_search import run_lambda_search
+
     result = run_lambda_search(model_args, data_args, training_args, grid, final_run=search_args.final_run)
     scores = ", ".join(f"{v:g}: {100 * s:.2f}" for v, s in result.scores.items())
     print(f"{result.parameter} = {result.best_lambda:g} (validation accuracy % by λ: {scores}) -> {result.paths['markdown']}")
@@ -339,15 +298,6 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _json_has(argv: Sequence[str], key: str) -> bool:
-    if len(argv) == 1 and argv[0].endswith(".json") and os.path.isfile(argv[0]):
-        import json
-
-        with open(argv[0]) as f:
-            return key in json.load(f)
-    return False
-
-
 def _results_line(results: dict) -> str:
     return ", ".join(f"{k} {100 * v:.2f}%" for k, v in results.items()) or "no results"
 
@@ -360,10 +310,6 @@ def _setup_logging(level: int, transformers_level: int | None = None) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logging.getLogger("ldifs_hf").setLevel(level)
     transformers.utils.logging.set_verbosity(level if transformers_level is None else transformers_level)
-
-
-class _Formatter(__import__("argparse").RawDescriptionHelpFormatter, __import__("argparse").ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, and every option's default after its help."""
 
 
 if __name__ == "__main__":

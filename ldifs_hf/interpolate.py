@@ -18,7 +18,6 @@ Two uses:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil

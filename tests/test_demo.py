@@ -22,7 +22,13 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"), "--seeds", "0,1",
             "--methods", "zs-init-ce,lp-init-ldifs", "--max_steps", "5", "--lp_iterations", "20"]
     result = _demo(argv)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # The console has the phases, one line per run and the tables; each run's own log is in its folder.
+    console = (printed + captured.err).split("\n")  # lines as a terminal shows them: a bar redraws its own with "\r"
+    assert len(console) <= 60 and sum("seed 1: " in line for line in console) == 3, console  # two runs and one evaluation
+    assert "train_runtime" not in printed + captured.err
+    assert "train_runtime" in (tmp_path / "demo" / "seed-0" / "runs" / "zs-init-ce" / "output.log").read_text()
     assert "| eval task | lp-init-ldifs | zs-init-ce |" in printed and "mean ± std over seeds 0, 1" in printed
     assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ldifs"} and {r["seed"] for r in result.records} == {0, 1}
     assert set(result.pretrained_accuracy) == {0, 1}

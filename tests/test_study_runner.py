@@ -231,6 +231,9 @@ def test_world_study_writes_tables_figures_and_manifest(uninterrupted, capsys, c
     assert any(p.suffix == ".safetensors" for p in cached) and any(p.suffix == ".json" for p in cached)
     first_done = min(p.stat().st_mtime_ns for p in out.glob("cells/**/cell.json"))
     assert max(p.stat().st_mtime_ns for p in cached) < first_done
+    # Each cell's own output (the Trainer's log) is in its folder's output.log, not on the console.
+    for marker in out.glob("cells/**/cell.json"):
+        assert "train_runtime" in (marker.parent / "output.log").read_text()
     # Every cell records its evaluation files where they are, not in the staging folder.
     for marker in out.glob("cells/**/cell.json"):
         files = json.loads(marker.read_text())["evaluation_files"]
@@ -294,7 +297,7 @@ def test_killed_study_resumes_without_recomputing_and_gives_the_same_tables(unin
     (cell / ".evaluation.tmp" / "results.md").write_text("half written")
     evaluated = (cell / "evaluation").stat().st_mtime_ns
     args = _study(out, cache)
-    status = plan_study(args, prepare_study(args)).status
+    status = plan_study(*prepare_study(args)).status
     assert status[Cell(done[0]["method"], tuple(done[0]["tasks"]), done[0]["seed"])] == "partial"
     with caplog.at_level(logging.INFO, logger="ldifs_hf"):
         run_study(_study(out, cache))

@@ -12,14 +12,19 @@ from .registry import (
     register_benchmark,
     register_benchmark_family,
 )
-from .loading import (
-    BenchmarkDataNotFoundError,
-    LoadedBenchmark,
-    load_benchmark,
-    parse_benchmark_list,
-    parse_dataset_paths,
-)
-from .transforms import collate_images, image_transform
+from .._lazy import lazy_exports
+
+# Each public name and its module, imported on first use: importing the package stays cheap.
+_EXPORTS = {
+    "BenchmarkDataNotFoundError": ".loading",
+    "LoadedBenchmark": ".loading",
+    "load_benchmark": ".loading",
+    "parse_benchmark_list": ".loading",
+    "parse_dataset_paths": ".loading",
+    "collate_images": ".transforms",
+    "image_transform": ".transforms",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BenchmarkDataNotFoundError",

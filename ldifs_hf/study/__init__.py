@@ -2,8 +2,10 @@
 validation split (Trainer.hyperparameter_search), and the resumable grid of methods x fine-tune tasks
 x seeds (Table 3, figures), run locally or through submitit."""
 
-from .lambda_search import DEFAULT_LAMBDA_GRID, LambdaSearchResult, run_lambda_search, search_lambda
-from .runner import Cell, StudyArguments, StudyPlan, StudyResult, describe_plan, plan_study, run_cell, run_study
+from .._lazy import lazy_exports
+
+# Imported now, not on first use: the function `sequence` shares its module's name, and importing the
+# module (which the runner does) would otherwise leave `ldifs_hf.study.sequence` naming the module.
 from .sequence import (
     REFERENCES,
     SequenceArguments,
@@ -14,7 +16,25 @@ from .sequence import (
     sequence_table,
     write_sequence_report,
 )
-from .tables import StudyTables, assemble_tables
+
+# Each public name and its module, imported on first use: importing the package stays cheap.
+_EXPORTS = {
+    "DEFAULT_LAMBDA_GRID": ".lambda_search",
+    "LambdaSearchResult": ".lambda_search",
+    "run_lambda_search": ".lambda_search",
+    "search_lambda": ".lambda_search",
+    "Cell": ".runner",
+    "StudyArguments": ".runner",
+    "StudyPlan": ".runner",
+    "StudyResult": ".runner",
+    "describe_plan": ".runner",
+    "plan_study": ".runner",
+    "run_cell": ".runner",
+    "run_study": ".runner",
+    "StudyTables": ".tables",
+    "assemble_tables": ".tables",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_LAMBDA_GRID",

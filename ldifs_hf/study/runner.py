@@ -31,23 +31,24 @@ and seeds vary the fine-tuning only.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
+from ..benchmarks import get_benchmark
 from ..benchmarks.catalog import NINE
-from ..evaluation.run import EvaluationArguments, run_evaluation
+from ..console import LOG_FILE, finished, phase_bar, run_output
 from ..evaluation.settings import EvaluatorSettings, setting_field
 from ..options import check_json_options
 from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training import get_method, list_methods
-from ..training.run import finetune, finetune_parser
 from ..utils import parse_seeds
 from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
@@ -105,6 +106,9 @@ class StudyArguments:
     gpus_per_node: int = field(default=1, metadata={"help": "GPUs per cell's job."})
     cpus_per_task: int = field(default=8, metadata={"help": "CPUs per cell's job."})
     plan: bool = field(default=False, metadata={"help": "Only print the cells, which are done, and the cost estimate."})
+    verbose: bool = field(
+        default=False, metadata={"help": f"Show every cell's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the cell's folder."}
+    )
 
     def __post_init__(self):
         if self.launcher not in LAUNCHERS:
@@ -137,6 +141,8 @@ class StudyArguments:
         options = self.finetune_options
         if not options:
             return
+        from ..training.run import finetune_parser
+
         parser = finetune_parser()
         plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
         methods = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
@@ -162,6 +168,8 @@ class StudyArguments:
 
 def _finetune_types() -> tuple[type, ...]:
     """The fine-tuning arguments' dataclasses (ModelArguments, DataArguments, LDIFSTrainingArguments)."""
+    from ..training.run import finetune_parser
+
     return tuple(finetune_parser().dataclass_types)
 
 
@@ -197,19 +205,26 @@ class Cell:
 # -- the grid -------------------------------------------------------------------------------------
 
 
-def prepare_study(args: StudyArguments):
-    """Make the study's benchmarks resolvable: with `world`, pre-train (or load) the world CLIP and
-    register its tasks, and point the study at that model. Returns the `PreparedWorld` or None."""
+def prepare_study(args: StudyArguments) -> tuple[StudyArguments, object]:
+    """The study's arguments as its cells use them, and its world (a `PreparedWorld`, or None).
+
+    The resolved arguments are a copy of `args`, which stay as given: their folders are absolute (a
+    submitit job may start in another working directory) and, with `world`, the model is the world's
+    CLIP, pre-trained (or loaded) here with its tasks registered as benchmarks."""
+    resolved = copy.copy(args)
+    resolved.output_dir = os.path.abspath(args.output_dir)
+    if args.world_cache_dir is not None:
+        resolved.world_cache_dir = os.path.abspath(args.world_cache_dir)
     if args.world == "none":
-        return None
+        return resolved, None
     from ..world import prepare_world
     from ..world.demo import DemoArguments
 
-    world = prepare_world(DemoArguments(quick=args.world == "quick").world_settings(), args.world_cache_dir, progress=False)
+    world = prepare_world(DemoArguments(quick=args.world == "quick").world_settings(), resolved.world_cache_dir, progress=False)
     if args.model_name_or_path not in (DEFAULT_MODEL, str(world.model_dir)):
         raise ValueError(f"a world study fine-tunes the world's pre-trained CLIP, not model_name_or_path={args.model_name_or_path!r}; leave it unset")
-    args.model_name_or_path = str(world.model_dir)
-    return world
+    resolved.model_name_or_path = str(world.model_dir)
+    return resolved, world
 
 
 def _all_tasks(args: StudyArguments, world) -> list[str]:
@@ -231,11 +246,15 @@ def study_cells(args: StudyArguments, world=None) -> list[Cell]:
 
 
 def eval_task_names(args: StudyArguments, world=None) -> list[str]:
+    from ..benchmarks.loading import parse_benchmark_list
+
     return _all_tasks(args, world) if args.eval_tasks.strip() == "all" else parse_benchmark_list(args.eval_tasks)
 
 
 def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> dict:
     """What determines a cell's result: its fine-tuning and evaluation arguments (output folders aside)."""
+    from ..benchmarks.loading import parse_dataset_paths
+
     paths = parse_dataset_paths(args.dataset_path)
     kwargs = dict(
         method=cell.method, model_name_or_path=args.model_name_or_path, seed=cell.seed, lp_iterations=args.lp_iterations,
@@ -294,7 +313,10 @@ def cell_status(cell_dir: str, config: dict) -> str:
 def run_cell(args: StudyArguments, cell: Cell) -> dict:
     """Fine-tune and evaluate one cell (skipped when done); returns its cell.json content. This is
     what a submitit job runs, so it prepares the world itself."""
-    world = prepare_study(args)
+    from ..evaluation.run import EvaluationArguments, run_evaluation
+    from ..training.run import finetune
+
+    args, world = prepare_study(args)
     eval_tasks = eval_task_names(args, world)
     config = cell_config(args, cell, eval_tasks)
     cell_dir = os.path.join(args.output_dir, cell.folder)
@@ -384,7 +406,7 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
     cells = [
         {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c]} for c in plan.cells
     ]
-    study = {k: v for k, v in dataclasses.asdict(args).items() if k != "plan"}
+    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
@@ -413,10 +435,11 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
 def check_study_dir(args: StudyArguments) -> None:
     """Before the world is prepared or anything is written: output_dir is (or can be made) a directory,
     and, unless only planning (which writes nothing), one that accepts files."""
-    existing = args.output_dir
+    output_dir = os.path.abspath(args.output_dir)
+    existing = output_dir
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if existing == args.output_dir and not os.path.isdir(existing):
+    if existing == output_dir and not os.path.isdir(existing):
         raise ValueError(
             f"output_dir {args.output_dir!r} is a file, not a directory; the study needs a directory "
             "(a new one, or an earlier study's to resume it): choose another --output_dir"
@@ -427,27 +450,41 @@ def check_study_dir(args: StudyArguments) -> None:
 
 def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     """Run every cell that is not done (locally or through submitit), then assemble the tables and
-    figures. With `args.plan`, only print and return the plan."""
-    # Absolute folders: a submitit job may start in another working directory.
-    args.output_dir = os.path.abspath(args.output_dir)
-    if args.world_cache_dir is not None:
-        args.world_cache_dir = os.path.abspath(args.world_cache_dir)
+    figures. With `args.plan`, only print and return the plan. Locally, the console shows one line per
+    finished cell under one progress bar; each cell's own output goes to output.log in its folder
+    (`args.verbose`: everything on the console)."""
     check_study_dir(args)
+    if not args.plan and args.world != "none":
+        print(f"preparing the concept world ({args.world})")
     if args.plan:  # writes nothing, so takes no lock
-        plan = plan_study(args, prepare_study(args))
+        args, world = prepare_study(args)
+        plan = plan_study(args, world)
         print(describe_plan(args, plan))
         return plan
     with FolderLock(args.output_dir):  # one study per folder; each run and evaluation also holds its own
-        plan = plan_study(args, prepare_study(args))
+        args, world = prepare_study(args)
+        plan = plan_study(args, world)
+        os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
+        todo = plan.todo
+        print(f"{len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, {len(todo)} to run ({args.launcher})"
+              + ("" if args.verbose or args.launcher != "local" else f"; each cell's log: {LOG_FILE} in its folder"))
         if args.launcher == "local":
-            for cell in plan.todo:
-                run_cell(args, cell)
-                plan.status[cell] = "done"
-                write_manifest(args, plan)
+            with phase_bar(len(todo), "cells", verbose=args.verbose) as bar:
+                for cell in todo:
+                    start = time.perf_counter()
+                    with run_output(os.path.join(args.output_dir, cell.folder), verbose=args.verbose):
+                        run_cell(args, cell)
+                    plan.status[cell] = "done"
+                    write_manifest(args, plan)
+                    finished(bar, f"{cell.method}, {cell.label}, seed {cell.seed}: done ({time.perf_counter() - start:.0f} s) -> {cell.folder}")
         else:
             _submit(args, plan)
-        return StudyResult(plan=plan, tables=assemble_study(args, plan))
+        tables = assemble_study(args, plan)
+    for table in (tables.table3, tables.table2):
+        if table:
+            print(f"\n{table}")
+    return StudyResult(plan=plan, tables=tables)
 
 
 def _submit(args: StudyArguments, plan: StudyPlan) -> None:

@@ -25,15 +25,17 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from ..benchmarks import get_benchmark, parse_benchmark_list, parse_dataset_paths
-from ..evaluation.continual import evaluate_sequence
-from ..evaluation.evaluator import ConceptForgettingEvaluator
-from ..evaluation.run import EvaluationArguments
+from ..benchmarks import get_benchmark
 from ..run_folder import EXPORT_FOLDER, FolderLock, RunRecord
 from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
-from ..training.run import finetune_parser, run_finetune
+
+if TYPE_CHECKING:
+    from ..evaluation.run import EvaluationArguments
+
+# The trainer, the evaluator and `datasets` are imported by the functions that use them, so that the
+# `finetune` and `study` commands can read `SequenceArguments` (and show --help) without them.
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,8 @@ def run_sequence(
 
     `data_args.dataset_path` is for one task; a sequence takes its local copies as
     "a=PATH,b=PATH" there. `training_args.output_dir` is the sequence's folder."""
+    from ..training.run import run_finetune
+
     check_reference(reference)
     tasks = parse_tasks(data_args.dataset)
     for task in tasks:  # every name, before the first task trains
@@ -156,6 +160,8 @@ def run_sequence(
 def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
     """`run_sequence` from keyword arguments: `dataset="a,b"`, `output_dir=` and any other field of
     `ModelArguments`, `DataArguments` or `LDIFSTrainingArguments` (as `finetune(**kwargs)`)."""
+    from ..training.run import finetune_parser
+
     model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
     if "num_train_epochs" in kwargs:
         data_args.epochs_from_benchmark = False
@@ -163,6 +169,8 @@ def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
 
 
 def _sequence_paths(dataset_path: str | None, tasks: Sequence[str]) -> dict[str, str]:
+    from ..benchmarks.loading import parse_dataset_paths
+
     if not dataset_path:
         return {}
     paths = parse_dataset_paths([p for p in dataset_path.split(",") if p])
@@ -191,6 +199,10 @@ def evaluate_sequence_run(result: SequenceResult, args: EvaluationArguments) -> 
 
     Returns one record per task (`evaluation.continual.evaluate_sequence`), with "method",
     "sequence", "reference" and "checkpoint" added."""
+    from ..benchmarks.loading import parse_benchmark_list
+    from ..evaluation.continual import evaluate_sequence
+    from ..evaluation.evaluator import ConceptForgettingEvaluator
+
     benchmarks = parse_benchmark_list(args.datasets)
     evaluator = ConceptForgettingEvaluator.from_pretrained(args.pretrained or result.pretrained, args.settings())
     models = [evaluator.load(record.output_dir) for record in result.records]

@@ -1,10 +1,24 @@
 """Training: the method registry, `LDIFSTrainingArguments`, `LDIFSTrainer`, the objectives, building the
 model a method trains, and one fine-tuning run end to end (`run_finetune`)."""
 
-from .arguments import DataArguments, LDIFSArgumentsMixin, LDIFSTrainingArguments, ModelArguments
-from .methods import MethodSpec, get_method, list_methods, register_method
-from .trainer import LDIFSMixin, LDIFSTrainer
-from .run import finetune, run_finetune
+from .._lazy import lazy_exports
+
+# Each public name and its module, imported on first use: importing the package stays cheap.
+_EXPORTS = {
+    "DataArguments": ".arguments",
+    "LDIFSArgumentsMixin": ".arguments",
+    "LDIFSTrainingArguments": ".arguments",
+    "ModelArguments": ".arguments",
+    "MethodSpec": ".methods",
+    "get_method": ".methods",
+    "list_methods": ".methods",
+    "register_method": ".methods",
+    "LDIFSMixin": ".trainer",
+    "LDIFSTrainer": ".trainer",
+    "finetune": ".run",
+    "run_finetune": ".run",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DataArguments",

@@ -11,11 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._lazy import lazy_exports
 from .concepts import CONCEPTS, Concept, get_concept
 from .generator import ConceptWorld, WorldSamples, describe, render
-from .pretrain import pixel_values, pretrain_world_clip, pretrained_world_clip
 from .settings import CACHE_ENV, WorldSettings, cache_root, world_cache_dir
+# Registers the world's tasks as a benchmark family; `datasets` is imported when a task is built.
 from .tasks import build_world_tasks, register_world_benchmarks, task_name, world_benchmark_spec, world_task_names, world_tasks
+
+# The pre-training (torch, the tiny CLIP) is imported on first use: importing the world stays cheap.
+_EXPORTS = {name: ".pretrain" for name in ("pixel_values", "pretrain_world_clip", "pretrained_world_clip")}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ def prepare_world(
     progress: bool = True,
 ) -> PreparedWorld:
     """Pre-train (or load from the cache) the world CLIP and register its tasks as benchmarks."""
+    from .pretrain import pretrained_world_clip
+
     settings = settings or WorldSettings()
     model_dir = pretrained_world_clip(settings, cache_dir, progress=progress)
     names = register_world_benchmarks(settings, cache_dir)

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..benchmarks import get_benchmark
-from ..evaluation import EvaluationArguments, run_evaluation, write_report
+from ..console import LOG_FILE, finished, phase_bar, run_output
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
-from ..training import finetune, get_method, list_methods
+from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from . import WorldSettings, prepare_world, world_task_names
 
@@ -51,6 +51,10 @@ class DemoArguments:
     )
     quick: bool = field(default=False, metadata={"help": "A scaled-down world and run, for tests (not for numbers)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Redo the runs already in output_dir (default: finished runs are reused)."})
+    verbose: bool = field(
+        default=False,
+        metadata={"help": f"Show every run's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the run's folder."},
+    )
 
     def __post_init__(self):
         if self.max_steps < 1:
@@ -96,11 +100,17 @@ def run_demo(args: DemoArguments) -> DemoResult:
 
 
 def _run(args: DemoArguments) -> DemoResult:
+    # The training and evaluation code is imported here: `ldifs-hf demo --help` does not need it.
+    from ..evaluation.run import EvaluationArguments, run_evaluation
+    from ..evaluation.report import write_report
+    from ..training.run import finetune
+
     # 1. Arguments, checked before the world is built.
     methods, seeds = args.method_names(), args.seed_list()
     timings = {}
 
     # 2. The foundation model: pre-trained on the world, or loaded from the cache.
+    print("1/3 the foundation model: a tiny CLIP pre-trained on the concept world (cached after the first run)")
     start = time.perf_counter()
     world = prepare_world(args.world_settings(), args.cache_dir)
     timings["pretrain_or_load_s"] = time.perf_counter() - start
@@ -111,36 +121,48 @@ def _run(args: DemoArguments) -> DemoResult:
     save_every = round(args.max_steps * args.checkpoint_every_percent / 100)
     save_args = dict(save_strategy="steps", save_steps=save_every, save_only_model=True) if save_every > 0 else dict(save_strategy="no")
     run_dirs = {seed: {m: os.path.join(args.output_dir, f"seed-{seed}", "runs", m) for m in methods} for seed in seeds}
-    for seed in seeds:
-        for method, run_dir in run_dirs[seed].items():
-            finetune(
-                method=method, dataset=args.finetune_task, model_name_or_path=str(world.model_dir), output_dir=run_dir,
-                max_steps=args.max_steps, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
-                warmup_steps=0, seed=seed, ldifs_lambda=args.ldifs_lambda, l2sp_lambda=args.l2sp_lambda,
-                lp_iterations=args.lp_iterations, report_to="none", logging_steps=max(1, args.max_steps // 5),
-                disable_tqdm=True, overwrite_output_dir=args.overwrite_output_dir, **save_args,
-            )
+    print(f"2/3 fine-tuning on {args.finetune_task}: {len(methods)} methods x {len(seeds)} seeds"
+          + ("" if args.verbose else f" (each run's log: {LOG_FILE} in its folder)"))
+    with phase_bar(len(seeds) * len(methods), "fine-tuning", verbose=args.verbose) as bar:
+        for seed in seeds:
+            for method, run_dir in run_dirs[seed].items():
+                run_start = time.perf_counter()
+                with run_output(run_dir, verbose=args.verbose):
+                    record = finetune(
+                        method=method, dataset=args.finetune_task, model_name_or_path=str(world.model_dir), output_dir=run_dir,
+                        max_steps=args.max_steps, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+                        warmup_steps=0, seed=seed, ldifs_lambda=args.ldifs_lambda, l2sp_lambda=args.l2sp_lambda,
+                        lp_iterations=args.lp_iterations, report_to="none", logging_steps=max(1, args.max_steps // 5),
+                        disable_tqdm=True, overwrite_output_dir=args.overwrite_output_dir, **save_args,
+                    )
+                accuracy = ", ".join(f"{k} {100 * v:.1f}%" for k, v in record.results.items())
+                finished(bar, f"{method}, seed {seed}: {accuracy or 'done'} ({time.perf_counter() - run_start:.0f} s) -> {run_dir}")
     timings["finetune_s"] = time.perf_counter() - start
 
     # 4. Concept forgetting of every checkpoint on every task, one report per seed.
     start = time.perf_counter()
     records, pretrained = [], {}
-    for seed in seeds:
-        evaluation = run_evaluation(
-            EvaluationArguments(
-                checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], datasets=",".join(world.benchmarks),
-                pretrained=str(world.model_dir), output_dir=os.path.join(args.output_dir, f"seed-{seed}"), num_workers=0,
-                lp_iterations=args.lp_iterations, seed=seed, max_train_samples=args.lp_train_samples,
-                overwrite_report=True,  # the demo's own output folder: a rerun refreshes its report
-            )
-        )
-        pretrained[seed] = evaluation.pretrained_accuracy
-        # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
-        starts = [pretrained_start_record(m, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) for m in methods]
-        seed_records = starts + evaluation.records
-        write_report(seed_records, os.path.join(args.output_dir, f"seed-{seed}"), pretrained=str(world.model_dir),
-                     pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
-        records += [{**r, "seed": seed} for r in seed_records]
+    print(f"3/3 scoring every checkpoint on the {len(world.benchmarks)} concept tasks (zero-shot and linear probe), one report per seed")
+    with phase_bar(len(seeds), "evaluating", verbose=args.verbose) as bar:
+        for seed in seeds:
+            seed_dir, seed_start = os.path.join(args.output_dir, f"seed-{seed}"), time.perf_counter()
+            with run_output(seed_dir, verbose=args.verbose):
+                evaluation = run_evaluation(
+                    EvaluationArguments(
+                        checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], datasets=",".join(world.benchmarks),
+                        pretrained=str(world.model_dir), output_dir=seed_dir, num_workers=0,
+                        lp_iterations=args.lp_iterations, seed=seed, max_train_samples=args.lp_train_samples,
+                        overwrite_report=True,  # the demo's own output folder: a rerun refreshes its report
+                    )
+                )
+                # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
+                starts = [pretrained_start_record(m, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) for m in methods]
+                seed_records = starts + evaluation.records
+                write_report(seed_records, seed_dir, pretrained=str(world.model_dir),
+                             pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
+            pretrained[seed] = evaluation.pretrained_accuracy
+            records += [{**r, "seed": seed} for r in seed_records]
+            finished(bar, f"seed {seed}: {len(evaluation.records)} checkpoints scored ({time.perf_counter() - seed_start:.0f} s) -> {seed_dir}")
     timings["evaluate_s"] = time.perf_counter() - start
 
     # 5. Mean ± std over seeds: table, summary, plots.

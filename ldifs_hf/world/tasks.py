@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from ..benchmarks import BenchmarkSpec, register_benchmark, register_benchmark_family
 from .concepts import CONCEPTS, Concept, get_concept
 from .settings import WorldSettings, world_cache_dir, write_atomically
+
+if TYPE_CHECKING:
+    import datasets
 
 TASK_PREFIX = "world-"
 TASKS_FOLDER = "tasks"
@@ -41,6 +44,8 @@ def world_task_names() -> list[str]:
 
 def build_world_tasks(settings: WorldSettings, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Draw the task images once and save one `DatasetDict` per concept under `output_dir/<concept>`."""
+    import datasets  # here, not at the top: registering the world's tasks must stay cheap
+
     world = settings.world()
     draws = {
         "train": world.sample(settings.task_train_size, split="train", stream=_TASK_TRAIN_STREAM),
@@ -68,6 +73,8 @@ def build_world_tasks(settings: WorldSettings, output_dir: str | os.PathLike) ->
 @contextlib.contextmanager
 def _no_progress_bars():
     """Hide `datasets`' casting/saving bars (a dozen for a second's work), restoring the user's setting."""
+    import datasets
+
     enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
@@ -79,6 +86,8 @@ def _no_progress_bars():
 
 def _label_by(dataset: datasets.Dataset, concept: Concept) -> datasets.Dataset:
     """The benchmark schema for one concept: columns "image" and "label" (a ClassLabel of its values)."""
+    import datasets
+
     labelled = dataset.select_columns(["image", concept.name]).rename_column(concept.name, "label")
     return labelled.cast_column("label", datasets.ClassLabel(names=list(concept.values)))
 
