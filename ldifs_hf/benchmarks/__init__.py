@@ -20,7 +20,7 @@ _EXPORTS = {
     "LoadedBenchmark": ".loading",
     "load_benchmark": ".loading",
     "parse_benchmark_list": ".loading",
-    "parse_dataset_paths": ".loading",
+    "parse_dataset_paths": ".registry",
     "collate_images": ".transforms",
     "image_transform": ".transforms",
 }

@@ -21,7 +21,9 @@ import pyarrow as pa
 from PIL import Image
 
 from .catalog import CUSTOM
-from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
+from .registry import (  # noqa: F401  (parse_dataset_paths: importable from here, as before)
+    BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, parse_dataset_paths, register_benchmark,
+)
 from .transforms import SUPPORTED_IMAGE_MODES, rgb_images
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
@@ -374,17 +376,6 @@ def _open_encoded(image: dict | None) -> Image.Image:
     if image.get("bytes") is not None:
         return Image.open(io.BytesIO(image["bytes"]))
     return Image.open(image["path"])
-
-
-def parse_dataset_paths(values) -> dict[str, str]:
-    """`["name=path", ...]` (command-line form) -> {name: path}."""
-    paths = {}
-    for value in values or []:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"dataset paths take 'name=path' entries, got {value!r}")
-        paths[name] = path
-    return paths
 
 
 def parse_benchmark_list(value: str, templates: Sequence[str] | None = None) -> list[str]:

@@ -152,3 +152,14 @@ def get_benchmark(name: str) -> BenchmarkSpec:
         f"Unknown benchmark {name!r}{hint}. Valid names: {', '.join(list_benchmarks())}{lazy}. "
         "For any other image/label dataset use 'custom' with a data path, or register_benchmark(BenchmarkSpec(...))."
     )
+
+
+def parse_dataset_paths(values) -> dict[str, str]:
+    """`["name=path", ...]` (command-line form) -> {name: path}."""
+    paths = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"dataset paths take 'name=path' entries, got {value!r}")
+        paths[name] = path
+    return paths
