@@ -22,7 +22,7 @@ _EXPORTS = {
     "CLIPVisionClassifier": ".modeling",
     "encode_images": ".modeling",
     "export_clip_model": ".modeling",
-    "interpolate": ".interpolate",
+    "interpolate": ".interpolation",
     "RunRecord": ".records",
     "default_ldifs_layers": ".regularizers",
     "l2sp_penalty": ".regularizers",

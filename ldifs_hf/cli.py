@@ -182,7 +182,7 @@ def lambda_search_command(argv: Sequence[str]) -> int:
 
 
 def interpolate_command(argv: Sequence[str]) -> int:
-    from .interpolate import InterpolateArguments, interpolate
+    from .interpolation import InterpolateArguments, interpolate
 
     parser = ArgumentParser(
         InterpolateArguments, prog="ldifs-hf interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",

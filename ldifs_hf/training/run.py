@@ -27,7 +27,7 @@ from ..heads import extract_features, zero_shot_classifier
 from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_clip_processor
 from ..modeling import export_clip_model
 from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, RunRecord, plan_output_dir
-from ..interpolate import save_start_head
+from ..interpolation import save_start_head
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .guards import NonFiniteGuard, RunIdentityCallback
