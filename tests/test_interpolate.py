@@ -123,7 +123,7 @@ def test_the_interpolated_clip_runs_in_the_zero_shot_pipeline(runs, method, tmp_
 
 def test_the_folder_is_run_like_and_names_alpha_and_source(runs, tmp_path):
     run_dir, _ = runs["lp-init-ce"]
-    record = ldifs_hf.interpolation(run_dir, 0.25, tmp_path / "wise")
+    record = ldifs_hf.interpolate(run_dir, 0.25, tmp_path / "wise")
     saved = RunRecord.load(tmp_path / "wise")
     assert saved == record
     assert (saved.alpha, saved.source_run, saved.completed, saved.results) == (0.25, os.path.realpath(run_dir), True, {})
