@@ -182,13 +182,14 @@ def lambda_search_command(argv: Sequence[str]) -> int:
 
 
 def interpolate_command(argv: Sequence[str]) -> int:
+    from .cli_parsing import ArgumentParser, Formatter, parse
     from .interpolation import InterpolateArguments, interpolate
 
     parser = ArgumentParser(
         InterpolateArguments, prog="ldifs-hf interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",
         description="Move a finished run's weights back towards its starting point (WiSE-FT): (1 - A) x start + A x run, "
         "written as a run-like folder with a stock clip/ export.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
