@@ -54,7 +54,7 @@ def parse_finetune_args(argv: Sequence[str]):
 
 def _parse_finetune_command(argv: Sequence[str]):
     """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
-    from .study.sequence import SequenceArguments
+    from .training.sequences import SequenceArguments
 
     return _parse_run_command(
         argv, SequenceArguments, prog="ldifs-hf finetune",
@@ -87,7 +87,7 @@ def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, des
 def finetune_command(argv: Sequence[str]) -> int:
     model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
     _setup_logging(training_args.get_process_log_level())
-    from .study.sequence import run_sequence
+    from .training.sequences import run_sequence
     from .training.run import run_finetune
 
     if "," in data_args.dataset:

@@ -1,5 +1,5 @@
 """A study's results from its cells: Table 3 and the per-task plots (`evaluation.report`), Table 2
-(`study.sequence`), each the mean over seeds, a per-seed CSV and the trade-off figure.
+(`training.sequences`), each the mean over seeds, a per-seed CSV and the trade-off figure.
 
 Written into the study folder:
     results.md / .csv / .json, deltas_over_training.png, distances_over_training.png   single tasks, mean over seeds
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
-from .sequence import write_sequence_report
+from ..training.sequences import write_sequence_report
 
 RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
 _TOP_LEVEL_MEANS = ("a_ft", "param_distance", "feature_distance")
