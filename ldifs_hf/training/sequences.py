@@ -160,12 +160,9 @@ def run_sequence(
 def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
     """`run_sequence` from keyword arguments: `dataset="a,b"`, `output_dir=` and any other field of
     `ModelArguments`, `DataArguments` or `LDIFSTrainingArguments` (as `finetune(**kwargs)`)."""
-    from .run import finetune_parser
+    from .run import finetune_arguments
 
-    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
-    if "num_train_epochs" in kwargs:
-        data_args.epochs_from_benchmark = False
-    return run_sequence(model_args, data_args, training_args, reference=reference)
+    return run_sequence(*finetune_arguments(kwargs), reference=reference)
 
 
 def _sequence_paths(dataset_path: str | None, tasks: Sequence[str]) -> dict[str, str]:
