@@ -184,3 +184,56 @@ def test_without_alphas_the_report_is_todays_plus_the_frontier(plain):
     assert "@α" not in open(plain.paths["markdown"]).read()
     with open(plain.paths["frontier_csv"]) as f:
         assert sorted((p["method"], p["alpha"]) for p in csv.DictReader(f)) == sorted((m, "1.0") for m in METHODS)
+
+
+def test_cli_counts_checkpoint_alpha_pairs(runs, eurosat_dir, mnist_dir, tmp_path, capsys):
+    from ldifs_hf.cli import main
+
+    argv = ["evaluate", "--checkpoint", runs["flyp"], "--datasets", "eurosat,mnist", "--dataset_path", f"eurosat={eurosat_dir}",
+            f"mnist={mnist_dir}", "--output_dir", str(tmp_path / "r"), "--lp_iterations", "20", "--device", "cpu", "--num_workers", "0",
+            "--distances", "false", "--wise_alphas", "0,1"]
+    assert main(argv) == 0
+    assert "scored 2 (checkpoint, α) pair(s) on 2 benchmark(s)" in capsys.readouterr().out
+
+
+def test_a_frontier_is_a_report_a_rerun_must_not_overwrite_silently(runs, eurosat_dir, mnist_dir, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "frontier.csv").write_text("method\n")  # left by an earlier evaluation
+    options = _options(runs, eurosat_dir, mnist_dir, out, distances=False)
+    with pytest.raises(FileExistsError, match=r"already holds a report \(frontier.csv\)"):
+        ldifs_hf.evaluate(**options)
+    (out / "frontier.png").write_bytes(b"stale")
+    # Replaced by a report that has no frontier point (no other task than the fine-tuning one): no stale frontier stays.
+    result = ldifs_hf.evaluate(**{**options, "datasets": "eurosat", "dataset_path": [f"eurosat={eurosat_dir}"], "overwrite_report": True})
+    assert "frontier_csv" not in result.paths and not (out / "frontier.csv").exists() and not (out / "frontier.png").exists()
+    result = ldifs_hf.evaluate(**{**options, "overwrite_report": True})
+    assert result.paths["frontier_csv"] == str(out / "frontier.csv") and (out / "frontier.png").stat().st_size > 100
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [({"regularizer": "ldifs", "ldifs_lambda": 3.0, "l2sp_lambda": 0.5, "settings": {"seed": 5}}, {"lambda": 3.0, "seed": 5}),
+     ({"regularizer": "l2sp", "ldifs_lambda": 3.0, "l2sp_lambda": 0.5, "settings": {"seed": 0}}, {"lambda": 0.5, "seed": 0}),
+     ({"regularizer": "none", "ldifs_lambda": 3.0}, {"lambda": None})],  # a record without settings knows no seed
+)
+def test_run_facts_are_the_runs_own_lambda_and_seed(tmp_path, fields, expected):
+    from ldifs_hf.evaluation.run import run_facts
+    from ldifs_hf.run_folder import RunRecord
+
+    RunRecord(method="m", dataset="eurosat", base_model="clip", **fields).save(tmp_path)
+    (tmp_path / "checkpoint-3").mkdir()
+    assert run_facts(str(tmp_path)) == expected == run_facts(str(tmp_path / "checkpoint-3"))
+    assert run_facts(str(tmp_path / "checkpoint-3" / "nowhere")) == {}
+
+
+def test_an_interpolated_folder_is_scored_as_the_run_at_its_alpha(runs, wise, eurosat_dir, mnist_dir, tmp_path):
+    folder = tmp_path / "half"
+    ldifs_hf.interpolate(runs["lp-init-ce"], 0.5, folder)
+    options = {**_options(runs, eurosat_dir, mnist_dir, tmp_path / "r"), "checkpoint": [f"lp-init-ce={folder}"]}
+    (record,) = ldifs_hf.evaluate(**options).records
+    where = ("checkpoint", "step")  # the folder is not the run's, and it has no trainer state
+    expected = {k: v for k, v in _record(wise, "lp-init-ce", 0.5).items() if k not in where}
+    assert {k: v for k, v in record.items() if k not in where} == expected  # same weights, same scores, same α
+    swept = ldifs_hf.evaluate(**{**options, "output_dir": str(tmp_path / "s"), "wise_alphas": "0.5,1"}).records
+    assert [r["alpha"] for r in swept] == [0.25, 0.5]  # θ(0.5) of θ(0.5) is the run's θ(0.25)

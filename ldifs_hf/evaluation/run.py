@@ -296,7 +296,8 @@ def evaluate_checkpoints(
     for entry in tqdm(entries, desc="checkpoints"):
         head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent,
                 **run_facts(entry.path)}
-        pending = [head] if alphas is None else [{**head, "alpha": alpha} for alpha in alphas]  # records still to write
+        # Records still to write. An interpolated folder is the run at its own α, so a sweep of it scales that α.
+        pending = [head] if alphas is None else [{**head, "alpha": alpha * head.get("alpha", 1.0)} for alpha in alphas]
         try:
             if entry.problem is not None:
                 raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
@@ -314,23 +315,26 @@ def evaluate_checkpoints(
                     evaluator.clear_cache()
         except Exception as err:  # one bad checkpoint must not lose the others' results
             logger.error("could not score %s: %s", entry.path, err)
-            error = f"{type(err).__name__}: {' '.join(str(err).split())}"
-            records += [{**h, "status": "failed", "error": error, "eval": {}} for h in pending]
+            records += [{**h, "status": "failed", "error": _error_line(err), "eval": {}} for h in pending]
         finally:
             evaluator.clear_cache()
     return records
 
 
 def run_facts(checkpoint: str) -> dict:
-    """What a checkpoint's run record says that groups its scores on the frontier: "lambda", the weight of
-    the run's regularizer (ldifs_lambda for LDIFS, l2sp_lambda for L2SP, None for any other), and "seed"
-    when the run recorded its settings. {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
+    """What a checkpoint's run record says that places its scores on the frontier: "lambda", the weight
+    of the run's regularizer (ldifs_lambda for LDIFS, l2sp_lambda for L2SP, None for any other); "seed"
+    when the run recorded its settings; "alpha" for a folder `ldifs-hf interpolate` wrote (the run at
+    that α). {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
     record = run_record_of(checkpoint)
     if record is None:
         return {}
-    lam = {"ldifs": record.ldifs_lambda, "l2sp": record.l2sp_lambda}.get(record.regularizer)
-    seed = (record.settings or {}).get("seed")
-    return {"lambda": lam} if seed is None else {"lambda": lam, "seed": seed}
+    facts = {"lambda": {"ldifs": record.ldifs_lambda, "l2sp": record.l2sp_lambda}.get(record.regularizer)}
+    if (record.settings or {}).get("seed") is not None:
+        facts["seed"] = record.settings["seed"]
+    if record.alpha is not None:
+        facts["alpha"] = record.alpha
+    return facts
 
 
 def _scored(head: dict, score, entry: CheckpointEntry) -> ForgettingRecord:
@@ -342,8 +346,12 @@ def _scored(head: dict, score, entry: CheckpointEntry) -> ForgettingRecord:
         return {**head, "status": "non_finite", "error": str(err), "eval": {}}
     except Exception as err:  # one bad checkpoint must not lose the others' results
         logger.error("could not score %s: %s", entry.path, err)
-        return {**head, "status": "failed", "error": f"{type(err).__name__}: {' '.join(str(err).split())}", "eval": {}}
+        return {**head, "status": "failed", "error": _error_line(err), "eval": {}}
     return {**head, "status": "ok", **record}
+
+
+def _error_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 class _StartModels:
