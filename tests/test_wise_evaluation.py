@@ -237,3 +237,18 @@ def test_an_interpolated_folder_is_scored_as_the_run_at_its_alpha(runs, wise, eu
     assert {k: v for k, v in record.items() if k not in where} == expected  # same weights, same scores, same α
     swept = ldifs_hf.evaluate(**{**options, "output_dir": str(tmp_path / "s"), "wise_alphas": "0.5,1"}).records
     assert [r["alpha"] for r in swept] == [0.25, 0.5]  # θ(0.5) of θ(0.5) is the run's θ(0.25)
+
+
+def test_alpha_0_reuses_the_pretrained_features(runs, eurosat_dir, mnist_dir, tmp_path, monkeypatch):
+    from ldifs_hf.evaluation import evaluator as evaluator_module
+
+    extracted = []
+    original = evaluator_module.extract_features
+    monkeypatch.setattr(evaluator_module, "extract_features", lambda *a, **k: extracted.append(k.get("desc")) or original(*a, **k))
+    options = {**_options(runs, eurosat_dir, mnist_dir, tmp_path / "r"), "checkpoint": [runs["lp-init-ce"]], "distances": False}
+    (record,) = ldifs_hf.evaluate(**options, wise_alphas="0").records
+    assert sorted(extracted) == ["eurosat/test features", "eurosat/train features", "mnist/test features", "mnist/train features"]  # the pretrained model's only
+    assert all(s["delta_zs"] == s["delta_lp"] == 0.0 for s in record["eval"].values())
+    extracted.clear()
+    ldifs_hf.evaluate(**{**options, "output_dir": str(tmp_path / "s")}, wise_alphas="0.5")
+    assert len(extracted) == 8  # a moved encoder has its own features

@@ -9,6 +9,11 @@ A_FT is measured on the task each run recorded; a run on its own data ("custom")
 data, read from the path and columns its record holds. Local datasets whose columns are not
 image/label take `image_column` / `label_column` ('name=column'), as `finetune` does.
 
+With `wise_alphas` each checkpoint is scored at every WiSE-FT weight α, in memory (`interpolate.wise_sweep`
+towards its run's starting point), one record per checkpoint and α. Records carry the run's "lambda" and
+"seed" (and "alpha"), and the report adds the frontier (`frontier.write_frontier`: frontier.csv and
+frontier.png) whenever a run's final checkpoint has A_FT and another evaluated task.
+
 A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
 scored and written. An existing report in `output_dir` is refused before anything is loaded, unless
@@ -35,6 +40,7 @@ from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, pa
 from ..benchmarks.catalog import CUSTOM
 from ..options import OptionTypeError, check_field_types
 from ..run_folder import FolderLock, check_output_dir
+from ..modeling import named_encoder_parameters
 from ..interpolate import check_alpha, load_start_model, parse_alphas, run_directory, start_problem, wise_sweep
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
@@ -181,7 +187,7 @@ class EvaluationResult:
         benchmarks: the benchmarks every checkpoint was scored on.
         pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
         records: one `ForgettingRecord` per checkpoint (failed and non-finite ones included).
-        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ...}).
+        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ..., "frontier_csv", "frontier_plot"}).
     """
 
     pretrained: str
@@ -310,7 +316,9 @@ def evaluate_checkpoints(
                 if model is evaluator.pretrained:  # the sweep moves the model's weights: never the reference's
                     raise CheckpointError(f"{entry.path!r} is the pretrained model itself, which has no run to interpolate")
                 for alpha, mixed in wise_sweep(model, starts.of(entry.path), alphas):
-                    key = f"{os.path.abspath(entry.path)}@alpha={alpha!r}"  # each α its own features
+                    # Each α its own features; an image encoder bit-identical to the pretrained one (α = 0 of
+                    # a run that starts there) has the pretrained features, so they are reused, not recomputed.
+                    key = PRETRAINED_KEY if same_image_encoder(mixed, evaluator.pretrained) else f"{os.path.abspath(entry.path)}@alpha={alpha!r}"
                     records.append(_scored(pending.pop(0), lambda: _score_model(evaluator, mixed, key, entry, benchmarks, finetune, distances), entry))
                     evaluator.clear_cache()
         except Exception as err:  # one bad checkpoint must not lose the others' results
@@ -441,6 +449,14 @@ def _recorded_data(entry: CheckpointEntry, task: str):
     name = f"{CUSTOM.name}:{os.path.abspath(path)}" if task == CUSTOM.name else task
     columns = {k: settings[k] for k in ("image_column", "label_column") if settings.get(k)}
     return dataclasses.replace(spec, name=name, data_path=path, **columns)
+
+
+@torch.no_grad()
+def same_image_encoder(model: nn.Module, reference: nn.Module) -> bool:
+    """Whether two models' image encoders and projections (what their image features depend on) hold
+    bit-identical weights."""
+    ours, theirs = named_encoder_parameters(model), named_encoder_parameters(reference)
+    return ours.keys() == theirs.keys() and all(torch.equal(p, theirs[name].to(p.device)) for name, p in ours.items())
 
 
 def non_finite_parameter(model: nn.Module) -> str | None:
