@@ -252,3 +252,25 @@ def test_alpha_0_reuses_the_pretrained_features(runs, eurosat_dir, mnist_dir, tm
     extracted.clear()
     ldifs_hf.evaluate(**{**options, "output_dir": str(tmp_path / "s")}, wise_alphas="0.5")
     assert len(extracted) == 8  # a moved encoder has its own features
+
+
+def test_a_checkpoint_that_fails_or_is_not_finite_gives_a_record_per_alpha(runs, eurosat_dir, mnist_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    nan_start = tmp_path / "nan_start"  # its starting head holds a NaN, so every θ(α) does
+    shutil.copytree(runs["lp-init-ce"], nan_start)
+    head = load_file(nan_start / START_HEAD_FILE)
+    head["weight"][0, 0] = float("nan")
+    save_file(head, nan_start / START_HEAD_FILE)
+    original = ConceptForgettingEvaluator.load
+    monkeypatch.setattr(ConceptForgettingEvaluator, "load",
+                        lambda self, path: (_ for _ in ()).throw(OSError("disk gone")) if path == runs["flyp"] else original(self, path))
+    options = {**_options(runs, eurosat_dir, mnist_dir, tmp_path / "r"), "distances": False, "wise_alphas": "0,1",
+               "checkpoint": [runs["flyp"], f"nan={nan_start}", runs["zs-init-ce"]], "include_intermediate": False}
+    result = ldifs_hf.evaluate(**options)
+    assert [(r["method"], r["alpha"], r["status"]) for r in result.records] == [
+        ("flyp", 0.0, "failed"), ("flyp", 1.0, "failed"), ("nan", 0.0, "non_finite"), ("nan", 1.0, "non_finite"),
+        ("zs-init-ce", 0.0, "ok"), ("zs-init-ce", 1.0, "ok"),
+    ]
+    assert "OSError: disk gone" in result.records[0]["error"] and "head.weight" in result.records[2]["error"]
+    assert "| nan@α=0 | non-finite |" in open(result.paths["markdown"]).read()
