@@ -115,9 +115,10 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
     result = run_evaluation(args)
     failed = len(result.failures)
-    print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
+    scored = "checkpoint(s)" if args.wise_alphas is None else "(checkpoint, α) pair(s)"  # one record per checkpoint and α
+    print(f"scored {len(result.records) - failed} {scored} on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
     if failed:  # the report is written, but a number the user asked for is missing
-        return _fail(f"{failed} checkpoint(s) could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
+        return _fail(f"{failed} {scored} could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
     return 0
 
 
