@@ -267,22 +267,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if argv and argv[0] == "--version":
-        from . import __version__
-
-        print(f"ldifs-hf {__version__}")
-        return 0
+        return run_guarded(_print_version, debug)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
-        width = max(map(len, COMMANDS))
-        print("\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS))
-        print("\nldifs-hf COMMAND --help lists a command's options; ldifs-hf --version prints the version.")
-        return 0 if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
+        # Through run_guarded like the commands: `ldifs-hf --help | head -3` ends quietly.
+        return run_guarded(_print_overview, debug) if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
     from .interrupts import run_interruptible
 
     return run_guarded(lambda: run_interruptible(lambda: COMMANDS[command](rest)), debug)
+
+
+def _print_version() -> int:
+    from . import __version__
+
+    print(f"ldifs-hf {__version__}")
+    return 0
+
+
+def _print_overview() -> int:
+    print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
+    width = max(map(len, COMMANDS))
+    print("\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS))
+    print("\nldifs-hf COMMAND --help lists a command's options; ldifs-hf --version prints the version.")
+    sys.stdout.flush()  # a closed pipe shows here, inside run_guarded
+    return 0
 
 
 def run_guarded(call: Callable[[], int], debug: bool = False) -> int:

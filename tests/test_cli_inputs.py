@@ -121,10 +121,11 @@ def test_demo_threads_must_be_positive(capsys):
     assert "threads must be >= 1" in one_line_error(capsys, ["demo", "--threads", "0"])
 
 
-def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+@pytest.mark.parametrize("command", ["list", "--help"])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(command):
     # `true` exits before the command starts writing, so every write meets a closed pipe (EPIPE).
     proc = subprocess.run(
-        f"{sys.executable} -m ldifs_hf list | true; echo rc=${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+        f"{sys.executable} -m ldifs_hf {command} | true; echo rc=${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
     )
     assert proc.stdout.strip() == "rc=0" and "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
