@@ -270,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded(_print_version, debug)
     if not argv or argv[0] in ("-h", "--help"):
         # Through run_guarded like the commands: `ldifs-hf --help | head -3` ends quietly.
-        return run_guarded(_print_overview, debug) if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
+        shown = run_guarded(_print_overview, debug)
+        return shown if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
