@@ -1,9 +1,15 @@
 """Faults found by trying the commands as a new user would (docs/RELIABILITY.md, "A new user's fault trial"):
 each test pins one fix."""
 
+import errno
+import json
 import os
+import resource
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from conftest import finetune_argv, main, one_line_error
 from PIL import Image
 from test_folder_ownership import held_by_another_process
@@ -11,6 +17,7 @@ from test_folder_ownership import held_by_another_process
 from ldifs_hf.benchmarks import load_benchmark
 from ldifs_hf.benchmarks.registry import get_benchmark
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
+from ldifs_hf.training.preflight import explain_write_failure
 
 
 def _image_folder_of_eurosat(root, images_per_class=2):
@@ -47,3 +54,28 @@ def test_interpolate_into_a_folder_another_process_writes_is_one_line(tiny_clip_
     assert not out.exists() or os.listdir(out) == []  # the refused command wrote nothing
     assert main(["interpolate", "--run", str(run), "--alpha", "0.5", "--output_dir", str(out)]) == 0
     assert not {LOCK_FILE, HOLDER_FILE} & set(os.listdir(out))
+
+
+def test_a_quota_is_named_as_such_not_as_a_full_disk(tmp_path):
+    quota = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert "quota or file-size limit" in str(explain_write_failure(quota, str(tmp_path)))
+    assert explain_write_failure(RuntimeError("a shape mismatch"), str(tmp_path)) is None
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_during_a_checkpoint_is_one_line_and_the_rerun_continues(tiny_clip_dir, eurosat_dir, tmp_path):
+    """A quota or file-size limit (the disk itself has room) cut `optimizer.pt` short: torch's raw
+    "unexpected pos" error used to be the last line."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "ldifs_hf", "finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ldifs", "--save_strategy", "steps", "--save_steps", "1")]
+
+    def limit_file_size():  # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, resource.RLIM_INFINITY))
+
+    limited = subprocess.run(argv, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600)
+    lines = limited.stderr.strip().splitlines()
+    assert limited.returncode == 2 and "Traceback" not in limited.stderr, lines[-5:]
+    assert lines[-1].startswith("error: writing the run's files in output_dir") and "file-size limit" in lines[-1], lines[-1]
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads((out / "ldifs_run.json").read_text())["completed"] is True
