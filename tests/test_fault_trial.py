@@ -16,7 +16,9 @@ from test_folder_ownership import held_by_another_process
 
 from ldifs_hf.benchmarks import load_benchmark
 from ldifs_hf.benchmarks.registry import get_benchmark
+from ldifs_hf.interrupts import Terminated
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
+from ldifs_hf.study.lambda_search import quiet_interrupted_trials
 from ldifs_hf.training.preflight import explain_write_failure
 
 
@@ -79,3 +81,22 @@ def test_a_file_size_limit_during_a_checkpoint_is_one_line_and_the_rerun_continu
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((out / "ldifs_run.json").read_text())["completed"] is True
+
+
+def test_an_interrupted_lambda_search_trial_is_not_logged_with_a_traceback(capfd):
+    """SIGTERM during a λ-search trial: optuna logged the trial as failed with the interruption's traceback
+    before the command's one line."""
+    import optuna
+
+    def objective(trial):
+        trial.suggest_categorical("ldifs_lambda", [0.1])
+        raise Terminated()
+
+    study = optuna.create_study()
+    with pytest.raises(Terminated), quiet_interrupted_trials():
+        study.optimize(objective, n_trials=1)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "failed with" not in err, err
+    with pytest.raises(ZeroDivisionError), quiet_interrupted_trials():  # other failures are still logged, with their traceback
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1) / 0, n_trials=1)
+    assert "Traceback" in capfd.readouterr().err
