@@ -100,3 +100,17 @@ def test_an_interrupted_lambda_search_trial_is_not_logged_with_a_traceback(capfd
     with pytest.raises(ZeroDivisionError), quiet_interrupted_trials():  # other failures are still logged, with their traceback
         study.optimize(lambda trial: trial.suggest_float("x", 0, 1) / 0, n_trials=1)
     assert "Traceback" in capfd.readouterr().err
+
+
+def test_a_config_json_that_is_a_directory_and_a_model_symlink_loop_are_named(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+    """They were reported as "it has no config.json" and "that path does not exist"."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").mkdir()
+    argv = finetune_argv(folder, eurosat_dir, tmp_path / "out", "zs-init-ldifs")
+    assert "config.json is a directory, not a JSON config file" in one_line_error(capsys, ["finetune", *argv])
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    argv = finetune_argv(loop, eurosat_dir, tmp_path / "out", "zs-init-ldifs")
+    assert "symbolic link that leads nowhere (broken, or a loop)" in one_line_error(capsys, ["finetune", *argv])
+    assert not (tmp_path / "out").exists()

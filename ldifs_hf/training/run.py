@@ -321,6 +321,8 @@ def _finish_run(trainer, record, model_args, training_args, benchmark, processor
 def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
     name = model_args.model_name_or_path
+    if os.path.islink(name) and not os.path.exists(name):
+        raise OSError(f"could not load CLIP model {name!r}: it is a symbolic link that leads nowhere (broken, or a loop)")
     if not os.path.exists(name) and not looks_like_hub_id(name):
         raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
     try:
