@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from test_folder_ownership import held_by_another_process
 from ldifs_hf.benchmarks import load_benchmark
 from ldifs_hf.benchmarks.registry import get_benchmark
 from ldifs_hf.interrupts import Terminated
+from ldifs_hf.model_folder import load_clip_processor
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
 from ldifs_hf.study.lambda_search import quiet_interrupted_trials
 from ldifs_hf.training.preflight import explain_write_failure
@@ -114,3 +116,18 @@ def test_a_config_json_that_is_a_directory_and_a_model_symlink_loop_are_named(ti
     argv = finetune_argv(loop, eurosat_dir, tmp_path / "out", "zs-init-ldifs")
     assert "symbolic link that leads nowhere (broken, or a loop)" in one_line_error(capsys, ["finetune", *argv])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_and_processor_naming_custom_code_never_run_it(tiny_clip_dir, tmp_path):
+    """The model's config.json is a plain CLIP; its tokenizer_config.json and processor_config.json name a
+    Python file of the folder (`auto_map`). The processor loads as CLIP's own; the file never runs."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clip_dir, folder)
+    marker = tmp_path / "code_ran"
+    (folder / "evil_tok.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom transformers import CLIPTokenizerFast as EvilTokenizer\nEvilProcessor = None\n")
+    for name, entry in (("tokenizer_config.json", {"AutoTokenizer": ["evil_tok.EvilTokenizer", None]}), ("processor_config.json", {"AutoProcessor": "evil_tok.EvilProcessor"})):
+        config = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps({**config, "auto_map": entry}))
+    processor = load_clip_processor(str(folder))
+    assert type(processor).__name__ == "CLIPProcessor" and processor.tokenizer("a photo of a cat.")["input_ids"]
+    assert not marker.exists()
