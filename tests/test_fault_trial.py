@@ -22,6 +22,7 @@ from ldifs_hf.model_folder import load_clip_processor
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
 from ldifs_hf.study.lambda_search import quiet_interrupted_trials
 from ldifs_hf.training.preflight import explain_write_failure
+from ldifs_hf.training.run import write_failures_explained
 
 
 def _image_folder_of_eurosat(root, images_per_class=2):
@@ -131,3 +132,17 @@ def test_a_tokenizer_and_processor_naming_custom_code_never_run_it(tiny_clip_dir
     processor = load_clip_processor(str(folder))
     assert type(processor).__name__ == "CLIPProcessor" and processor.tokenizer("a photo of a cat.")["input_ids"]
     assert not marker.exists()
+
+
+def test_a_full_disk_while_the_export_is_written_is_named(tmp_path, monkeypatch):
+    """A disk that filled after training, while the final model or export was written: safetensors'
+    own error ("I/O error: No space left on device") was the last line, exit 1, naming no folder."""
+    from safetensors import SafetensorError
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**20, 10 * 2**20 - 2**16, 2**16))
+    with pytest.raises(OSError, match=rf"the disk of output_dir '{tmp_path}' is full \(0.1 MiB free\).*SafetensorError"):
+        with write_failures_explained(str(tmp_path)):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    with pytest.raises(ValueError, match="not finite"):  # a run's own errors pass through as they are
+        with write_failures_explained(str(tmp_path)):
+            raise ValueError("training stopped at step 2: loss_task (nan) is not finite")

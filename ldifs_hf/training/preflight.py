@@ -89,7 +89,9 @@ def explain_write_failure(error: BaseException, output_dir: str, model_bytes: in
     space left there, or that a quota or file-size limit was reached, or None. torch reports a full
     disk during a checkpoint as a bare RuntimeError ("file write failed"); the half-written checkpoint it
     leaves is skipped when the run resumes."""
-    if not isinstance(error, (OSError, RuntimeError)) or not os.path.isdir(output_dir):
+    from safetensors import SafetensorError  # what a full disk raises while weights are written
+
+    if not isinstance(error, (OSError, RuntimeError, SafetensorError)) or not os.path.isdir(output_dir):
         return None
     free = shutil.disk_usage(output_dir).free
     if free >= max(model_bytes or 0, 2**20):

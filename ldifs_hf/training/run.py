@@ -242,17 +242,13 @@ def _run_in_folder(
                 "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
                 "resume, which trains one step past max_steps", plan.resume_from,
             )
-        try:
+        with write_failures_explained(training_args.output_dir):
             train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
-        except (OSError, RuntimeError) as err:
-            explained = explain_write_failure(err, training_args.output_dir)
-            if explained is None:
-                raise
-            raise explained from err
-        _save_training(trainer, train_result, training_args.output_dir)
+            _save_training(trainer, train_result, training_args.output_dir)
 
     if trainer.is_world_process_zero():
-        with full_weights_loading():  # under ZeRO-3, models loaded here are whole, not sharded
+        # under ZeRO-3, models loaded here are whole, not sharded
+        with full_weights_loading(), write_failures_explained(training_args.output_dir):
             _finish_run(
                 trainer, record, model_args, training_args, benchmark, processor, eval_dataset if has_validation else None,
                 repo_id, push_to_hub,
@@ -260,6 +256,19 @@ def _run_in_folder(
                 dataset_id=None if data_args.dataset_path else benchmark.spec.hub_id,
             )
     return record
+
+
+@contextlib.contextmanager
+def write_failures_explained(output_dir: str):
+    """A failure while the run writes its checkpoints, final model or export, with the disk full or a
+    quota reached, is reported as that, in one line naming `output_dir`."""
+    try:
+        yield
+    except Exception as err:
+        explained = explain_write_failure(err, output_dir)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 def _save_training(trainer, train_result, output_dir: str) -> None:
