@@ -146,3 +146,20 @@ def test_a_full_disk_while_the_export_is_written_is_named(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="not finite"):  # a run's own errors pass through as they are
         with write_failures_explained(str(tmp_path)):
             raise ValueError("training stopped at step 2: loss_task (nan) is not finite")
+
+
+def test_each_split_is_mapped_by_its_own_label_names(tmp_path):
+    """A train split numbered in sorted order and a test split of string labels: only train is remapped."""
+    import datasets
+
+    names = list(get_benchmark("eurosat").class_names)
+    image = Image.new("RGB", (8, 8))
+    train = datasets.Dataset.from_dict(
+        {"image": [image] * len(names), "label": list(range(len(names)))},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=sorted(names))}),
+    )
+    test = datasets.Dataset.from_dict({"image": [image] * len(names), "label": names}, features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}))
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "data")
+    loaded = load_benchmark("eurosat", data_path=tmp_path / "data", validation_fraction=0)
+    assert [loaded.class_names[label] for label in loaded.splits["train"]["label"]] == sorted(names)
+    assert [loaded.class_names[label] for label in loaded.splits["test"]["label"]] == names

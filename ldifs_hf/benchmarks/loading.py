@@ -106,7 +106,6 @@ def load_benchmark(
     for split, dataset in ((spec.train_split, train), (spec.test_split, test)):
         _check_columns(dataset, (image_column, label_column), split, spec.name)
     names = _resolve_class_names(train, test, label_column, class_names or spec.class_names, spec)
-    label_order = _label_order(train.features[label_column], names)
     spec = dataclasses.replace(
         spec, class_names=tuple(names), num_classes=len(names), templates=tuple(templates or spec.templates)
     )
@@ -121,7 +120,8 @@ def load_benchmark(
 
     def prepare(dataset, rows, split):
         return _prepare_split(
-            dataset, np.sort(rows), image_column, label_column, names, split, spec.name, verify_images, label_order
+            dataset, np.sort(rows), image_column, label_column, names, split, spec.name, verify_images,
+            _label_order(dataset.features[label_column], names),  # each split's own labels
         )
 
     splits = datasets.DatasetDict(
