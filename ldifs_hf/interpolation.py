@@ -31,7 +31,8 @@ from torch import nn
 from .cards import write_model_cards
 from .model_folder import load_clip_or_classifier, load_clip_processor, read_model_config
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
-from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, RunRecord
+from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, FolderLock, RunRecord
+from .run_folder.lock import HOLDER_FILE, LOCK_FILE
 
 # The head a classifier run started from, written by the run before training (`save_start_head`).
 
@@ -221,11 +222,18 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
         raise ValueError(f"run {run_dir!r} is not finished (its {RUN_RECORD_FILE} says completed: false); finish it first")
     if output_dir == run_dir or output_dir.startswith(run_dir + os.sep):
         raise ValueError(f"output_dir {output_dir!r} is the run's folder or inside it; choose a folder outside {run_dir!r}")
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        raise ValueError(f"output_dir {output_dir!r} is not empty; choose a new or empty folder")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"output_dir {output_dir!r} is a file; choose a new or empty folder")
+    # Held from the emptiness check to the record, so that two interpolations into one new folder cannot
+    # both find it empty and both report it as theirs.
+    with FolderLock(output_dir):
+        if set(os.listdir(output_dir)) - {LOCK_FILE, HOLDER_FILE}:
+            raise ValueError(f"output_dir {output_dir!r} is not empty; choose a new or empty folder")
+        return _write_interpolation(run_dir, source, alpha, output_dir, cache_dir)
 
+
+def _write_interpolation(run_dir: str, source: RunRecord, alpha: float, output_dir: str, cache_dir: str | None) -> RunRecord:
+    """The body of `interpolate`, once its checks passed and `output_dir` is held."""
     start = load_start_model(run_dir, cache_dir=cache_dir)
     model = _load_model(run_dir, "run")
     model.load_state_dict(interpolated_state_dict(start, model, alpha))

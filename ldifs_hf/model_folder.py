@@ -39,6 +39,8 @@ def read_model_config(name_or_path: str | os.PathLike, *, what: str = "model", c
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
         config_file = os.path.join(path, CONFIG_FILE)
+        if os.path.isdir(config_file):
+            raise ModelFolderError(f"{what}: {config_file} is a directory, not a JSON config file")
         if not os.path.isfile(config_file):
             raise ModelFolderError(
                 f"{what} {path!r} is not a model directory: it has no config.json; pass a folder a model "

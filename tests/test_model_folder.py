@@ -161,7 +161,7 @@ def test_a_broken_config_json_is_named_in_one_line(tmp_path, content, needle):
 def test_an_unreadable_config_json_is_named(tmp_path):
     folder = tmp_path / "model"
     (folder / "config.json").mkdir(parents=True)  # a folder where the file should be: open() fails
-    with pytest.raises(ModelFolderError, match="has no config.json"):
+    with pytest.raises(ModelFolderError, match="config.json is a directory, not a JSON config file"):
         read_model_config(folder)
     os.rmdir(folder / "config.json")
     (folder / "config.json").write_text("{}")

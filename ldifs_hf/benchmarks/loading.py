@@ -120,7 +120,8 @@ def load_benchmark(
 
     def prepare(dataset, rows, split):
         return _prepare_split(
-            dataset, np.sort(rows), image_column, label_column, names, split, spec.name, verify_images
+            dataset, np.sort(rows), image_column, label_column, names, split, spec.name, verify_images,
+            _label_order(dataset.features[label_column], names),  # each split's own labels
         )
 
     splits = datasets.DatasetDict(
@@ -284,6 +285,24 @@ def _resolve_class_names(
     return list(given)
 
 
+def _name_key(name: str) -> str:
+    return "".join(character for character in name.lower() if character.isalnum())
+
+
+def _label_order(feature, class_names: list[str]) -> np.ndarray | None:
+    """Where a ClassLabel's names are the class names in another order (an image folder's classes are its
+    sorted folder names), the index in `class_names` of each source label; `None` where the order agrees
+    or the names are not the same set (e.g. the Hub's raw names, which pair with the spec's by index).
+    Without it, label i would silently get the prompt of the spec's class i."""
+    if not isinstance(feature, datasets.ClassLabel):
+        return None
+    position = {_name_key(name): index for index, name in enumerate(class_names)}
+    source = [_name_key(name) for name in feature.names]
+    if len(position) != len(class_names) or sorted(source) != sorted(position) or source == list(position):
+        return None
+    return np.asarray([position[key] for key in source], dtype=np.int64)
+
+
 def _prepare_split(
     dataset: datasets.Dataset,
     rows: np.ndarray,
@@ -293,6 +312,7 @@ def _prepare_split(
     split: str,
     name: str,
     verify_images: bool,
+    label_order: np.ndarray | None = None,
 ) -> datasets.Dataset:
     """The split's `rows` as columns "image" and "label" (ClassLabel of `class_names`), checked.
 
@@ -305,6 +325,8 @@ def _prepare_split(
     (`image_transform`, `TrainImageTransform`) call `to_rgb` themselves.
     """
     labels = _label_ids(dataset, label_column, rows, class_names, split, name)
+    if label_order is not None:
+        labels = np.where(labels >= 0, label_order[np.maximum(labels, 0)], -1)
     if verify_images:
         _verify_images(dataset.select(rows) if len(rows) != len(dataset) else dataset, image_column, rows, split, name)
     label_table = datasets.Dataset.from_dict({"label": labels}, features=datasets.Features({"label": datasets.ClassLabel(names=class_names)}))

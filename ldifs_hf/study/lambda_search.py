@@ -40,6 +40,33 @@ from ..training.trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
 
+
+class _InterruptedTrialFilter(logging.Filter):
+    """Drops optuna's report of a trial that Ctrl-C or SIGTERM stopped: a "failed" warning carrying the
+    interruption's traceback, then "failed with value None". The interruption itself still reaches the
+    command, which ends with its one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_interrupted_trials():
+    """While optuna runs the trials, an interrupted trial is not logged as a failure with a traceback."""
+    optimize_logger, trial_filter = logging.getLogger("optuna.study._optimize"), _InterruptedTrialFilter()
+    optimize_logger.addFilter(trial_filter)
+    try:
+        yield
+    finally:
+        optimize_logger.removeFilter(trial_filter)
+
 DEFAULT_LAMBDA_GRID = (0.01, 0.05, 0.1, 0.5, 1.0, 10.0, 100.0)
 SEARCH_MD, SEARCH_CSV, SEARCH_PLOT, SEARCH_JSON = "lambda_search.md", "lambda_search.csv", "lambda_search.png", "lambda_search.json"
 SEARCH_FILES = {"markdown": SEARCH_MD, "csv": SEARCH_CSV, "plot": SEARCH_PLOT, "json": SEARCH_JSON}
@@ -209,16 +236,17 @@ def _search(model_args, data_args, training_args, spec, grid, parameter, setting
 
     storage = optuna.storages.InMemoryStorage()
     study_name = f"{parameter}-{spec.name}-{benchmark.spec.name}"
-    trainer.hyperparameter_search(
-        hp_space=lambda trial: {parameter: trial.suggest_categorical(parameter, grid)},
-        compute_objective=lambda metrics: metrics["eval_accuracy"],
-        n_trials=len(grid),
-        direction="maximize",
-        backend="optuna",
-        sampler=optuna.samplers.GridSampler({parameter: grid}, seed=training_args.seed),
-        storage=storage,
-        study_name=study_name,
-    )
+    with quiet_interrupted_trials():
+        trainer.hyperparameter_search(
+            hp_space=lambda trial: {parameter: trial.suggest_categorical(parameter, grid)},
+            compute_objective=lambda metrics: metrics["eval_accuracy"],
+            n_trials=len(grid),
+            direction="maximize",
+            backend="optuna",
+            sampler=optuna.samplers.GridSampler({parameter: grid}, seed=training_args.seed),
+            storage=storage,
+            study_name=study_name,
+        )
     trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     scores = {float(t.params[parameter]): float(t.value) for t in trials}
     missing = [v for v in grid if v not in scores]

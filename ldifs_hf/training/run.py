@@ -261,17 +261,13 @@ def _run_in_folder(
                 "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
                 "resume, which trains one step past max_steps", plan.resume_from,
             )
-        try:
+        with write_failures_explained(training_args.output_dir):
             train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
-        except (OSError, RuntimeError) as err:
-            explained = explain_write_failure(err, training_args.output_dir)
-            if explained is None:
-                raise
-            raise explained from err
-        _save_training(trainer, train_result, training_args.output_dir)
+            _save_training(trainer, train_result, training_args.output_dir)
 
     if trainer.is_world_process_zero():
-        with full_weights_loading():  # under ZeRO-3, models loaded here are whole, not sharded
+        # under ZeRO-3, models loaded here are whole, not sharded
+        with full_weights_loading(), write_failures_explained(training_args.output_dir):
             _finish_run(
                 trainer, record, model_args, training_args, benchmark, processor, eval_dataset if has_validation else None,
                 repo_id, push_to_hub,
@@ -279,6 +275,19 @@ def _run_in_folder(
                 dataset_id=None if data_args.dataset_path else benchmark.spec.hub_id,
             )
     return record
+
+
+@contextlib.contextmanager
+def write_failures_explained(output_dir: str):
+    """A failure while the run writes its checkpoints, final model or export, with the disk full or a
+    quota reached, is reported as that, in one line naming `output_dir`."""
+    try:
+        yield
+    except Exception as err:
+        explained = explain_write_failure(err, output_dir)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 def _save_training(trainer, train_result, output_dir: str) -> None:
@@ -340,6 +349,8 @@ def _finish_run(trainer, record, model_args, training_args, benchmark, processor
 def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
     name = model_args.model_name_or_path
+    if os.path.islink(name) and not os.path.exists(name):
+        raise OSError(f"could not load CLIP model {name!r}: it is a symbolic link that leads nowhere (broken, or a loop)")
     if not os.path.exists(name) and not looks_like_hub_id(name):
         raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
     try:
