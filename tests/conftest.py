@@ -86,3 +86,15 @@ def one_line_error(capsys, argv, needle=None, *, code=2, after_work=False):
     assert len(errors) == 1 and lines[-1] == errors[0] and (after_work or len(lines) == 1), lines[-5:]
     assert needle is None or needle in errors[0], errors[0]
     return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _benchmark_registry_restored():
+    """Each test sees the benchmark registry as the package defines it: a `name=path` entry a test
+    registers (e.g. `--datasets eurosat=PATH`) must not change `eurosat` for the tests after it."""
+    from ldifs_hf.benchmarks import registry
+
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)

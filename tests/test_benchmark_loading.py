@@ -291,3 +291,15 @@ def test_custom_needs_a_data_path(monkeypatch):
 def test_validation_fraction_range(tmp_path, fraction):
     with pytest.raises(BenchmarkError, match="validation_fraction"):
         load_benchmark("eurosat", data_path=tmp_path, validation_fraction=fraction)
+
+
+def test_a_local_copy_of_a_known_benchmark_keeps_its_class_names_and_prompts(tmp_path):
+    from ldifs_hf.benchmarks import parse_benchmark_list
+
+    spec = get_benchmark("eurosat")
+    path = save_benchmark_like_dataset("eurosat", tmp_path / "eurosat", num_train=NUM_TRAIN, num_test=NUM_TEST)
+    assert parse_benchmark_list(f"eurosat={path}") == ["eurosat"]
+    local = get_benchmark("eurosat")
+    assert (local.class_names, local.templates, local.hub_id) == (spec.class_names, spec.templates, spec.hub_id)
+    assert local.data_path == str(path)
+    assert load_benchmark("eurosat").prompts(0) == [t.format(spec.class_names[0]) for t in spec.templates]

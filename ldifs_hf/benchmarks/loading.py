@@ -429,5 +429,17 @@ def register_local_benchmark(name: str, path: str, templates: Sequence[str] | No
     if not glob.has_magic(path) and not os.path.exists(os.path.expanduser(path)):
         raise BenchmarkDataNotFoundError(f"local benchmark {name!r}: {path!r} does not exist")
     fields = {"templates": tuple(templates)} if templates else {}
+    known = _registered(name)
+    if known is not None and known.class_names:
+        # A local copy of a known benchmark (`eurosat=PATH`): its class names, prompts and columns stay
+        # the registry's; only where the data is read from changes.
+        return register_benchmark(dataclasses.replace(known, data_path=os.path.expanduser(path), **fields), overwrite=True)
     return register_benchmark(BenchmarkSpec(name, None, data_path=os.path.expanduser(path), **fields), overwrite=True)
+
+
+def _registered(name: str) -> BenchmarkSpec | None:
+    try:
+        return get_benchmark(name)
+    except BenchmarkError:
+        return None
 
