@@ -54,7 +54,7 @@ def parse_finetune_args(argv: Sequence[str]):
 
 def _parse_finetune_command(argv: Sequence[str]):
     """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
-    from .study.sequence import SequenceArguments
+    from .training.sequences import SequenceArguments
 
     return _parse_run_command(
         argv, SequenceArguments, prog="ldifs-hf finetune",
@@ -87,7 +87,7 @@ def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, des
 def finetune_command(argv: Sequence[str]) -> int:
     model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
     _setup_logging(training_args.get_process_log_level())
-    from .study.sequence import run_sequence
+    from .training.sequences import run_sequence
     from .training.run import run_finetune
 
     if "," in data_args.dataset:
@@ -115,9 +115,10 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
     result = run_evaluation(args)
     failed = len(result.failures)
-    print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
+    scored = "checkpoint(s)" if args.wise_alphas is None else "(checkpoint, α) pair(s)"  # one record per checkpoint and α
+    print(f"scored {len(result.records) - failed} {scored} on {len(result.benchmarks)} benchmark(s) -> {result.paths.get('markdown')}")
     if failed:  # the report is written, but a number the user asked for is missing
-        return _fail(f"{failed} checkpoint(s) could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
+        return _fail(f"{failed} {scored} could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
     return 0
 
 

@@ -29,14 +29,24 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .evaluation.checkpoints import CHECKPOINT_DIR, load_checkpoint
 from .cards import write_model_cards
-from .model_folder import load_clip_processor, read_model_config
+from .model_folder import load_clip_or_classifier, load_clip_processor, read_model_config
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
-from .run_folder import EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, RunRecord
+from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, RunRecord
 
 # The head a classifier run started from, written by the run before training (`save_start_head`).
 
+
+def _load_model(name_or_path: str, what: str, cache_dir: str | None = None) -> nn.Module:
+    """A CLIPModel or our classifier by its folder's model_type (no folder code runs); a folder or Hub id
+    that cannot be read is one line naming it."""
+    try:
+        return load_clip_or_classifier(name_or_path, what=what, cache_dir=cache_dir).eval()
+    except OSError as err:
+        raise ValueError(
+            f"could not load {what} {name_or_path!r} ({err}); without network, download a Hub model once elsewhere "
+            "(`hf download <id>`) and pass its local directory"
+        ) from err
 
 def check_alpha(alpha) -> float:
     """`alpha` as a float if it lies in [0, 1], else a one-line ValueError.
@@ -47,6 +57,29 @@ def check_alpha(alpha) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1] (0: the run's starting point, 1: the fine-tuned run), got {alpha!r}")
     return float(alpha)
+
+
+def parse_alphas(value, flag: str = "wise_alphas") -> list[float]:
+    """Interpolation weights from a comma-separated string ("0,0.5,1") or a sequence of numbers, each
+    checked by `check_alpha`; an empty list, a value that is not a number, or the same α twice is a
+    one-line ValueError naming `flag`."""
+    items = ([v.strip() for v in value.split(",")] if value.strip() else []) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"{flag} takes interpolation weights in [0, 1], comma-separated (e.g. '0,0.5,1'), got {value!r}")
+    alphas = []
+    for item in items:
+        try:
+            number = float(item) if isinstance(item, str) else item
+        except ValueError:
+            number = item
+        try:
+            alphas.append(check_alpha(number))
+        except ValueError:
+            raise ValueError(f"{flag}: {item!r} is not a number in [0, 1] (0: the run's starting point, 1: the fine-tuned run)") from None
+    repeated = sorted({a for a in alphas if alphas.count(a) > 1})
+    if repeated:
+        raise ValueError(f"{flag} lists {', '.join(f'{a:g}' for a in repeated)} more than once; give each α once")
+    return alphas
 
 
 def save_start_head(model: nn.Module, run_dir: str | os.PathLike) -> str | None:
@@ -72,31 +105,40 @@ def run_directory(path: str | os.PathLike) -> str:
     return path
 
 
+def start_problem(path: str | os.PathLike) -> str | None:
+    """Why the starting point of the checkpoint at `path` cannot be rebuilt, read from its files without
+    loading any weights; None when `load_start_model` can rebuild it."""
+    run_dir = run_directory(path)
+    if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
+        return f"{os.fspath(path)!r} is not an ldifs_hf run (no {RUN_RECORD_FILE}), so its starting point is unknown"
+    model_dir = os.fspath(path)
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        return f"{model_dir!r} holds no model (no config.json)"
+    if _model_type(model_dir) == CLIPClassifierConfig.model_type and not os.path.isfile(os.path.join(run_dir, START_HEAD_FILE)):
+        return (
+            f"run {run_dir!r} did not record its starting head ({START_HEAD_FILE}), as runs made before interpolation "
+            "existed do not: rerun it to interpolate it"
+        )
+    return None
+
+
 def load_start_model(path: str | os.PathLike, *, cache_dir: str | None = None) -> nn.Module:
     """The model the run at `path` (a run directory or one of its `checkpoint-N` folders) started from.
 
     A classifier run: its base model's vision tower and projection with the head it recorded in
     `start_head.safetensors`, rebuilt as the run built it (`CLIPVisionClassifier.from_clip`). A FLYP run:
-    the base CLIPModel. Refuses, in one line, a folder that is no run of ours or a classifier run
-    written before runs recorded their starting head.
+    the base CLIPModel. Refuses, in one line (`start_problem`), a folder that is no run of ours or a
+    classifier run written before runs recorded their starting head.
     """
-    run_dir = run_directory(path)
-    if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
-        raise ValueError(f"{os.fspath(path)!r} is not an ldifs_hf run (no {RUN_RECORD_FILE}), so its starting point is unknown")
+    problem = start_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    run_dir, model_dir = run_directory(path), os.fspath(path)
     record = RunRecord.load(run_dir)
-    model_dir = os.fspath(path)
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise ValueError(f"{model_dir!r} holds no model (no config.json)")
-    head_file = os.path.join(run_dir, START_HEAD_FILE)
     if _model_type(model_dir) != CLIPClassifierConfig.model_type:  # FLYP: CLIP itself, both towers
-        return load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
-    if not os.path.isfile(head_file):
-        raise ValueError(
-            f"run {run_dir!r} did not record its starting head ({START_HEAD_FILE}), as runs made before interpolation "
-            "existed do not: rerun it to interpolate it"
-        )
-    base_model = load_checkpoint(record.base_model, cache_dir=cache_dir, what="base model")
-    head = load_file(head_file)
+        return _load_model(record.base_model, "base model", cache_dir)
+    base_model = _load_model(record.base_model, "base model", cache_dir)
+    head = load_file(os.path.join(run_dir, START_HEAD_FILE))
     trained_config = CLIPClassifierConfig.from_pretrained(model_dir)
     start = CLIPVisionClassifier.from_clip(base_model, head["weight"], head.get("bias"), id2label=trained_config.id2label)
     return start.eval()
@@ -195,7 +237,7 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
         raise ValueError(f"output_dir {output_dir!r} is a file; choose a new or empty folder")
 
     start = load_start_model(run_dir, cache_dir=cache_dir)
-    model = load_checkpoint(run_dir)
+    model = _load_model(run_dir, "run")
     model.load_state_dict(interpolated_state_dict(start, model, alpha))
     del start
     os.makedirs(output_dir, exist_ok=True)

@@ -6,6 +6,8 @@ A *record* is one evaluated checkpoint, the same shape the callback logs:
     {"method", "finetune_task", "checkpoint", "step", "percent",
      "eval": {bench: {"zs_acc", "lp_acc", "delta_zs", "delta_lp", "feature_distance"}},
      "a_ft", "param_distance", "feature_distance", "status", "error"}
+A record of a checkpoint scored at a WiSE-FT weight also carries its "alpha": tables and plots then
+show it as its own method, "method@α=0.5" (`method_label`), and the CSV gains an alpha column.
 A record whose "status" is "failed" (could not be loaded or scored) or "non_finite" (NaN/inf weights or
 scores) has no scores: the tables show it as such, with its error, and the plots leave it out; a
 record without a status is scored ("ok").
@@ -33,6 +35,20 @@ CSV_COLUMNS = (
 OK = "ok"
 # What a table cell says for a record without scores.
 _STATUS_CELL = {"failed": "failed", "non_finite": "non-finite"}
+
+
+def method_label(record: Mapping) -> str:
+    """The method as tables and plots name it: with "@α=A" for a record scored at a WiSE-FT weight A."""
+    alpha = record.get("alpha")
+    return str(record.get("method")) if alpha is None else f"{record.get('method')}@α={alpha:g}"
+
+
+def csv_columns(records: Iterable[Mapping]) -> tuple[str, ...]:
+    """`CSV_COLUMNS`, with an "alpha" column after "percent" when a record carries a WiSE-FT weight."""
+    if not any(record.get("alpha") is not None for record in records):
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("percent") + 1
+    return CSV_COLUMNS[:at] + ("alpha",) + CSV_COLUMNS[at:]
 
 
 def status(record: Mapping) -> str:
@@ -67,25 +83,28 @@ def pretrained_start_record(method, finetune_task, checkpoint, pretrained_accura
 
 
 def csv_rows(records: Iterable[Mapping]) -> list[dict]:
-    """One row per (record, evaluated benchmark)."""
+    """One row per (record, evaluated benchmark), with the columns `csv_columns` gives."""
+    records = list(records)
+    columns = csv_columns(records)
     rows = []
     for record in records:
         if status(record) != OK:  # one row saying why it has no scores
-            rows.append({**{column: record.get(column) for column in CSV_COLUMNS}, "status": status(record)})
+            rows.append({**{column: record.get(column) for column in columns}, "status": status(record)})
             continue
         for eval_task, values in record.get("eval", {}).items():
-            row = {column: record.get(column) for column in CSV_COLUMNS}
-            row.update(eval_task=eval_task, status=OK, **{k: v for k, v in values.items() if k in CSV_COLUMNS})
+            row = {column: record.get(column) for column in columns}
+            row.update(eval_task=eval_task, status=OK, **{k: v for k, v in values.items() if k in columns})
             rows.append(row)
     return rows
 
 
 def final_records(records: Iterable[Mapping]) -> dict[tuple[str | None, str], Mapping]:
-    """(fine-tune task, method) -> the run's last record (highest percent, then step), failed or not:
-    a run whose final model failed shows as failed, not as an earlier checkpoint."""
+    """(fine-tune task, method label) -> the run's last record (highest percent, then step), failed or
+    not: a run whose final model failed shows as failed, not as an earlier checkpoint. Each WiSE-FT
+    weight of a run is its own entry (`method_label`)."""
     final: dict = {}
     for record in records:
-        key = (record.get("finetune_task"), record.get("method"))
+        key = (record.get("finetune_task"), method_label(record))
         order = (record.get("percent") if record.get("percent") is not None else -1, record.get("step") if record.get("step") is not None else -1)
         if key not in final or order >= final[key][0]:
             final[key] = (order, record)
@@ -148,7 +167,7 @@ def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[st
     if failures:
         text += "\nNot scored (no accuracy or Δ is reported for these):\n\n| checkpoint | method | status | error |\n|---|---|---|---|\n"
         text += "".join(
-            f"| {r.get('checkpoint')} | {r.get('method')} | {_STATUS_CELL[status(r)]} | {' '.join(str(r.get('error')).split()).replace('|', '/')} |\n"
+            f"| {r.get('checkpoint')} | {method_label(r)} | {_STATUS_CELL[status(r)]} | {' '.join(str(r.get('error')).split()).replace('|', '/')} |\n"
             for r in failures
         )
     if pretrained_accuracies:
@@ -162,7 +181,7 @@ def markdown_table(records: Iterable[Mapping], pretrained_accuracies: Mapping[st
 
 def _run_label(record: Mapping) -> str:
     task = record.get("finetune_task")
-    return f"{record.get('method')} ({task})" if task else str(record.get("method"))
+    return f"{method_label(record)} ({task})" if task else method_label(record)
 
 
 def _curves(records: Iterable[Mapping]) -> tuple[dict[str, list[Mapping]], str]:
@@ -299,7 +318,7 @@ def write_report(
             default=str,
         )
     with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=csv_columns(records))
         writer.writeheader()
         writer.writerows(csv_rows(records))
     with open(paths["markdown"], "w") as f:

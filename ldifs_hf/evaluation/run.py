@@ -9,6 +9,11 @@ A_FT is measured on the task each run recorded; a run on its own data ("custom")
 data, read from the path and columns its record holds. Local datasets whose columns are not
 image/label take `image_column` / `label_column` ('name=column'), as `finetune` does.
 
+With `wise_alphas` each checkpoint is scored at every WiSE-FT weight α, in memory (`interpolate.wise_sweep`
+towards its run's starting point), one record per checkpoint and α. Records carry the run's "lambda" and
+"seed" (and "alpha"), and the report adds the frontier (`frontier.write_frontier`: frontier.csv and
+frontier.png) whenever a run's final checkpoint has A_FT and another evaluated task.
+
 A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
 scored and written. An existing report in `output_dir` is refused before anything is loaded, unless
@@ -35,12 +40,18 @@ from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, pa
 from ..benchmarks.catalog import CUSTOM
 from ..options import OptionTypeError, check_field_types
 from ..run_folder import FolderLock, check_output_dir
+from ..modeling import named_encoder_parameters
+from ..interpolation import check_alpha, load_start_model, parse_alphas, run_directory, start_problem, wise_sweep
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
+from .frontier import FRONTIER_CSV, FRONTIER_PLOT, write_frontier
 from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
 from .settings import EvaluatorSettings, setting_field
 
 logger = logging.getLogger(__name__)
+
+# The files an evaluation writes that make a report: one already in output_dir is refused unless overwrite_report.
+REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MD, FRONTIER_CSV, FRONTIER_PLOT)
 
 # The settings `ldifs-hf evaluate` exposes, under their own names (the rest are the library's defaults).
 _SETTINGS = ("max_train_samples", "max_eval_samples", "batch_size", "num_workers", "device", "lp_solver", "lp_iterations",
@@ -87,6 +98,12 @@ class EvaluationArguments:
     lp_solver: str = setting_field("lp_solver")
     lp_iterations: int = setting_field("lp_iterations")
     distances: bool = field(default=True, metadata={"help": "Also compute parameter and feature distances to the pretrained model."})
+    wise_alphas: str | None = field(
+        default=None,
+        metadata={"help": "Also score every checkpoint at these WiSE-FT weights α (comma-separated, each in [0, 1]): its "
+                  "weights moved to (1 − α)·start + α·checkpoint, in memory, the start being its run's starting point; "
+                  "records carry 'alpha'. Default: each checkpoint as it is."},
+    )
     feature_distance_samples: int = setting_field("feature_distance_samples")
     max_train_samples: int | None = setting_field("max_train_samples")
     max_eval_samples: int | None = setting_field("max_eval_samples")
@@ -109,8 +126,14 @@ class EvaluationArguments:
         for name in ("output_dir", "pretrained", "cache_dir", "feature_cache_dir"):
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
+        if self.wise_alphas is not None:  # a list of numbers from the API, kept as the command line writes it
+            self.wise_alphas = ",".join(f"{a!r}" for a in parse_alphas(self.wise_alphas, "wise_alphas"))
         check_field_types(self)
         self.settings()  # every setting's own check, before anything is loaded
+
+    def alphas(self) -> list[float] | None:
+        """The WiSE-FT weights to score each checkpoint at, or None (each checkpoint as it is)."""
+        return None if self.wise_alphas is None else parse_alphas(self.wise_alphas, "wise_alphas")
 
     def local_datasets(self) -> list[str]:
         """The names of the 'name=path' entries of `datasets`."""
@@ -164,7 +187,7 @@ class EvaluationResult:
         benchmarks: the benchmarks every checkpoint was scored on.
         pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
         records: one `ForgettingRecord` per checkpoint (failed and non-finite ones included).
-        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ...}).
+        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ..., "frontier_csv", "frontier_plot"}).
     """
 
     pretrained: str
@@ -202,7 +225,7 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
 
 def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, benchmarks: list[str], log_paths: bool) -> EvaluationResult:
     """`run_evaluation` once its arguments are checked and its report folder is held."""
-    existing = [f for f in (RESULTS_JSON, RESULTS_CSV, RESULTS_MD) if os.path.isfile(os.path.join(args.output_dir, f))]
+    existing = [f for f in REPORT_FILES if os.path.isfile(os.path.join(args.output_dir, f))]
     if existing and not args.overwrite_report:  # checked while held: no other writer can add one meanwhile
         raise FileExistsError(
             f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
@@ -211,6 +234,9 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
 
     # 2. Checkpoints, with the method, fine-tuning task and base model their runs recorded.
     entries = resolve_checkpoints(args.checkpoint, include_intermediate=args.include_intermediate)
+    alphas = args.alphas()
+    if alphas is not None:
+        check_startable(entries)
     pretrained = args.pretrained or next((e.base_model for e in entries if e.base_model), None)
     if pretrained is None:
         raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
@@ -227,10 +253,14 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     if bad is not None:
         raise CheckpointError(f"the pretrained model {pretrained!r} is not finite (weight {bad}), so no Δ against it means anything")
     pretrained_accuracy = evaluator.pretrained_accuracies(benchmarks)
-    records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances)
+    records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances, wise_alphas=alphas)
 
     # 4. Results: JSON, CSV, Markdown table and plots.
     paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks)
+    for stale in (FRONTIER_CSV, FRONTIER_PLOT):  # a replaced report's frontier must not outlive it when this one has none
+        if os.path.isfile(os.path.join(args.output_dir, stale)):
+            os.remove(os.path.join(args.output_dir, stale))
+    paths.update(write_frontier(records, args.output_dir))
     if log_paths:
         for name, path in paths.items():
             logger.info("wrote %s: %s", name, path)
@@ -254,44 +284,122 @@ def evaluate_checkpoints(
     benchmarks: Sequence[str],
     *,
     distances: bool = True,
+    wise_alphas: Sequence[float] | None = None,
 ) -> list[ForgettingRecord]:
     """One record per checkpoint, each loaded once; a checkpoint's features are freed once it is scored.
+
+    With `wise_alphas`, one record per checkpoint and α instead, each carrying its "alpha": the
+    checkpoint's weights moved in memory to θ(α) = (1 − α)·θ_start + α·θ_checkpoint (`interpolate.wise_sweep`),
+    θ_start being its run's starting point, rebuilt once per run (`check_startable` first).
 
     Every record has a "status": "ok"; "failed" when the checkpoint could not be loaded or scored (its
     "error" says why, the other checkpoints are still scored); "non_finite" when its weights or scores
     hold NaN or inf (no scores are kept, so a diverged model is never reported as a Δ).
     """
+    alphas = None if wise_alphas is None else [check_alpha(a) for a in wise_alphas]
+    starts = _StartModels(evaluator)
     records = []
     for entry in tqdm(entries, desc="checkpoints"):
-        head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent}
+        head = {"method": entry.method, "finetune_task": entry.finetune_task, "checkpoint": entry.path, "step": entry.step, "percent": entry.percent,
+                **run_facts(entry.path)}
+        # Records still to write. An interpolated folder is the run at its own α, so a sweep of it scales that α.
+        pending = [head] if alphas is None else [{**head, "alpha": alpha * head.get("alpha", 1.0)} for alpha in alphas]
         try:
             if entry.problem is not None:
                 raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
-            record = _score_checkpoint(evaluator, entry, benchmarks, distances)
-        except NonFiniteModelError as err:
-            logger.error("%s is not finite (%s): recorded without scores", entry.path, err)
-            records.append({**head, "status": "non_finite", "error": str(err), "eval": {}})
+            finetune = _finetune_benchmark(evaluator, entry, benchmarks)
+            model = evaluator.load(entry.path)
+            if alphas is None:
+                key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
+                records.append(_scored(pending.pop(0), lambda: _score_model(evaluator, model, key, entry, benchmarks, finetune, distances), entry))
+            else:
+                if model is evaluator.pretrained:  # the sweep moves the model's weights: never the reference's
+                    raise CheckpointError(f"{entry.path!r} is the pretrained model itself, which has no run to interpolate")
+                for alpha, mixed in wise_sweep(model, starts.of(entry.path), alphas):
+                    # Each α its own features; an image encoder bit-identical to the pretrained one (α = 0 of
+                    # a run that starts there) has the pretrained features, so they are reused, not recomputed.
+                    key = PRETRAINED_KEY if same_image_encoder(mixed, evaluator.pretrained) else f"{os.path.abspath(entry.path)}@alpha={alpha!r}"
+                    records.append(_scored(pending.pop(0), lambda: _score_model(evaluator, mixed, key, entry, benchmarks, finetune, distances), entry))
+                    evaluator.clear_cache()
         except Exception as err:  # one bad checkpoint must not lose the others' results
             logger.error("could not score %s: %s", entry.path, err)
-            records.append({**head, "status": "failed", "error": f"{type(err).__name__}: {' '.join(str(err).split())}", "eval": {}})
-        else:
-            records.append({**head, "status": "ok", **record})
+            records += [{**h, "status": "failed", "error": _error_line(err), "eval": {}} for h in pending]
         finally:
             evaluator.clear_cache()
     return records
+
+
+def run_facts(checkpoint: str) -> dict:
+    """What a checkpoint's run record says that places its scores on the frontier: "lambda", the weight
+    of the run's regularizer (ldifs_lambda for LDIFS, l2sp_lambda for L2SP, None for any other); "seed"
+    when the run recorded its settings; "alpha" for a folder `ldifs-hf interpolate` wrote (the run at
+    that α). {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
+    record = run_record_of(checkpoint)
+    if record is None:
+        return {}
+    facts = {"lambda": {"ldifs": record.ldifs_lambda, "l2sp": record.l2sp_lambda}.get(record.regularizer)}
+    if (record.settings or {}).get("seed") is not None:
+        facts["seed"] = record.settings["seed"]
+    if record.alpha is not None:
+        facts["alpha"] = record.alpha
+    return facts
+
+
+def _scored(head: dict, score, entry: CheckpointEntry) -> ForgettingRecord:
+    """`head` with the scores `score()` returns, or with the reason it has none ("failed", "non_finite")."""
+    try:
+        record = score()
+    except NonFiniteModelError as err:
+        logger.error("%s is not finite (%s): recorded without scores", entry.path, err)
+        return {**head, "status": "non_finite", "error": str(err), "eval": {}}
+    except Exception as err:  # one bad checkpoint must not lose the others' results
+        logger.error("could not score %s: %s", entry.path, err)
+        return {**head, "status": "failed", "error": _error_line(err), "eval": {}}
+    return {**head, "status": "ok", **record}
+
+
+def _error_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+class _StartModels:
+    """The starting point of the run a checkpoint belongs to (`interpolate.load_start_model`), rebuilt
+    once per run and kept until a checkpoint of another run asks (runs' checkpoints come together)."""
+
+    def __init__(self, evaluator: ConceptForgettingEvaluator):
+        self.evaluator = evaluator
+        self.run_dir: str | None = None
+        self.model: nn.Module | None = None
+
+    def of(self, checkpoint: str) -> nn.Module:
+        run_dir = run_directory(checkpoint)
+        if run_dir != self.run_dir:
+            self.run_dir, self.model = None, None  # the previous run's start is freed before the next is loaded
+            self.model = load_start_model(checkpoint, cache_dir=self.evaluator.settings.cache_dir).to(self.evaluator.device)
+            self.run_dir = run_dir
+        return self.model
+
+
+def check_startable(entries: Sequence[CheckpointEntry]) -> None:
+    """Refuse, in one line naming them, checkpoints whose run's starting point cannot be rebuilt (a plain
+    CLIP folder or Hub id, a run made before runs recorded their starting head), without loading any.
+    Checkpoints already known to be unusable (`CheckpointEntry.problem`) are left to be reported as failed."""
+    problems = [problem for entry in entries if entry.problem is None and (problem := start_problem(entry.path)) is not None]
+    if problems:
+        raise ValueError(f"--wise_alphas interpolates each checkpoint with its run's starting point, which cannot be rebuilt for {len(problems)} "
+                         f"checkpoint(s): {'; '.join(problems)}")
 
 
 class NonFiniteModelError(ValueError):
     """A model whose weights or scores hold NaN or inf: it has no meaningful accuracy or Δ."""
 
 
-def _score_checkpoint(evaluator: ConceptForgettingEvaluator, entry: CheckpointEntry, benchmarks: Sequence[str], distances: bool) -> ForgettingRecord:
-    finetune = _finetune_benchmark(evaluator, entry, benchmarks)
-    model = evaluator.load(entry.path)
+def _score_model(
+    evaluator: ConceptForgettingEvaluator, model: nn.Module, key: str, entry: CheckpointEntry, benchmarks: Sequence[str], finetune, distances: bool
+) -> ForgettingRecord:
     bad = non_finite_parameter(model)
     if bad is not None:  # NaN weights give an arbitrary argmax accuracy and a Δ that means nothing
         raise NonFiniteModelError(f"weight {bad} is not finite")
-    key = PRETRAINED_KEY if model is evaluator.pretrained else os.path.abspath(entry.path)
     record = evaluator.evaluate(
         model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances,
         ldifs_layers=entry.ldifs_layers, ldifs_normalization=entry.ldifs_normalization or "token",
@@ -341,6 +449,14 @@ def _recorded_data(entry: CheckpointEntry, task: str):
     name = f"{CUSTOM.name}:{os.path.abspath(path)}" if task == CUSTOM.name else task
     columns = {k: settings[k] for k in ("image_column", "label_column") if settings.get(k)}
     return dataclasses.replace(spec, name=name, data_path=path, **columns)
+
+
+@torch.no_grad()
+def same_image_encoder(model: nn.Module, reference: nn.Module) -> bool:
+    """Whether two models' image encoders and projections (what their image features depend on) hold
+    bit-identical weights."""
+    ours, theirs = named_encoder_parameters(model), named_encoder_parameters(reference)
+    return ours.keys() == theirs.keys() and all(torch.equal(p, theirs[name].to(p.device)) for name, p in ours.items())
 
 
 def non_finite_parameter(model: nn.Module) -> str | None:

@@ -1,24 +1,21 @@
-"""Studies composed of library calls: sequences of tasks (eq. 5, Table 2), λ selection on the
+"""Studies composed of library calls: sequences of tasks (eq. 5, Table 2; the sequence itself is
+`training.sequences`), λ selection on the
 validation split (Trainer.hyperparameter_search), and the resumable grid of methods x fine-tune tasks
 x seeds (Table 3, figures), run locally or through submitit."""
 
 from .._lazy import lazy_exports
 
-# Imported now, not on first use: the function `sequence` shares its module's name, and importing the
-# module (which the runner does) would otherwise leave `ldifs_hf.study.sequence` naming the module.
-from .sequence import (
-    REFERENCES,
-    SequenceArguments,
-    SequenceResult,
-    evaluate_sequence_run,
-    run_sequence,
-    sequence,
-    sequence_table,
-    write_sequence_report,
-)
-
 # Each public name and its module, imported on first use: importing the package stays cheap.
 _EXPORTS = {
+    # Sequences of tasks are a training concept (training/sequences.py); the study composes them.
+    "REFERENCES": "..training.sequences",
+    "SequenceArguments": "..training.sequences",
+    "SequenceResult": "..training.sequences",
+    "evaluate_sequence_run": "..training.sequences",
+    "run_sequence": "..training.sequences",
+    "sequence": "..training.sequences",
+    "sequence_table": "..training.sequences",
+    "write_sequence_report": "..training.sequences",
     "DEFAULT_LAMBDA_GRID": ".lambda_search",
     "LambdaSearchResult": ".lambda_search",
     "run_lambda_search": ".lambda_search",

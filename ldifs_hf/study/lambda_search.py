@@ -35,7 +35,7 @@ from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArg
 from ..training.build import build_collator, build_model
 from ..training.preflight import preflight
 from ..training.distributed import fill_zero_buckets, full_weights_loading
-from ..training.run import apply_benchmark_epochs, check_model_and_taps, finetune_parser, load_clip, run_finetune, run_settings
+from ..training.run import check_model_and_taps, finetune_arguments, load_clip, run_finetune, run_settings, with_benchmark_epochs
 from ..training.trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def run_lambda_search(
     # the model's config and taps.
     preflight(model_args, training_args)
     check_model_and_taps(model_args, training_args)
-    apply_benchmark_epochs(data_args, training_args)  # as the final run will: the settings it records
+    training_args = with_benchmark_epochs(data_args, training_args)  # as the final run will: the settings it records
     # What decides the scores: the run's settings (the searched λ aside), the method and the grid.
     run = {k: v for k, v in run_settings(model_args, data_args, training_args).items() if k != parameter}
     settings = {"method": spec.name, "dataset": data_args.dataset, "parameter": parameter, "grid": grid, **run}
@@ -234,10 +234,7 @@ def _search(model_args, data_args, training_args, spec, grid, parameter, setting
 def search_lambda(grid: Sequence[float] = DEFAULT_LAMBDA_GRID, final_run: bool = False, **kwargs) -> LambdaSearchResult:
     """`run_lambda_search` from keyword arguments (any field of `ModelArguments`, `DataArguments` or
     `LDIFSTrainingArguments`, as `finetune(**kwargs)`)."""
-    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
-    if "num_train_epochs" in kwargs:
-        data_args.epochs_from_benchmark = False
-    return run_lambda_search(model_args, data_args, training_args, grid, final_run=final_run)
+    return run_lambda_search(*finetune_arguments(kwargs), grid, final_run=final_run)
 
 
 def search_paths(output_dir: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ fine-tuned and scored on the eval tasks, assembled into Table 3 / Table 2 and fi
     result = run_study(StudyArguments(output_dir="runs/study", methods="all", finetune_tasks="all",
                                       eval_tasks="all", seeds="0,1,2"))
 
-A cell is one fine-tuning run (`training.run.run_finetune`) or one sequence (`study.sequence`)
+A cell is one fine-tuning run (`training.run.run_finetune`) or one sequence (`training.sequences`)
 followed by its evaluation (`evaluation.run.run_evaluation` or `evaluate_sequence_run`), in its own
 folder `<output_dir>/cells/<method>/<task or a_then_b>/seed-<k>/`:
 
@@ -51,7 +51,7 @@ from ..options import check_json_options
 from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training import get_method, list_methods
 from ..utils import parse_seeds
-from .sequence import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
+from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
 
 logger = logging.getLogger(__name__)

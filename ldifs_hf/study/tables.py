@@ -1,5 +1,5 @@
 """A study's results from its cells: Table 3 and the per-task plots (`evaluation.report`), Table 2
-(`study.sequence`), each the mean over seeds, a per-seed CSV and the trade-off figure.
+(`training.sequences`), each the mean over seeds, a per-seed CSV and the trade-off figure.
 
 A method whose λ the study sweeps (`--ldifs_lambdas`, `--l2sp_lambdas`) has a column per λ in the tables,
 "method@λ=10"; the frontier plots it as one point (or α curve) per λ and a dashed curve over λ.
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..evaluation.frontier import write_frontier
 from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
-from .sequence import write_sequence_report
+from ..training.sequences import write_sequence_report
 
 RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
 _TOP_LEVEL_MEANS = ("a_ft", "param_distance", "feature_distance")

@@ -1,5 +1,6 @@
 """Training: the method registry, `LDIFSTrainingArguments`, `LDIFSTrainer`, the objectives, building the
-model a method trains, and one fine-tuning run end to end (`run_finetune`)."""
+model a method trains, one fine-tuning run end to end (`run_finetune`), and a sequence of them
+(`run_sequence`, teacher = the previous task's model)."""
 
 from .._lazy import lazy_exports
 
@@ -17,6 +18,9 @@ _EXPORTS = {
     "LDIFSTrainer": ".trainer",
     "finetune": ".run",
     "run_finetune": ".run",
+    "SequenceArguments": ".sequences",
+    "run_sequence": ".sequences",
+    "sequence": ".sequences",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -33,4 +37,7 @@ __all__ = [
     "list_methods",
     "register_method",
     "run_finetune",
+    "run_sequence",
+    "sequence",
+    "SequenceArguments",
 ]

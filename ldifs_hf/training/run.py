@@ -13,6 +13,7 @@ from its last checkpoint, and a finished run is returned as recorded, not redone
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -75,10 +76,29 @@ class AugmentationEpoch(TrainerCallback):
         return control
 
 
-def apply_benchmark_epochs(data_args: DataArguments, training_args: LDIFSTrainingArguments) -> None:
-    """The paper's epoch count for the benchmark, unless the user gave epochs or max_steps."""
+def with_benchmark_epochs(data_args: DataArguments, training_args: LDIFSTrainingArguments) -> LDIFSTrainingArguments:
+    """The arguments a run trains with: the paper's epoch count for the benchmark, unless the user gave
+    epochs or max_steps. A changed value comes in a copy: the caller's arguments are never rewritten."""
     if data_args.epochs_from_benchmark and training_args.max_steps <= 0 and data_args.dataset != "custom":
-        training_args.num_train_epochs = get_benchmark(data_args.dataset).epochs
+        return _resolved(training_args, num_train_epochs=get_benchmark(data_args.dataset).epochs)
+    return training_args
+
+
+def _resolved(training_args: LDIFSTrainingArguments, **values) -> LDIFSTrainingArguments:
+    """A shallow copy of parsed arguments with values this run settles itself (not `dataclasses.replace`,
+    which would run `TrainingArguments.__post_init__` again on values it already processed)."""
+    resolved = copy.copy(training_args)
+    for name, value in values.items():
+        setattr(resolved, name, value)
+    return resolved
+
+
+def finetune_arguments(kwargs: dict) -> tuple[ModelArguments, DataArguments, LDIFSTrainingArguments]:
+    """The three argument objects from keyword arguments; epochs given explicitly take the place of the
+    benchmark's, settled before the arguments are built."""
+    if "num_train_epochs" in kwargs and "epochs_from_benchmark" not in kwargs:
+        kwargs = {**kwargs, "epochs_from_benchmark": False}
+    return finetune_parser().parse_dict(kwargs)
 
 
 def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> RunRecord:
@@ -103,7 +123,7 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         repo_id = check_push_target(
             training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
         )
-    apply_benchmark_epochs(data_args, training_args)  # before the settings: the epochs a run trains are recorded
+    training_args = with_benchmark_epochs(data_args, training_args)  # before the settings: the epochs a run trains are recorded
     settings = run_settings(model_args, data_args, training_args)
     # One writer per folder: a second command on it is refused here, before anything is loaded. The
     # main process holds the lock for the whole run (the others are its own processes).
@@ -204,10 +224,9 @@ def _run_in_folder(
     )
 
     # 5. Train. The Hub push happens below, as a stock CLIPModel, not the Trainer's classifier.
-    training_args.push_to_hub = False
     trainer = LDIFSTrainer(
         model=model,
-        args=training_args,
+        args=_resolved(training_args, push_to_hub=False),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
         data_collator=collator,
@@ -414,7 +433,4 @@ def finetune_parser() -> HfArgumentParser:
 def finetune(**kwargs) -> RunRecord:
     """`run_finetune` from keyword arguments: any field of `ModelArguments`, `DataArguments` or
     `LDIFSTrainingArguments` (e.g. method=, dataset=, output_dir=, model_name_or_path=, max_steps=)."""
-    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
-    if "num_train_epochs" in kwargs:
-        data_args.epochs_from_benchmark = False
-    return run_finetune(model_args, data_args, training_args)
+    return run_finetune(*finetune_arguments(kwargs))

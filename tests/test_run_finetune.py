@@ -162,16 +162,23 @@ def test_run_finetune_takes_every_registered_benchmark(name, tiny_clip_dir, tmp_
 
 @pytest.mark.parametrize("name,epochs", [("eurosat", 12), ("dtd", 76), ("cars", 35), ("mnist", 10)])
 def test_epochs_default_to_the_benchmarks(name, epochs, tmp_path):
-    from ldifs_hf.training.run import apply_benchmark_epochs
+    from ldifs_hf.training.run import finetune_arguments, with_benchmark_epochs
 
     def epochs_of(*extra):
         _, data_args, args = parse_finetune_args(["--method", "zs-init-ce", "--dataset", name, "--output_dir", str(tmp_path), *extra])
-        apply_benchmark_epochs(data_args, args)
-        return args.num_train_epochs
+        parsed = args.num_train_epochs
+        resolved = with_benchmark_epochs(data_args, args).num_train_epochs
+        assert args.num_train_epochs == parsed  # the parsed arguments are never rewritten
+        return resolved
 
     assert epochs_of() == epochs
     assert epochs_of("--num_train_epochs", "2") == 2
     assert epochs_of("--num_train_epochs=3") == 3  # the '=' form is the user's choice too
+    # Through the API: epochs given as a keyword win over the benchmark's, settled before parsing.
+    _, data_args, args = finetune_arguments({"method": "zs-init-ce", "dataset": name, "output_dir": str(tmp_path), "num_train_epochs": 2})
+    assert with_benchmark_epochs(data_args, args).num_train_epochs == 2
+    _, data_args, args = finetune_arguments({"method": "zs-init-ce", "dataset": name, "output_dir": str(tmp_path)})
+    assert with_benchmark_epochs(data_args, args).num_train_epochs == epochs and args.num_train_epochs != epochs
 
 
 class _Crash(RuntimeError):

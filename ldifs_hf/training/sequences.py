@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from ..benchmarks import get_benchmark
 from ..run_folder import EXPORT_FOLDER, FolderLock, RunRecord
-from ..training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
 if TYPE_CHECKING:
     from ..evaluation.run import EvaluationArguments
@@ -115,7 +115,7 @@ def run_sequence(
 
     `data_args.dataset_path` is for one task; a sequence takes its local copies as
     "a=PATH,b=PATH" there. `training_args.output_dir` is the sequence's folder."""
-    from ..training.run import run_finetune
+    from .run import run_finetune
 
     check_reference(reference)
     tasks = parse_tasks(data_args.dataset)
@@ -160,12 +160,9 @@ def run_sequence(
 def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
     """`run_sequence` from keyword arguments: `dataset="a,b"`, `output_dir=` and any other field of
     `ModelArguments`, `DataArguments` or `LDIFSTrainingArguments` (as `finetune(**kwargs)`)."""
-    from ..training.run import finetune_parser
+    from .run import finetune_arguments
 
-    model_args, data_args, training_args = finetune_parser().parse_dict(kwargs)
-    if "num_train_epochs" in kwargs:
-        data_args.epochs_from_benchmark = False
-    return run_sequence(model_args, data_args, training_args, reference=reference)
+    return run_sequence(*finetune_arguments(kwargs), reference=reference)
 
 
 def _sequence_paths(dataset_path: str | None, tasks: Sequence[str]) -> dict[str, str]:
