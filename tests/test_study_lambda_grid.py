@@ -19,6 +19,7 @@ def test_default_grid_is_unchanged_by_the_lambda_dimension():
     assert cells[2].folder == os.path.join("cells", "lp-init-ldifs", "eurosat", "seed-0")  # today's folder: old studies resume
     config = cell_config(args, cells[2], ["mnist"])
     assert "lambda" not in config and "ldifs_lambda" not in config["finetune"] and "wise_alphas" not in config["evaluation"]
+    assert StudyArguments(wise_alphas="0,0.5,1").wise_alphas == "0,0.5,1"
 
 
 def test_lambda_lists_repeat_only_the_regularised_methods_cells():
@@ -47,6 +48,7 @@ def test_lambda_lists_repeat_only_the_regularised_methods_cells():
         (dict(ldifs_lambdas="10,10.0"), r"ldifs_lambdas must be distinct"),
         (dict(ldifs_lambdas=""), r"ldifs_lambdas must be distinct comma-separated numbers >= 0 .*got ''"),
         (dict(ldifs_lambdas="nan"), r"ldifs_lambdas must be"),
+        (dict(wise_alphas="0,2"), r"wise_alphas"),
         (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 3}'), r"finetune_options sets ldifs_lambda and --ldifs_lambdas sweeps it"),
     ],
 )
@@ -63,28 +65,32 @@ GRID = dict(
 
 
 @pytest.mark.slow
-def test_world_study_with_a_lambda_grid_writes_cells_records_and_the_frontier(tmp_path):
+def test_world_study_with_lambda_and_alpha_grids_writes_cells_records_and_the_frontier(tmp_path):
     out = tmp_path / "study"
-    result = run_study(StudyArguments(output_dir=str(out), world_cache_dir=str(tmp_path / "cache"), ldifs_lambdas="1,100", **GRID))
+    result = run_study(StudyArguments(output_dir=str(out), world_cache_dir=str(tmp_path / "cache"), ldifs_lambdas="1,100", wise_alphas="0,1", **GRID))
     assert len(result.plan.cells) == 6 and all(s == "done" for s in result.plan.status.values())
     manifest = json.loads((out / "study.json").read_text())
     assert sorted((c["method"], c.get("lambda")) for c in manifest["cells"]) == sorted(
         [("zs-init-ce", None)] * 2 + [("lp-init-ldifs", 1.0)] * 2 + [("lp-init-ldifs", 100.0)] * 2)
     cell = json.loads((out / "cells" / "lp-init-ldifs" / "lambda-100" / "world-digit" / "seed-1" / "cell.json").read_text())
-    assert cell["config"]["lambda"] == 100.0 and cell["config"]["finetune"]["ldifs_lambda"] == 100.0
+    assert cell["config"]["lambda"] == 100.0 and cell["config"]["finetune"]["ldifs_lambda"] == 100.0 and cell["config"]["evaluation"]["wise_alphas"] == "0,1"
     assert cell["records"] and all(r["lambda"] == 100.0 and r["seed"] == 1 for r in cell["records"])
+    assert sorted(r["alpha"] for r in cell["records"]) == [0.0, 1.0]
     run = json.loads((out / "cells" / "lp-init-ldifs" / "lambda-100" / "world-digit" / "seed-1" / "run" / "ldifs_run.json").read_text())
     assert run["ldifs_lambda"] == 100.0
     plain = json.loads((out / "cells" / "zs-init-ce" / "world-digit" / "seed-0" / "cell.json").read_text())
     assert all(r["lambda"] is None for r in plain["records"])
-    # Table 3 has a column per λ; the frontier a point per (method, λ), over both seeds.
-    assert "lp-init-ldifs@λ=1 | lp-init-ldifs@λ=100 | zs-init-ce |" in result.tables.table3
+    # Table 3 has a column per λ and α; the frontier a point per (method, λ, α), over both seeds.
+    assert "| lp-init-ldifs@λ=100@α=0 | lp-init-ldifs@λ=100@α=1 | lp-init-ldifs@λ=1@α=0 | lp-init-ldifs@λ=1@α=1 | zs-init-ce@α=0 |" in result.tables.table3
     with open(out / "frontier.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["lambda"], r["alpha"], r["seeds"]) for r in rows] == [
-        ("lp-init-ldifs", "1.0", "1.0", "2"), ("lp-init-ldifs", "100.0", "1.0", "2"), ("zs-init-ce", "", "1.0", "2")]
-    finals = {s: json.loads((out / "cells" / "lp-init-ldifs" / "lambda-1" / "world-digit" / f"seed-{s}" / "cell.json").read_text())["records"][-1]
-              for s in (0, 1)}
-    assert float(rows[0]["a_ft_mean"]) == pytest.approx((finals[0]["a_ft"] + finals[1]["a_ft"]) / 2)
+        ("lp-init-ldifs", "1.0", "0.0", "2"), ("lp-init-ldifs", "1.0", "1.0", "2"), ("lp-init-ldifs", "100.0", "0.0", "2"),
+        ("lp-init-ldifs", "100.0", "1.0", "2"), ("zs-init-ce", "", "0.0", "2"), ("zs-init-ce", "", "1.0", "2")]
+    finals = {s: [r for r in json.loads((out / "cells" / "lp-init-ldifs" / "lambda-1" / "world-digit" / f"seed-{s}" / "cell.json").read_text())["records"]
+                  if r["alpha"] == 1.0][0] for s in (0, 1)}
+    assert float(rows[1]["a_ft_mean"]) == pytest.approx((finals[0]["a_ft"] + finals[1]["a_ft"]) / 2)
+    # At α = 0 a ZS-init run is the pretrained model with its zero-shot head: no forgetting, exactly.
+    assert float(rows[4]["delta_zs_mean"]) == 0.0 and float(rows[4]["delta_lp_mean"]) == 0.0
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.tables.paths["frontier_csv"] == str(out / "frontier.csv")

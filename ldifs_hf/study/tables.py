@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from ..evaluation.frontier import write_frontier
-from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
+from ..evaluation.report import csv_columns, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
 from ..training.sequences import write_sequence_report
 
 RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
@@ -143,7 +143,7 @@ def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_poi
         for record in records:
             for row in csv_rows([record]):
                 rows.append({**row, "seed": record.get("seed")})
-        tables.paths["by_seed_csv"] = _write_csv(os.path.join(output_dir, RESULTS_BY_SEED_CSV), rows, ("seed",) + CSV_COLUMNS)
+        tables.paths["by_seed_csv"] = _write_csv(os.path.join(output_dir, RESULTS_BY_SEED_CSV), rows, ("seed",) + csv_columns(records))
         tradeoff = tradeoff_rows([r for r in records if r.get("checkpoint") != "pretrained"])
         if tradeoff:
             tables.paths["tradeoff_csv"] = _write_csv(os.path.join(output_dir, TRADEOFF_CSV), tradeoff, list(tradeoff[0]))
