@@ -118,6 +118,13 @@ def test_demo_rejects_unknown_methods_and_tasks(tmp_path):
         _demo(["--methods", "ft-magic", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="'world-smell' is not a world task; choose one of world-digit"):
         _demo(["--finetune_task", "world-smell", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"lambda_sweep_methods \['zs-init-ce'\] have no LDIFS or L2SP weight to sweep"):
+        _demo(["--lambda_sweep_methods", "zs-init-ce", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="ldifs_lambdas must be distinct comma-separated numbers >= 0"):
+        _demo(["--ldifs_lambdas", "1,-2", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="wise_alphas"):
+        _demo(["--wise_alphas", "0,1.5", "--output_dir", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
 
 
 def test_world_tasks_resolve_by_name_in_a_fresh_process(tmp_path):

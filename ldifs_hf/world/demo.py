@@ -56,8 +56,13 @@ class DemoArguments:
                   "scored at its end ('' for none)."},
     )
     l2sp_lambdas: str = field(default="0.05,0.5,5", metadata={"help": "The same for the L2SP methods ('' for none)."})
+    lambda_sweep_methods: str = field(
+        default="lp-init-ldifs,lp-init-l2sp",
+        metadata={"help": "The methods whose λ is swept, those of them the demo runs ('all': every LDIFS and L2SP method); "
+                  "the default keeps the demo within its time budget."},
+    )
     wise_alphas: str = field(
-        default="0,0.25,0.5,0.75,1",
+        default="0,0.5,1",
         metadata={"help": "The WiSE-FT sweep: every run's final model is also scored interpolated with its starting point at "
                   "these weights (1: the run itself, already scored; '' for none)."},
     )
@@ -85,6 +90,7 @@ class DemoArguments:
         self.seed_list()
         self.sweep_lambdas()
         self.alpha_list()
+        self.swept_methods()
 
     def sweep_lambdas(self) -> dict[str, list[float]]:
         """Regularizer -> the λ sweep's weights (with the main runs' own weight first)."""
@@ -94,6 +100,17 @@ class DemoArguments:
         for regularizer, value, main in (("ldifs", self.ldifs_lambdas, self.ldifs_lambda), ("l2sp", self.l2sp_lambdas, self.l2sp_lambda)):
             sweeps[regularizer] = [main] + [lam for lam in (parse_lambdas(value, f"{regularizer}_lambdas") if value.strip() else []) if lam != main]
         return sweeps
+
+    def swept_methods(self) -> list[str]:
+        """The methods the λ sweep covers: `lambda_sweep_methods` among those the demo runs."""
+        regularised = [m for m in self.method_names() if get_method(m).regularizer in ("ldifs", "l2sp")]
+        if self.lambda_sweep_methods.strip() == "all":
+            return regularised
+        named = [get_method(m.strip()).name for m in self.lambda_sweep_methods.split(",") if m.strip()]
+        plain = [m for m in named if get_method(m).regularizer not in ("ldifs", "l2sp")]
+        if plain:
+            raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
+        return [m for m in regularised if m in named]
 
     def alpha_list(self) -> list[float]:
         """The WiSE-FT weights, 1 (the run itself) always among them."""
@@ -152,7 +169,7 @@ def _run(args: DemoArguments) -> DemoResult:
     sweeps = args.sweep_lambdas()
     main_lambda = {m: _lambda_of(m, sweeps) for m in methods}  # the main runs' λ (None: no regularizer)
     # The λ sweep: (method, λ) runs beyond the main ones, each fine-tuned to its end and scored there.
-    lambda_runs = [(m, lam) for m in methods if main_lambda[m] is not None for lam in sweeps[get_method(m).regularizer][1:]]
+    lambda_runs = [(m, lam) for m in args.swept_methods() for lam in sweeps[get_method(m).regularizer][1:]]
     timings = {}
 
     # 2. The foundation model: pre-trained on the world, or loaded from the cache.
@@ -215,11 +232,12 @@ def _run(args: DemoArguments) -> DemoResult:
                              pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
                 # The sweeps are scored at the end of training only, without distances: the frontier needs neither.
                 seed_sweeps = []
-                if lambda_runs:
-                    for (m, lam), run_dir in sweep_dirs[seed].items():
-                        scored = run_evaluation(EvaluationArguments(
-                            checkpoint=[f"{m}={run_dir}"], output_dir=os.path.join(run_dir, "evaluation"), include_intermediate=False, distances=False, **common))
-                        seed_sweeps += [{**r, "lambda": lam} for r in scored.records]
+                if lambda_runs:  # one report for the seed's λ-sweep runs, each its own column ("method@lambda-λ")
+                    labels = {f"{m}@lambda-{lam:g}": (m, lam) for m, lam in lambda_runs}
+                    scored = run_evaluation(EvaluationArguments(
+                        checkpoint=[f"{label}={sweep_dirs[seed][run]}" for label, run in labels.items()],
+                        output_dir=os.path.join(seed_dir, "lambda-sweep"), include_intermediate=False, distances=False, **common))
+                    seed_sweeps += [{**r, "method": labels[r["method"]][0], "lambda": labels[r["method"]][1]} for r in scored.records]
                 if sweep_alphas:
                     scored = run_evaluation(EvaluationArguments(
                         checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], output_dir=os.path.join(seed_dir, "wise-sweep"),
