@@ -9,7 +9,9 @@
 
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
 code 2; `--debug` (or LDIFS_HF_DEBUG=1) shows the traceback instead. A single `.json` argument is
-read as a config file. `--help` opens with this project's options.
+read as a config file. `--help` opens with this project's options. Once a command has run, its
+`--help` and argument mistakes are answered from a stored snapshot of its parser (`cli_snapshot`),
+without importing transformers or torch.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
+
+from .cli_snapshot import UsageError  # noqa: F401  (raised by the parsers; importable from here, as before)
 
 DEBUG_ENV = "LDIFS_HF_DEBUG"
 USAGE_ERROR = 2
-
-
-class UsageError(ValueError):
-    """A mistake in how the command was called."""
 
 
 def _catalogue() -> str:
@@ -38,9 +39,20 @@ def _catalogue() -> str:
     )
 
 
+def _checked_early(command: str, argv: Sequence[str]):
+    """The command's stored parser snapshot, after it has checked `argv`: `--help` and a mistake the
+    real parser would refuse are answered here, before transformers is imported (`cli_snapshot`)."""
+    from .cli_snapshot import ParserSnapshot
+
+    snapshot = ParserSnapshot(command, argv)
+    snapshot.check()
+    return snapshot
+
+
 # -- commands -------------------------------------------------------------------------------------
 # Each command imports what it runs inside its function, after its arguments are parsed and checked:
 # `ldifs-hf --help` and a mistyped command answer at once, and no command pays for another's imports.
+# The parsers' own imports (transformers' TrainingArguments) come after the snapshot's pre-check.
 
 
 def parse_finetune_args(argv: Sequence[str]):
@@ -54,26 +66,30 @@ def parse_finetune_args(argv: Sequence[str]):
 
 def _parse_finetune_command(argv: Sequence[str]):
     """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
+    snapshot = _checked_early("finetune", argv)
     from .training.sequences import SequenceArguments
 
     return _parse_run_command(
-        argv, SequenceArguments, prog="ldifs-hf finetune",
+        argv, SequenceArguments, snapshot, prog="ldifs-hf finetune",
         usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
         description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
         "with one of the paper's methods.",
     )
 
 
-def _parse_run_command(argv: Sequence[str], extra, *, prog: str, usage: str, description: str):
+def _parse_run_command(argv: Sequence[str], extra, snapshot, *, prog: str, usage: str, description: str):
     """A command that takes a fine-tuning run's arguments (model, data, training) plus `extra`'s."""
     from .cli_parsing import ArgumentParser, Formatter, json_has, parse
     from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+    from .training.methods import list_methods
+    from .training.terms import list_regularizers
 
     parser = ArgumentParser(
         (ModelArguments, DataArguments, LDIFSTrainingArguments, extra), prog=prog, usage=usage,
         description=description + "\n" + _catalogue(), formatter_class=Formatter,
     )
     parser.own_options_first("ldifs_hf options (paper defaults)")
+    snapshot.remember(parser, {"methods": list_methods(), "regularizers": list_regularizers()})
     # Epochs the user gives are kept: the run then does not take the benchmark's (settled before the
     # arguments are built, so that no argument is changed after parsing).
     epochs_given = any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or json_has(argv, "num_train_epochs")
@@ -101,6 +117,7 @@ def finetune_command(argv: Sequence[str]) -> int:
 
 
 def evaluate_command(argv: Sequence[str]) -> int:
+    snapshot = _checked_early("evaluate", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
     from .evaluation.run import EvaluationArguments
 
@@ -109,6 +126,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
         description="Score checkpoints for concept forgetting on many benchmarks (the paper's Table 3).\n" + _catalogue(),
         formatter_class=Formatter,
     )
+    snapshot.remember(parser)
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .evaluation.run import run_evaluation
@@ -123,6 +141,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
 
 def demo_command(argv: Sequence[str]) -> int:
+    snapshot = _checked_early("demo", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
     from .world.demo import DemoArguments
 
@@ -131,6 +150,7 @@ def demo_command(argv: Sequence[str]) -> int:
         description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
         formatter_class=Formatter,
     )
+    snapshot.remember(parser)
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .world.demo import run_demo
@@ -140,6 +160,7 @@ def demo_command(argv: Sequence[str]) -> int:
 
 
 def study_command(argv: Sequence[str]) -> int:
+    snapshot = _checked_early("study", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
     from .study.runner import StudyArguments
 
@@ -150,6 +171,7 @@ def study_command(argv: Sequence[str]) -> int:
         "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
         formatter_class=Formatter,
     )
+    snapshot.remember(parser)
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .study.runner import run_study
@@ -162,10 +184,11 @@ def study_command(argv: Sequence[str]) -> int:
 
 
 def lambda_search_command(argv: Sequence[str]) -> int:
+    snapshot = _checked_early("lambda-search", argv)
     from .study.lambda_search import LambdaSearchArguments
 
     model_args, data_args, training_args, search_args = _parse_run_command(
-        argv, LambdaSearchArguments, prog="ldifs-hf lambda-search",
+        argv, LambdaSearchArguments, snapshot, prog="ldifs-hf lambda-search",
         usage="ldifs-hf lambda-search --method METHOD --dataset NAME --output_dir DIR [--lambda_grid 0.01,0.1,1] [--final_run] [options]",
         description="Choose λ of an L2SP or LDIFS method on the validation split (paper appendix C): one run per λ "
         "through Trainer.hyperparameter_search (optuna), then, with --final_run, the method with the chosen λ.",
@@ -182,9 +205,18 @@ def lambda_search_command(argv: Sequence[str]) -> int:
     return 0
 
 
+@dataclass
+class InterpolateArguments:
+    """`ldifs-hf interpolate`: one run's weights moved a fraction α of the way from its start."""
+
+    run: str = field(metadata={"help": "The finished fine-tuning run's output directory (it holds ldifs_run.json)."})
+    alpha: float = field(metadata={"help": "Interpolation weight in [0, 1]: 0 gives the run's starting point, 1 the fine-tuned run."})
+    output_dir: str = field(metadata={"help": "Where to write the interpolated model: a new or empty folder, not the run's."})
+
+
 def interpolate_command(argv: Sequence[str]) -> int:
+    snapshot = _checked_early("interpolate", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
-    from .interpolation import InterpolateArguments, interpolate
 
     parser = ArgumentParser(
         InterpolateArguments, prog="ldifs-hf interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",
@@ -192,8 +224,11 @@ def interpolate_command(argv: Sequence[str]) -> int:
         "written as a run-like folder with a stock clip/ export.",
         formatter_class=Formatter,
     )
+    snapshot.remember(parser)
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    from .interpolation import interpolate
+
     record = interpolate(args.run, args.alpha, args.output_dir)
     print(f"{record.method} on {record.dataset} at alpha {record.alpha:g} -> {record.output_dir}")
     return 0
@@ -232,22 +267,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if argv and argv[0] == "--version":
-        from . import __version__
-
-        print(f"ldifs-hf {__version__}")
-        return 0
+        return run_guarded(_print_version, debug)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
-        width = max(map(len, COMMANDS))
-        print("\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS))
-        print("\nldifs-hf COMMAND --help lists a command's options; ldifs-hf --version prints the version.")
-        return 0 if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
+        # Through run_guarded like the commands: `ldifs-hf --help | head -3` ends quietly.
+        shown = run_guarded(_print_overview, debug)
+        return shown if argv else _fail(f"a command is required: one of {', '.join(COMMANDS)}", USAGE_ERROR)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}", USAGE_ERROR)
     from .interrupts import run_interruptible
 
     return run_guarded(lambda: run_interruptible(lambda: COMMANDS[command](rest)), debug)
+
+
+def _print_version() -> int:
+    from . import __version__
+
+    print(f"ldifs-hf {__version__}")
+    return 0
+
+
+def _print_overview() -> int:
+    print(f"usage: ldifs-hf {{{','.join(COMMANDS)}}} [options] [--debug]\n\n{__doc__.strip().splitlines()[0]}\n")
+    width = max(map(len, COMMANDS))
+    print("\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS))
+    print("\nldifs-hf COMMAND --help lists a command's options; ldifs-hf --version prints the version.")
+    sys.stdout.flush()  # a closed pipe shows here, inside run_guarded
+    return 0
 
 
 def run_guarded(call: Callable[[], int], debug: bool = False) -> int:

@@ -4,7 +4,6 @@ read as a config file. Apart from `cli.py` so that `ldifs-hf --help` imports no 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -12,7 +11,7 @@ from typing import Sequence
 
 from transformers import HfArgumentParser
 
-from .cli import UsageError
+from .cli_snapshot import Formatter, UsageError, unrecognized  # noqa: F401  (Formatter: the commands' help format, taken from here)
 
 
 class ArgumentParser(HfArgumentParser):
@@ -46,10 +45,6 @@ class ArgumentParser(HfArgumentParser):
         self._action_groups.insert(1, group)  # before argparse's general "options" group
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, and every option's default after its help."""
-
-
 def _own_fields(dataclass_types) -> set[str]:
     from transformers import TrainingArguments  # here: the commands without its fields do not pay for its import
 
@@ -79,7 +74,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str], settled: dict | None = No
     namespace_and_rest = parser.parse_args_into_dataclasses(args=[*argv, *settled_argv], return_remaining_strings=True)
     *parsed, rest = namespace_and_rest
     if rest:
-        raise UsageError(f"unrecognized arguments: {' '.join(rest)} (see {parser.prog} --help)")
+        raise UsageError(unrecognized(rest, parser.prog))
     return tuple(parsed)
 
 

@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import torch
@@ -201,15 +200,6 @@ def wise_sweep(model: nn.Module, start, alphas: Iterable[float]) -> Iterator[tup
     for alpha in alphas:
         with interpolated_weights(model, start_state, alpha):
             yield alpha, model
-
-
-@dataclass
-class InterpolateArguments:
-    """`ldifs-hf interpolate`: one run's weights moved a fraction α of the way from its start."""
-
-    run: str = field(metadata={"help": "The finished fine-tuning run's output directory (it holds ldifs_run.json)."})
-    alpha: float = field(metadata={"help": "Interpolation weight in [0, 1]: 0 gives the run's starting point, 1 the fine-tuned run."})
-    output_dir: str = field(metadata={"help": "Where to write the interpolated model: a new or empty folder, not the run's."})
 
 
 def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.PathLike, *, cache_dir: str | None = None) -> RunRecord:

@@ -24,8 +24,8 @@ def _argv(model_dir, data_dir, out, *extra, method="zs-init-l2sp"):
 def test_no_command_is_an_error_and_the_overview_says_what_each_command_does(capsys):
     assert main([]) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == "error: a command is required: one of demo, finetune, evaluate, study, lambda-search, list"
-    for command in ("demo", "finetune", "evaluate", "study", "lambda-search", "list"):
+    assert captured.err.strip() == "error: a command is required: one of demo, finetune, evaluate, study, lambda-search, interpolate, list"
+    for command in ("demo", "finetune", "evaluate", "study", "lambda-search", "interpolate", "list"):
         assert any(line.split()[:1] == [command] and len(line.split()) > 3 for line in captured.out.splitlines()), command
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"ldifs-hf {__version__}"
 
@@ -121,10 +121,11 @@ def test_demo_threads_must_be_positive(capsys):
     assert "threads must be >= 1" in one_line_error(capsys, ["demo", "--threads", "0"])
 
 
-def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+@pytest.mark.parametrize("command", ["list", "--help"])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(command):
     # `true` exits before the command starts writing, so every write meets a closed pipe (EPIPE).
     proc = subprocess.run(
-        f"{sys.executable} -m ldifs_hf list | true; echo rc=${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+        f"{sys.executable} -m ldifs_hf {command} | true; echo rc=${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
     )
     assert proc.stdout.strip() == "rc=0" and "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr

@@ -1,12 +1,17 @@
 """The CLI parses and checks its arguments before the heavy imports: `--help` and a one-line error
-import neither the Trainer, deepspeed, `datasets` nor the world's model code (checked in a fresh
-interpreter's sys.modules, not with a wall clock, which a loaded machine would make flaky)."""
+import neither the Trainer, deepspeed, `datasets` nor the world's model code, and once a command's
+parser snapshot is stored, neither transformers nor torch (checked in a fresh interpreter's
+sys.modules, not with a wall clock, which a loaded machine would make flaky)."""
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+
+from ldifs_hf import cli_snapshot
 
 HEAVY = ("transformers.trainer", "deepspeed", "datasets", "ldifs_hf.training.trainer", "ldifs_hf.training.run", "ldifs_hf.tiny")
 
@@ -23,8 +28,13 @@ print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(), "m
 """
 
 
-def _run_cli(*argv):
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=600)
+def _run_cli(*argv, cache=None, env=None):
+    """`ldifs-hf ARGV` in a fresh interpreter; `cache`: the snapshot cache root (default: a new, empty
+    one, so that the real parser runs)."""
+    import tempfile
+
+    env = {**os.environ, **(env or {}), cli_snapshot.CACHE_ENV: str(cache or tempfile.mkdtemp(prefix="ldifs-cli-"))}
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -75,3 +85,152 @@ def test_no_name_imported_on_first_use_is_also_a_submodule(package):
     module = importlib.import_module(package)
     submodules = {info.name for info in pkgutil.iter_modules(module.__path__)}
     assert not set(module._EXPORTS) & submodules
+
+
+# -- the parser snapshot --------------------------------------------------------------------------
+
+SNAPSHOT_CASES = [
+    ("finetune", "--help"),
+    ("finetune", "--method", "bogus", "--output_dir", "x"),
+    ("finetune", "--method", "lp-init-ldif", "--output_dir", "x"),  # "did you mean"
+    ("finetune", "--method", "lp-init-ce+bogus", "--output_dir", "x"),  # an unknown regularizer
+    ("finetune", "--bogus_flag", "1", "--output_dir", "x"),
+    ("finetune", "--learning_rate", "abc", "--output_dir", "x"),
+    ("finetune", "--train_augmentation", "maybe", "--output_dir", "x"),
+    ("finetune", "--save_strategy", "sometimes", "--output_dir", "x"),
+    ("finetune", "--lea", "0.1", "--output_dir", "x"),  # an ambiguous abbreviation
+    ("lambda-search", "--method", "bogus", "--output_dir", "x"),
+    ("evaluate", "--help"),
+    ("evaluate", "--checkpoint"),
+    ("study", "--help"),
+    ("demo", "--quick", "maybe"),
+    ("interpolate", "--help"),
+    ("interpolate", "--run", "x"),  # missing required options
+]
+
+
+@pytest.mark.parametrize("argv", SNAPSHOT_CASES, ids=" ".join)
+def test_a_stored_snapshot_answers_as_the_real_parser_without_transformers_or_torch(tmp_path, argv):
+    real = _run_cli(*argv, cache=tmp_path)
+    assert "transformers" in real["modules"]  # the first run built the real parser, and stored it
+    assert (tmp_path / "cli" / f"{argv[0]}.json").is_file()
+    fast = _run_cli(*argv, cache=tmp_path)
+    assert (fast["code"], fast["out"], fast["err"]) == (real["code"], real["out"], real["err"])
+    assert real["code"] in (0, 2) and (real["out"] if real["code"] == 0 else real["err"].count("\n") == 1)
+    assert not {"transformers", "torch"} & set(fast["modules"])
+
+
+def test_the_help_from_a_snapshot_follows_the_terminal_width(tmp_path):
+    _run_cli("study", "--help", cache=tmp_path)  # stored at the default width
+    narrow = {"COLUMNS": "60"}
+    real = _run_cli("study", "--help", env=narrow)
+    fast = _run_cli("study", "--help", cache=tmp_path, env=narrow)
+    assert fast["out"] == real["out"] and "transformers" not in fast["modules"]
+
+
+def test_a_command_line_the_pre_check_accepts_goes_on_to_the_real_parser(tmp_path):
+    _run_cli("finetune", "--help", cache=tmp_path)
+    result = _run_cli("finetune", "--method", "FLYP+l2sp", "--dataset", "no-such-benchmark", "--output_dir", "x", cache=tmp_path)
+    assert result["code"] == 2 and "no-such-benchmark" in result["err"] and "transformers" in result["modules"]
+
+
+def _stored(tmp_path, command):
+    return json.loads((tmp_path / "cli" / f"{command}.json").read_text())
+
+
+def test_a_stale_snapshot_is_not_used_and_is_replaced(tmp_path):
+    real = _run_cli("demo", "--help", cache=tmp_path)
+    stored = _stored(tmp_path, "demo")
+    stored["key"], stored["parser"]["description"] = "stale", "STALE HELP"
+    (tmp_path / "cli" / "demo.json").write_text(json.dumps(stored))
+    again = _run_cli("demo", "--help", cache=tmp_path)
+    assert again["out"] == real["out"] and "STALE HELP" not in again["out"] and "transformers" in again["modules"]
+    assert _stored(tmp_path, "demo")["key"] != "stale"
+
+
+@pytest.mark.parametrize("damage", ["{not json", json.dumps([1, 2]), "parser"])
+def test_a_damaged_snapshot_is_ignored_and_rebuilt(tmp_path, damage):
+    real = _run_cli("demo", "--help", cache=tmp_path)
+    path = tmp_path / "cli" / "demo.json"
+    if damage == "parser":  # current key, broken content
+        stored = _stored(tmp_path, "demo")
+        stored["parser"] = {"prog": "ldifs-hf demo"}
+        damage = json.dumps(stored)
+    path.write_text(damage)
+    again = _run_cli("demo", "--help", cache=tmp_path)
+    assert (again["code"], again["out"]) == (0, real["out"]) and "transformers" in again["modules"]
+    assert _stored(tmp_path, "demo")["key"] == cli_snapshot._key()
+    served = _run_cli("demo", "--help", cache=tmp_path)  # the rebuilt snapshot serves
+    assert served["out"] == real["out"] and "transformers" not in served["modules"]
+
+
+def test_the_snapshot_key_follows_the_package_sources():
+    source = os.path.join(os.path.dirname(cli_snapshot.__file__), "options.py")
+    before = os.stat(source)
+    key = cli_snapshot._key()
+    try:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        assert cli_snapshot._key() != key
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cli_snapshot._key() == key
+
+
+PLUGIN_PROBE = """
+import contextlib, io, json, sys
+from ldifs_hf.training.methods import MethodSpec, register_method
+register_method(MethodSpec("my-method", "zero-shot", "ce", "ldifs", "vision"))
+from ldifs_hf.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "err": err.getvalue()}))
+"""
+
+
+def test_no_snapshot_is_used_or_stored_in_a_process_that_may_have_registered_plug_ins(tmp_path):
+    """A script that registers a method and calls `ldifs_hf.cli.main`: its method is not refused by a
+    snapshot that lacks it, and its catalogue (with the plug-in) is not stored for other processes."""
+    _run_cli("finetune", "--help", cache=tmp_path)
+    before = (tmp_path / "cli" / "finetune.json").read_text()
+    env = {**os.environ, cli_snapshot.CACHE_ENV: str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, "finetune", "--method", "my-method", "--zzz", "--output_dir", "x"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 2 and result["err"].startswith("error: unrecognized arguments: --zzz"), result
+    assert (tmp_path / "cli" / "finetune.json").read_text() == before
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-c", PLUGIN_PROBE, "demo", "--zzz"], capture_output=True, text=True, timeout=600,
+                   env={**env, cli_snapshot.CACHE_ENV: str(fresh)})
+    assert not (fresh / "cli").exists()
+
+
+@pytest.mark.parametrize("name", ["lp-init-ldifs", " FLYP ", "flyp+l2sp", "bogus", "lp-init-ldif", "lp-init-ce+bogus", "bogus+ldifs", "+"])
+def test_the_method_check_gives_the_registry_s_answer(name):
+    from ldifs_hf.training.methods import get_method, list_methods
+    from ldifs_hf.training.terms import list_regularizers
+
+    try:
+        get_method(name)
+        expected = None
+    except ValueError as err:
+        expected = str(err)
+    try:
+        cli_snapshot.check_method_name(name, list_methods(), list_regularizers())
+        got = None
+    except ValueError as err:
+        got = str(err)
+    assert got == expected
+
+
+@pytest.mark.parametrize("word", ["yes", "True", "t", "Y", "1", "no", "FALSE", "f", "n", "0", "maybe", ""])
+def test_the_snapshot_s_booleans_read_as_transformers_reads_them(word):
+    from transformers.hf_argparser import string_to_bool
+
+    def answer(convert):
+        try:
+            return convert(word)
+        except argparse.ArgumentTypeError as err:
+            return f"refused: {err}"
+
+    assert answer(cli_snapshot._string_to_bool) == answer(string_to_bool)

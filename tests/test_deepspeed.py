@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from ldifs_hf.cli import parse_finetune_args
+from ldifs_hf.run_folder import read_holder
 from ldifs_hf.evaluation.run import EvaluationArguments, run_evaluation
 from ldifs_hf.testing import save_benchmark_like_dataset
 from ldifs_hf.training.distributed import teacher_deepspeed_config
@@ -158,6 +159,22 @@ def test_a_killed_zero3_run_resumes_from_its_checkpoint_to_the_same_weights(tiny
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # torch's elastic agent starts the training process in a session of its own, so the kill above can
+    # leave it running, and writing, as an orphan: the folder's lock names it; it dies too, as a kill of
+    # the whole job would take it.
+    holder = read_holder(str(out))
+    if holder is not None:
+        try:
+            os.kill(int(holder["pid"]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     assert not (out / "model.safetensors").exists()
     kept = (out / "checkpoint-4" / "model.safetensors").stat().st_mtime_ns
 

@@ -65,6 +65,8 @@ def test_callback_logs_rows_at_every_20_percent_of_a_tiny_run(tiny_clip_dir, tmp
     assert [e["forgetting/percent"] for e in logged] == [0, 20, 40, 60, 80, 100]
     assert "forgetting/mnist/delta_lp" in logged[-1] and "loss_ldifs" not in logged[-1]
     assert any("loss_ldifs" in e for e in trainer.state.log_history)
+    # A forgetting row does not take the place of the step's own loss entry (logging_steps=1).
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4, 5]
 
     for name in ("forgetting_deltas.png", "forgetting_distances.png"):
         with Image.open(tmp_path / "run" / name) as image:

@@ -132,7 +132,7 @@ def test_diverged_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(t
     line = one_line_error(capsys, ["finetune", *argv], after_work=True)
     assert pushed == []
     assert "training stopped at step 2" in line and "not finite" in line, line
-    assert sorted(os.listdir(out)) == ["checkpoint-1", "ldifs_run.json"]  # no model, no export, no card
+    assert sorted(os.listdir(out)) == ["checkpoint-1", "ldifs_run.json", "start_head.safetensors"]  # no model, no export, no card (the start head is written before training)
     assert not RunRecord.load(out).completed
     weights = load_file(out / "checkpoint-1" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())

@@ -188,7 +188,11 @@ class ConceptForgettingCallback(TrainerCallback):
         metrics = flatten_record(row)
         if self.trainer is not None:
             # The base Trainer.log: a subclass's override (e.g. LDIFSTrainer merging its running loss
-            # terms) must not have its averages consumed by a forgetting row.
+            # terms) must not have its averages consumed by a forgetting row. Logging clears the step's
+            # `should_log` (the callbacks' on_log), which would drop the step's own loss entry: kept as it was.
+            control = self.trainer.control
+            should_log = control.should_log
             Trainer.log(self.trainer, metrics)
+            self.trainer.control.should_log = should_log
         else:
             state.log_history.append({**metrics, "step": state.global_step})
