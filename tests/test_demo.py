@@ -1,5 +1,6 @@
 """A scaled-down run of the embedded demo: world pre-training, fine-tuning, evaluation, table, plots."""
 
+import csv
 import json
 import os
 import sys
@@ -20,23 +21,25 @@ def _demo(argv):
 @pytest.mark.slow
 def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"), "--seeds", "0,1",
-            "--methods", "zs-init-ce,lp-init-ldifs", "--max_steps", "5", "--lp_iterations", "20"]
+            "--methods", "zs-init-ce,lp-init-ce,lp-init-ldifs", "--max_steps", "5", "--lp_iterations", "20",
+            "--ldifs_lambdas", "1,10", "--l2sp_lambdas", "", "--wise_alphas", "0,0.5,1"]
     result = _demo(argv)
     captured = capsys.readouterr()
     printed = captured.out
     # The console has the phases, one line per run and the tables; each run's own log is in its folder.
     console = (printed + captured.err).split("\n")  # lines as a terminal shows them: a bar redraws its own with "\r"
-    assert len(console) <= 60 and sum("seed 1: " in line for line in console) == 3, console  # two runs and one evaluation
+    # Per seed: three runs, one λ-sweep run (lp-init-ldifs at λ = 1) and one evaluation.
+    assert len(console) <= 80 and sum("seed 1: " in line for line in console) == 5, console
     assert "train_runtime" not in printed + captured.err
     assert "train_runtime" in (tmp_path / "demo" / "seed-0" / "runs" / "zs-init-ce" / "output.log").read_text()
-    assert "| eval task | lp-init-ldifs | zs-init-ce |" in printed and "mean ± std over seeds 0, 1" in printed
-    assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ldifs"} and {r["seed"] for r in result.records} == {0, 1}
+    assert "| eval task | lp-init-ce | lp-init-ldifs | zs-init-ce |" in printed and "mean ± std over seeds 0, 1" in printed
+    assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ce", "lp-init-ldifs"} and {r["seed"] for r in result.records} == {0, 1}
     assert set(result.pretrained_accuracy) == {0, 1}
     assert set(result.pretrained_accuracy[0]) == {"world-digit", "world-colour", "world-texture", "world-position"}
     out = tmp_path / "demo"
     for name in ("results.json", "results.md", "summary.json", "timings.json", "seed-0/results.md", "seed-1/results.csv"):
         assert (out / name).stat().st_size > 0, name
-    for png in ("deltas_over_training.png", "distances_over_training.png", "tradeoff.png", "seed-1/deltas_over_training.png"):
+    for png in ("deltas_over_training.png", "distances_over_training.png", "tradeoff.png", "frontier.png", "seed-1/deltas_over_training.png"):
         with Image.open(out / png) as image:
             assert image.format == "PNG" and image.size[0] > 200
     saved = json.loads((out / "results.json").read_text())
@@ -50,6 +53,34 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     finals = {r["seed"]: r for r in saved["records"] if r["method"] == "zs-init-ce" and r["percent"] == 100.0}
     assert summary["zs-init-ce"]["a_ft"] == [finals[0]["a_ft"], finals[1]["a_ft"]]
     assert summary["zs-init-ce"]["eval"]["world-colour"]["delta_zs"] == [finals[s]["eval"]["world-colour"]["delta_zs"] for s in (0, 1)]
+
+    # The frontier: every run's final model at α = 0, 0.5 (the WiSE-FT sweep) and 1 (the run), and the λ sweep's run at α = 1.
+    with open(out / "frontier.csv") as f:
+        rows = {(r["method"], r["lambda"], r["alpha"]): r for r in csv.DictReader(f)}
+    assert sorted(rows) == sorted([("zs-init-ce", "", a) for a in ("0.0", "0.5", "1.0")] + [("lp-init-ce", "", a) for a in ("0.0", "0.5", "1.0")]
+                                  + [("lp-init-ldifs", "10.0", a) for a in ("0.0", "0.5", "1.0")] + [("lp-init-ldifs", "1.0", "1.0")])
+    assert all(r["seeds"] == "2" for r in rows.values())
+    # At α = 0 a ZS-init run is the pretrained model with its zero-shot head: no forgetting, exactly.
+    assert float(rows["zs-init-ce", "", "0.0"]["delta_zs_mean"]) == 0.0 and float(rows["zs-init-ce", "", "0.0"]["delta_lp_mean"]) == 0.0
+    # α = 1 is the run's final model as the main evaluation scored it.
+    a_ft = [summary["lp-init-ldifs"]["a_ft"][s] for s in (0, 1)]
+    assert float(rows["lp-init-ldifs", "10.0", "1.0"]["a_ft_mean"]) == pytest.approx(sum(a_ft) / 2)
+    assert not list((out / "seed-0" / "lambda-sweep" / "lp-init-ldifs" / "lambda-1").glob("checkpoint-*"))  # the λ sweep: final model only
+    sweep = {(r["seed"], r.get("alpha")): r for r in saved["sweep_records"] if r["method"] == "lp-init-ldifs" and r["lambda"] == 1.0}
+    assert set(sweep) == {(0, None), (1, None)}
+    # The claims: each paired over the two seeds, recomputed here from the per-seed records.
+    finals = {(r["method"], r["seed"]): r for r in saved["records"] if r["percent"] == 100.0}
+    others = ("world-colour", "world-texture", "world-position")
+    diffs = [sum(finals["lp-init-ldifs", s]["eval"][n]["delta_lp"] - finals["lp-init-ce", s]["eval"][n]["delta_lp"] for n in others) / 3 for s in (0, 1)]
+    (claim,) = [c for c in result.claims if c.metric == "delta_lp" and c.better == "lp-init-ldifs (λ = 10)" and c.worse == "lp-init-ce"]
+    assert claim.differences == pytest.approx(diffs)
+    assert [(c.better, c.worse, c.metric) for c in result.claims] == [
+        ("lp-init-ldifs (λ = 10)", "lp-init-ce", "delta_lp"), ("lp-init-ldifs (λ = 10)", "lp-init-ce", "delta_zs"),
+        ("lp-init-ldifs (λ = 10) at α = 0.5", "lp-init-ce at α = 0.5", "delta_lp"),
+        ("lp-init-ldifs (λ = 10)", "lp-init-ce at α = 0.5", "delta_lp"), ("lp-init-ldifs (λ = 10)", "lp-init-ce at α = 0.5", "a_ft"),
+    ]
+    assert result.claims_text in printed and result.claims_text in (out / "results.md").read_text()
+    assert f"- {claim.sentence()}." in result.claims_text and "| method | λ | α | A_FT | Δ_ZS | Δ_LP |" in printed
 
     # Same settings again: the pre-trained world comes from the cache, and the finished runs are reused.
     weights = out / "seed-0" / "runs" / "zs-init-ce" / "model.safetensors"
@@ -87,6 +118,13 @@ def test_demo_rejects_unknown_methods_and_tasks(tmp_path):
         _demo(["--methods", "ft-magic", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="'world-smell' is not a world task; choose one of world-digit"):
         _demo(["--finetune_task", "world-smell", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"lambda_sweep_methods \['zs-init-ce'\] have no LDIFS or L2SP weight to sweep"):
+        _demo(["--lambda_sweep_methods", "zs-init-ce", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="ldifs_lambdas must be distinct comma-separated numbers >= 0"):
+        _demo(["--ldifs_lambdas", "1,-2", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="wise_alphas"):
+        _demo(["--wise_alphas", "0,1.5", "--output_dir", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
 
 
 def test_world_tasks_resolve_by_name_in_a_fresh_process(tmp_path):

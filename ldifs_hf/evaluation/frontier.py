@@ -22,6 +22,8 @@ from typing import Iterable, Mapping, Sequence
 
 FRONTIER_CSV, FRONTIER_PLOT = "frontier.csv", "frontier.png"
 AXES = ("delta_zs", "delta_lp")
+# How a claim's sentence names each metric.
+METRIC_NAMES = {"a_ft": "A_FT", "delta_zs": "mean Δ_ZS on the other tasks", "delta_lp": "mean Δ_LP on the other tasks"}
 FRONTIER_COLUMNS = (
     "method", "lambda", "alpha", "seeds", "a_ft_mean", "a_ft_std",
     "delta_zs_mean", "delta_zs_std", "delta_lp_mean", "delta_lp_std", "pareto_zs", "pareto_lp",
@@ -221,7 +223,7 @@ class PairedClaim:
     def sentence(self) -> str:
         verdict = "holds" if self.holds else "does not hold"
         noise = "exceeds its seed-to-seed spread" if self.exceeds_noise else "is inside the noise"
-        return (f"{self.better} vs {self.worse} on {self.metric}: {verdict} (mean difference {100 * self.mean:+.1f} ± "
+        return (f"{self.better} vs {self.worse} on {METRIC_NAMES.get(self.metric, self.metric)}: {verdict} (mean difference {100 * self.mean:+.1f} ± "
                 f"{100 * self.std if math.isfinite(self.std) else float('nan'):.1f} points, better in "
                 f"{self.seeds_agreeing} of {len(self.differences)} seeds); the difference {noise}")
 
@@ -238,4 +240,9 @@ def paired_claim(points: Sequence[FrontierPoint], better: tuple, worse: tuple, m
     if not seeds:
         raise ValueError(f"points {better} and {worse} share no seed")
     differences = [a.per_seed[s][metric] - b.per_seed[s][metric] for s in seeds]
-    return PairedClaim(_label(better[0], better[1]), _label(worse[0], worse[1]), metric, differences)
+    return PairedClaim(_claim_label(*better), _claim_label(*worse), metric, differences)
+
+
+def _claim_label(method: str, lam: float | None, alpha: float) -> str:
+    """A point as a claim names it: the method, its λ if any, and its α when it is not the run itself."""
+    return _label(method, lam) + ("" if alpha == 1.0 else f" at α = {alpha:g}")

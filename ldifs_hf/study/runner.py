@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -65,6 +66,8 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 # The evaluation settings every cell shares: setting -> the study's argument that holds it.
 EVALUATION_SETTINGS = {"lp_iterations": "lp_iterations", "max_train_samples": "eval_max_train_samples",
                        "max_eval_samples": "eval_max_eval_samples", "batch_size": "eval_batch_size", "num_workers": "eval_num_workers"}
+# A regularizer with a λ sweep: its name -> (the study's list of weights, the fine-tuning argument it sets).
+LAMBDA_SWEEPS = {"ldifs": ("ldifs_lambdas", "ldifs_lambda"), "l2sp": ("l2sp_lambdas", "l2sp_lambda")}
 
 
 @dataclass
@@ -97,6 +100,19 @@ class StudyArguments:
     eval_batch_size: int = setting_field("batch_size")
     eval_num_workers: int = setting_field("num_workers", default=4)
     distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
+    ldifs_lambdas: str | None = field(
+        default=None,
+        metadata={"help": "A λ sweep of the LDIFS methods: comma-separated weights, each its own cells (folder lambda-<λ>). "
+                  "Default: one cell per task and seed at the fine-tuning arguments' ldifs_lambda, in today's folders."},
+    )
+    l2sp_lambdas: str | None = field(
+        default=None, metadata={"help": "The same for the L2SP methods' l2sp_lambda (e.g. '0.05,0.5,5')."}
+    )
+    wise_alphas: str | None = field(
+        default=None,
+        metadata={"help": "Also score every checkpoint at these WiSE-FT weights α (comma-separated, in [0, 1]; "
+                  "`ldifs-hf evaluate --wise_alphas`): the frontier then has one curve per method over α."},
+    )
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
     world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
     launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
@@ -128,10 +144,29 @@ class StudyArguments:
         if owned:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
         self.seed_list()  # a bad seed list fails here, before anything runs
+        for list_name, argument in LAMBDA_SWEEPS.values():
+            if getattr(self, list_name) is not None:
+                self.lambda_list(list_name)
+                if argument in self.finetune_options:
+                    raise ValueError(f"finetune_options sets {argument} and --{list_name} sweeps it: give the weights in --{list_name} only")
+        if self.wise_alphas is not None:
+            from ..interpolation import parse_alphas
+
+            parse_alphas(self.wise_alphas, "wise_alphas")
         self.check_finetune_options()
 
     def seed_list(self) -> list[int]:
         return parse_seeds(self.seeds)
+
+    def lambda_list(self, list_name: str) -> list[float] | None:
+        """The weights of `ldifs_lambdas` or `l2sp_lambdas`, or None (no sweep: the fine-tuning arguments' λ)."""
+        value = getattr(self, list_name)
+        return None if value is None else parse_lambdas(value, list_name)
+
+    def method_lambdas(self, method: str) -> list[float | None]:
+        """The λ of each of `method`'s cells: its regularizer's sweep, else [None] (one cell, today's folder)."""
+        sweep = LAMBDA_SWEEPS.get(get_method(method).regularizer)
+        return (self.lambda_list(sweep[0]) or [None]) if sweep else [None]
 
     def check_finetune_options(self) -> None:
         """Refuse finetune_options that are not fine-tuning arguments, or whose values are not of the
@@ -166,6 +201,23 @@ class StudyArguments:
                 raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
 
 
+def parse_lambdas(value: str, flag: str) -> list[float]:
+    """'1,10,100' -> [1.0, 10.0, 100.0]: at least one weight, each a finite number >= 0, each once."""
+    try:
+        lambdas = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        lambdas = []
+    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas) or len({lambda_folder(v) for v in lambdas}) != len(lambdas):
+        raise ValueError(f"{flag} must be distinct comma-separated numbers >= 0 (regularizer weights, e.g. '1,10,100'), got {value!r}")
+    return lambdas
+
+
+def lambda_folder(lam: float) -> str:
+    """The folder of a λ's cells: 'lambda-10', 'lambda-0.05' (the shortest text that reads back as λ)."""
+    text = f"{lam:g}"
+    return f"lambda-{text if float(text) == lam else repr(lam)}"
+
+
 def _finetune_types() -> tuple[type, ...]:
     """The fine-tuning arguments' dataclasses (ModelArguments, DataArguments, LDIFSTrainingArguments)."""
     from ..training.run import finetune_parser
@@ -188,14 +240,20 @@ class Cell:
     method: str
     tasks: tuple[str, ...]
     seed: int
+    lam: float | None = None  # the regularizer's weight when the study sweeps it (None: the fine-tuning arguments')
 
     @property
     def label(self) -> str:
         return SEQUENCE_SEPARATOR.join(self.tasks)
 
     @property
+    def method_label(self) -> str:
+        return self.method if self.lam is None else f"{self.method} λ={self.lam:g}"
+
+    @property
     def folder(self) -> str:
-        return os.path.join(CELLS_FOLDER, self.method, "_then_".join(self.tasks), f"seed-{self.seed}")
+        method = self.method if self.lam is None else os.path.join(self.method, lambda_folder(self.lam))
+        return os.path.join(CELLS_FOLDER, method, "_then_".join(self.tasks), f"seed-{self.seed}")
 
     @property
     def is_sequence(self) -> bool:
@@ -233,7 +291,8 @@ def _all_tasks(args: StudyArguments, world) -> list[str]:
 
 
 def study_cells(args: StudyArguments, world=None) -> list[Cell]:
-    """The grid in a fixed order: method, then fine-tune task (or sequence), then seed."""
+    """The grid in a fixed order: method, then λ (the regularized methods' sweep, if any), then fine-tune
+    task (or sequence), then seed."""
     methods = list_methods() if args.methods.strip() == "all" else [get_method(m.strip()).name for m in args.methods.split(",") if m.strip()]
     if args.finetune_tasks.strip() == "all":
         entries = [(t,) for t in _all_tasks(args, world)]
@@ -242,7 +301,7 @@ def study_cells(args: StudyArguments, world=None) -> list[Cell]:
     for tasks in entries:
         for task in tasks:
             get_benchmark(task)  # an unknown name: the registry's error, before anything runs
-    return [Cell(method, tasks, seed) for method in methods for tasks in entries for seed in args.seed_list()]
+    return [Cell(method, tasks, seed, lam) for method in methods for lam in args.method_lambdas(method) for tasks in entries for seed in args.seed_list()]
 
 
 def eval_task_names(args: StudyArguments, world=None) -> list[str]:
@@ -268,6 +327,8 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
     else:
         kwargs["save_strategy"] = "no"
     kwargs.update(args.finetune_options)
+    if cell.lam is not None:
+        kwargs[LAMBDA_SWEEPS[get_method(cell.method).regularizer][1]] = cell.lam
     task_paths = [f"{t}={paths[t]}" for t in cell.tasks if t in paths]
     if task_paths:
         kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]
@@ -276,7 +337,11 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         include_intermediate=True, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
         distances=args.distances and not cell.is_sequence, seed=0,
     )
+    if args.wise_alphas is not None and not cell.is_sequence:  # set only when asked: earlier studies' cells still match
+        evaluation["wise_alphas"] = args.wise_alphas
     config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
+    if cell.lam is not None:
+        config["lambda"] = cell.lam
     if cell.is_sequence:
         config["reference"] = args.reference
     return json.loads(json.dumps(config))  # the form cell.json stores, so a comparison is exact
@@ -339,7 +404,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     logger.info("cell %s: fine-tuning", cell.folder)
     if cell.is_sequence:
         result = sequence(reference=config["reference"], dataset=",".join(cell.tasks), output_dir=run_dir, **config["finetune"])
-        run_dirs = [r.output_dir for r in result.records]
+        run_dirs, run_record = [r.output_dir for r in result.records], result.records[0]
         logger.info("cell %s: evaluating the sequence", cell.folder)
         records = evaluate_sequence_run(result, evaluation)
         with open(os.path.join(staging, "sequence_results.json")) as f:
@@ -347,7 +412,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
         files = ["sequence_results.json", "sequence_table.md"]
     else:
         record = finetune(dataset=cell.tasks[0], output_dir=run_dir, **config["finetune"])
-        run_dirs = [record.output_dir]
+        run_dirs, run_record = [record.output_dir], record
         logger.info("cell %s: evaluating", cell.folder)
         scored = run_evaluation(evaluation, log_paths=False)  # they are logged where they end up, below
         records, pretrained_accuracy = scored.records, scored.pretrained_accuracy
@@ -359,8 +424,10 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
         shutil.rmtree(final)
     os.replace(staging, final)
     logger.info("cell %s: wrote the evaluation to %s (%s)", cell.folder, final, ", ".join(sorted(os.listdir(final))))
+    # The regularizer's weight the run used (the sweep's, or the fine-tuning arguments'): the frontier's λ.
+    lam = {"ldifs": run_record.ldifs_lambda, "l2sp": run_record.l2sp_lambda}.get(run_record.regularizer)
     for record in records:
-        record["seed"] = cell.seed
+        record["seed"], record["lambda"] = cell.seed, lam
         if record.get("checkpoint"):
             record["checkpoint"] = os.path.relpath(record["checkpoint"], args.output_dir)
     done = {
@@ -404,7 +471,8 @@ def plan_study(args: StudyArguments, world=None) -> StudyPlan:
 def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
     """study.json: the study's arguments and every cell with its folder and status (atomically)."""
     cells = [
-        {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c]} for c in plan.cells
+        {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c], **({"lambda": c.lam} if c.lam is not None else {})}
+        for c in plan.cells
     ]
     study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
@@ -414,7 +482,7 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     """The cells, their status and a cost estimate (fine-tuning steps or epochs, checkpoint evaluations)."""
     lines = [f"{'method':<22} {'fine-tune task(s)':<34} {'seed':>4}  status", "-" * 72]
     for cell in plan.cells:
-        lines.append(f"{cell.method:<22} {cell.label:<34} {cell.seed:>4}  {plan.status[cell]}")
+        lines.append(f"{cell.method_label:<22} {cell.label:<34} {cell.seed:>4}  {plan.status[cell]}")
     todo = plan.todo
     runs = sum(len(c.tasks) for c in todo)
     points = int(100 // args.checkpoint_every_percent) if args.checkpoint_every_percent > 0 else 1
@@ -477,7 +545,7 @@ def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
                         run_cell(args, cell)
                     plan.status[cell] = "done"
                     write_manifest(args, plan)
-                    finished(bar, f"{cell.method}, {cell.label}, seed {cell.seed}: done ({time.perf_counter() - start:.0f} s) -> {cell.folder}")
+                    finished(bar, f"{cell.method_label}, {cell.label}, seed {cell.seed}: done ({time.perf_counter() - start:.0f} s) -> {cell.folder}")
         else:
             _submit(args, plan)
         tables = assemble_study(args, plan)

@@ -1,10 +1,15 @@
 """A study's results from its cells: Table 3 and the per-task plots (`evaluation.report`), Table 2
 (`training.sequences`), each the mean over seeds, a per-seed CSV and the trade-off figure.
 
+A method whose λ the study sweeps (`--ldifs_lambdas`, `--l2sp_lambdas`) has a column per λ in the tables,
+"method@λ=10"; the frontier plots it as one point (or α curve) per λ and a dashed curve over λ.
+
 Written into the study folder:
     results.md / .csv / .json, deltas_over_training.png, distances_over_training.png   single tasks, mean over seeds
     results_by_seed.csv                                                                every seed's rows
     tradeoff.png, tradeoff.csv     per method: A_FT against mean Δ_LP on the other eval tasks, mean ± std over seeds
+    frontier.png, frontier.csv     per (method, λ, α): A_FT against mean Δ_ZS and Δ_LP on the other eval tasks, mean ±
+                                   std over seeds, Pareto set marked (`evaluation.frontier`)
     sequence_table.md, sequence_results.json                                          sequences (Table 2), mean over seeds
 """
 
@@ -16,7 +21,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..evaluation.report import CSV_COLUMNS, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
+from ..evaluation.frontier import write_frontier
+from ..evaluation.report import csv_columns, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
 from ..training.sequences import write_sequence_report
 
 RESULTS_BY_SEED_CSV, TRADEOFF_CSV, TRADEOFF_PLOT = "results_by_seed.csv", "tradeoff.csv", "tradeoff.png"
@@ -68,6 +74,12 @@ def start_records(cell: Mapping) -> list[dict]:
     return [pretrained_start_record(method, task, "pretrained", cell["pretrained_accuracy"], seed=seed, distances=has_distances)]
 
 
+def table_label(cell: Mapping, record: Mapping) -> dict:
+    """`record` as the tables show it: a cell of a λ sweep under "method@λ=L", so each λ is its own column."""
+    lam = cell["cell"].get("lam")
+    return dict(record) if lam is None else {**record, "method": f"{record['method']}@λ={lam:g}"}
+
+
 def tradeoff_points(records: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]:
     """Per method, one value per seed of A_FT and of the mean Δ_ZS / Δ_LP over the eval tasks other than
     the fine-tune task, of the final checkpoints, averaged over fine-tune tasks within a seed. Fine-tune
@@ -116,11 +128,13 @@ def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_poi
     single = [c for c in cells if len(c["cell"]["tasks"]) == 1]
     sequences = [c for c in cells if len(c["cell"]["tasks"]) > 1]
     if single:
-        records = [r for c in single for r in c["records"]]
+        scored = [r for c in single for r in c["records"]]  # the frontier's: method and "lambda" as recorded
+        records = [table_label(c, r) for c in single for r in c["records"]]
         if with_start_points:
-            records = [r for c in single for r in start_records(c)] + records
+            records = [table_label(c, r) for c in single for r in start_records(c)] + records
         pretrained_accuracy = single[0]["pretrained_accuracy"]
-        means = mean_over_seeds(records, ("method", "finetune_task", "step", "percent"))
+        keys = ("method", "finetune_task", "step", "percent") + (("alpha",) if any(r.get("alpha") is not None for r in records) else ())
+        means = mean_over_seeds(records, keys)
         tables.paths.update(write_report(means, output_dir, pretrained=single[0]["config"]["evaluation"]["pretrained"],
                                          pretrained_accuracies=pretrained_accuracy, benchmarks=sorted(pretrained_accuracy)))
         with open(tables.paths["markdown"]) as f:
@@ -129,12 +143,13 @@ def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_poi
         for record in records:
             for row in csv_rows([record]):
                 rows.append({**row, "seed": record.get("seed")})
-        tables.paths["by_seed_csv"] = _write_csv(os.path.join(output_dir, RESULTS_BY_SEED_CSV), rows, ("seed",) + CSV_COLUMNS)
+        tables.paths["by_seed_csv"] = _write_csv(os.path.join(output_dir, RESULTS_BY_SEED_CSV), rows, ("seed",) + csv_columns(records))
         tradeoff = tradeoff_rows([r for r in records if r.get("checkpoint") != "pretrained"])
         if tradeoff:
             tables.paths["tradeoff_csv"] = _write_csv(os.path.join(output_dir, TRADEOFF_CSV), tradeoff, list(tradeoff[0]))
             points = tradeoff_points([r for r in records if r.get("checkpoint") != "pretrained"])
             tables.paths["tradeoff_plot"] = plot_tradeoff(points, os.path.join(output_dir, TRADEOFF_PLOT))
+        tables.paths.update(write_frontier(scored, output_dir))
     if sequences:
         records = [r for c in sequences for r in c["records"]]
         means = mean_over_seeds(records, ("sequence", "method", "task_index", "finetune_task"))
