@@ -48,5 +48,5 @@ def test_claims_section_format():
     assert len(bullets) == len(claims) == 5
     held = sum(c.holds and c.exceeds_noise for c in claims)
     inside = sum(c.holds and not c.exceeds_noise for c in claims)
-    assert lines[-1] == f"{held} of 5 claims hold beyond the seed-to-seed spread; {inside} hold inside the noise; {5 - held - inside} do not hold."
+    assert lines[-1] == f"Of 5 claims: {held} hold beyond the seed-to-seed spread, {inside} inside the noise; {5 - held - inside} do not hold."
     assert claims_section([], [0]) == ""

@@ -318,8 +318,8 @@ def claims_section(claims: list[PairedClaim], seeds: list[int]) -> str:
     ]
     lines += [f"- {claim.sentence()}." for claim in claims]
     held = sum(c.holds and c.exceeds_noise for c in claims)
-    lines += ["", f"{held} of {len(claims)} claims hold beyond the seed-to-seed spread; "
-              f"{sum(c.holds and not c.exceeds_noise for c in claims)} hold inside the noise; {sum(not c.holds for c in claims)} do not hold."]
+    lines += ["", f"Of {len(claims)} claims: {held} hold beyond the seed-to-seed spread, "
+              f"{sum(c.holds and not c.exceeds_noise for c in claims)} inside the noise; {sum(not c.holds for c in claims)} do not hold."]
     return "\n".join(lines)
 
 
