@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -52,3 +53,20 @@ def machine_metadata(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def parse_lambdas(value: str, flag: str) -> list[float]:
+    """'1,10,100' -> [1.0, 10.0, 100.0]: at least one weight, each a finite number >= 0, each once."""
+    try:
+        lambdas = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        lambdas = []
+    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas) or len({lambda_folder(v) for v in lambdas}) != len(lambdas):
+        raise ValueError(f"{flag} must be distinct comma-separated numbers >= 0 (regularizer weights, e.g. '1,10,100'), got {value!r}")
+    return lambdas
+
+
+def lambda_folder(lam: float) -> str:
+    """The folder of a λ's cells: 'lambda-10', 'lambda-0.05' (the shortest text that reads back as λ)."""
+    text = f"{lam:g}"
+    return f"lambda-{text if float(text) == lam else repr(lam)}"

@@ -35,7 +35,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -50,7 +49,7 @@ from ..evaluation.settings import EvaluatorSettings, setting_field
 from ..options import check_json_options
 from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training import get_method, list_methods
-from ..utils import parse_seeds
+from ..utils import lambda_folder, parse_lambdas, parse_seeds  # noqa: F401  (importable from here, as before)
 from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
 
@@ -199,23 +198,6 @@ class StudyArguments:
                 culprit = next((k for k in options if _refusal(parser, {**base, k: options[k]}) is not None), None)
                 what = f"{culprit}={options[culprit]!r}" if culprit else json.dumps(options)
                 raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
-
-
-def parse_lambdas(value: str, flag: str) -> list[float]:
-    """'1,10,100' -> [1.0, 10.0, 100.0]: at least one weight, each a finite number >= 0, each once."""
-    try:
-        lambdas = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        lambdas = []
-    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas) or len({lambda_folder(v) for v in lambdas}) != len(lambdas):
-        raise ValueError(f"{flag} must be distinct comma-separated numbers >= 0 (regularizer weights, e.g. '1,10,100'), got {value!r}")
-    return lambdas
-
-
-def lambda_folder(lam: float) -> str:
-    """The folder of a λ's cells: 'lambda-10', 'lambda-0.05' (the shortest text that reads back as λ)."""
-    text = f"{lam:g}"
-    return f"lambda-{text if float(text) == lam else repr(lam)}"
 
 
 def _finetune_types() -> tuple[type, ...]:

@@ -94,7 +94,7 @@ class DemoArguments:
 
     def sweep_lambdas(self) -> dict[str, list[float]]:
         """Regularizer -> the λ sweep's weights (with the main runs' own weight first)."""
-        from ..study.runner import parse_lambdas
+        from ..utils import parse_lambdas
 
         sweeps = {}
         for regularizer, value, main in (("ldifs", self.ldifs_lambdas, self.ldifs_lambda), ("l2sp", self.l2sp_lambdas, self.l2sp_lambda)):
@@ -161,7 +161,7 @@ def _run(args: DemoArguments) -> DemoResult:
     # The training and evaluation code is imported here: `ldifs-hf demo --help` does not need it.
     from ..evaluation.run import EvaluationArguments, run_evaluation
     from ..evaluation.report import write_report
-    from ..study.runner import lambda_folder
+    from ..utils import lambda_folder
     from ..training.run import finetune
 
     # 1. Arguments, checked before the world is built.
