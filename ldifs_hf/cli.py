@@ -143,7 +143,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
 def demo_command(argv: Sequence[str]) -> int:
     snapshot = _checked_early("demo", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
-    from .world.demo import DemoArguments
+    from .study.demo import DemoArguments
 
     parser = ArgumentParser(
         DemoArguments, prog="ldifs-hf demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
@@ -153,7 +153,7 @@ def demo_command(argv: Sequence[str]) -> int:
     snapshot.remember(parser)
     (args,) = parse(parser, argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
-    from .world.demo import run_demo
+    from .study.demo import run_demo
 
     run_demo(args)
     return 0

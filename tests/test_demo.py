@@ -10,7 +10,7 @@ from PIL import Image
 
 from transformers import HfArgumentParser
 
-from ldifs_hf.world.demo import DemoArguments, run_demo
+from ldifs_hf.study.demo import DemoArguments, run_demo
 
 
 def _demo(argv):
@@ -28,10 +28,11 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     printed = captured.out
     # The console has the phases, one line per run and the tables; each run's own log is in its folder.
     console = (printed + captured.err).split("\n")  # lines as a terminal shows them: a bar redraws its own with "\r"
-    # Per seed: three runs, one λ-sweep run (lp-init-ldifs at λ = 1) and one evaluation.
-    assert len(console) <= 80 and sum("seed 1: " in line for line in console) == 5, console
+    # Per seed, one line per cell of the study: three runs and one λ-sweep run (lp-init-ldifs at λ = 1).
+    assert len(console) <= 80 and sum("seed 1: " in line for line in console) == 4, console
     assert "train_runtime" not in printed + captured.err
-    assert "train_runtime" in (tmp_path / "demo" / "seed-0" / "runs" / "zs-init-ce" / "output.log").read_text()
+    cells = tmp_path / "demo" / "cells"
+    assert "train_runtime" in (cells / "zs-init-ce" / "world-digit" / "seed-0" / "output.log").read_text()
     assert "| eval task | lp-init-ce | lp-init-ldifs | zs-init-ce |" in printed and "mean ± std over seeds 0, 1" in printed
     assert {r["method"] for r in result.records} == {"zs-init-ce", "lp-init-ce", "lp-init-ldifs"} and {r["seed"] for r in result.records} == {0, 1}
     assert set(result.pretrained_accuracy) == {0, 1}
@@ -65,7 +66,12 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     # α = 1 is the run's final model as the main evaluation scored it.
     a_ft = [summary["lp-init-ldifs"]["a_ft"][s] for s in (0, 1)]
     assert float(rows["lp-init-ldifs", "10.0", "1.0"]["a_ft_mean"]) == pytest.approx(sum(a_ft) / 2)
-    assert not list((out / "seed-0" / "lambda-sweep" / "lp-init-ldifs" / "lambda-1").glob("checkpoint-*"))  # the λ sweep: final model only
+    # The demo is a study: its manifest lists the cells, the main λ's with checkpoints, the λ sweep's at its end only.
+    manifest = json.loads((out / "study.json").read_text())
+    assert {(c["method"], c.get("lambda"), c["seed"], c["status"]) for c in manifest["cells"]} == {
+        (m, lam, s, "done") for s in (0, 1) for m, lam in (("zs-init-ce", None), ("lp-init-ce", None), ("lp-init-ldifs", 10.0), ("lp-init-ldifs", 1.0))}
+    assert len(list((cells / "lp-init-ldifs" / "lambda-10" / "world-digit" / "seed-0" / "run").glob("checkpoint-*"))) == 5
+    assert not list((cells / "lp-init-ldifs" / "lambda-1" / "world-digit" / "seed-0" / "run").glob("checkpoint-*"))  # the λ sweep: final model only
     sweep = {(r["seed"], r.get("alpha")): r for r in saved["sweep_records"] if r["method"] == "lp-init-ldifs" and r["lambda"] == 1.0}
     assert set(sweep) == {(0, None), (1, None)}
     # The claims: each paired over the two seeds, recomputed here from the per-seed records.
@@ -83,7 +89,7 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     assert f"- {claim.sentence()}." in result.claims_text and "| method | λ | α | A_FT | Δ_ZS | Δ_LP |" in printed
 
     # Same settings again: the pre-trained world comes from the cache, and the finished runs are reused.
-    weights = out / "seed-0" / "runs" / "zs-init-ce" / "model.safetensors"
+    weights = cells / "zs-init-ce" / "world-digit" / "seed-0" / "run" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = _demo(argv)
     assert weights.stat().st_mtime_ns == mtime
@@ -96,7 +102,7 @@ def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
 
 
 def test_summary_table_is_mean_and_std_over_seeds():
-    from ldifs_hf.world.demo import summarise, summary_table
+    from ldifs_hf.study.demo import summarise, summary_table
 
     def record(seed, method, a_ft, colour, texture):
         return {"seed": seed, "method": method, "finetune_task": "world-digit", "percent": 100.0, "step": 10, "a_ft": a_ft,

@@ -3,7 +3,7 @@
 import pytest
 
 from ldifs_hf.evaluation.frontier import FrontierPoint
-from ldifs_hf.world.demo import claims_section, demo_claims
+from ldifs_hf.study.demo import claims_section, demo_claims
 
 
 def _point(method, lam, alpha, per_seed):

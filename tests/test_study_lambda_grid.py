@@ -49,7 +49,14 @@ def test_lambda_lists_repeat_only_the_regularised_methods_cells():
         (dict(ldifs_lambdas=""), r"ldifs_lambdas must be distinct comma-separated numbers >= 0 .*got ''"),
         (dict(ldifs_lambdas="nan"), r"ldifs_lambdas must be"),
         (dict(wise_alphas="0,2"), r"wise_alphas"),
-        (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 3}'), r"finetune_options sets ldifs_lambda and --ldifs_lambdas sweeps it"),
+        # The fine-tuning arguments' λ is then the weight of no cell: every LDIFS method is swept, and not in the cross.
+        (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 3}'), r"finetune_options sets ldifs_lambda=3, which no cell uses"),
+        (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 10}'), r"finetune_options sets ldifs_lambda=10, which no cell uses"),
+        (dict(ldifs_lambdas="1,10", frontier="cross", finetune_options='{"ldifs_lambda": 3}'), r"ldifs_lambda=3, which no cell uses"),
+        (dict(lambda_sweep_methods="zs-init-ce"), r"lambda_sweep_methods \['zs-init-ce'\] have no LDIFS or L2SP weight to sweep"),
+        (dict(lambda_sweep_methods="zs-init-magic"), r"unknown method 'zs-init-magic'"),
+        (dict(frontier="diagonal"), r"frontier must be one of full, cross, got 'diagonal'"),
+        (dict(eval_seed=-2), r"eval_seed must be >= 0, or -1 for each cell's own seed, got -2"),
     ],
 )
 def test_bad_lambda_lists_are_refused(kwargs, message):

@@ -18,8 +18,7 @@ from ldifs_hf.cli import main
 from ldifs_hf.study import Cell, StudyArguments, plan_study, run_study
 from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, prepare_study, study_cells
 from ldifs_hf.study.tables import mean_over_seeds, tradeoff_rows
-from ldifs_hf.world import prepare_world
-from ldifs_hf.world.demo import DemoArguments
+from ldifs_hf.world import prepare_world, world_settings
 from conftest import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_paper_grid_and_its_plan(tmp_path, capsys, cache):
-    prepare_world(DemoArguments(quick=True).world_settings(), cache, progress=False)  # world tasks registered: "all" is still the nine
+    prepare_world(world_settings("quick"), cache, progress=False)  # world tasks registered: "all" is still the nine
     args = StudyArguments(output_dir=str(tmp_path / "paper"), seeds="0,1,2", plan=True)
     plan = run_study(args)
     assert len(plan.cells) == 8 * 9 * 3 and all(s == "pending" for s in plan.status.values())

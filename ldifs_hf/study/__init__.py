@@ -1,7 +1,8 @@
 """Studies composed of library calls: sequences of tasks (eq. 5, Table 2; the sequence itself is
 `training.sequences`), λ selection on the
 validation split (Trainer.hyperparameter_search), and the resumable grid of methods x fine-tune tasks
-x seeds (Table 3, figures), run locally or through submitit."""
+x seeds (Table 3, figures), run locally or through submitit; the embedded demo is a preset of that grid
+on the concept world (`demo.py`)."""
 
 from .._lazy import lazy_exports
 
@@ -20,10 +21,14 @@ _EXPORTS = {
     "LambdaSearchResult": ".lambda_search",
     "run_lambda_search": ".lambda_search",
     "search_lambda": ".lambda_search",
+    "DemoArguments": ".demo",
+    "DemoResult": ".demo",
+    "run_demo": ".demo",
     "Cell": ".runner",
     "StudyArguments": ".runner",
     "StudyPlan": ".runner",
     "StudyResult": ".runner",
+    "StudyRun": ".runner",
     "describe_plan": ".runner",
     "plan_study": ".runner",
     "run_cell": ".runner",
@@ -38,17 +43,21 @@ __all__ = [
     "LambdaSearchResult",
     "REFERENCES",
     "Cell",
+    "DemoArguments",
+    "DemoResult",
     "SequenceArguments",
     "SequenceResult",
     "StudyArguments",
     "StudyPlan",
     "StudyResult",
+    "StudyRun",
     "StudyTables",
     "assemble_tables",
     "describe_plan",
     "evaluate_sequence_run",
     "plan_study",
     "run_cell",
+    "run_demo",
     "run_lambda_search",
     "run_sequence",
     "run_study",

@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from ..benchmarks import get_benchmark
 from ..benchmarks.catalog import NINE
@@ -50,15 +50,21 @@ from ..options import check_json_options
 from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training import get_method, list_methods
 from ..utils import lambda_folder, parse_lambdas, parse_seeds  # noqa: F401  (importable from here, as before)
+from ..world.settings import WORLD_SIZES
 from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, _write_json, evaluate_sequence_run, parse_tasks, sequence
 from .tables import StudyTables, assemble_tables
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAUNCHERS = ("local", "submitit")
-WORLDS = ("none", "quick", "default")
+WORLDS = ("none",) + WORLD_SIZES
+# How the frontier's extra points are scored (`StudyArguments.frontier`).
+FRONTIERS = ("full", "cross")
 MANIFEST_FILE, CELL_FILE = "study.json", "cell.json"
 CELLS_FOLDER, RUN_FOLDER, EVALUATION_FOLDER = "cells", "run", "evaluation"
+# Inside a cell's evaluation: the cross frontier's scores of the final model at the other WiSE-FT weights.
+WISE_FOLDER = "wise"
 # The study-wide cache of the pretrained model's features and accuracies (evaluation/cache.py).
 FEATURE_CACHE_FOLDER = "feature_cache"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -99,6 +105,12 @@ class StudyArguments:
     eval_batch_size: int = setting_field("batch_size")
     eval_num_workers: int = setting_field("num_workers", default=4)
     distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
+    eval_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of every cell's evaluation (linear-probe initialisation and data split, distance samples); "
+                  "-1: each cell's own fine-tuning seed. The default scores the pretrained model identically in every cell, "
+                  "so seeds vary the fine-tuning only."},
+    )
     ldifs_lambdas: str | None = field(
         default=None,
         metadata={"help": "A λ sweep of the LDIFS methods: comma-separated weights, each its own cells (folder lambda-<λ>). "
@@ -107,12 +119,25 @@ class StudyArguments:
     l2sp_lambdas: str | None = field(
         default=None, metadata={"help": "The same for the L2SP methods' l2sp_lambda (e.g. '0.05,0.5,5')."}
     )
+    lambda_sweep_methods: str = field(
+        default="all",
+        metadata={"help": "The methods whose λ is swept: 'all' (every LDIFS and L2SP method the study runs) or a comma-separated "
+                  "list of LDIFS or L2SP methods (those of them the study runs); the others run at the fine-tuning arguments' λ."},
+    )
     wise_alphas: str | None = field(
         default=None,
         metadata={"help": "Also score every checkpoint at these WiSE-FT weights α (comma-separated, in [0, 1]; "
                   "`ldifs-hf evaluate --wise_alphas`): the frontier then has one curve per method over α."},
     )
+    frontier: str = field(
+        default="full",
+        metadata={"help": "How the frontier's extra points are scored: 'full' (every cell at every checkpoint, and every "
+                  "checkpoint at every WiSE-FT α) or 'cross' (the λ sweep and the α sweep cross at the main λ, the "
+                  "fine-tuning arguments' own: a cell at another λ is fine-tuned without checkpoints and scored at its end "
+                  "only, without distances; the main cells' final models alone are also scored at each α other than 1)."},
+    )
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
+    world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
     world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
     launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
     submitit_cluster: str | None = field(default=None, metadata={"help": "submitit cluster: 'slurm', 'local' or 'debug' (default: SLURM when available, else local)."})
@@ -121,6 +146,11 @@ class StudyArguments:
     gpus_per_node: int = field(default=1, metadata={"help": "GPUs per cell's job."})
     cpus_per_task: int = field(default=8, metadata={"help": "CPUs per cell's job."})
     plan: bool = field(default=False, metadata={"help": "Only print the cells, which are done, and the cost estimate."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Run every cell again, replacing its run and evaluation, also a cell run with other settings "
+                  "(default: done cells are kept, unfinished ones continued, and a cell with other settings refused)."},
+    )
     verbose: bool = field(
         default=False, metadata={"help": f"Show every cell's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the cell's folder."}
     )
@@ -130,6 +160,10 @@ class StudyArguments:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.frontier not in FRONTIERS:
+            raise ValueError(f"frontier must be one of {', '.join(FRONTIERS)}, got {self.frontier!r}")
+        if self.eval_seed < -1:
+            raise ValueError(f"eval_seed must be >= 0, or -1 for each cell's own seed, got {self.eval_seed}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0 <= self.checkpoint_every_percent < 100:
@@ -143,11 +177,20 @@ class StudyArguments:
         if owned:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
         self.seed_list()  # a bad seed list fails here, before anything runs
-        for list_name, argument in LAMBDA_SWEEPS.values():
-            if getattr(self, list_name) is not None:
-                self.lambda_list(list_name)
-                if argument in self.finetune_options:
-                    raise ValueError(f"finetune_options sets {argument} and --{list_name} sweeps it: give the weights in --{list_name} only")
+        swept = self.swept_methods()
+        for regularizer, (list_name, argument) in LAMBDA_SWEEPS.items():
+            if getattr(self, list_name) is None:
+                continue
+            weights = self.lambda_list(list_name)
+            if argument in self.finetune_options:
+                # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
+                unswept = [m for m in self.method_names(strict=False) if get_method(m).regularizer == regularizer and m not in swept]
+                if not unswept and not (self.frontier == "cross" and self.finetune_options[argument] in weights):
+                    raise ValueError(
+                        f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
+                        f"every {regularizer.upper()} method; give the weights in --{list_name} (with --frontier cross, {argument} "
+                        f"names the main one among them)"
+                    )
         if self.wise_alphas is not None:
             from ..interpolation import parse_alphas
 
@@ -157,15 +200,64 @@ class StudyArguments:
     def seed_list(self) -> list[int]:
         return parse_seeds(self.seeds)
 
+    def method_names(self, strict: bool = True) -> list[str]:
+        """The methods of the grid (`strict=False`: unknown names are left out, for the grid to refuse by name)."""
+        names = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
+        if strict:
+            return [get_method(m).name for m in names]
+        known = []
+        for name in names:
+            try:
+                known.append(get_method(name).name)
+            except ValueError:
+                pass
+        return known
+
+    def swept_methods(self) -> list[str]:
+        """The methods whose λ the study sweeps: `lambda_sweep_methods` among those it runs, each with a
+        sweep of its regularizer's weights."""
+        with_sweep = [r for r, (list_name, _) in LAMBDA_SWEEPS.items() if getattr(self, list_name) is not None]
+        if self.lambda_sweep_methods.strip() == "all":
+            named = None
+        else:
+            named = [get_method(m.strip()).name for m in self.lambda_sweep_methods.split(",") if m.strip()]
+            plain = [m for m in named if get_method(m).regularizer not in LAMBDA_SWEEPS]
+            if plain:
+                raise ValueError(
+                    f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'"
+                )
+        return [m for m in self.method_names(strict=False)
+                if get_method(m).regularizer in with_sweep and (named is None or m in named)]
+
+    def main_lambda(self, regularizer: str) -> float | None:
+        """The fine-tuning arguments' weight of `regularizer` (finetune_options', else the default), the
+        main λ of `frontier="cross"`; None for a regularizer without a swept weight."""
+        if regularizer not in LAMBDA_SWEEPS:
+            return None
+        argument = LAMBDA_SWEEPS[regularizer][1]
+        if argument in self.finetune_options:
+            return float(self.finetune_options[argument])
+        defaults = {f.name: f.default for t in _finetune_types() for f in dataclasses.fields(t)}
+        return float(defaults[argument])
+
+    def end_only(self, cell: "Cell") -> bool:
+        """Whether `cell` is a point of the cross frontier away from the main λ: fine-tuned without
+        checkpoints and scored at its end only, without distances."""
+        if self.frontier != "cross" or cell.lam is None or cell.is_sequence:
+            return False
+        return cell.lam != self.main_lambda(get_method(cell.method).regularizer)
+
     def lambda_list(self, list_name: str) -> list[float] | None:
         """The weights of `ldifs_lambdas` or `l2sp_lambdas`, or None (no sweep: the fine-tuning arguments' λ)."""
         value = getattr(self, list_name)
         return None if value is None else parse_lambdas(value, list_name)
 
     def method_lambdas(self, method: str) -> list[float | None]:
-        """The λ of each of `method`'s cells: its regularizer's sweep, else [None] (one cell, today's folder)."""
-        sweep = LAMBDA_SWEEPS.get(get_method(method).regularizer)
-        return (self.lambda_list(sweep[0]) or [None]) if sweep else [None]
+        """The λ of each of `method`'s cells: its regularizer's sweep when the study sweeps it, else [None]
+        (one cell at the fine-tuning arguments' λ, today's folder)."""
+        if get_method(method).name not in self.swept_methods():
+            return [None]
+        return self.lambda_list(LAMBDA_SWEEPS[get_method(method).regularizer][0])
 
     def check_finetune_options(self) -> None:
         """Refuse finetune_options that are not fine-tuning arguments, or whose values are not of the
@@ -179,15 +271,12 @@ class StudyArguments:
 
         parser = finetune_parser()
         plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
-        methods = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
+        methods = self.method_names(strict=False)  # an unknown method is refused by name with the grid (study_cells)
         tasks = [t.strip() for t in self.finetune_tasks.replace(SEQUENCE_SEPARATOR, ",").split(",") if t.strip()]
         task = tasks[0] if tasks and tasks[0] != "all" else "eurosat"  # a name only: nothing is loaded
         output_dir = os.path.join(tempfile.gettempdir(), "ldifs-hf-study-options-check", "not-created")
         for method in methods:
-            try:
-                cell = Cell(get_method(method).name, (task,), self.seed_list()[0])
-            except ValueError:
-                continue  # an unknown method is refused by name with the grid (study_cells)
+            cell = Cell(method, (task,), self.seed_list()[0])
             base = dict(cell_config(plain, cell, [])["finetune"], dataset=task, output_dir=output_dir)
             base.pop("dataset_path", None)  # the data is not looked at here
             # The cells may run elsewhere (submitit): this host's lack of a GPU must not refuse --bf16.
@@ -245,22 +334,22 @@ class Cell:
 # -- the grid -------------------------------------------------------------------------------------
 
 
-def prepare_study(args: StudyArguments) -> tuple[StudyArguments, object]:
+def prepare_study(args: StudyArguments, *, progress: bool = False) -> tuple[StudyArguments, object]:
     """The study's arguments as its cells use them, and its world (a `PreparedWorld`, or None).
 
     The resolved arguments are a copy of `args`, which stay as given: their folders are absolute (a
     submitit job may start in another working directory) and, with `world`, the model is the world's
-    CLIP, pre-trained (or loaded) here with its tasks registered as benchmarks."""
+    CLIP, pre-trained (or loaded) here with its tasks registered as benchmarks (`progress`: a bar while
+    it pre-trains)."""
     resolved = copy.copy(args)
     resolved.output_dir = os.path.abspath(args.output_dir)
     if args.world_cache_dir is not None:
         resolved.world_cache_dir = os.path.abspath(args.world_cache_dir)
     if args.world == "none":
         return resolved, None
-    from ..world import prepare_world
-    from ..world.demo import DemoArguments
+    from ..world import prepare_world, world_settings
 
-    world = prepare_world(DemoArguments(quick=args.world == "quick").world_settings(), resolved.world_cache_dir, progress=False)
+    world = prepare_world(world_settings(args.world, args.world_seed), resolved.world_cache_dir, progress=progress)
     if args.model_name_or_path not in (DEFAULT_MODEL, str(world.model_dir)):
         raise ValueError(f"a world study fine-tunes the world's pre-trained CLIP, not model_name_or_path={args.model_name_or_path!r}; leave it unset")
     resolved.model_name_or_path = str(world.model_dir)
@@ -275,7 +364,7 @@ def _all_tasks(args: StudyArguments, world) -> list[str]:
 def study_cells(args: StudyArguments, world=None) -> list[Cell]:
     """The grid in a fixed order: method, then λ (the regularized methods' sweep, if any), then fine-tune
     task (or sequence), then seed."""
-    methods = list_methods() if args.methods.strip() == "all" else [get_method(m.strip()).name for m in args.methods.split(",") if m.strip()]
+    methods = args.method_names()
     if args.finetune_tasks.strip() == "all":
         entries = [(t,) for t in _all_tasks(args, world)]
     else:
@@ -303,12 +392,16 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
     )
     if args.max_steps > 0:
         kwargs["max_steps"] = args.max_steps
-    if args.checkpoint_every_percent > 0:
+    end_only = args.end_only(cell)
+    if args.checkpoint_every_percent > 0 and not end_only:
         # A ratio below 1 is a fraction of the total steps (TrainingArguments.save_steps).
         kwargs.update(save_strategy="steps", save_steps=args.checkpoint_every_percent / 100)
     else:
         kwargs["save_strategy"] = "no"
     kwargs.update(args.finetune_options)
+    if end_only:  # the finetune_options' saving settings are about the checkpoints this cell does not keep
+        kwargs["save_strategy"] = "no"
+        kwargs.pop("save_steps", None)
     if cell.lam is not None:
         kwargs[LAMBDA_SWEEPS[get_method(cell.method).regularizer][1]] = cell.lam
     task_paths = [f"{t}={paths[t]}" for t in cell.tasks if t in paths]
@@ -316,12 +409,24 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]
     evaluation = dict(
         datasets=",".join(eval_tasks), dataset_path=list(args.dataset_path), pretrained=args.model_name_or_path,
-        include_intermediate=True, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
-        distances=args.distances and not cell.is_sequence, seed=0,
+        include_intermediate=not end_only, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
+        distances=args.distances and not cell.is_sequence and not end_only, seed=cell.seed if args.eval_seed == -1 else args.eval_seed,
     )
-    if args.wise_alphas is not None and not cell.is_sequence:  # set only when asked: earlier studies' cells still match
-        evaluation["wise_alphas"] = args.wise_alphas
+    wise_evaluation = None
+    if args.wise_alphas is not None and not cell.is_sequence and not end_only:  # set only when asked: earlier studies' cells still match
+        if args.frontier == "full":
+            evaluation["wise_alphas"] = args.wise_alphas
+        else:  # cross: the final model alone at each α other than 1 (α = 1 is the run itself, scored above)
+            from ..interpolation import parse_alphas
+
+            alphas = [a for a in parse_alphas(args.wise_alphas, "wise_alphas") if a != 1.0]
+            if alphas:
+                wise_evaluation = dict(evaluation, include_intermediate=False, distances=False, wise_alphas=",".join(map(repr, alphas)))
     config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
+    if wise_evaluation is not None:
+        config["wise_evaluation"] = wise_evaluation
+    if args.frontier != "full":
+        config["frontier"] = args.frontier
     if cell.lam is not None:
         config["lambda"] = cell.lam
     if cell.is_sequence:
@@ -358,7 +463,8 @@ def cell_status(cell_dir: str, config: dict) -> str:
 
 
 def run_cell(args: StudyArguments, cell: Cell) -> dict:
-    """Fine-tune and evaluate one cell (skipped when done); returns its cell.json content. This is
+    """Fine-tune and evaluate one cell (skipped when done, unless `overwrite_output_dir`); returns its
+    cell.json content, whose "timings" are the seconds its fine-tuning and evaluation took. This is
     what a submitit job runs, so it prepares the world itself."""
     from ..evaluation.run import EvaluationArguments, run_evaluation
     from ..training.run import finetune
@@ -367,8 +473,12 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     eval_tasks = eval_task_names(args, world)
     config = cell_config(args, cell, eval_tasks)
     cell_dir = os.path.join(args.output_dir, cell.folder)
-    if cell_status(cell_dir, config) == "done":
-        with open(os.path.join(cell_dir, CELL_FILE)) as f:
+    marker = os.path.join(cell_dir, CELL_FILE)
+    if args.overwrite_output_dir:
+        if os.path.isfile(marker):
+            os.remove(marker)  # the cell is not done until it is redone
+    elif cell_status(cell_dir, config) == "done":
+        with open(marker) as f:
             return json.load(f)
     os.makedirs(cell_dir, exist_ok=True)
     run_dir = os.path.join(cell_dir, RUN_FOLDER)
@@ -384,21 +494,32 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     )
 
     logger.info("cell %s: fine-tuning", cell.folder)
+    finetune_kwargs = {**config["finetune"], **({"overwrite_output_dir": True} if args.overwrite_output_dir else {})}
+    start = time.perf_counter()
     if cell.is_sequence:
-        result = sequence(reference=config["reference"], dataset=",".join(cell.tasks), output_dir=run_dir, **config["finetune"])
+        result = sequence(reference=config["reference"], dataset=",".join(cell.tasks), output_dir=run_dir, **finetune_kwargs)
         run_dirs, run_record = [r.output_dir for r in result.records], result.records[0]
+        timings = {"finetune_s": time.perf_counter() - start}
         logger.info("cell %s: evaluating the sequence", cell.folder)
         records = evaluate_sequence_run(result, evaluation)
         with open(os.path.join(staging, "sequence_results.json")) as f:
             pretrained_accuracy = json.load(f)["pretrained_accuracy"]
         files = ["sequence_results.json", "sequence_table.md"]
     else:
-        record = finetune(dataset=cell.tasks[0], output_dir=run_dir, **config["finetune"])
+        record = finetune(dataset=cell.tasks[0], output_dir=run_dir, **finetune_kwargs)
         run_dirs, run_record = [record.output_dir], record
+        timings = {"finetune_s": time.perf_counter() - start}
         logger.info("cell %s: evaluating", cell.folder)
         scored = run_evaluation(evaluation, log_paths=False)  # they are logged where they end up, below
         records, pretrained_accuracy = scored.records, scored.pretrained_accuracy
         files = ["results.json", "results.csv", "results.md"]
+        if "wise_evaluation" in config:  # the cross frontier: the final model at the other WiSE-FT weights
+            wise = run_evaluation(EvaluationArguments(
+                checkpoint=[f"{cell.method}={run_dir}"], output_dir=os.path.join(staging, WISE_FOLDER),
+                feature_cache_dir=evaluation.feature_cache_dir, **config["wise_evaluation"]), log_paths=False)
+            records = records + wise.records
+            files += [os.path.join(WISE_FOLDER, name) for name in ("results.json", "results.csv", "results.md")]
+    timings["evaluate_s"] = time.perf_counter() - start - timings["finetune_s"]
 
     # The evaluation appears whole or not at all, then cell.json says the cell is done.
     final = os.path.join(cell_dir, EVALUATION_FOLDER)
@@ -415,7 +536,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     done = {
         "config": config, "cell": dataclasses.asdict(cell), "run_dirs": run_dirs,
         "evaluation_files": [os.path.join(final, name) for name in files],
-        "pretrained_accuracy": pretrained_accuracy, "records": records,
+        "pretrained_accuracy": pretrained_accuracy, "records": records, "timings": timings,
     }
     _write_json(os.path.join(cell_dir, CELL_FILE), done)
     return done
@@ -446,7 +567,10 @@ class StudyResult:
 def plan_study(args: StudyArguments, world=None) -> StudyPlan:
     cells = study_cells(args, world)
     eval_tasks = eval_task_names(args, world)
-    status = {cell: cell_status(os.path.join(args.output_dir, cell.folder), cell_config(args, cell, eval_tasks)) for cell in cells}
+    if args.overwrite_output_dir:
+        status = {cell: "redo" for cell in cells}
+    else:
+        status = {cell: cell_status(os.path.join(args.output_dir, cell.folder), cell_config(args, cell, eval_tasks)) for cell in cells}
     return StudyPlan(cells=cells, status=status, eval_tasks=eval_tasks)
 
 
@@ -498,38 +622,65 @@ def check_study_dir(args: StudyArguments) -> None:
         check_output_dir(args.output_dir)  # under a file, or not writable (a probe file, removed)
 
 
-def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
+@dataclass
+class StudyRun:
+    """What a study's report is made from (`run_study`'s `report`): the resolved arguments, the plan (every
+    cell done), the world (a `PreparedWorld`, or None), the seconds spent preparing ("prepare_s") and running
+    cells ("cells_s"), and the timings of the cells this call ran (cell -> "finetune_s", "evaluate_s")."""
+
+    args: StudyArguments
+    plan: StudyPlan
+    world: object
+    timings: dict[str, float]
+    ran: dict[Cell, dict[str, float]]
+
+    def cells(self) -> list[dict]:
+        """The done cells' cell.json contents, in the plan's order."""
+        return done_cells(self.args, self.plan)
+
+
+def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = None) -> StudyResult | StudyPlan | T:
     """Run every cell that is not done (locally or through submitit), then assemble the tables and
     figures. With `args.plan`, only print and return the plan. Locally, the console shows one line per
     finished cell under one progress bar; each cell's own output goes to output.log in its folder
-    (`args.verbose`: everything on the console)."""
+    (`args.verbose`: everything on the console).
+
+    `report` replaces the study's tables with a preset's own (the demo's): it is called with the
+    `StudyRun` while the study folder is still held, and its result is returned."""
     check_study_dir(args)
-    if not args.plan and args.world != "none":
-        print(f"preparing the concept world ({args.world})")
     if args.plan:  # writes nothing, so takes no lock
         args, world = prepare_study(args)
         plan = plan_study(args, world)
         print(describe_plan(args, plan))
         return plan
     with FolderLock(args.output_dir):  # one study per folder; each run and evaluation also holds its own
-        args, world = prepare_study(args)
+        start = time.perf_counter()
+        if args.world != "none":
+            print(f"preparing the concept world ({args.world}; pre-trained on the first run, then read from the cache)")
+        args, world = prepare_study(args, progress=True)
+        timings = {"prepare_s": time.perf_counter() - start}
         plan = plan_study(args, world)
         os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
         todo = plan.todo
         print(f"{len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, {len(todo)} to run ({args.launcher})"
               + ("" if args.verbose or args.launcher != "local" else f"; each cell's log: {LOG_FILE} in its folder"))
+        start, ran = time.perf_counter(), {}
         if args.launcher == "local":
             with phase_bar(len(todo), "cells", verbose=args.verbose) as bar:
                 for cell in todo:
-                    start = time.perf_counter()
+                    cell_start = time.perf_counter()
                     with run_output(os.path.join(args.output_dir, cell.folder), verbose=args.verbose):
-                        run_cell(args, cell)
-                    plan.status[cell] = "done"
+                        done = run_cell(args, cell)
+                    plan.status[cell], ran[cell] = "done", done.get("timings", {})
                     write_manifest(args, plan)
-                    finished(bar, f"{cell.method_label}, {cell.label}, seed {cell.seed}: done ({time.perf_counter() - start:.0f} s) -> {cell.folder}")
+                    finished(bar, f"{cell.method_label}, {cell.label}, seed {cell.seed}: {cell_outcome(done)} "
+                                  f"({time.perf_counter() - cell_start:.0f} s) -> {cell.folder}")
         else:
-            _submit(args, plan)
+            ran = _submit(args, plan)
+        timings["cells_s"] = time.perf_counter() - start
+        if report is not None:
+            return report(StudyRun(args=args, plan=plan, world=world, timings=timings, ran=ran))
         tables = assemble_study(args, plan)
     for table in (tables.table3, tables.table2):
         if table:
@@ -537,7 +688,13 @@ def run_study(args: StudyArguments) -> StudyResult | StudyPlan:
     return StudyResult(plan=plan, tables=tables)
 
 
-def _submit(args: StudyArguments, plan: StudyPlan) -> None:
+def cell_outcome(done: dict) -> str:
+    """A done cell in a few words: its final model's accuracy on its task (A_FT), else "done"."""
+    finals = [r for r in done["records"] if r.get("alpha") is None and r.get("a_ft") is not None and r.get("percent") == 100.0]
+    return f"A_FT {100 * finals[-1]['a_ft']:.1f}%" if finals else "done"
+
+
+def _submit(args: StudyArguments, plan: StudyPlan) -> dict[Cell, dict[str, float]]:
     """One submitit job per cell left to do; the manifest follows the jobs as they finish."""
     import submitit
 
@@ -549,25 +706,31 @@ def _submit(args: StudyArguments, plan: StudyPlan) -> None:
     todo = plan.todo
     jobs = executor.map_array(run_cell, [args] * len(todo), todo)
     cells = {job.job_id: cell for job, cell in zip(jobs, todo)}
-    failed = []
+    failed, ran = [], {}
     for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
         cell = cells[job.job_id]
         try:
-            job.result()
+            ran[cell] = job.result().get("timings", {})
             plan.status[cell] = "done"
         except Exception as err:  # a failed job: the others still finish; all failures are reported below
             failed.append(f"{cell.folder} (job {job.job_id}: {' '.join(str(err).split())[-300:]})")
         write_manifest(args, plan)
     if failed:
         raise RuntimeError(f"{len(failed)} cell(s) failed; rerun the study to retry them: " + "; ".join(failed))
+    return ran
 
 
 def assemble_study(args: StudyArguments, plan: StudyPlan) -> StudyTables:
     """Table 3 (single-task cells, mean over seeds), Table 2 (sequence cells) and the figures, from
     the done cells' cell.json files."""
+    return assemble_tables(done_cells(args, plan), args.output_dir, with_start_points=args.checkpoint_every_percent > 0)
+
+
+def done_cells(args: StudyArguments, plan: StudyPlan) -> list[dict]:
+    """The cell.json contents of the plan's done cells, in the plan's order."""
     done = []
     for cell in plan.cells:
         if plan.status[cell] == "done":
             with open(os.path.join(args.output_dir, cell.folder, CELL_FILE)) as f:
                 done.append(json.load(f))
-    return assemble_tables(done, args.output_dir, with_start_points=args.checkpoint_every_percent > 0)
+    return done

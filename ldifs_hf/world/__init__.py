@@ -14,7 +14,7 @@ from pathlib import Path
 from .._lazy import lazy_exports
 from .concepts import CONCEPTS, Concept, get_concept
 from .generator import ConceptWorld, WorldSamples, describe, render
-from .settings import CACHE_ENV, WorldSettings, cache_root, world_cache_dir
+from .settings import CACHE_ENV, WORLD_SIZES, WorldSettings, cache_root, world_cache_dir, world_settings
 # Registers the world's tasks as a benchmark family; `datasets` is imported when a task is built.
 from .tasks import build_world_tasks, register_world_benchmarks, task_name, world_benchmark_spec, world_task_names, world_tasks
 
@@ -54,6 +54,7 @@ __all__ = [
     "ConceptWorld",
     "PreparedWorld",
     "WorldSamples",
+    "WORLD_SIZES",
     "WorldSettings",
     "build_world_tasks",
     "cache_root",
@@ -68,6 +69,7 @@ __all__ = [
     "task_name",
     "world_benchmark_spec",
     "world_cache_dir",
+    "world_settings",
     "world_task_names",
     "world_tasks",
 ]

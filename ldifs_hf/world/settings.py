@@ -26,6 +26,10 @@ FORMAT_VERSION = 2
 TASK_FIELDS = ("task_train_size", "task_test_size", "task_noise")
 
 
+# The world's sizes: "default" (the demo's numbers) and "quick" (scaled down, for tests; not for numbers).
+WORLD_SIZES = ("default", "quick")
+
+
 @dataclass(frozen=True)
 class WorldSettings:
     """Everything that determines the world, its pre-trained CLIP and its tasks (hashed into the cache path).
@@ -133,3 +137,12 @@ def write_atomically(target: Path, write) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def world_settings(size: str = "default", seed: int = 0) -> WorldSettings:
+    """The settings of a world of one of `WORLD_SIZES`, drawn with `seed`."""
+    if size not in WORLD_SIZES:
+        raise ValueError(f"world size must be one of {', '.join(WORLD_SIZES)}, got {size!r}")
+    if size == "quick":
+        return WorldSettings(seed=seed, pretrain_images=256, pretrain_steps=10, batch_size=32, task_train_size=64, task_test_size=32)
+    return WorldSettings(seed=seed)

@@ -1,19 +1,22 @@
 """The embedded default: concept forgetting on a laptop CPU, with no downloads (`ldifs-hf demo`).
 
-1. Pre-trains a tiny CLIP on the concept world (digit, colour, background texture and position of a
-   handwritten digit; cached, so only the first run pays for it).
-2. Fine-tunes it on one concept task with each of the paper's eight methods (`training.finetune`), once
-   per seed, saving a checkpoint every 20 % of training; and, for the λ sweep, each LDIFS and L2SP
-   method again at the other weights of `ldifs_lambdas` / `l2sp_lambdas` (final model only).
-3. Scores every checkpoint on every concept task (`evaluation.run_evaluation`): zero-shot and
-   linear-probe accuracy, Δ against the pretrained model, A_FT, distances. Each seed's report goes to
-   `seed-N/`; the λ-sweep runs' to `seed-N/lambda-sweep/`, and the WiSE-FT sweep (each run's final
-   model interpolated with its starting point at the weights `wise_alphas`) to `seed-N/wise-sweep/`.
-4. Writes the mean ± std over seeds (results.md, summary.json), the Δ_ZS/Δ_LP-over-training and
-   distance plots (means over seeds), the trade-off figure, the frontier (frontier.png/.csv: A_FT
-   against forgetting per method, λ and α, `evaluation.frontier`), the claims, each paired over seeds
-   and said to exceed the seed-to-seed spread or to be inside the noise, and timings.json; returns a
-   `DemoResult`.
+The demo is a preset of the study runner (`study.runner.run_study`) plus its own report:
+
+1. The study pre-trains a tiny CLIP on the concept world (digit, colour, background texture and position
+   of a handwritten digit; cached, so only the first run pays for it).
+2. Its cells fine-tune that CLIP on one concept task with each of the paper's eight methods, once per
+   seed, saving a checkpoint every 20 % of training, and score every checkpoint on every concept task
+   (zero-shot and linear-probe accuracy, Δ against the pretrained model, A_FT, distances), each cell's
+   evaluation seeded with its own seed. The frontier is a cross (`StudyArguments.frontier="cross"`): the
+   λ sweep (each LDIFS and L2SP method of `lambda_sweep_methods` at the other weights of `ldifs_lambdas` /
+   `l2sp_lambdas`, fine-tuned and scored at the end only) and the WiSE-FT sweep (each main run's final
+   model interpolated with its starting point at the weights `wise_alphas`). Cells live in `cells/`, as
+   in any study; a finished cell is reused by a rerun.
+3. The report: each seed's Table 3 layout with its 0 % points in `seed-N/`, and the mean ± std over seeds
+   (results.md, summary.json), the Δ_ZS/Δ_LP-over-training and distance plots (means over seeds), the
+   trade-off figure, the frontier (frontier.png/.csv: A_FT against forgetting per method, λ and α,
+   `evaluation.frontier`), the claims, each paired over seeds and said to exceed the seed-to-seed spread
+   or to be inside the noise, and timings.json; `run_demo` returns a `DemoResult`.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ import json
 import logging
 import os
 import statistics
-import time
 from dataclasses import dataclass, field
 
 from ..benchmarks import get_benchmark
-from ..console import LOG_FILE, finished, phase_bar, run_output
+from ..console import LOG_FILE
 from ..evaluation.frontier import FrontierPoint, PairedClaim, frontier_points, paired_claim, write_frontier
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
-from . import WorldSettings, prepare_world, world_task_names
+from ..world.settings import world_settings
+from ..world.tasks import world_task_names
+from .runner import StudyArguments, StudyRun, run_study
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class DemoArguments:
     )
     wise_alphas: str = field(
         default="0,0.5,1",
-        metadata={"help": "The WiSE-FT sweep: every run's final model is also scored interpolated with its starting point at "
+        metadata={"help": "The WiSE-FT sweep: every main run's final model is also scored interpolated with its starting point at "
                   "these weights (1: the run itself, already scored; '' for none)."},
     )
     lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations (official protocol: 1000)."})
@@ -83,14 +87,10 @@ class DemoArguments:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1 (CPU threads for torch), got {self.threads}")
-        if not 0 <= self.checkpoint_every_percent <= 100:
-            raise ValueError(f"checkpoint_every_percent must be in [0, 100], got {self.checkpoint_every_percent}")
         if self.finetune_task not in world_task_names():
             raise ValueError(f"finetune_task {self.finetune_task!r} is not a world task; choose one of {', '.join(world_task_names())}")
-        self.seed_list()
-        self.sweep_lambdas()
-        self.alpha_list()
-        self.swept_methods()
+        self.method_names()
+        self.study_arguments()  # the study's own checks (λ and α lists, swept methods, ...), before anything runs
 
     def sweep_lambdas(self) -> dict[str, list[float]]:
         """Regularizer -> the λ sweep's weights (with the main runs' own weight first)."""
@@ -100,17 +100,6 @@ class DemoArguments:
         for regularizer, value, main in (("ldifs", self.ldifs_lambdas, self.ldifs_lambda), ("l2sp", self.l2sp_lambdas, self.l2sp_lambda)):
             sweeps[regularizer] = [main] + [lam for lam in (parse_lambdas(value, f"{regularizer}_lambdas") if value.strip() else []) if lam != main]
         return sweeps
-
-    def swept_methods(self) -> list[str]:
-        """The methods the λ sweep covers: `lambda_sweep_methods` among those the demo runs."""
-        regularised = [m for m in self.method_names() if get_method(m).regularizer in ("ldifs", "l2sp")]
-        if self.lambda_sweep_methods.strip() == "all":
-            return regularised
-        named = [get_method(m.strip()).name for m in self.lambda_sweep_methods.split(",") if m.strip()]
-        plain = [m for m in named if get_method(m).regularizer not in ("ldifs", "l2sp")]
-        if plain:
-            raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
-        return [m for m in regularised if m in named]
 
     def alpha_list(self) -> list[float]:
         """The WiSE-FT weights, 1 (the run itself) always among them."""
@@ -128,10 +117,31 @@ class DemoArguments:
             return list_methods()
         return [get_method(m.strip()).name for m in self.methods.split(",")]
 
-    def world_settings(self) -> WorldSettings:
-        if not self.quick:
-            return WorldSettings(seed=self.world_seed)
-        return WorldSettings(seed=self.world_seed, pretrain_images=256, pretrain_steps=10, batch_size=32, task_train_size=64, task_test_size=32)
+    def world_settings(self):
+        return world_settings("quick" if self.quick else "default", self.world_seed)
+
+    def study_arguments(self) -> StudyArguments:
+        """The demo as a study: its grid (methods x the fine-tune task x seeds on the world), the fine-tuning
+        settings of the tiny model, the evaluation seeded per cell, and the cross frontier."""
+        sweeps = self.sweep_lambdas()
+        finetune_options = dict(
+            learning_rate=self.learning_rate, per_device_train_batch_size=self.batch_size, warmup_steps=0,
+            ldifs_lambda=self.ldifs_lambda, l2sp_lambda=self.l2sp_lambda, logging_steps=max(1, self.max_steps // 5), save_only_model=True,
+        )
+        return StudyArguments(
+            output_dir=self.output_dir, methods=",".join(self.method_names()), finetune_tasks=self.finetune_task, eval_tasks="all",
+            seeds=self.seeds, world="quick" if self.quick else "default", world_seed=self.world_seed, world_cache_dir=self.cache_dir,
+            max_steps=self.max_steps, checkpoint_every_percent=self.checkpoint_every_percent, lp_iterations=self.lp_iterations,
+            finetune_options=json.dumps(finetune_options), eval_max_train_samples=self.lp_train_samples, eval_num_workers=0,
+            eval_seed=-1, ldifs_lambdas=_weights(sweeps["ldifs"]), l2sp_lambdas=_weights(sweeps["l2sp"]),
+            lambda_sweep_methods=self.lambda_sweep_methods, frontier="cross", wise_alphas=self.wise_alphas.strip() or None,
+            overwrite_output_dir=self.overwrite_output_dir, verbose=self.verbose,
+        )
+
+
+def _weights(sweep: list[float]) -> str | None:
+    """A λ sweep as the study takes it: None when it is the main weight alone (no sweep)."""
+    return ",".join(map(repr, sweep)) if len(sweep) > 1 else None
 
 
 @dataclass
@@ -153,108 +163,46 @@ class DemoResult:
 
 
 def run_demo(args: DemoArguments) -> DemoResult:
+    methods, seeds, study = args.method_names(), args.seed_list(), args.study_arguments()
+    swept = study.swept_methods()
+    print(f"The demo: {len(methods)} methods x {len(seeds)} seeds fine-tuned on {args.finetune_task} and scored on every concept task"
+          + (f", the λ sweep of {', '.join(swept)}" if swept else "")
+          + (f", WiSE-FT at α = {', '.join(f'{a:g}' for a in args.alpha_list() if a != 1.0)}" if len(args.alpha_list()) > 1 else ""))
     with torch_threads(args.threads):
-        return _run(args)
+        return run_study(study, report=lambda run: _report(args, run))
 
 
-def _run(args: DemoArguments) -> DemoResult:
-    # The training and evaluation code is imported here: `ldifs-hf demo --help` does not need it.
-    from ..evaluation.run import EvaluationArguments, run_evaluation
+def _report(args: DemoArguments, run: StudyRun) -> DemoResult:
+    """The demo's tables, plots and claims from the study's cells (called while the study folder is held)."""
     from ..evaluation.report import write_report
-    from ..utils import lambda_folder
-    from ..training.run import finetune
 
-    # 1. Arguments, checked before the world is built.
-    methods, seeds, alphas = args.method_names(), args.seed_list(), args.alpha_list()
-    sweeps = args.sweep_lambdas()
-    main_lambda = {m: _lambda_of(m, sweeps) for m in methods}  # the main runs' λ (None: no regularizer)
-    # The λ sweep: (method, λ) runs beyond the main ones, each fine-tuned to its end and scored there.
-    lambda_runs = [(m, lam) for m in args.swept_methods() for lam in sweeps[get_method(m).regularizer][1:]]
-    timings = {}
-
-    # 2. The foundation model: pre-trained on the world, or loaded from the cache.
-    print("1/3 the foundation model: a tiny CLIP pre-trained on the concept world (cached after the first run)")
-    start = time.perf_counter()
-    world = prepare_world(args.world_settings(), args.cache_dir)
-    timings["pretrain_or_load_s"] = time.perf_counter() - start
-    logger.info("world model %s, tasks %s", world.model_dir, ", ".join(world.benchmarks))
-
-    # 3. Fine-tune with every method and seed, then the λ sweep's runs (a finished run in output_dir is reused).
-    start = time.perf_counter()
-    save_every = round(args.max_steps * args.checkpoint_every_percent / 100)
-    save_args = dict(save_strategy="steps", save_steps=save_every, save_only_model=True) if save_every > 0 else dict(save_strategy="no")
-    run_dirs = {seed: {m: os.path.join(args.output_dir, f"seed-{seed}", "runs", m) for m in methods} for seed in seeds}
-    sweep_dirs = {seed: {(m, lam): os.path.join(args.output_dir, f"seed-{seed}", "lambda-sweep", m, lambda_folder(lam)) for m, lam in lambda_runs}
-                  for seed in seeds}
-    jobs = [(seed, m, m, main_lambda[m], d, save_args) for seed in seeds for m, d in run_dirs[seed].items()]
-    jobs += [(seed, m, f"{m} λ={lam:g}", lam, d, dict(save_strategy="no")) for seed in seeds for (m, lam), d in sweep_dirs[seed].items()]
-    print(f"2/3 fine-tuning on {args.finetune_task}: {len(methods)} methods x {len(seeds)} seeds"
-          + (f", and {len(lambda_runs)} more λ per seed for the λ sweep" if lambda_runs else "")
-          + ("" if args.verbose else f" (each run's log: {LOG_FILE} in its folder)"))
-    with phase_bar(len(jobs), "fine-tuning", verbose=args.verbose) as bar:
-        for seed, method, name, lam, run_dir, saving in jobs:
-            run_start = time.perf_counter()
-            weights = {f"{get_method(method).regularizer}_lambda": lam} if lam is not None else {}
-            with run_output(run_dir, verbose=args.verbose):
-                record = finetune(
-                    method=method, dataset=args.finetune_task, model_name_or_path=str(world.model_dir), output_dir=run_dir,
-                    max_steps=args.max_steps, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
-                    warmup_steps=0, seed=seed, **{"ldifs_lambda": args.ldifs_lambda, "l2sp_lambda": args.l2sp_lambda, **weights},
-                    lp_iterations=args.lp_iterations, report_to="none", logging_steps=max(1, args.max_steps // 5),
-                    disable_tqdm=True, overwrite_output_dir=args.overwrite_output_dir, **saving,
-                )
-            accuracy = ", ".join(f"{k} {100 * v:.1f}%" for k, v in record.results.items())
-            finished(bar, f"{name}, seed {seed}: {accuracy or 'done'} ({time.perf_counter() - run_start:.0f} s) -> {run_dir}")
-    timings["finetune_s"] = time.perf_counter() - start
-
-    # 4. Concept forgetting of every checkpoint on every task, one report per seed; the sweeps at the end of training.
-    start = time.perf_counter()
+    seeds, methods, world = args.seed_list(), args.method_names(), run.world
+    main_lambda = {m: _lambda_of(m, args.sweep_lambdas()) for m in methods}  # the main runs' λ (None: no regularizer)
+    cells = run.cells()
     records, sweep_records, pretrained = [], [], {}
-    sweep_alphas = [a for a in alphas if a != 1.0]  # α = 1 is the run itself, scored with its checkpoints
-    print(f"3/3 scoring every checkpoint on the {len(world.benchmarks)} concept tasks (zero-shot and linear probe), one report per seed"
-          + (f"; the final models also at WiSE-FT α = {', '.join(f'{a:g}' for a in sweep_alphas)}" if sweep_alphas else ""))
-    with phase_bar(len(seeds), "evaluating", verbose=args.verbose) as bar:
-        for seed in seeds:
-            seed_dir, seed_start = os.path.join(args.output_dir, f"seed-{seed}"), time.perf_counter()
-            with run_output(seed_dir, verbose=args.verbose):
-                common = dict(
-                    datasets=",".join(world.benchmarks), pretrained=str(world.model_dir), num_workers=0, lp_iterations=args.lp_iterations,
-                    seed=seed, max_train_samples=args.lp_train_samples,
-                    # The pretrained model's features and accuracies are computed once and read back by the sweeps.
-                    feature_cache_dir=os.path.join(args.output_dir, "feature_cache"),
-                    overwrite_report=True,  # the demo's own output folder: a rerun refreshes its report
-                )
-                evaluation = run_evaluation(EvaluationArguments(checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], output_dir=seed_dir, **common))
-                # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
-                starts = [pretrained_start_record(m, args.finetune_task, str(world.model_dir), evaluation.pretrained_accuracy) for m in methods]
-                seed_records = [{**r, "lambda": main_lambda[r["method"]]} for r in starts + evaluation.records]
-                write_report(seed_records, seed_dir, pretrained=str(world.model_dir),
-                             pretrained_accuracies=evaluation.pretrained_accuracy, benchmarks=list(world.benchmarks))
-                # The sweeps are scored at the end of training only, without distances: the frontier needs neither.
-                seed_sweeps = []
-                if lambda_runs:  # one report for the seed's λ-sweep runs, each its own column ("method@lambda-λ")
-                    labels = {f"{m}@lambda-{lam:g}": (m, lam) for m, lam in lambda_runs}
-                    scored = run_evaluation(EvaluationArguments(
-                        checkpoint=[f"{label}={sweep_dirs[seed][run]}" for label, run in labels.items()],
-                        output_dir=os.path.join(seed_dir, "lambda-sweep"), include_intermediate=False, distances=False, **common))
-                    seed_sweeps += [{**r, "method": labels[r["method"]][0], "lambda": labels[r["method"]][1]} for r in scored.records]
-                if sweep_alphas:
-                    scored = run_evaluation(EvaluationArguments(
-                        checkpoint=[f"{m}={d}" for m, d in run_dirs[seed].items()], output_dir=os.path.join(seed_dir, "wise-sweep"),
-                        include_intermediate=False, distances=False, wise_alphas=",".join(map(repr, sweep_alphas)), **common))
-                    seed_sweeps += [{**r, "lambda": main_lambda[r["method"]]} for r in scored.records]
-            pretrained[seed] = evaluation.pretrained_accuracy
-            records += [{**r, "seed": seed} for r in seed_records]
-            sweep_records += [{**r, "seed": seed} for r in seed_sweeps]
-            finished(bar, f"seed {seed}: {len(evaluation.records) + len(seed_sweeps)} checkpoints scored ({time.perf_counter() - seed_start:.0f} s) -> {seed_dir}")
-    timings["evaluate_s"] = time.perf_counter() - start
+    for seed in seeds:  # seed by seed, each in the demo's method order: the order the means and plots take
+        mains = [c for m in methods for c in cells if c["cell"]["seed"] == seed and c["cell"]["method"] == m and not _end_only(c)]
+        sides = [c for c in cells if c["cell"]["seed"] == seed and _end_only(c)]
+        pretrained[seed] = mains[0]["pretrained_accuracy"] if mains else sides[0]["pretrained_accuracy"]
+        # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
+        starts = [pretrained_start_record(c["cell"]["method"], args.finetune_task, str(world.model_dir), pretrained[seed]) for c in mains]
+        seed_records = [{**r, "lambda": main_lambda[r["method"]]} for r in starts] + [
+            r for c in mains for r in c["records"] if r.get("alpha") is None]
+        seed_dir = os.path.join(run.args.output_dir, f"seed-{seed}")
+        write_report(seed_records, seed_dir, pretrained=str(world.model_dir), pretrained_accuracies=pretrained[seed],
+                     benchmarks=list(world.benchmarks))
+        records += [{**r, "seed": seed} for r in seed_records]
+        sweep_records += [r for c in sides for r in c["records"]] + [r for c in mains for r in c["records"] if r.get("alpha") is not None]
 
-    # 5. Mean ± std over seeds: table, summary, plots, the frontier and the claims.
+    timings = {"pretrain_or_load_s": run.timings["prepare_s"]}
+    for name in ("finetune_s", "evaluate_s"):  # the cells this call ran (a reused cell costs nothing)
+        timings[name] = sum(t.get(name, 0.0) for t in run.ran.values())
+
     summary = summarise(records, args.finetune_task)
     pretrained_table = _pretrained_table(pretrained, world.benchmarks)
     table = summary_table(summary, seeds)
     points = frontier_points(records + sweep_records)
-    claims = demo_claims(points, main_lambda, alphas)
+    claims = demo_claims(points, main_lambda, args.alpha_list())
     claims_text = claims_section(claims, seeds)
     _write_outputs(args, summary, records, sweep_records, points, pretrained_table, table, claims_text, timings, seeds)
     print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, mean ± std over evaluation seeds {seeds}:\n\n{pretrained_table}\n")
@@ -263,6 +211,11 @@ def _run(args: DemoArguments) -> DemoResult:
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table,
                       table=table, sweep_records=sweep_records, frontier=points, claims=claims, claims_text=claims_text)
+
+
+def _end_only(cell: dict) -> bool:
+    """A cell of the λ sweep away from the main λ (scored at its end only)."""
+    return not cell["config"]["evaluation"]["include_intermediate"]
 
 
 def _lambda_of(method: str, sweeps: dict[str, list[float]]) -> float | None:
