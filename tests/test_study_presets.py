@@ -8,7 +8,7 @@ import pytest
 
 from ldifs_hf.run_folder.lock import read_holder
 from ldifs_hf.study import StudyArguments, StudyRun, run_study
-from ldifs_hf.study.runner import cell_config, study_cells
+from ldifs_hf.study.runner import cell_config, describe_plan, plan_study, study_cells
 
 TASKS = ["world-digit", "world-colour"]
 
@@ -112,6 +112,11 @@ def test_a_cross_study_runs_its_cells_hands_its_report_the_run_and_redoes_in_pla
     assert side["records"][0].get("param_distance") is None  # scored at its end only, without distances
     side_run = out / "cells" / "zs-init-ldifs" / "lambda-1" / "world-digit" / "seed-1" / "run"
     assert not list(side_run.glob("checkpoint-*")) and (side_run / "model.safetensors").is_file()
+    # One point per run is no curve: those evaluations write their tables and CSVs but draw nothing.
+    main_eval = out / "cells" / "zs-init-ldifs" / "lambda-10" / "world-digit" / "seed-1" / "evaluation"
+    assert (main_eval / "deltas_over_training.png").is_file() and (main_eval / "wise" / "frontier.csv").is_file()
+    assert not list((main_eval / "wise").glob("*.png")) and not list((side_run.parent / "evaluation").glob("*.png"))
+    assert (side_run.parent / "evaluation" / "results.md").is_file()
 
     # Again: every cell is done, nothing runs, the report sees the same cells.
     weights = out / "cells" / "zs-init-ce" / "world-digit" / "seed-1" / "run" / "model.safetensors"
@@ -134,3 +139,15 @@ def test_a_cross_study_runs_its_cells_hands_its_report_the_run_and_redoes_in_pla
     # The redone study is an ordinary one: a rerun without the flag keeps every cell.
     run_study(StudyArguments(output_dir=str(out), world_cache_dir=str(tmp_path / "cache"), **{**GRID, "lp_iterations": 11}), report=report)
     assert seen[-1].ran == {}
+
+
+def test_the_plan_counts_what_each_frontier_scores(tmp_path):
+    grid = dict(output_dir=str(tmp_path / "study"), methods="zs-init-ce,lp-init-ldifs", finetune_tasks="eurosat", eval_tasks="mnist,eurosat",
+                seeds="0", ldifs_lambdas="1,10", wise_alphas="0,0.5,1", max_steps=10)
+    # Checkpoints every 20 %: 5 per cell. Cross: the main cells (zs-init-ce, lp-init-ldifs at λ = 10) 5 + 2 α,
+    # the cell at λ = 1 its end only: 15 models on 2 tasks. Full: each of the 3 cells' 5 checkpoints at 3 α.
+    for frontier, evaluations in (("cross", 30), ("full", 90)):
+        args = StudyArguments(frontier=frontier, **grid)
+        text = describe_plan(args, plan_study(args))
+        assert f"; {evaluations} evaluations (checkpoint x eval task" in text, text
+    assert not (tmp_path / "study").exists()  # planning writes nothing

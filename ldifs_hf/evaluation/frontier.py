@@ -178,16 +178,16 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str, *, title: str = ""
     return path
 
 
-def write_frontier(records: Iterable[Mapping], output_dir: str, *, title: str = "") -> dict[str, str]:
-    """frontier.csv and frontier.png in `output_dir`; {} when no record gives a point."""
+def write_frontier(records: Iterable[Mapping], output_dir: str, *, title: str = "", plot: bool = True) -> dict[str, str]:
+    """frontier.csv and (with `plot`) frontier.png in `output_dir`; {} when no record gives a point."""
     points = frontier_points(records)
     if not points:
         return {}
     os.makedirs(output_dir, exist_ok=True)
-    return {
-        "frontier_csv": write_frontier_csv(points, os.path.join(output_dir, FRONTIER_CSV)),
-        "frontier_plot": plot_frontier(points, os.path.join(output_dir, FRONTIER_PLOT), title=title),
-    }
+    paths = {"frontier_csv": write_frontier_csv(points, os.path.join(output_dir, FRONTIER_CSV))}
+    if plot:
+        paths["frontier_plot"] = plot_frontier(points, os.path.join(output_dir, FRONTIER_PLOT), title=title)
+    return paths
 
 
 @dataclass

@@ -104,6 +104,10 @@ class EvaluationArguments:
                   "weights moved to (1 − α)·start + α·checkpoint, in memory, the start being its run's starting point; "
                   "records carry 'alpha'. Default: each checkpoint as it is."},
     )
+    plots: bool = field(
+        default=True,
+        metadata={"help": "Draw the PNG plots (Δ and distances over training, the frontier); the tables and CSV files are written either way."},
+    )
     feature_distance_samples: int = setting_field("feature_distance_samples")
     max_train_samples: int | None = setting_field("max_train_samples")
     max_eval_samples: int | None = setting_field("max_eval_samples")
@@ -256,11 +260,12 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances, wise_alphas=alphas)
 
     # 4. Results: JSON, CSV, Markdown table and plots.
-    paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks)
+    paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks,
+                         plots=args.plots)
     for stale in (FRONTIER_CSV, FRONTIER_PLOT):  # a replaced report's frontier must not outlive it when this one has none
         if os.path.isfile(os.path.join(args.output_dir, stale)):
             os.remove(os.path.join(args.output_dir, stale))
-    paths.update(write_frontier(records, args.output_dir))
+    paths.update(write_frontier(records, args.output_dir, plot=args.plots))
     if log_paths:
         for name, path in paths.items():
             logger.info("wrote %s: %s", name, path)

@@ -9,15 +9,26 @@ followed by its evaluation (`evaluation.run.run_evaluation` or `evaluate_sequenc
 folder `<output_dir>/cells/<method>/<task or a_then_b>/seed-<k>/`:
 
     run/            the fine-tuning run(s) (checkpoints every `checkpoint_every_percent`, export, record)
-    evaluation/     results.json/.csv/.md and plots (or sequence_results.json / sequence_table.md)
-    cell.json       written last, atomically: the cell's settings and its records. Its presence is "done".
+    evaluation/     results.json/.csv/.md and plots (or sequence_results.json / sequence_table.md);
+                    wise/ with the final model's WiSE-FT scores under `frontier="cross"`
+    cell.json       written last, atomically: the cell's settings, its records and timings. Its presence is "done".
 
 Restarting is safe: a cell is done only when cell.json is there, its runs' records say completed and
 its evaluation files exist; a done cell is skipped. Any other cell is run again: the fine-tuning
 continues from its last checkpoint (or returns a finished run as recorded, `run_finetune`'s rule), and
 the evaluation is written into a fresh temporary folder and moved into place. A cell whose cell.json
-records other settings than the study now asks for is refused, never silently mixed. `study.json`
+records other settings than the study now asks for is refused, never silently mixed
+(`overwrite_output_dir`: every cell is run again, replacing its run and evaluation). `study.json`
 (the manifest) lists every cell and whether it is done; `--plan` prints it with a cost estimate.
+
+The frontier: `ldifs_lambdas` / `l2sp_lambdas` repeat the cells of the regularised methods (those of
+`lambda_sweep_methods`) once per λ, and `wise_alphas` scores checkpoints at WiSE-FT weights. With
+`frontier="full"` every cell is scored at every checkpoint and α; with `frontier="cross"` the two sweeps
+cross at the main λ (the fine-tuning arguments' own): a cell at another λ keeps no checkpoint and is
+scored at its end, and only the main cells' final models are scored at the other α.
+
+A preset is a study with its own report: `run_study(args, report=...)` calls the report with the
+`StudyRun` instead of writing Table 3 (the demo, `study.demo`, is one).
 
 Cells run one after another in this process (`launcher="local"`), or are submitted through submitit
 (`launcher="submitit"`: SLURM when available, or `submitit_cluster="local"`); each job runs
@@ -25,8 +36,8 @@ Cells run one after another in this process (`launcher="local"`), or are submitt
 
 Defaults are the paper's (appendix A): the fine-tuning arguments' defaults (AdamW 1e-5, batch 128,
 cosine, 500 warm-up steps, the benchmark's epochs), checkpoints every 20 %, the official linear probe.
-The evaluation seed is 0 for every cell, so every cell scores the same pretrained model identically
-and seeds vary the fine-tuning only.
+The evaluation seed is 0 for every cell (`eval_seed`; -1: each cell's own), so every cell scores the
+same pretrained model identically and seeds vary the fine-tuning only.
 """
 
 from __future__ import annotations
@@ -412,6 +423,8 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         include_intermediate=not end_only, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
         distances=args.distances and not cell.is_sequence and not end_only, seed=cell.seed if args.eval_seed == -1 else args.eval_seed,
     )
+    if end_only:  # one point, no curve: nothing to plot (the study draws the frontier)
+        evaluation["plots"] = False
     wise_evaluation = None
     if args.wise_alphas is not None and not cell.is_sequence and not end_only:  # set only when asked: earlier studies' cells still match
         if args.frontier == "full":
@@ -421,7 +434,7 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
 
             alphas = [a for a in parse_alphas(args.wise_alphas, "wise_alphas") if a != 1.0]
             if alphas:
-                wise_evaluation = dict(evaluation, include_intermediate=False, distances=False, wise_alphas=",".join(map(repr, alphas)))
+                wise_evaluation = dict(evaluation, include_intermediate=False, distances=False, wise_alphas=",".join(map(repr, alphas)), plots=False)
     config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
     if wise_evaluation is not None:
         config["wise_evaluation"] = wise_evaluation
@@ -597,13 +610,29 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     else:
         epochs = sum(get_benchmark(t).epochs for c in todo for t in c.tasks)
         training = f"{runs} fine-tuning runs, {epochs} epochs in all (each benchmark's paper epochs)"
-    evaluations = sum(points if not c.is_sequence else len(c.tasks) for c in todo) * len(plan.eval_tasks)
+    evaluations = sum(_scored_models(args, c, points) for c in todo) * len(plan.eval_tasks)
     lines += [
         "-" * 72,
         f"{len(plan.cells)} cells: {len(plan.cells) - len(todo)} done, {len(todo)} to run",
         f"cost of what is left: {training}; {evaluations} evaluations (checkpoint x eval task, ZS + LP) on {len(plan.eval_tasks)} eval tasks",
     ]
     return "\n".join(lines)
+
+
+def _scored_models(args: StudyArguments, cell: Cell, points: int) -> int:
+    """How many models a cell's evaluation scores: a sequence's tasks; else its checkpoints (`points`),
+    each at every WiSE-FT α under the full frontier; under the cross one, a cell away from the main λ
+    only at its end, a main cell's final model also at each α other than 1."""
+    if cell.is_sequence:
+        return len(cell.tasks)
+    if args.end_only(cell):
+        return 1
+    if args.wise_alphas is None:
+        return points
+    from ..interpolation import parse_alphas
+
+    alphas = parse_alphas(args.wise_alphas, "wise_alphas")
+    return points * len(alphas) if args.frontier == "full" else points + sum(a != 1.0 for a in alphas)
 
 
 def check_study_dir(args: StudyArguments) -> None:
