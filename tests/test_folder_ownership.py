@@ -133,6 +133,18 @@ def test_study_on_a_folder_another_process_writes_is_refused_before_its_world(tm
         assert f"is being written by pid {holder.pid}" in one_line_error(capsys, argv)
 
 
+def test_demo_on_a_folder_another_process_writes_is_refused_before_its_world(tmp_path, capsys, monkeypatch):
+    """The demo is a study: it holds its folder as the study does (before, two demos wrote into one folder)."""
+    import ldifs_hf.study.runner as runner
+
+    monkeypatch.setattr(runner, "prepare_study", lambda *a, **k: pytest.fail("the demo prepared its world before refusing"))
+    out = tmp_path / "demo"
+    with held_by_another_process(out) as holder:
+        argv = ["demo", "--quick", "--output_dir", str(out), "--methods", "zs-init-ce", "--seeds", "0"]
+        assert f"is being written by pid {holder.pid}" in one_line_error(capsys, argv)
+        assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, HOLDER_FILE])  # the demo wrote nothing
+
+
 def test_lambda_search_on_a_folder_another_process_writes_is_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     out = tmp_path / "search"
     with held_by_another_process(out) as holder:
