@@ -11,13 +11,14 @@ different one first. A value whose type the snapshot cannot reproduce is left to
 
 A snapshot is used only when its key matches: the sha256 of this package's `.py` sources (their
 content, not their place or time, so that every clone and install of the same sources agrees), its
-version, transformers' version (its TrainingArguments fields) and Python's major.minor. The package
-ships one per command in `cli_snapshots/` (written by `scripts/refresh_cli_snapshots.py`), so a
-fresh install answers at once; when that one does not match (another transformers, edited sources),
-the one in `$LDIFS_HF_CACHE/cli/` (default `~/.cache/ldifs_hf/cli/`) does, and without either the
-command builds its real parser and stores its snapshot there. No snapshot is used when
-`ldifs_hf.training` is already imported (a script may have registered a plug-in method), for a `.json`
-config file, or beside an `.args` file `HfArgumentParser` would read.
+version, transformers' version (its TrainingArguments fields), torch's release (their default
+optimizer) and Python's major.minor. The package ships one per command in `cli_snapshots/` (written by
+`scripts/refresh_cli_snapshots.py`), so a fresh install answers at once; when that one does not match
+(another transformers, edited sources), the one in `$LDIFS_HF_CACHE/cli/` (default
+`~/.cache/ldifs_hf/cli/`) does, and without either the command builds its real parser and stores its
+snapshot there. No snapshot is used when `ldifs_hf.training` is already imported (a script may have
+registered a plug-in method), for a `.json` config file, or beside an `.args` file `HfArgumentParser`
+would read.
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def check_method_name(name: str, methods: Sequence[str], regularizers: Sequence[
 
 def _key() -> dict | None:
     """What a snapshot depends on: this package's sources, its version, transformers' version (its
-    TrainingArguments fields) and Python's (how dataclass fields become argparse actions); None
-    without transformers. The same in every clone and install of the same sources (a few ms)."""
+    TrainingArguments fields), torch's release (TrainingArguments' default optimizer depends on it;
+    a build's local tag, `+cpu` or `+cu126`, does not matter) and Python's major.minor (how dataclass
+    fields become argparse actions); None without transformers. The same in every clone and install
+    of the same sources (a few ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
@@ -169,8 +172,12 @@ def _key() -> dict | None:
         transformers_version = version("transformers")
     except PackageNotFoundError:
         return None
+    try:
+        torch_release = version("torch").split("+")[0]
+    except PackageNotFoundError:
+        torch_release = None
     return {
-        "ldifs_hf": __version__, "transformers": transformers_version,
+        "ldifs_hf": __version__, "transformers": transformers_version, "torch": torch_release,
         "python": f"{sys.version_info.major}.{sys.version_info.minor}", "sources": sources_digest(Path(__file__).parent),
     }
 

@@ -6,8 +6,8 @@ a fresh install answers `--help` and argument mistakes without importing transfo
     .venv/bin/python scripts/refresh_cli_snapshots.py --check  # exit 1, saying which, when they are not current
 
 Run it after any change to a `.py` file of the package (their key holds a digest of all of them) or
-to the transformers version, in the environment `scripts/bootstrap.sh` makes: a snapshot answers only
-where its key matches. A stale one is never used; it costs each command's first `--help` its imports.
+to the transformers, torch or Python version, in the environment `scripts/bootstrap.sh` makes: a
+snapshot answers only where its key matches. A stale one is never used; it costs each command's first `--help` its imports.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _why(shipped: dict, built: dict) -> str:
     old, new = shipped.get("key") or {}, built["key"]
     if not isinstance(old, dict):
         return "made with an older snapshot format"
-    changed = [f"{part} {old.get(part)} -> {new[part]}" for part in ("ldifs_hf", "transformers", "python") if old.get(part) != new[part]]
+    changed = [f"{part} {old.get(part)} -> {new[part]}" for part in new if part != "sources" and old.get(part) != new[part]]
     if old.get("sources") != new["sources"]:
         changed.append("the package's sources changed")
     return "; ".join(changed) or "same key, different content (edited by hand?)"

@@ -181,6 +181,10 @@ def test_the_snapshot_key_follows_the_package_sources_content_not_their_place_or
     key = cli_snapshot._key()
     assert key["sources"] == cli_snapshot.sources_digest(package)
     assert key["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    import torch  # TrainingArguments' default optimizer follows torch's release (not its build, +cpu or +cu126)
+    import transformers
+
+    assert (key["torch"], key["transformers"]) == (torch.__version__.split("+")[0], transformers.__version__)
 
     def copy(name):
         time.sleep(0.01)  # other modification times
