@@ -9,9 +9,9 @@
 
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
 code 2; `--debug` (or LDIFS_HF_DEBUG=1) shows the traceback instead. A single `.json` argument is
-read as a config file. `--help` opens with this project's options. Once a command has run, its
-`--help` and argument mistakes are answered from a stored snapshot of its parser (`cli_snapshot`),
-without importing transformers or torch.
+read as a config file. `--help` opens with this project's options. A command's `--help` and argument
+mistakes are answered from a snapshot of its parser (`cli_snapshot`: shipped with the package, else
+stored by its first run), without importing transformers or torch.
 """
 
 from __future__ import annotations

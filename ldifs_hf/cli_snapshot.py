@@ -1,17 +1,24 @@
 """Fast `--help` and argument mistakes for the `ldifs-hf` commands, without importing transformers or torch.
 
 A command's real parser (`cli_parsing.ArgumentParser`, an `HfArgumentParser` over dataclasses that
-subclass `TrainingArguments`) costs seconds of imports. The first time a command builds it, its
-argparse actions and groups, and the method names it accepts, are stored as a JSON snapshot in
-`$LDIFS_HF_CACHE/cli/` (default `~/.cache/ldifs_hf/cli/`), keyed by this package's source files,
-its version, transformers' version and Python's. Later runs rebuild a plain argparse parser from the
-snapshot and check the command line with it first: `--help` prints the same text as the real parser,
-and a mistake (an unknown flag, a bad value or choice, an unknown method) gives the one-line error and
-exit code 2 the real parser would. A command line the pre-check accepts goes on to the real parser, so
-only what the real parser refuses is ever refused; with several mistakes on one line, the pre-check
-may name a different one first. A value whose type the snapshot cannot reproduce is left to the real
-parser. No snapshot is used when `ldifs_hf.training` is already imported (a script may have registered
-a plug-in method), for a `.json` config file, or beside an `.args` file `HfArgumentParser` would read.
+subclass `TrainingArguments`) costs seconds of imports. A snapshot of it (its argparse actions and
+groups, and the method names it accepts, as JSON) answers first: a plain argparse parser rebuilt from
+the snapshot checks the command line. `--help` prints the same text as the real parser, and a mistake
+(an unknown flag, a bad value or choice, an unknown method) gives the one-line error and exit code 2
+the real parser would. A command line the pre-check accepts goes on to the real parser, so only what
+the real parser refuses is ever refused; with several mistakes on one line, the pre-check may name a
+different one first. A value whose type the snapshot cannot reproduce is left to the real parser.
+
+A snapshot is used only when its key matches: the sha256 of this package's `.py` sources (their
+content, not their place or time, so that every clone and install of the same sources agrees), its
+version, transformers' version (its TrainingArguments fields), torch's release (their default
+optimizer) and Python's major.minor. The package ships one per command in `cli_snapshots/` (written by
+`scripts/refresh_cli_snapshots.py`), so a fresh install answers at once; when that one does not match
+(another transformers, edited sources), the one in `$LDIFS_HF_CACHE/cli/` (default
+`~/.cache/ldifs_hf/cli/`) does, and without either the command builds its real parser and stores its
+snapshot there. No snapshot is used when `ldifs_hf.training` is already imported (a script may have
+registered a plug-in method), for a `.json` config file, or beside an `.args` file `HfArgumentParser`
+would read.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ class UsageError(ValueError):
 
 # The root of the world cache too (`world.settings.cache_root`), read here without importing it.
 CACHE_ENV = "LDIFS_HF_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The snapshots that ship with the package (`scripts/refresh_cli_snapshots.py` writes them).
+SHIPPED_DIR: Path | None = Path(__file__).parent / "cli_snapshots"
 # Modules whose presence means the process may have registered plug-in methods or regularizers.
 _PLUGIN_HOST = "ldifs_hf.training"
 _ACTION_KINDS = {
@@ -62,12 +71,13 @@ def cache_dir() -> Path:
 
 
 class ParserSnapshot:
-    """The stored snapshot of one command's parser: `check` a command line with it before the real
-    parser is built, then `remember` the real parser when the snapshot is missing or stale."""
+    """The snapshot of one command's parser (the shipped one, else the user's): `check` a command line
+    with it before the real parser is built, then `remember` the real parser in the user's cache when
+    neither snapshot is current."""
 
     def __init__(self, command: str, argv: Sequence[str]):
         self.command, self.argv = command, list(argv)
-        self.path = cache_dir() / f"{command}.json"
+        self.path = cache_dir() / f"{command}.json"  # the user's snapshot, where `remember` stores
         argv0 = getattr(sys, "argv", None) or [""]
         self.usable = (
             _PLUGIN_HOST not in sys.modules
@@ -75,31 +85,25 @@ class ParserSnapshot:
             and not (argv0[0] and Path(argv0[0]).with_suffix(".args").exists())
         )
         self.key = _key() if self.usable else None
-        self.stored = self._load() if self.key is not None else None
+        self.stored, self.parser = self._load() if self.key is not None else (None, None)
 
     def check(self) -> None:
         """Print the help and exit, or raise the one-line `UsageError` of a mistake the real parser
         would refuse; return when the command line is for the real parser to judge."""
         if self.stored is None:
             return
-        try:
-            parser = _rebuild(self.stored["parser"])
-            methods, regularizers = self.stored["facts"].get("methods"), self.stored["facts"].get("regularizers")
-        except Exception as err:  # a damaged snapshot: the real parser runs and stores a new one
-            logger.debug("ignoring the damaged parser snapshot %s: %r", self.path, err)
-            self.stored = None
-            return
-        namespace, rest = parser.parse_known_args(self.argv)  # --help exits here; argparse's errors raise
+        methods, regularizers = self.stored["facts"].get("methods"), self.stored["facts"].get("regularizers")
+        namespace, rest = self.parser.parse_known_args(self.argv)  # --help exits here; argparse's errors raise
         method = getattr(namespace, "method", None)
         if methods is not None and isinstance(method, str):
             check_method_name(method, methods, regularizers)
         if rest:
-
-            raise UsageError(unrecognized(rest, parser.prog))
+            raise UsageError(unrecognized(rest, self.parser.prog))
 
     def remember(self, parser: argparse.ArgumentParser, facts: dict | None = None) -> None:
-        """Store `parser` (the real one) as this command's snapshot, unless the stored one is current.
-        `facts` are what the pre-check needs beyond argparse (`methods`, `regularizers`)."""
+        """Store `parser` (the real one) as this command's snapshot in the user's cache, unless a current
+        snapshot (shipped or stored) answered. `facts` are what the pre-check needs beyond argparse
+        (`methods`, `regularizers`)."""
         if self.key is None or self.stored is not None:
             return
         description = _describe(parser)
@@ -114,15 +118,25 @@ class ParserSnapshot:
         except OSError as err:  # a read-only home only costs speed
             logger.debug("could not store the parser snapshot %s: %r", self.path, err)
 
-    def _load(self) -> dict | None:
-        try:
-            with open(self.path) as f:
-                stored = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or stored.get("key") != self.key:
-            return None
-        return stored
+    def _load(self) -> tuple[dict | None, argparse.ArgumentParser | None]:
+        """The first current snapshot, shipped or the user's, and its rebuilt parser; (None, None)
+        when neither is current (missing, stale or damaged: the real parser runs and stores one)."""
+        places = [SHIPPED_DIR / f"{self.command}.json"] if SHIPPED_DIR is not None else []
+        for path in [*places, self.path]:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    stored = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or stored.get("key") != self.key:
+                continue
+            try:
+                if not isinstance(stored["facts"], dict):
+                    raise TypeError(f"its facts are a {type(stored['facts']).__name__}")
+                return stored, _rebuild(stored["parser"])
+            except Exception as err:  # a damaged snapshot: the next place, or the real parser
+                logger.debug("ignoring the damaged parser snapshot %s: %r", path, err)
+        return None, None
 
 
 def check_method_name(name: str, methods: Sequence[str], regularizers: Sequence[str]) -> None:
@@ -144,9 +158,12 @@ def check_method_name(name: str, methods: Sequence[str], regularizers: Sequence[
     )
 
 
-def _key() -> str | None:
-    """What the snapshot depends on: this package's source files, its version, transformers' version
-    (its TrainingArguments fields) and Python's (argparse's messages); None without transformers."""
+def _key() -> dict | None:
+    """What a snapshot depends on: this package's sources, its version, transformers' version (its
+    TrainingArguments fields), torch's release (TrainingArguments' default optimizer depends on it;
+    a build's local tag, `+cpu` or `+cu126`, does not matter) and Python's major.minor (how dataclass
+    fields become argparse actions); None without transformers. The same in every clone and install
+    of the same sources (a few ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
@@ -155,15 +172,30 @@ def _key() -> str | None:
         transformers_version = version("transformers")
     except PackageNotFoundError:
         return None
-    package = Path(__file__).parent
-    sources = []
+    try:
+        torch_release = version("torch").split("+")[0]
+    except PackageNotFoundError:
+        torch_release = None
+    return {
+        "ldifs_hf": __version__, "transformers": transformers_version, "torch": torch_release,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}", "sources": sources_digest(Path(__file__).parent),
+    }
+
+
+def sources_digest(package: Path) -> str:
+    """sha256 of the `.py` files under `package`: their paths relative to it and their bytes (line
+    endings as `\\n`, as Python reads them), so that a checkout with CRLF endings agrees too."""
+    digest = hashlib.sha256()
     for folder, subfolders, files in os.walk(package):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for name in sorted(f for f in files if f.endswith(".py")):
-            stat = os.stat(os.path.join(folder, name))
-            sources.append([os.path.relpath(os.path.join(folder, name), package), stat.st_size, stat.st_mtime_ns])
-    payload = json.dumps([__version__, transformers_version, sys.version, str(package), sources])
-    return hashlib.sha256(payload.encode()).hexdigest()
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                content = f.read().replace(b"\r\n", b"\n")
+            relative = Path(os.path.relpath(path, package)).as_posix().encode()
+            digest.update(b"%d:%s%d:" % (len(relative), relative, len(content)))
+            digest.update(content)
+    return digest.hexdigest()
 
 
 # -- the parser as data ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The CLI parses and checks its arguments before the heavy imports: `--help` and a one-line error
 import neither the Trainer, deepspeed, `datasets` nor the world's model code, and once a command's
 parser snapshot is stored, neither transformers nor torch (checked in a fresh interpreter's
-sys.modules, not with a wall clock, which a loaded machine would make flaky)."""
+sys.modules, not with a wall clock, which a loaded machine would make flaky). The snapshots in the
+user's cache are tested here with the shipped ones turned off; tests/test_cli_shipped_snapshots.py
+tests the shipped ones."""
 
 import argparse
 import json
@@ -16,7 +18,10 @@ from ldifs_hf import cli_snapshot
 HEAVY = ("transformers.trainer", "deepspeed", "datasets", "ldifs_hf.training.trainer", "ldifs_hf.training.run", "ldifs_hf.tiny")
 
 PROBE = """
-import contextlib, io, json, sys
+import contextlib, io, json, os, sys
+from ldifs_hf import cli_snapshot
+if os.environ.get("PROBE_WITHOUT_SHIPPED_SNAPSHOTS"):
+    cli_snapshot.SHIPPED_DIR = None
 from ldifs_hf.cli import main
 out, err = io.StringIO(), io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -28,12 +33,14 @@ print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(), "m
 """
 
 
-def _run_cli(*argv, cache=None, env=None):
+def _run_cli(*argv, cache=None, env=None, shipped=True):
     """`ldifs-hf ARGV` in a fresh interpreter; `cache`: the snapshot cache root (default: a new, empty
-    one, so that the real parser runs)."""
+    one); `shipped=False`: without the package's snapshots, so that with an empty cache the real parser runs."""
     import tempfile
 
     env = {**os.environ, **(env or {}), cli_snapshot.CACHE_ENV: str(cache or tempfile.mkdtemp(prefix="ldifs-cli-"))}
+    if not shipped:
+        env["PROBE_WITHOUT_SHIPPED_SNAPSHOTS"] = "1"
     done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
@@ -111,20 +118,20 @@ SNAPSHOT_CASES = [
 
 @pytest.mark.parametrize("argv", SNAPSHOT_CASES, ids=" ".join)
 def test_a_stored_snapshot_answers_as_the_real_parser_without_transformers_or_torch(tmp_path, argv):
-    real = _run_cli(*argv, cache=tmp_path)
+    real = _run_cli(*argv, cache=tmp_path, shipped=False)
     assert "transformers" in real["modules"]  # the first run built the real parser, and stored it
     assert (tmp_path / "cli" / f"{argv[0]}.json").is_file()
-    fast = _run_cli(*argv, cache=tmp_path)
+    fast = _run_cli(*argv, cache=tmp_path, shipped=False)
     assert (fast["code"], fast["out"], fast["err"]) == (real["code"], real["out"], real["err"])
     assert real["code"] in (0, 2) and (real["out"] if real["code"] == 0 else real["err"].count("\n") == 1)
     assert not {"transformers", "torch"} & set(fast["modules"])
 
 
 def test_the_help_from_a_snapshot_follows_the_terminal_width(tmp_path):
-    _run_cli("study", "--help", cache=tmp_path)  # stored at the default width
+    _run_cli("study", "--help", cache=tmp_path, shipped=False)  # stored at the default width
     narrow = {"COLUMNS": "60"}
-    real = _run_cli("study", "--help", env=narrow)
-    fast = _run_cli("study", "--help", cache=tmp_path, env=narrow)
+    real = _run_cli("study", "--help", env=narrow, shipped=False)
+    fast = _run_cli("study", "--help", cache=tmp_path, env=narrow, shipped=False)
     assert fast["out"] == real["out"] and "transformers" not in fast["modules"]
 
 
@@ -139,41 +146,62 @@ def _stored(tmp_path, command):
 
 
 def test_a_stale_snapshot_is_not_used_and_is_replaced(tmp_path):
-    real = _run_cli("demo", "--help", cache=tmp_path)
+    real = _run_cli("demo", "--help", cache=tmp_path, shipped=False)
     stored = _stored(tmp_path, "demo")
     stored["key"], stored["parser"]["description"] = "stale", "STALE HELP"
     (tmp_path / "cli" / "demo.json").write_text(json.dumps(stored))
-    again = _run_cli("demo", "--help", cache=tmp_path)
+    again = _run_cli("demo", "--help", cache=tmp_path, shipped=False)
     assert again["out"] == real["out"] and "STALE HELP" not in again["out"] and "transformers" in again["modules"]
     assert _stored(tmp_path, "demo")["key"] != "stale"
 
 
 @pytest.mark.parametrize("damage", ["{not json", json.dumps([1, 2]), "parser"])
 def test_a_damaged_snapshot_is_ignored_and_rebuilt(tmp_path, damage):
-    real = _run_cli("demo", "--help", cache=tmp_path)
+    real = _run_cli("demo", "--help", cache=tmp_path, shipped=False)
     path = tmp_path / "cli" / "demo.json"
     if damage == "parser":  # current key, broken content
         stored = _stored(tmp_path, "demo")
         stored["parser"] = {"prog": "ldifs-hf demo"}
         damage = json.dumps(stored)
     path.write_text(damage)
-    again = _run_cli("demo", "--help", cache=tmp_path)
+    again = _run_cli("demo", "--help", cache=tmp_path, shipped=False)
     assert (again["code"], again["out"]) == (0, real["out"]) and "transformers" in again["modules"]
     assert _stored(tmp_path, "demo")["key"] == cli_snapshot._key()
-    served = _run_cli("demo", "--help", cache=tmp_path)  # the rebuilt snapshot serves
+    served = _run_cli("demo", "--help", cache=tmp_path, shipped=False)  # the rebuilt snapshot serves
     assert served["out"] == real["out"] and "transformers" not in served["modules"]
 
 
-def test_the_snapshot_key_follows_the_package_sources():
-    source = os.path.join(os.path.dirname(cli_snapshot.__file__), "options.py")
-    before = os.stat(source)
+def test_the_snapshot_key_follows_the_package_sources_content_not_their_place_or_time(tmp_path):
+    """Every clone and install of the same sources has the same key (so a shipped snapshot serves
+    them all); any change to a source file, an added one or a renamed one gives another key."""
+    import shutil
+    import time
+
+    package = os.path.dirname(cli_snapshot.__file__)
     key = cli_snapshot._key()
-    try:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
-        assert cli_snapshot._key() != key
-    finally:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert cli_snapshot._key() == key
+    assert key["sources"] == cli_snapshot.sources_digest(package)
+    assert key["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    import torch  # TrainingArguments' default optimizer follows torch's release (not its build, +cpu or +cu126)
+    import transformers
+
+    assert (key["torch"], key["transformers"]) == (torch.__version__.split("+")[0], transformers.__version__)
+
+    def copy(name):
+        time.sleep(0.01)  # other modification times
+        return shutil.copytree(package, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+
+    assert cli_snapshot.sources_digest(copy("clone")) == key["sources"]
+    crlf = copy("crlf") / "options.py"
+    crlf.write_bytes(crlf.read_bytes().replace(b"\n", b"\r\n"))
+    assert cli_snapshot.sources_digest(crlf.parent) == key["sources"]
+    edited = copy("edited") / "options.py"
+    edited.write_bytes(edited.read_bytes() + b"\n")
+    added = copy("added") / "world" / "extra.py"
+    added.write_text("")
+    renamed = copy("renamed") / "options.py"
+    renamed.rename(renamed.with_name("options2.py"))
+    for changed in ("edited", "added", "renamed"):
+        assert cli_snapshot.sources_digest(tmp_path / changed) != key["sources"], changed
 
 
 PLUGIN_PROBE = """
@@ -191,7 +219,7 @@ print(json.dumps({"code": code, "err": err.getvalue()}))
 def test_no_snapshot_is_used_or_stored_in_a_process_that_may_have_registered_plug_ins(tmp_path):
     """A script that registers a method and calls `ldifs_hf.cli.main`: its method is not refused by a
     snapshot that lacks it, and its catalogue (with the plug-in) is not stored for other processes."""
-    _run_cli("finetune", "--help", cache=tmp_path)
+    _run_cli("finetune", "--help", cache=tmp_path, shipped=False)
     before = (tmp_path / "cli" / "finetune.json").read_text()
     env = {**os.environ, cli_snapshot.CACHE_ENV: str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, "finetune", "--method", "my-method", "--zzz", "--output_dir", "x"],
