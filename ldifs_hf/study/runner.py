@@ -144,8 +144,9 @@ class StudyArguments:
         default="full",
         metadata={"help": "How the frontier's extra points are scored: 'full' (every cell at every checkpoint, and every "
                   "checkpoint at every WiSE-FT α) or 'cross' (the λ sweep and the α sweep cross at the main λ, the "
-                  "fine-tuning arguments' own: a cell at another λ is fine-tuned without checkpoints and scored at its end "
-                  "only, without distances; the main cells' final models alone are also scored at each α other than 1)."},
+                  "fine-tuning arguments' own, which must be one of the swept weights: a cell at another λ is fine-tuned "
+                  "without checkpoints and scored at its end only, without distances; the main cells' final models alone "
+                  "are also scored at each α other than 1)."},
     )
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
     world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
@@ -201,6 +202,15 @@ class StudyArguments:
                         f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
                         f"every {regularizer.upper()} method; give the weights in --{list_name} (with --frontier cross, {argument} "
                         f"names the main one among them)"
+                    )
+            if self.frontier == "cross" and any(get_method(m).regularizer == regularizer for m in swept):
+                # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
+                main = self.main_lambda(regularizer)
+                if main not in weights:
+                    raise ValueError(
+                        f"--frontier cross crosses the sweeps at the main {argument}={main:g} (the fine-tuning arguments' own), "
+                        f"which --{list_name} {getattr(self, list_name)!r} lacks: add it to the list, or set {argument} in "
+                        f"finetune_options to one of the weights"
                     )
         if self.wise_alphas is not None:
             from ..interpolation import parse_alphas
@@ -281,7 +291,10 @@ class StudyArguments:
         from ..training.run import finetune_parser
 
         parser = finetune_parser()
-        plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
+        # The cells' own arguments, without the options (a copy: `dataclasses.replace` would check them again,
+        # and without the options' λ a cross frontier's main λ may be none of the sweep's weights).
+        plain = copy.copy(self)
+        plain.finetune_options = {}
         methods = self.method_names(strict=False)  # an unknown method is refused by name with the grid (study_cells)
         tasks = [t.strip() for t in self.finetune_tasks.replace(SEQUENCE_SEPARATOR, ",").split(",") if t.strip()]
         task = tasks[0] if tasks and tasks[0] != "all" else "eurosat"  # a name only: nothing is loaded
