@@ -1,9 +1,10 @@
 """Refusals of the study's presets' settings found in review: a cross frontier whose main λ is no cell of
-a swept method."""
+a swept method, and a negative world seed."""
 
 import pytest
 
 from ldifs_hf.study import StudyArguments
+from conftest import one_line_error
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,13 @@ def test_the_main_lambda_is_not_needed_where_nothing_crosses():
     crossing = StudyArguments(methods="lp-init-ldifs", finetune_tasks="eurosat", ldifs_lambdas="1,100", frontier="cross",
                               finetune_options='{"ldifs_lambda": 100}')
     assert crossing.main_lambda("ldifs") == 100.0
+
+
+def test_cli_refuses_a_cross_frontier_without_its_main_lambda_and_a_negative_world_seed(tmp_path, capsys):
+    out = tmp_path / "study"
+    base = ["study", "--output_dir", str(out), "--methods", "lp-init-ldifs", "--finetune_tasks", "world-digit", "--world", "quick",
+            "--world_cache_dir", str(tmp_path / "cache")]
+    one_line_error(capsys, base + ["--frontier", "cross", "--ldifs_lambdas", "1,100"], "which --ldifs_lambdas '1,100' lacks")
+    # Refused before the world is pre-trained (numpy's own words came from inside it, naming nothing).
+    one_line_error(capsys, base + ["--world_seed", "-1"], "world_seed must be >= 0, got -1")
+    assert not out.exists() and not (tmp_path / "cache").exists()

@@ -176,6 +176,8 @@ class StudyArguments:
             raise ValueError(f"frontier must be one of {', '.join(FRONTIERS)}, got {self.frontier!r}")
         if self.eval_seed < -1:
             raise ValueError(f"eval_seed must be >= 0, or -1 for each cell's own seed, got {self.eval_seed}")
+        if self.world_seed < 0:  # else refused by numpy deep inside the world's pre-training
+            raise ValueError(f"world_seed must be >= 0, got {self.world_seed}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0 <= self.checkpoint_every_percent < 100:
