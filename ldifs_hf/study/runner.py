@@ -474,13 +474,15 @@ def cell_status(cell_dir: str, config: dict) -> str:
     with open(marker) as f:
         saved = json.load(f)
     if saved["config"] != config:
+        parts = ("finetune", "evaluation")
+        # Every setting that differs, also one the saved cell has and these settings lack (e.g. its wise_evaluation).
         differ = sorted(
-            f"{part}.{key}" for part in ("finetune", "evaluation") for key in set(saved["config"][part]) | set(config[part])
+            f"{part}.{key}" for part in parts for key in set(saved["config"][part]) | set(config[part])
             if saved["config"][part].get(key) != config[part].get(key)
-        ) or sorted(k for k in config if saved["config"].get(k) != config.get(k))
+        ) + sorted(k for k in set(saved["config"]) | set(config) if k not in parts and saved["config"].get(k) != config.get(k))
         raise ValueError(
-            f"cell {cell_dir!r} was run with other settings ({', '.join(differ)}); "
-            "use another output_dir for these settings, or remove that cell to redo it"
+            f"cell {cell_dir!r} was run with other settings ({', '.join(differ)}); use another output_dir for these "
+            "settings, --overwrite_output_dir to redo every cell with them, or remove that cell to redo it"
         )
     for run_dir in saved["run_dirs"]:
         if not os.path.isfile(os.path.join(run_dir, "ldifs_run.json")) or not RunRecord.load(run_dir).completed:
