@@ -33,7 +33,6 @@ from ..evaluation.frontier import FrontierPoint, PairedClaim, frontier_points, p
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
-from ..world.settings import world_settings
 from ..world.tasks import world_task_names
 from .runner import StudyArguments, StudyRun, run_study
 
@@ -116,9 +115,6 @@ class DemoArguments:
         if self.methods.strip() == "all":
             return list_methods()
         return [get_method(m.strip()).name for m in self.methods.split(",")]
-
-    def world_settings(self):
-        return world_settings("quick" if self.quick else "default", self.world_seed)
 
     def study_arguments(self) -> StudyArguments:
         """The demo as a study: its grid (methods x the fine-tune task x seeds on the world), the fine-tuning

@@ -144,8 +144,9 @@ class StudyArguments:
         default="full",
         metadata={"help": "How the frontier's extra points are scored: 'full' (every cell at every checkpoint, and every "
                   "checkpoint at every WiSE-FT α) or 'cross' (the λ sweep and the α sweep cross at the main λ, the "
-                  "fine-tuning arguments' own: a cell at another λ is fine-tuned without checkpoints and scored at its end "
-                  "only, without distances; the main cells' final models alone are also scored at each α other than 1)."},
+                  "fine-tuning arguments' own, which must be one of the swept weights: a cell at another λ is fine-tuned "
+                  "without checkpoints and scored at its end only, without distances; the main cells' final models alone "
+                  "are also scored at each α other than 1)."},
     )
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
     world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
@@ -175,6 +176,8 @@ class StudyArguments:
             raise ValueError(f"frontier must be one of {', '.join(FRONTIERS)}, got {self.frontier!r}")
         if self.eval_seed < -1:
             raise ValueError(f"eval_seed must be >= 0, or -1 for each cell's own seed, got {self.eval_seed}")
+        if self.world_seed < 0:  # else refused by numpy deep inside the world's pre-training
+            raise ValueError(f"world_seed must be >= 0, got {self.world_seed}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0 <= self.checkpoint_every_percent < 100:
@@ -201,6 +204,15 @@ class StudyArguments:
                         f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
                         f"every {regularizer.upper()} method; give the weights in --{list_name} (with --frontier cross, {argument} "
                         f"names the main one among them)"
+                    )
+            if self.frontier == "cross" and any(get_method(m).regularizer == regularizer for m in swept):
+                # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
+                main = self.main_lambda(regularizer)
+                if main not in weights:
+                    raise ValueError(
+                        f"--frontier cross crosses the sweeps at the main {argument}={main:g} (the fine-tuning arguments' own), "
+                        f"which --{list_name} {getattr(self, list_name)!r} lacks: add it to the list, or set {argument} in "
+                        f"finetune_options to one of the weights"
                     )
         if self.wise_alphas is not None:
             from ..interpolation import parse_alphas
@@ -281,7 +293,10 @@ class StudyArguments:
         from ..training.run import finetune_parser
 
         parser = finetune_parser()
-        plain = dataclasses.replace(self, finetune_options={})  # the cells' own arguments, without the options
+        # The cells' own arguments, without the options (a copy: `dataclasses.replace` would check them again,
+        # and without the options' λ a cross frontier's main λ may be none of the sweep's weights).
+        plain = copy.copy(self)
+        plain.finetune_options = {}
         methods = self.method_names(strict=False)  # an unknown method is refused by name with the grid (study_cells)
         tasks = [t.strip() for t in self.finetune_tasks.replace(SEQUENCE_SEPARATOR, ",").split(",") if t.strip()]
         task = tasks[0] if tasks and tasks[0] != "all" else "eurosat"  # a name only: nothing is loaded
@@ -459,13 +474,15 @@ def cell_status(cell_dir: str, config: dict) -> str:
     with open(marker) as f:
         saved = json.load(f)
     if saved["config"] != config:
+        parts = ("finetune", "evaluation")
+        # Every setting that differs, also one the saved cell has and these settings lack (e.g. its wise_evaluation).
         differ = sorted(
-            f"{part}.{key}" for part in ("finetune", "evaluation") for key in set(saved["config"][part]) | set(config[part])
+            f"{part}.{key}" for part in parts for key in set(saved["config"][part]) | set(config[part])
             if saved["config"][part].get(key) != config[part].get(key)
-        ) or sorted(k for k in config if saved["config"].get(k) != config.get(k))
+        ) + sorted(k for k in set(saved["config"]) | set(config) if k not in parts and saved["config"].get(k) != config.get(k))
         raise ValueError(
-            f"cell {cell_dir!r} was run with other settings ({', '.join(differ)}); "
-            "use another output_dir for these settings, or remove that cell to redo it"
+            f"cell {cell_dir!r} was run with other settings ({', '.join(differ)}); use another output_dir for these "
+            "settings, --overwrite_output_dir to redo every cell with them, or remove that cell to redo it"
         )
     for run_dir in saved["run_dirs"]:
         if not os.path.isfile(os.path.join(run_dir, "ldifs_run.json")) or not RunRecord.load(run_dir).completed:
