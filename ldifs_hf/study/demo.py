@@ -34,7 +34,7 @@ from ..evaluation.report import final_records, plot_deltas, plot_distances, plot
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
-from .runner import StudyArguments, StudyRun, run_study
+from .runner import StudyArguments, StudyRun, run_study, swept_methods
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ class DemoArguments:
         """The demo as a study: its grid (methods x the fine-tune task x seeds on the world), the fine-tuning
         settings of the tiny model, the evaluation seeded per cell, and the cross frontier."""
         sweeps = self.sweep_lambdas()
+        # A λ list only for a regularizer some method of the demo sweeps (the study refuses a list that sweeps no cell).
+        swept = {get_method(m).regularizer for m in swept_methods(self.method_names(), self.lambda_sweep_methods, list(sweeps))}
+        sweeps = {regularizer: weights if regularizer in swept else weights[:1] for regularizer, weights in sweeps.items()}
         finetune_options = dict(
             learning_rate=self.learning_rate, per_device_train_batch_size=self.batch_size, warmup_steps=0,
             ldifs_lambda=self.ldifs_lambda, l2sp_lambda=self.l2sp_lambda, logging_steps=max(1, self.max_steps // 5), save_only_model=True,

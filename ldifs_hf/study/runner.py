@@ -46,6 +46,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -144,9 +145,9 @@ class StudyArguments:
         default="full",
         metadata={"help": "How the frontier's extra points are scored: 'full' (every cell at every checkpoint, and every "
                   "checkpoint at every WiSE-FT α) or 'cross' (the λ sweep and the α sweep cross at the main λ, the "
-                  "fine-tuning arguments' own, which must be one of the swept weights: a cell at another λ is fine-tuned "
-                  "without checkpoints and scored at its end only, without distances; the main cells' final models alone "
-                  "are also scored at each α other than 1)."},
+                  "fine-tuning arguments' own, which must be one of the swept weights: a single-task cell at another λ is "
+                  "fine-tuned without checkpoints and scored at its end only, without distances; the main single-task "
+                  "cells' final models alone are also scored at each α other than 1; sequences are as under 'full')."},
     )
     world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
     world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
@@ -191,19 +192,29 @@ class StudyArguments:
         if owned:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
         self.seed_list()  # a bad seed list fails here, before anything runs
+        known = self.method_names(strict=False)
+        twice = sorted({m for m in known if known.count(m) > 1})
+        if twice:
+            raise ValueError(f"methods names {', '.join(map(repr, twice))} more than once; name each method once")
         swept = self.swept_methods()
         for regularizer, (list_name, argument) in LAMBDA_SWEEPS.items():
             if getattr(self, list_name) is None:
                 continue
             weights = self.lambda_list(list_name)
+            if not any(get_method(m).regularizer == regularizer for m in swept):
+                raise ValueError(
+                    f"--{list_name} {getattr(self, list_name)!r} sweeps no cell: no {regularizer.upper()} method the study runs "
+                    f"({', '.join(known) or 'none'}) is among lambda_sweep_methods {self.lambda_sweep_methods!r}; "
+                    f"leave --{list_name} out, or run and name such a method"
+                )
             if argument in self.finetune_options:
                 # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
                 unswept = [m for m in self.method_names(strict=False) if get_method(m).regularizer == regularizer and m not in swept]
                 if not unswept and not (self.frontier == "cross" and self.finetune_options[argument] in weights):
                     raise ValueError(
                         f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
-                        f"every {regularizer.upper()} method; give the weights in --{list_name} (with --frontier cross, {argument} "
-                        f"names the main one among them)"
+                        f"every {regularizer.upper()} method and each cell takes its λ from that list; give the weights in "
+                        f"--{list_name} only (with --frontier cross, {argument} names the main weight, one of the list's)"
                     )
             if self.frontier == "cross" and any(get_method(m).regularizer == regularizer for m in swept):
                 # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
@@ -240,17 +251,7 @@ class StudyArguments:
         """The methods whose λ the study sweeps: `lambda_sweep_methods` among those it runs, each with a
         sweep of its regularizer's weights."""
         with_sweep = [r for r, (list_name, _) in LAMBDA_SWEEPS.items() if getattr(self, list_name) is not None]
-        if self.lambda_sweep_methods.strip() == "all":
-            named = None
-        else:
-            named = [get_method(m.strip()).name for m in self.lambda_sweep_methods.split(",") if m.strip()]
-            plain = [m for m in named if get_method(m).regularizer not in LAMBDA_SWEEPS]
-            if plain:
-                raise ValueError(
-                    f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'"
-                )
-        return [m for m in self.method_names(strict=False)
-                if get_method(m).regularizer in with_sweep and (named is None or m in named)]
+        return swept_methods(self.method_names(strict=False), self.lambda_sweep_methods, with_sweep)
 
     def main_lambda(self, regularizer: str) -> float | None:
         """The fine-tuning arguments' weight of `regularizer` (finetune_options', else the default), the
@@ -313,6 +314,33 @@ class StudyArguments:
                 culprit = next((k for k in options if _refusal(parser, {**base, k: options[k]}) is not None), None)
                 what = f"{culprit}={options[culprit]!r}" if culprit else json.dumps(options)
                 raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
+            # Under the cross frontier a cell away from the main λ keeps no checkpoint (save_strategy "no"):
+            # the options must suit those cells too.
+            side = next((Cell(method, (task,), cell.seed, lam) for lam in self.method_lambdas(method)
+                         if lam is not None and self.end_only(Cell(method, (task,), cell.seed, lam))), None)
+            if side is not None:
+                kwargs = dict(cell_config(self, side, [])["finetune"], dataset=task, output_dir=output_dir, use_cpu=True)
+                kwargs.pop("dataset_path", None)
+                error = _refusal(parser, kwargs)
+                if error is not None:
+                    raise ValueError(
+                        f"finetune_options {json.dumps(options)} is refused for the cells scored at their end only (method "
+                        f"{method}, λ = {side.lam:g}: --frontier cross saves no checkpoint there, save_strategy 'no'): {error}"
+                    )
+
+
+def swept_methods(methods: Sequence[str], lambda_sweep_methods: str, regularizers: Sequence[str]) -> list[str]:
+    """Of `methods`, those whose λ is swept: each named by `lambda_sweep_methods` (or 'all') whose
+    regularizer is among `regularizers` (those given a λ list). A named method without an LDIFS or L2SP
+    weight is refused; one the study does not run is left out."""
+    if lambda_sweep_methods.strip() == "all":
+        named = None
+    else:
+        named = [get_method(m.strip()).name for m in lambda_sweep_methods.split(",") if m.strip()]
+        plain = [m for m in named if get_method(m).regularizer not in LAMBDA_SWEEPS]
+        if plain:
+            raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
+    return [m for m in methods if get_method(m).regularizer in regularizers and (named is None or m in named)]
 
 
 def _finetune_types() -> tuple[type, ...]:
@@ -453,7 +481,7 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
     config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
     if wise_evaluation is not None:
         config["wise_evaluation"] = wise_evaluation
-    if args.frontier != "full":
+    if end_only or wise_evaluation is not None:  # only cells the cross frontier changes say so
         config["frontier"] = args.frontier
     if cell.lam is not None:
         config["lambda"] = cell.lam
@@ -610,7 +638,7 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
         {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c], **({"lambda": c.lam} if c.lam is not None else {})}
         for c in plan.cells
     ]
-    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose")}  # how it ran, not what
+    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
@@ -621,7 +649,8 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
         lines.append(f"{cell.method_label:<22} {cell.label:<34} {cell.seed:>4}  {plan.status[cell]}")
     todo = plan.todo
     runs = sum(len(c.tasks) for c in todo)
-    points = int(100 // args.checkpoint_every_percent) if args.checkpoint_every_percent > 0 else 1
+    # A save every p % of the steps, and the end: ceil(100 / p) points (30 %: 30, 60, 90 and 100).
+    points = math.ceil(100 / args.checkpoint_every_percent) if args.checkpoint_every_percent > 0 else 1
     if args.max_steps > 0:
         training = f"{runs} fine-tuning runs x {args.max_steps} steps = {runs * args.max_steps} steps"
     else:
