@@ -34,7 +34,7 @@ from ..evaluation.report import final_records, plot_deltas, plot_distances, plot
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
-from .runner import StudyArguments, StudyRun, run_study, swept_methods
+from .runner import Cell, StudyArguments, StudyRun, run_study, swept_methods
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +179,11 @@ def _report(args: DemoArguments, run: StudyRun) -> DemoResult:
     main_lambda = {m: _lambda_of(m, args.sweep_lambdas()) for m in methods}  # the main runs' λ (None: no regularizer)
     cells = run.cells()
     records, sweep_records, pretrained = [], [], {}
+    # The λ sweep's cells away from the main λ, scored at their end only (the study's rule).
+    end_only = {id(c): run.args.end_only(Cell(**{**c["cell"], "tasks": tuple(c["cell"]["tasks"])})) for c in cells}
     for seed in seeds:  # seed by seed, each in the demo's method order: the order the means and plots take
-        mains = [c for m in methods for c in cells if c["cell"]["seed"] == seed and c["cell"]["method"] == m and not _end_only(c)]
-        sides = [c for c in cells if c["cell"]["seed"] == seed and _end_only(c)]
+        mains = [c for m in methods for c in cells if c["cell"]["seed"] == seed and c["cell"]["method"] == m and not end_only[id(c)]]
+        sides = [c for c in cells if c["cell"]["seed"] == seed and end_only[id(c)]]
         pretrained[seed] = mains[0]["pretrained_accuracy"] if mains else sides[0]["pretrained_accuracy"]
         # Every run starts from the pretrained image encoder, so its 0 % point is the pretrained model.
         starts = [pretrained_start_record(c["cell"]["method"], args.finetune_task, str(world.model_dir), pretrained[seed]) for c in mains]
@@ -210,11 +212,6 @@ def _report(args: DemoArguments, run: StudyRun) -> DemoResult:
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table,
                       table=table, sweep_records=sweep_records, frontier=points, claims=claims, claims_text=claims_text)
-
-
-def _end_only(cell: dict) -> bool:
-    """A cell of the λ sweep away from the main λ (scored at its end only)."""
-    return not cell["config"]["evaluation"]["include_intermediate"]
 
 
 def _lambda_of(method: str, sweeps: dict[str, list[float]]) -> float | None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -209,14 +210,14 @@ class StudyArguments:
                 )
             if argument in self.finetune_options:
                 # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
-                unswept = [m for m in self.method_names(strict=False) if get_method(m).regularizer == regularizer and m not in swept]
+                unswept = [m for m in known if get_method(m).regularizer == regularizer and m not in swept]
                 if not unswept and not (self.frontier == "cross" and self.finetune_options[argument] in weights):
                     raise ValueError(
                         f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
                         f"every {regularizer.upper()} method and each cell takes its λ from that list; give the weights in "
                         f"--{list_name} only (with --frontier cross, {argument} names the main weight, one of the list's)"
                     )
-            if self.frontier == "cross" and any(get_method(m).regularizer == regularizer for m in swept):
+            if self.frontier == "cross":
                 # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
                 main = self.main_lambda(regularizer)
                 if main not in weights:
@@ -261,8 +262,7 @@ class StudyArguments:
         argument = LAMBDA_SWEEPS[regularizer][1]
         if argument in self.finetune_options:
             return float(self.finetune_options[argument])
-        defaults = {f.name: f.default for t in _finetune_types() for f in dataclasses.fields(t)}
-        return float(defaults[argument])
+        return float(_finetune_defaults()[argument])
 
     def end_only(self, cell: "Cell") -> bool:
         """Whether `cell` is a point of the cross frontier away from the main λ: fine-tuned without
@@ -316,8 +316,8 @@ class StudyArguments:
                 raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
             # Under the cross frontier a cell away from the main λ keeps no checkpoint (save_strategy "no"):
             # the options must suit those cells too.
-            side = next((Cell(method, (task,), cell.seed, lam) for lam in self.method_lambdas(method)
-                         if lam is not None and self.end_only(Cell(method, (task,), cell.seed, lam))), None)
+            sides = [Cell(method, (task,), cell.seed, lam) for lam in self.method_lambdas(method) if lam is not None]
+            side = next((c for c in sides if self.end_only(c)), None)
             if side is not None:
                 kwargs = dict(cell_config(self, side, [])["finetune"], dataset=task, output_dir=output_dir, use_cpu=True)
                 kwargs.pop("dataset_path", None)
@@ -341,6 +341,12 @@ def swept_methods(methods: Sequence[str], lambda_sweep_methods: str, regularizer
         if plain:
             raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
     return [m for m in methods if get_method(m).regularizer in regularizers and (named is None or m in named)]
+
+
+@functools.lru_cache(maxsize=None)
+def _finetune_defaults() -> dict:
+    """The fine-tuning arguments' defaults, field name -> value (read once: every cell asks for its main λ)."""
+    return {f.name: f.default for t in _finetune_types() for f in dataclasses.fields(t)}
 
 
 def _finetune_types() -> tuple[type, ...]:
