@@ -1,5 +1,6 @@
-"""The docs stay short, self-contained and runnable: README size, its first two commands, the CI command,
-relative links that resolve, and no reference to a design file outside the repository."""
+"""The docs stay short, self-contained and runnable: README size, its first screen (the two commands, how
+long they take, the trainer snippet), the CI command, docs that are bounded references rather than dated
+logs, relative links that resolve, and no reference to a design file outside the repository."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ def test_readme_is_at_most_12_kib():
 
 def test_readmes_first_two_commands_are_the_quick_start():
     assert _code_lines(README.read_text(encoding="utf-8"))[:2] == QUICK_START
+
+
+def test_readmes_first_screen_has_the_commands_their_durations_and_the_trainer_snippet():
+    first_screen = "\n".join(README.read_text(encoding="utf-8").splitlines()[:60])
+    assert _code_lines(first_screen)[:2] == QUICK_START
+    timed = first_screen.split(QUICK_START[1], 1)[1]  # the durations follow the two commands
+    assert "<!-- durations: remeasure -->" in timed and re.search(r"\d+ min", timed)
+    assert any(line.startswith("trainer = LDIFSTrainer(") for line in _code_lines(first_screen))
+
+
+def test_docs_are_references_of_bounded_size_without_dated_logs():
+    sizes = {p.name: len(p.read_bytes()) for p in (ROOT / "docs").glob("*.md")}
+    assert sum(sizes.values()) <= 70 * 1024, sizes
+    assert sizes["RELIABILITY.md"] <= 15 * 1024 and sizes["PERFORMANCE.md"] <= 10 * 1024, sizes
+    for name in ("RELIABILITY.md", "PERFORMANCE.md", "DEMO.md"):
+        dates = re.findall(r"\b20\d\d-\d\d-\d\d\b", (ROOT / "docs" / name).read_text(encoding="utf-8"))
+        assert not dates, f"docs/{name} is a reference, its history is in git: {dates}"
 
 
 def test_ci_runs_the_readmes_test_command():
