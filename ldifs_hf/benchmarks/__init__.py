@@ -1,10 +1,12 @@
-"""Benchmarks: the registry (hub ids, columns, class names, prompt templates), loading them through
-`datasets` as train/validation/test splits, and the image transforms."""
+"""Benchmarks: the registry (hub ids, columns, class names, prompt templates), the nine of the study
+(`catalog.py`, registered on import), loading them through `datasets` as train/validation/test splits,
+and the image transforms."""
 
 from .catalog import CUSTOM, NINE
 from .registry import (
     BenchmarkError,
     BenchmarkSpec,
+    HubSchema,
     fill_template,
     fill_templates,
     get_benchmark,
@@ -31,6 +33,7 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkSpec",
     "CUSTOM",
+    "HubSchema",
     "LoadedBenchmark",
     "NINE",
     "collate_images",
