@@ -32,7 +32,7 @@ from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_
 from ..modeling import export_clip_model
 from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, OutputPlan, RunRecord, plan_output_dir
 from ..interpolation import save_start_head
-from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+from .arguments import FINETUNE_ARGUMENTS, DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .methods import MethodSpec
 from .guards import NonFiniteGuard, RunIdentityCallback
@@ -523,7 +523,7 @@ def _attach_forgetting_callback(trainer, run: _Run, clip_model, processor, finet
 
 
 def finetune_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, LDIFSTrainingArguments))
+    return HfArgumentParser(FINETUNE_ARGUMENTS)
 
 
 def finetune(**kwargs) -> RunRecord:
