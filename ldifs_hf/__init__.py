@@ -23,7 +23,7 @@ _EXPORTS = {
     "encode_images": ".modeling",
     "export_clip_model": ".modeling",
     "interpolate": ".interpolation",
-    "RunRecord": ".records",
+    "RunRecord": ".run_folder",
     "default_ldifs_layers": ".regularizers",
     "l2sp_penalty": ".regularizers",
     "ldifs_distance": ".regularizers",
@@ -37,6 +37,4 @@ _EXPORTS = {
     "list_methods": ".training",
     "register_method": ".training",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

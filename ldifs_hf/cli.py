@@ -162,7 +162,7 @@ def demo_command(argv: Sequence[str]) -> int:
 def study_command(argv: Sequence[str]) -> int:
     snapshot = _checked_early("study", argv)
     from .cli_parsing import ArgumentParser, Formatter, parse
-    from .study.runner import StudyArguments
+    from .study.arguments import StudyArguments
 
     parser = ArgumentParser(
         StudyArguments, prog="ldifs-hf study",

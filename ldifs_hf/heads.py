@@ -28,6 +28,8 @@ from .utils import torch_threads
 
 LP_LEARNING_RATES = (0.01, 0.05, 0.1, 0.5, 1.0)
 LP_SOLVERS = ("adamw", "logistic")
+# The official protocol's full-batch iterations of the linear probe (every default refers to this one).
+LP_ITERATIONS = 1000
 # The official code's grid for scikit-learn's solver: C = 1/L with L in {1e-6, 1e-4, 1e-2, 1, 1e2, 1e4, 1e6}
 # (every second power of ten), tried in that order of L.
 LOGISTIC_LS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
@@ -237,7 +239,7 @@ def fit_linear_probe(
     *,
     solver: str = "adamw",
     lrs: Sequence[float] = LP_LEARNING_RATES,
-    iterations: int = 1000,
+    iterations: int = LP_ITERATIONS,
     seed: int = 0,
     val_fraction: float = 0.1,
     cs: Sequence[float] = LOGISTIC_CS,

@@ -16,7 +16,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForImageClassification, CLIPModel
 
 # The classifier lives in modules that import only torch/transformers so that `save_pretrained` can
-# copy them beside the weights (`trust_remote_code=True` loading without ldifs_hf); re-exported here.
+# copy them beside the weights (`trust_remote_code=True` loading without ldifs_hf). Import it from here:
+# this module registers it with the Auto classes (below), so `from_pretrained` of its folders works.
 from .clip_classifier import CLIPClassifierConfig, CLIPVisionClassifier
 from .model_folder import load_clip_model, load_clip_processor
 

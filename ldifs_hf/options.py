@@ -24,7 +24,10 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 
-__all__ = ["OptionTypeError", "check_field_types", "check_json_options", "check_value", "dataclass_from_json", "describe_type", "value_fits"]
+__all__ = [
+    "OptionTypeError", "check_field_types", "check_json_options", "check_value", "dataclass_from_json", "describe_type", "field_from",
+    "value_fits",
+]
 
 _LISTED_KEYS = 30  # more valid keys than this are not listed in an error line
 
@@ -126,6 +129,21 @@ def check_value(label: str, value, hint) -> None:
     """Raise OptionTypeError "<label> must be <type in words>, got <value>" unless `value` is of type `hint`."""
     if not value_fits(value, hint):
         raise OptionTypeError(f"{label} must be {describe_type(hint)}, got {value!r}")
+
+
+def field_from(source, name: str, *, default=dataclasses.MISSING, help: str | None = None):
+    """A dataclass field that is the field `name` of the dataclass `source` under another class (an option
+    one command shares with another): its default and help are `source`'s unless given, declared once."""
+    origin = source.__dataclass_fields__[name]
+    if default is not dataclasses.MISSING:
+        values = {"default": default}
+    elif origin.default is not dataclasses.MISSING:
+        values = {"default": origin.default}
+    elif origin.default_factory is not dataclasses.MISSING:
+        values = {"default_factory": origin.default_factory}
+    else:
+        raise ValueError(f"{source.__name__}.{name} has no default to share; declare the field on its own")
+    return dataclasses.field(**values, metadata={**origin.metadata, "help": help or origin.metadata.get("help")})
 
 
 def _json_object(value, what: str) -> dict:

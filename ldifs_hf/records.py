@@ -1,6 +1,4 @@
-"""The public import path of `RunRecord` (`from ldifs_hf.records import RunRecord`); it lives in
-`ldifs_hf.run_folder`, with everything else about a run's folder."""
+"""`ldifs_hf.records`: the import path `RunRecord` had before it moved to `ldifs_hf.run_folder`."""
 
-from .run_folder.record import RUN_RECORD_FILE, RunRecord
-
-__all__ = ["RUN_RECORD_FILE", "RunRecord"]
+# Kept because user scripts import `from ldifs_hf.records import RunRecord` (the public path of earlier releases).
+from .run_folder.record import RUN_RECORD_FILE, RunRecord  # noqa: F401

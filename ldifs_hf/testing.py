@@ -13,8 +13,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from .benchmarks import BenchmarkSpec, get_benchmark
-from .benchmarks.hub_schemas import HUB_SCHEMAS, HubSchema
+from .benchmarks import BenchmarkSpec, HubSchema, get_benchmark
 
 # Images are a per-class colour plus noise, so a model can learn something from them.
 _NOISE_AMPLITUDE = 40
@@ -35,7 +34,7 @@ def make_benchmark_like_dataset(
     pixels whose content depends only on `seed`, the split and the row.
     """
     spec = name_or_spec if isinstance(name_or_spec, BenchmarkSpec) else get_benchmark(name_or_spec)
-    schema = HUB_SCHEMAS.get(spec.name) or _generic_schema(spec)
+    schema = spec.hub_schema or _generic_schema(spec)
     label_names = schema.label_names or spec.class_names or _placeholder_names(spec)
     features = datasets.Features(
         {

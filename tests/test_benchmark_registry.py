@@ -13,7 +13,7 @@ from ldifs_hf.benchmarks import (
     register_benchmark,
     registry,
 )
-from ldifs_hf.benchmarks.hub_schemas import CORRUPTION_SPLITS, HUB_SCHEMAS
+from ldifs_hf.benchmarks.catalog import CORRUPTION_SPLITS
 from ldifs_hf.testing import make_benchmark_like_dataset, save_benchmark_like_dataset
 
 NINE_NAMES = ["cars", "cifar10", "cifar100", "dtd", "eurosat", "gtsrb", "mnist", "resisc45", "svhn"]
@@ -153,7 +153,7 @@ def test_spec_validation(kwargs, message):
 @pytest.mark.parametrize("name", NINE_NAMES)
 def test_benchmark_like_dataset_has_the_hub_schema(name):
     spec = get_benchmark(name)
-    schema = HUB_SCHEMAS[name]
+    schema = spec.hub_schema
     dataset_dict = make_benchmark_like_dataset(name, num_train=6, num_test=3)
     assert list(dataset_dict) == list(schema.splits)
     for split, dataset in dataset_dict.items():

@@ -82,7 +82,9 @@ def test_the_package_namespace_still_offers_the_library_names():
         ldifs_hf.no_such_name
 
 
-@pytest.mark.parametrize("package", ["ldifs_hf", "ldifs_hf.benchmarks", "ldifs_hf.evaluation", "ldifs_hf.training", "ldifs_hf.study", "ldifs_hf.world"])
+@pytest.mark.parametrize(
+    "package", ["ldifs_hf", "ldifs_hf.benchmarks", "ldifs_hf.evaluation", "ldifs_hf.run_folder", "ldifs_hf.training", "ldifs_hf.study", "ldifs_hf.world"]
+)
 def test_no_name_imported_on_first_use_is_also_a_submodule(package):
     """Importing a submodule sets the package's attribute of that name to the module, so a lazily
     exported function of the same name would be hidden (hence `training.sequences` defines `sequence`)."""

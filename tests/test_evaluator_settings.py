@@ -9,7 +9,7 @@ import pytest
 
 from ldifs_hf.evaluation.run import _SETTINGS, EvaluationArguments
 from ldifs_hf.evaluation.settings import EvaluatorSettings
-from ldifs_hf.study.runner import EVALUATION_SETTINGS, StudyArguments
+from ldifs_hf.study.arguments import EVALUATION_SETTINGS, StudyArguments
 from ldifs_hf.training.arguments import DataArguments
 
 SETTINGS = {f.name: f for f in dataclasses.fields(EvaluatorSettings)}

@@ -11,8 +11,7 @@ from transformers import CLIPModel
 from ldifs_hf.evaluation import EvaluationArguments
 from ldifs_hf.evaluation.continual import sequence_deltas
 from ldifs_hf.modeling import encoder_parameters
-from ldifs_hf.study import SequenceArguments, evaluate_sequence_run, sequence, sequence_table
-from ldifs_hf.training.sequences import parse_tasks
+from ldifs_hf.training.sequences import SequenceArguments, evaluate_sequence_run, parse_tasks, sequence, sequence_table
 from ldifs_hf.training import run as run_module
 from ldifs_hf.world import WorldSettings, prepare_world
 from conftest import one_line_error

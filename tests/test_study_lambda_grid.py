@@ -9,7 +9,7 @@ import os
 import pytest
 
 from ldifs_hf.study import StudyArguments, run_study
-from ldifs_hf.study.runner import cell_config, study_cells
+from ldifs_hf.study.arguments import cell_config, study_cells
 
 
 def test_default_grid_is_unchanged_by_the_lambda_dimension():

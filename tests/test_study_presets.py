@@ -8,7 +8,8 @@ import pytest
 
 from ldifs_hf.run_folder.lock import read_holder
 from ldifs_hf.study import StudyArguments, StudyRun, run_study
-from ldifs_hf.study.runner import cell_config, describe_plan, plan_study, study_cells
+from ldifs_hf.study.arguments import cell_config, study_cells
+from ldifs_hf.study.runner import describe_plan, plan_study
 
 TASKS = ["world-digit", "world-colour"]
 

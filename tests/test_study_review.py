@@ -7,7 +7,8 @@ import json
 import pytest
 
 from ldifs_hf.study import Cell, StudyArguments
-from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, describe_plan, plan_study, study_cells, write_manifest
+from ldifs_hf.study.arguments import cell_config, study_cells
+from ldifs_hf.study.runner import CELL_FILE, cell_status, describe_plan, plan_study, write_manifest
 from conftest import one_line_error
 
 TASKS = ["world-digit", "world-colour"]

@@ -16,7 +16,8 @@ import pytest
 from ldifs_hf.benchmarks.registry import BenchmarkError
 from ldifs_hf.cli import main
 from ldifs_hf.study import Cell, StudyArguments, plan_study, run_study
-from ldifs_hf.study.runner import CELL_FILE, cell_config, cell_status, prepare_study, study_cells
+from ldifs_hf.study.arguments import cell_config, study_cells
+from ldifs_hf.study.runner import CELL_FILE, cell_status, prepare_study
 from ldifs_hf.study.tables import mean_over_seeds, tradeoff_rows
 from ldifs_hf.world import prepare_world, world_settings
 from conftest import one_line_error

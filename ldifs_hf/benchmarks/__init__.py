@@ -1,47 +1,29 @@
-"""Benchmarks: the registry (hub ids, columns, class names, prompt templates), loading them through
-`datasets` as train/validation/test splits, and the image transforms."""
+"""Benchmarks: the registry (hub ids, columns, class names, prompt templates), the nine of the study
+(`catalog.py`, registered on import), loading them through `datasets` as train/validation/test splits,
+and the image transforms."""
 
-from .catalog import CUSTOM, NINE
-from .registry import (
-    BenchmarkError,
-    BenchmarkSpec,
-    fill_template,
-    fill_templates,
-    get_benchmark,
-    list_benchmarks,
-    register_benchmark,
-    register_benchmark_family,
-)
 from .._lazy import lazy_exports
+from . import catalog  # noqa: F401  (registers the nine benchmarks)
 
 # Each public name and its module, imported on first use: importing the package stays cheap.
 _EXPORTS = {
+    "CUSTOM": ".catalog",
+    "NINE": ".catalog",
     "BenchmarkDataNotFoundError": ".loading",
     "LoadedBenchmark": ".loading",
     "load_benchmark": ".loading",
     "parse_benchmark_list": ".loading",
+    "BenchmarkError": ".registry",
+    "BenchmarkSpec": ".registry",
+    "HubSchema": ".registry",
+    "fill_template": ".registry",
+    "fill_templates": ".registry",
+    "get_benchmark": ".registry",
+    "list_benchmarks": ".registry",
     "parse_dataset_paths": ".registry",
+    "register_benchmark": ".registry",
+    "register_benchmark_family": ".registry",
     "collate_images": ".transforms",
     "image_transform": ".transforms",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-__all__ = [
-    "BenchmarkDataNotFoundError",
-    "BenchmarkError",
-    "BenchmarkSpec",
-    "CUSTOM",
-    "LoadedBenchmark",
-    "NINE",
-    "collate_images",
-    "fill_template",
-    "fill_templates",
-    "get_benchmark",
-    "image_transform",
-    "list_benchmarks",
-    "load_benchmark",
-    "parse_benchmark_list",
-    "parse_dataset_paths",
-    "register_benchmark",
-    "register_benchmark_family",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

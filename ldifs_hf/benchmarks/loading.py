@@ -21,9 +21,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .catalog import CUSTOM
-from .registry import (  # noqa: F401  (parse_dataset_paths: importable from here, as before)
-    BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, parse_dataset_paths, register_benchmark,
-)
+from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
 from .transforms import SUPPORTED_IMAGE_MODES, rgb_images
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"

@@ -6,9 +6,23 @@ import difflib
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import templates as _templates
+# The zero-shot prompt of a benchmark that names none.
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+@dataclass(frozen=True)
+class HubSchema:
+    """How a benchmark's Hub copy is laid out, for schema-exact test data (`ldifs_hf.testing`).
+
+    splits: split names in Hub order; label_names: the label ClassLabel's names (`None`: the spec's
+    class names); extra_label_columns: other ClassLabel columns as (column, names) pairs, in column order.
+    """
+
+    splits: tuple[str, ...] = ("train", "test")
+    label_names: tuple[str, ...] | None = None
+    extra_label_columns: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,9 @@ class BenchmarkSpec:
             files or an image folder), used instead of the hub.
         split_note (`str` or `None`, defaults to `None`): how the hub copy's splits differ from the paper's;
             recorded with every run on the benchmark.
+        hub_schema (`HubSchema` or `None`, defaults to `None`): how the hub copy is laid out (split names,
+            label names, other label columns), for schema-exact test data; `None`: the train and test
+            splits, labelled with the class names.
     """
 
     name: str
@@ -40,11 +57,12 @@ class BenchmarkSpec:
     image_column: str = "image"
     label_column: str = "label"
     class_names: tuple[str, ...] | None = None
-    templates: tuple[str, ...] = _templates.DEFAULT
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
     epochs: int = 10
     num_classes: int | None = None
     data_path: str | None = None
     split_note: str | None = None
+    hub_schema: HubSchema | None = None
 
     def __post_init__(self):
         if not self.name or self.name != self.name.strip():

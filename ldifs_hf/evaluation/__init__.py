@@ -23,24 +23,4 @@ _EXPORTS = {
     "evaluate": ".run",
     "run_evaluation": ".run",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-__all__ = [
-    "CheckpointEntry",
-    "CheckpointError",
-    "ConceptForgettingCallback",
-    "ConceptForgettingEvaluator",
-    "EvaluationArguments",
-    "EvaluationResult",
-    "EvaluatorSettings",
-    "evaluate",
-    "evaluate_checkpoints",
-    "evaluate_sequence",
-    "feature_distance",
-    "load_checkpoint",
-    "parameter_distance",
-    "resolve_checkpoints",
-    "run_evaluation",
-    "sequence_deltas",
-    "write_report",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

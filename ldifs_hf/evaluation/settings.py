@@ -16,8 +16,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 
-from ..heads import LP_SOLVERS, check_lp_solver
-from ..options import check_value
+from ..heads import LP_ITERATIONS, LP_SOLVERS, check_lp_solver
+from ..options import check_value, field_from
 
 TEXT_TOWERS = ("pretrained", "checkpoint")
 DEVICE_FORMS = "cpu, cuda, cuda:N (a GPU index), mps or xpu"
@@ -53,7 +53,7 @@ class EvaluatorSettings:
     lp_solver: str = field(
         default="adamw", metadata={"help": f"Linear-probe solver: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."}
     )
-    lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
+    lp_iterations: int = field(default=LP_ITERATIONS, metadata={"help": "Full-batch iterations of the linear probe."})
     text_tower: str = field(
         default="pretrained",
         metadata={"help": f"Zero-shot heads from the text tower: one of {', '.join(TEXT_TOWERS)} ('pretrained' is official, "
@@ -122,10 +122,9 @@ _HINTS = typing.get_type_hints(EvaluatorSettings)
 def setting_field(name: str, *, default=dataclasses.MISSING, help: str | None = None):
     """A field of an argument dataclass that holds the setting `name`: its default and help are the
     setting's unless given. The argument's `__post_init__` checks it through `from_arguments`."""
-    source = EvaluatorSettings.__dataclass_fields__[name]
-    if source.default is dataclasses.MISSING:
+    if EvaluatorSettings.__dataclass_fields__[name].default is dataclasses.MISSING:
         raise ValueError(f"setting {name!r} has no plain default; declare it as the argument's own field")
-    return field(default=source.default if default is dataclasses.MISSING else default, metadata={"help": help or source.metadata["help"]})
+    return field_from(EvaluatorSettings, name, default=default, help=help)
 
 
 def check_device(device) -> None:

@@ -7,20 +7,33 @@
 - `lock.py`: `FolderLock`, one writer per folder.
 """
 
-from .checkpoints import (
-    CHECKPOINT_DIR, TRAINER_STATE, WEIGHT_FILES, checkpoint_folders, checkpoint_problem, damaged_file, foreign_checkpoint,
-    last_complete_checkpoint,
-)
-from .lock import FolderBusyError, FolderLock, describe_holder, read_holder
-from .plan import (
-    CHECKPOINT_SIZE_FACTOR, EXPORT_FOLDER, RUN_MARKERS, RUN_OUTPUTS, START_HEAD_FILE, OutputPlan, changed_settings, check_output_dir, plan_output_dir,
-    remove_earlier_run,
-)
-from .record import RUN_RECORD_FILE, RunRecord
+from .._lazy import lazy_exports
 
-__all__ = [
-    "CHECKPOINT_DIR", "CHECKPOINT_SIZE_FACTOR", "EXPORT_FOLDER", "RUN_MARKERS", "RUN_OUTPUTS", "RUN_RECORD_FILE", "START_HEAD_FILE", "TRAINER_STATE",
-    "WEIGHT_FILES", "FolderBusyError", "FolderLock", "OutputPlan", "RunRecord", "changed_settings", "check_output_dir",
-    "checkpoint_folders", "checkpoint_problem", "damaged_file", "describe_holder", "foreign_checkpoint", "last_complete_checkpoint",
-    "plan_output_dir", "read_holder", "remove_earlier_run",
-]
+# Each public name and its module, imported on first use.
+_EXPORTS = {
+    "CHECKPOINT_DIR": ".checkpoints",
+    "TRAINER_STATE": ".checkpoints",
+    "WEIGHT_FILES": ".checkpoints",
+    "checkpoint_folders": ".checkpoints",
+    "checkpoint_problem": ".checkpoints",
+    "damaged_file": ".checkpoints",
+    "foreign_checkpoint": ".checkpoints",
+    "last_complete_checkpoint": ".checkpoints",
+    "FolderBusyError": ".lock",
+    "FolderLock": ".lock",
+    "describe_holder": ".lock",
+    "read_holder": ".lock",
+    "CHECKPOINT_SIZE_FACTOR": ".plan",
+    "EXPORT_FOLDER": ".plan",
+    "RUN_MARKERS": ".plan",
+    "RUN_OUTPUTS": ".plan",
+    "START_HEAD_FILE": ".plan",
+    "OutputPlan": ".plan",
+    "changed_settings": ".plan",
+    "check_output_dir": ".plan",
+    "plan_output_dir": ".plan",
+    "remove_earlier_run": ".plan",
+    "RUN_RECORD_FILE": ".record",
+    "RunRecord": ".record",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

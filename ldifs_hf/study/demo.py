@@ -25,60 +25,81 @@ import json
 import logging
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 from ..benchmarks import get_benchmark
 from ..console import LOG_FILE
 from ..evaluation.frontier import FrontierPoint, PairedClaim, frontier_points, paired_claim, write_frontier
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
+from ..options import field_from
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
-from .runner import Cell, StudyArguments, StudyRun, run_study, swept_methods
+from .arguments import Cell, StudyArguments, finetune_defaults, swept_methods
+from .runner import StudyRun, run_study
 
 logger = logging.getLogger(__name__)
 
 
+def _study_field(name: str, *, default=MISSING, help: str | None = None):
+    """A demo option that is the study's option `name`: the study's default unless the demo's preset
+    gives its own value (`default`), and the study's help unless the demo's differs."""
+    return field_from(StudyArguments, name, default=default, help=help)
+
+
+def _finetune_field(name: str, *, help: str):
+    """A demo option that is a fine-tuning argument of every run, with that argument's default."""
+    return field(default=finetune_defaults()[name], metadata={"help": help})
+
+
 @dataclass
 class DemoArguments:
-    output_dir: str = field(default="runs/demo", metadata={"help": "Where the runs, tables and plots go."})
-    finetune_task: str = field(default="world-digit", metadata={"help": "The concept task every method fine-tunes on: " + ", ".join(world_task_names()) + "."})
-    methods: str = field(default="all", metadata={"help": "'all' (the paper's eight) or a comma-separated list of: " + ", ".join(list_methods()) + "."})
-    seeds: str = field(default="0,1,2", metadata={"help": "Comma-separated seeds of the fine-tuning runs and their evaluation; the tables give mean ± std over them."})
-    world_seed: int = field(default=0, metadata={"help": "Seed of the world and its pre-training (one foundation model for every seed)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
-    max_steps: int = field(default=100, metadata={"help": "Fine-tuning steps per method (about 2 epochs of world-digit)."})
+    """The demo's options: the study's own (the defaults that differ from the study's are the demo's
+    preset), the tiny model's fine-tuning settings, and the demo's CPU threads and scale."""
+
+    output_dir: str = _study_field("output_dir", default="runs/demo", help="Where the runs, tables and plots go.")
+    finetune_task: str = _study_field(
+        "finetune_tasks", default="world-digit", help="The concept task every method fine-tunes on: " + ", ".join(world_task_names()) + "."
+    )
+    methods: str = _study_field("methods", help="'all' (the paper's eight) or a comma-separated list of: " + ", ".join(list_methods()) + ".")
+    seeds: str = _study_field(
+        "seeds", default="0,1,2", help="Comma-separated seeds of the fine-tuning runs and their evaluation; the tables give mean ± std over them."
+    )
+    world_seed: int = _study_field("world_seed", help="Seed of the world and its pre-training (one foundation model for every seed).")
+    cache_dir: str | None = _study_field("world_cache_dir")
+    max_steps: int = _study_field("max_steps", default=100, help="Fine-tuning steps per method (about 2 epochs of world-digit).")
     learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate (the tiny model's analogue of the paper's 1e-5)."})
     threads: int = field(default=1, metadata={"help": "CPU threads for torch; one is fastest for this tiny model on a shared machine."})
     batch_size: int = field(default=32, metadata={"help": "Fine-tuning batch size."})
-    ldifs_lambda: float = field(default=10.0, metadata={"help": "LDIFS weight of the main runs (paper default)."})
-    l2sp_lambda: float = field(default=0.5, metadata={"help": "L2SP weight of the main runs (official default)."})
-    ldifs_lambdas: str = field(
-        default="1,10,100",
-        metadata={"help": "The λ sweep of the LDIFS methods: each weight other than ldifs_lambda is one more run per seed, "
-                  "scored at its end ('' for none)."},
+    ldifs_lambda: float = _finetune_field("ldifs_lambda", help="LDIFS weight of the main runs (paper default).")
+    l2sp_lambda: float = _finetune_field("l2sp_lambda", help="L2SP weight of the main runs (official default).")
+    ldifs_lambdas: str = _study_field(
+        "ldifs_lambdas", default="1,10,100",
+        help="The λ sweep of the LDIFS methods: each weight other than ldifs_lambda is one more run per seed, scored at its end ('' for none).",
     )
-    l2sp_lambdas: str = field(default="0.05,0.5,5", metadata={"help": "The same for the L2SP methods ('' for none)."})
-    lambda_sweep_methods: str = field(
-        default="lp-init-ldifs,lp-init-l2sp",
-        metadata={"help": "The methods whose λ is swept, those of them the demo runs ('all': every LDIFS and L2SP method); "
-                  "the default keeps the demo within its time budget."},
+    l2sp_lambdas: str = _study_field("l2sp_lambdas", default="0.05,0.5,5", help="The same for the L2SP methods ('' for none).")
+    lambda_sweep_methods: str = _study_field(
+        "lambda_sweep_methods", default="lp-init-ldifs,lp-init-l2sp",
+        help="The methods whose λ is swept, those of them the demo runs ('all': every LDIFS and L2SP method); "
+        "the default keeps the demo within its time budget.",
     )
-    wise_alphas: str = field(
-        default="0,0.5,1",
-        metadata={"help": "The WiSE-FT sweep: every main run's final model is also scored interpolated with its starting point at "
-                  "these weights (1: the run itself, already scored; '' for none)."},
+    wise_alphas: str = _study_field(
+        "wise_alphas", default="0,0.5,1",
+        help="The WiSE-FT sweep: every main run's final model is also scored interpolated with its starting point at "
+        "these weights (1: the run itself, already scored; '' for none).",
     )
-    lp_iterations: int = field(default=1000, metadata={"help": "Linear-probe iterations (official protocol: 1000)."})
-    lp_train_samples: int = field(default=500, metadata={"help": "Training images per task for the evaluation's linear probes."})
-    checkpoint_every_percent: float = field(
-        default=20.0, metadata={"help": "Save and score a checkpoint every this many percent of training (0: only the end)."}
+    lp_iterations: int = _study_field("lp_iterations", help="Linear-probe iterations (official protocol: 1000).")
+    lp_train_samples: int = _study_field("eval_max_train_samples", default=500, help="Training images per task for the evaluation's linear probes.")
+    checkpoint_every_percent: float = _study_field(
+        "checkpoint_every_percent", help="Save and score a checkpoint every this many percent of training (0: only the end)."
     )
     quick: bool = field(default=False, metadata={"help": "A scaled-down world and run, for tests (not for numbers)."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Redo the runs already in output_dir (default: finished runs are reused)."})
-    verbose: bool = field(
-        default=False,
-        metadata={"help": f"Show every run's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the run's folder."},
+    overwrite_output_dir: bool = _study_field(
+        "overwrite_output_dir", help="Redo the runs already in output_dir (default: finished runs are reused)."
+    )
+    verbose: bool = _study_field(
+        "verbose",
+        help=f"Show every run's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the run's folder.",
     )
 
     def __post_init__(self):

@@ -22,22 +22,4 @@ _EXPORTS = {
     "run_sequence": ".sequences",
     "sequence": ".sequences",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-__all__ = [
-    "DataArguments",
-    "LDIFSArgumentsMixin",
-    "LDIFSMixin",
-    "LDIFSTrainer",
-    "LDIFSTrainingArguments",
-    "MethodSpec",
-    "ModelArguments",
-    "finetune",
-    "get_method",
-    "list_methods",
-    "register_method",
-    "run_finetune",
-    "run_sequence",
-    "sequence",
-    "SequenceArguments",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

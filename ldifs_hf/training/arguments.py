@@ -20,6 +20,9 @@ from .terms import get_regularizer, list_regularizers
 from .terms.l2sp import L2SPSettings
 from .terms.ldifs import LDIFSSettings
 
+# The pretrained CLIP a run starts from unless told otherwise (the paper's ViT-B/32).
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
 
 @dataclass
 class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
@@ -142,12 +145,12 @@ class LDIFSTrainingArguments(LDIFSArgumentsMixin, TrainingArguments):
 class ModelArguments:
     """Which pretrained CLIP a run starts from, and how an LP-init head is fitted."""
 
-    model_name_or_path: str = field(
-        default="openai/clip-vit-base-patch32", metadata={"help": "CLIP model id on the Hub or a local directory."}
-    )
+    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "CLIP model id on the Hub or a local directory."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and data."})
-    lp_solver: str = field(default="adamw", metadata={"help": f"Linear-probe solver for LP-init: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."})
-    lp_iterations: int = field(default=1000, metadata={"help": "Full-batch iterations of the linear probe."})
+    lp_solver: str = setting_field(
+        "lp_solver", help=f"Linear-probe solver for LP-init: one of {', '.join(LP_SOLVERS)} (adamw is the official protocol)."
+    )
+    lp_iterations: int = setting_field("lp_iterations")
     model_license: str = field(default="other", metadata={"help": "License in the model cards (default 'other': the base model's)."})
     reference_model_name_or_path: str | None = field(
         default=None,
@@ -224,3 +227,7 @@ class DataArguments:
             self, {"max_train_samples": "forgetting_max_samples", "max_eval_samples": "forgetting_max_samples"},
             dataset_paths=dataset_paths, image_columns=image_columns, label_columns=label_columns, **values,
         )
+
+
+# A fine-tuning run's argument dataclasses, in the order `finetune`'s parser takes them.
+FINETUNE_ARGUMENTS = (ModelArguments, DataArguments, LDIFSTrainingArguments)

@@ -8,7 +8,7 @@ import torch
 from transformers import CLIPModel
 
 from ..benchmarks.transforms import collate_images
-from ..heads import extract_features, fit_linear_probe, zero_shot_classifier
+from ..heads import LP_ITERATIONS, extract_features, fit_linear_probe, zero_shot_classifier
 from ..modeling import CLIPVisionClassifier
 from .methods import MethodSpec
 from .objectives import collator_for
@@ -25,7 +25,7 @@ def build_model(
     train_dataset=None,
     *,
     lp_solver: str = "adamw",
-    lp_iterations: int = 1000,
+    lp_iterations: int = LP_ITERATIONS,
     batch_size: int = 256,
     seed: int = 0,
 ):

@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
 
+from dataclasses import dataclass
+
 import datasets
 from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 
-from ..benchmarks import get_benchmark, image_transform, load_benchmark, parse_benchmark_list
+from ..benchmarks import LoadedBenchmark, get_benchmark, image_transform, load_benchmark, parse_benchmark_list
 from ..benchmarks.transforms import TrainImageTransform
 from ..evaluation.checkpoints import looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
 from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_clip_processor
 from ..modeling import export_clip_model
-from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, RunRecord, plan_output_dir
+from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, OutputPlan, RunRecord, plan_output_dir
 from ..interpolation import save_start_head
-from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+from .arguments import FINETUNE_ARGUMENTS, DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
+from .methods import MethodSpec
 from .guards import NonFiniteGuard, RunIdentityCallback
 from .preflight import check_splits, explain_write_failure, preflight
 from .distributed import args_zero_stage, deepspeed_stage, fill_zero_buckets, full_weights_loading
@@ -101,9 +105,47 @@ def finetune_arguments(kwargs: dict) -> tuple[ModelArguments, DataArguments, LDI
     return finetune_parser().parse_dict(kwargs)
 
 
+@dataclass
+class _Run:
+    """One run's arguments and what its checks settled, handed from step to step."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    training_args: LDIFSTrainingArguments  # with the benchmark's epochs (`with_benchmark_epochs`)
+    spec: MethodSpec
+    benchmark_name: str
+    settings: dict  # `run_settings`: what the record stores and a resume must match
+    forgetting_benchmarks: list[str]
+    repo_id: str | None  # the Hub repo the export is pushed to (None: no push)
+
+    @property
+    def output_dir(self) -> str:
+        return self.training_args.output_dir
+
+
+@dataclass
+class _RunData:
+    """The benchmark with its splits made ready for the trainer: the datasets each step reads."""
+
+    benchmark: LoadedBenchmark
+    train: datasets.Dataset  # through the training augmentation, when the run has one
+    eval: datasets.Dataset
+    probe: datasets.Dataset  # the LP-init probe's data (train and validation, the eval transform)
+    augmentation: TrainImageTransform | None
+    has_validation: bool
+
+
 def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> RunRecord:
     """Fine-tune, measure, export and record one run; see the module docstring."""
-    # 1. Everything that can be checked before loading data or models.
+    run = _checked_run(model_args, data_args, training_args)
+    # One writer per folder: a second command on it is refused here, before anything is loaded. The
+    # main process holds the lock for the whole run (the others are its own processes).
+    with FolderLock(run.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        return _run_in_folder(run)
+
+
+def _checked_run(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> _Run:
+    """1. Everything that can be checked before loading data or models, and what the checks settle."""
     if training_args.method is None:
         raise ValueError("a fine-tuning run needs a method (--method); `ldifs-hf list` (or ldifs_hf.list_methods()) lists them")
     spec = training_args.method_spec
@@ -116,51 +158,69 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, training_
         )
     preflight(model_args, training_args)  # creates and removes nothing, unlike plan_output_dir's overwrite
     check_model_and_taps(model_args, training_args)
-    push_to_hub, repo_id = training_args.push_to_hub, None
-    if push_to_hub:
+    repo_id = None
+    if training_args.push_to_hub:
         from ..hub import check_push_target
 
         repo_id = check_push_target(
             training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)), training_args.hub_token
         )
     training_args = with_benchmark_epochs(data_args, training_args)  # before the settings: the epochs a run trains are recorded
-    settings = run_settings(model_args, data_args, training_args)
-    # One writer per folder: a second command on it is refused here, before anything is loaded. The
-    # main process holds the lock for the whole run (the others are its own processes).
-    with FolderLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
-        return _run_in_folder(
-            model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks,
-            push_to_hub, repo_id,
+    return _Run(
+        model_args, data_args, training_args, spec, benchmark_name, run_settings(model_args, data_args, training_args),
+        forgetting_benchmarks, repo_id,
+    )
+
+
+def _run_in_folder(run: _Run) -> RunRecord:
+    """`run_finetune` once its checks passed and its folder is held: its steps, in order."""
+    plan = _plan_folder(run)
+    if plan.finished is not None:
+        logger.warning(
+            "%s already holds this finished run (same method, data and settings): nothing was trained, its record is returned "
+            "(pass --overwrite_output_dir to train it again)", run.output_dir,
         )
+        return plan.finished
+    logger.setLevel(run.training_args.get_process_log_level())
+    logger.info("method %s (%s)", run.spec.name, run.spec)
+    benchmark = _load_benchmark(run)
+    clip_model, processor = load_clip(run.model_args.model_name_or_path, run.model_args.cache_dir)
+    data = _run_data(run, benchmark, processor)
+    model = _model(run, data, clip_model, processor)
+    trainer = _trainer(run, data, model, clip_model, processor)
+    record = _run_record(run, data, trainer)
+    _start_folder(run, trainer, record, model)
+    if run.forgetting_benchmarks:
+        _attach_forgetting_callback(trainer, run, clip_model, processor, record.dataset)
+    _train_or_resume(run, trainer, plan.resume_from)
+    if not trainer.is_world_process_zero():
+        return record
+    # under ZeRO-3, models loaded here are whole, not sharded
+    with full_weights_loading(), write_failures_explained(run.output_dir):
+        return _finish_run(run, trainer, record, data, processor)
 
 
-def _run_in_folder(
-    model_args, data_args, training_args, spec, benchmark_name, settings, forgetting_benchmarks, push_to_hub, repo_id
-) -> RunRecord:
-    """`run_finetune` once its checks passed and its folder is held: plan, load, train, finish."""
-    # Only now, with every check passed, may an overwrite remove the earlier run. The main process plans
-    # (and removes) first: the others then find nothing left to remove, so only one process deletes.
+def _plan_folder(run: _Run) -> OutputPlan:
+    """Resume, reuse or overwrite the folder. Only now, with every check passed, may an overwrite remove
+    the earlier run. The main process plans (and removes) first: the others then find nothing left to
+    remove, so only one process deletes."""
+    model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
     with training_args.main_process_first(desc="output directory"):
-        plan = plan_output_dir(
-            training_args.output_dir, spec.name, benchmark_name,
+        return plan_output_dir(
+            training_args.output_dir, run.spec.name, run.benchmark_name,
             overwrite=training_args.overwrite_output_dir, resume_from_checkpoint=training_args.resume_from_checkpoint,
-            settings=settings,
+            settings=run.settings,
             inputs={
                 "--model_name_or_path": model_args.model_name_or_path,
                 "--reference_model_name_or_path": model_args.reference_model_name_or_path,
                 "--dataset_path": data_args.dataset_path,
             },
         )
-    if plan.finished is not None:
-        logger.warning(
-            "%s already holds this finished run (same method, data and settings): nothing was trained, its record is returned "
-            "(pass --overwrite_output_dir to train it again)", training_args.output_dir,
-        )
-        return plan.finished
-    logger.setLevel(training_args.get_process_log_level())
-    logger.info("method %s (%s)", spec.name, spec)
 
-    # 2. Data: the benchmark's train/validation/test splits, class names and prompt templates.
+
+def _load_benchmark(run: _Run) -> LoadedBenchmark:
+    """2. Data: the benchmark's train/validation/test splits, class names and prompt templates."""
+    data_args = run.data_args
     benchmark = load_benchmark(
         data_args.dataset,
         data_path=data_args.dataset_path,
@@ -170,111 +230,132 @@ def _run_in_folder(
         max_eval_samples=data_args.max_eval_samples,
         validation_fraction=data_args.validation_fraction,
         seed=data_args.validation_seed,
-        cache_dir=model_args.cache_dir,
+        cache_dir=run.model_args.cache_dir,
     )
     # An empty validation split is fine when nothing evaluates on it: A_FT is then measured on test only.
-    check_splits(benchmark.splits, benchmark.spec.name, validation_needed=training_args.eval_strategy != "no")
-    has_validation = len(benchmark.splits["validation"]) > 0
+    check_splits(benchmark.splits, benchmark.spec.name, validation_needed=run.training_args.eval_strategy != "no")
+    return benchmark
 
-    # 3. Pretrained CLIP and its processor.
-    clip_model, processor = load_clip(model_args.model_name_or_path, model_args.cache_dir)
+
+def _run_data(run: _Run, benchmark: LoadedBenchmark, processor: CLIPProcessor) -> _RunData:
+    """3. The splits seen through the pretrained CLIP's image transform (and the training augmentation)."""
     transform = image_transform(processor.image_processor)
     for split in benchmark.splits.values():
         split.set_transform(transform)
-    eval_dataset = benchmark.splits["validation"]
     # The official protocol: the training images are augmented, the teacher sees the same pixels.
     train_dataset, augmentation = benchmark.splits["train"], None
-    if data_args.train_augmentation:
-        augmentation = TrainImageTransform(processor.image_processor, seed=training_args.seed)
+    if run.data_args.train_augmentation:
+        augmentation = TrainImageTransform(processor.image_processor, seed=run.training_args.seed)
         train_dataset = train_dataset.with_transform(augmentation)
     # The LP-init probe, as in the official protocol, is refitted on all of train (the run's train and
     # validation rows; its learning rate is chosen on a 90/10 split of them), seen through the eval transform.
-    probe_dataset = datasets.concatenate_datasets([benchmark.splits["train"], benchmark.splits["validation"]]).with_transform(transform)
-
-    # 4. The model the method trains (ZS or LP head over the vision tower, or CLIP itself for FLYP).
-    with training_args.main_process_first(desc="head initialisation"), full_weights_loading():
-        model = build_model(
-            spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, probe_dataset,
-            lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, seed=training_args.seed,
-        )
-    collator = build_collator(spec, processor.tokenizer, benchmark.class_names, benchmark.templates, seed=training_args.seed)
-    record = RunRecord(
-        method=spec.name,
-        dataset=benchmark.spec.name,
-        base_model=model_args.model_name_or_path,
-        regularizer=training_args.regularizer,
-        ldifs_lambda=training_args.ldifs_lambda,
-        l2sp_lambda=training_args.l2sp_lambda,
-        ldifs_normalization=training_args.ldifs_normalization,
-        dataset_splits=(
-            "train minus a {:.0%} validation split (seed {}), test = '{}'".format(
-                data_args.validation_fraction, data_args.validation_seed, benchmark.spec.test_split
-            )
-            if has_validation
-            else f"all of train (no validation split), test = '{benchmark.spec.test_split}'"
-        ) + "; {} train / {} validation / {} test images used".format(*(len(benchmark.splits[k]) for k in ("train", "validation", "test")))
-        + (f"; from the local copy {data_args.dataset_path}" if data_args.dataset_path else "")
-        + (
-            (f"; if that is a copy of {benchmark.spec.hub_id}: " if data_args.dataset_path else "; ") + benchmark.spec.split_note
-            if benchmark.spec.split_note else ""
-        ),
-        text_tower="fine-tuned (FLYP)" if spec.uses_text_tower else "pretrained",
-        output_dir=training_args.output_dir,
-        settings=settings,
+    probe = datasets.concatenate_datasets([benchmark.splits["train"], benchmark.splits["validation"]]).with_transform(transform)
+    return _RunData(
+        benchmark, train_dataset, benchmark.splits["validation"], probe, augmentation,
+        has_validation=len(benchmark.splits["validation"]) > 0,
     )
 
-    # 5. Train. The Hub push happens below, as a stock CLIPModel, not the Trainer's classifier.
+
+def _model(run: _Run, data: _RunData, clip_model: CLIPModel, processor: CLIPProcessor):
+    """4. The model the method trains: a ZS or LP head over the vision tower, or CLIP itself (FLYP)."""
+    benchmark = data.benchmark
+    with run.training_args.main_process_first(desc="head initialisation"), full_weights_loading():
+        return build_model(
+            run.spec, clip_model, processor.tokenizer, benchmark.class_names, benchmark.templates, data.probe,
+            lp_solver=run.model_args.lp_solver, lp_iterations=run.model_args.lp_iterations, seed=run.training_args.seed,
+        )
+
+
+def _trainer(run: _Run, data: _RunData, model, clip_model: CLIPModel, processor: CLIPProcessor) -> LDIFSTrainer:
+    """The trainer of `model`, with the method's collator. The Hub push is the run's own (a stock
+    CLIPModel, in `_finish_run`), not the Trainer's classifier."""
+    spec, benchmark, training_args = run.spec, data.benchmark, run.training_args
+    collator = build_collator(spec, processor.tokenizer, benchmark.class_names, benchmark.templates, seed=training_args.seed)
     trainer = LDIFSTrainer(
         model=model,
         args=_resolved(training_args, push_to_hub=False),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        train_dataset=data.train,
+        eval_dataset=data.eval if training_args.eval_strategy != "no" else None,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[AugmentationEpoch(augmentation)] if augmentation is not None else None,
-        teacher_model=_reference_model(model_args, training_args),
+        callbacks=[AugmentationEpoch(data.augmentation)] if data.augmentation is not None else None,
+        teacher_model=_reference_model(run.model_args, training_args),
     )
     fill_zero_buckets(trainer, max(clip_model.config.vision_config.hidden_size, clip_model.config.text_config.hidden_size))
-    record.ldifs_layers = trainer.ldifs_layers if training_args.regularizer == "ldifs" else None
-    record.regularizer_text = trainer.regularizer_description()
+    return trainer
+
+
+def _run_record(run: _Run, data: _RunData, trainer: LDIFSTrainer) -> RunRecord:
+    """The run's record as it starts: what runs, on which data, with which regularizer (its results,
+    export and completion are added by `_finish_run`)."""
+    training_args = run.training_args
+    return RunRecord(
+        method=run.spec.name,
+        dataset=data.benchmark.spec.name,
+        base_model=run.model_args.model_name_or_path,
+        regularizer=training_args.regularizer,
+        ldifs_lambda=training_args.ldifs_lambda,
+        l2sp_lambda=training_args.l2sp_lambda,
+        ldifs_layers=trainer.ldifs_layers if training_args.regularizer == "ldifs" else None,
+        ldifs_normalization=training_args.ldifs_normalization,
+        regularizer_text=trainer.regularizer_description(),
+        dataset_splits=_dataset_splits(run.data_args, data),
+        text_tower="fine-tuned (FLYP)" if run.spec.uses_text_tower else "pretrained",
+        output_dir=training_args.output_dir,
+        settings=run.settings,
+    )
+
+
+def _dataset_splits(data_args: DataArguments, data: _RunData) -> str:
+    """Which data each split used, in words (`RunRecord.dataset_splits`)."""
+    spec, splits = data.benchmark.spec, data.benchmark.splits
+    if data.has_validation:
+        text = "train minus a {:.0%} validation split (seed {}), test = '{}'".format(
+            data_args.validation_fraction, data_args.validation_seed, spec.test_split
+        )
+    else:
+        text = f"all of train (no validation split), test = '{spec.test_split}'"
+    text += "; {} train / {} validation / {} test images used".format(*(len(splits[k]) for k in ("train", "validation", "test")))
+    if data_args.dataset_path:
+        text += f"; from the local copy {data_args.dataset_path}"
+    if spec.split_note:
+        text += (f"; if that is a copy of {spec.hub_id}: " if data_args.dataset_path else "; ") + spec.split_note
+    return text
+
+
+def _start_folder(run: _Run, trainer: LDIFSTrainer, record: RunRecord, model) -> None:
+    """The guards, and the record in every checkpoint; the folder marked as this run's before the first
+    checkpoint, with the start of a weight-space interpolation."""
     # Raises at the first non-finite loss term, before NaN weights are saved; so nothing below runs.
     trainer.add_callback(NonFiniteGuard(trainer))
     trainer.add_callback(RunIdentityCallback(record))
     if trainer.is_world_process_zero():
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        record.save(training_args.output_dir)  # marks the directory as this run's before the first checkpoint
-        save_start_head(model, training_args.output_dir)  # θ_start of a weight-space interpolation (ldifs_hf.interpolate)
-    if forgetting_benchmarks:
-        _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, benchmark.spec.name, forgetting_benchmarks)
-    if plan.resume_from:
-        logger.info("continuing from %s", plan.resume_from)
-    finished_training = plan.resume_from is not None and _finished_training(plan.resume_from)
+        os.makedirs(run.output_dir, exist_ok=True)
+        record.save(run.output_dir)
+        save_start_head(model, run.output_dir)  # θ_start of a weight-space interpolation (ldifs_hf.interpolate)
+
+
+def _train_or_resume(run: _Run, trainer: LDIFSTrainer, resume_from: str | None) -> None:
+    """5. Train, continuing from `resume_from` (a checkpoint of this run) when given; then save the final
+    model, the train metrics and the state."""
+    if resume_from:
+        logger.info("continuing from %s", resume_from)
+    finished_training = resume_from is not None and _finished_training(resume_from)
     if finished_training and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         # Training had ended (a kill during the export or the cards): the Trainer would train one more
         # step past max_steps when resumed from its final checkpoint, so its weights are loaded instead.
-        logger.info("training had finished at %s: its weights are loaded, no step is trained again", plan.resume_from)
-        trainer._load_from_checkpoint(plan.resume_from)
-        _save_training(trainer, None, training_args.output_dir)
-    else:
-        if finished_training:  # sharded weights load only through the Trainer's resume
-            logger.warning(
-                "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
-                "resume, which trains one step past max_steps", plan.resume_from,
-            )
-        with write_failures_explained(training_args.output_dir):
-            train_result = trainer.train(resume_from_checkpoint=plan.resume_from)
-            _save_training(trainer, train_result, training_args.output_dir)
-
-    if trainer.is_world_process_zero():
-        # under ZeRO-3, models loaded here are whole, not sharded
-        with full_weights_loading(), write_failures_explained(training_args.output_dir):
-            _finish_run(
-                trainer, record, model_args, training_args, benchmark, processor, eval_dataset if has_validation else None,
-                repo_id, push_to_hub,
-                # A local copy may hold anything: the card links the Hub dataset only when the run read it.
-                dataset_id=None if data_args.dataset_path else benchmark.spec.hub_id,
-            )
-    return record
+        logger.info("training had finished at %s: its weights are loaded, no step is trained again", resume_from)
+        trainer._load_from_checkpoint(resume_from)
+        _save_training(trainer, None, run.output_dir)
+        return
+    if finished_training:  # sharded weights load only through the Trainer's resume
+        logger.warning(
+            "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
+            "resume, which trains one step past max_steps", resume_from,
+        )
+    with write_failures_explained(run.output_dir):
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        _save_training(trainer, train_result, run.output_dir)
 
 
 @contextlib.contextmanager
@@ -316,34 +397,37 @@ def _finished_training(checkpoint: str) -> bool:
     return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
-def _finish_run(trainer, record, model_args, training_args, benchmark, processor, eval_dataset, repo_id, push_to_hub, dataset_id) -> None:
-    """On the main process, after training: A_FT, the stock-CLIP export, the cards, the record, the push."""
-    # 6. Accuracy of the fine-tuned classifier on its own task (A_FT), on validation and test.
+def _finish_run(run: _Run, trainer: LDIFSTrainer, record: RunRecord, data: _RunData, processor: CLIPProcessor) -> RunRecord:
+    """6. On the main process, after training: A_FT, the stock-CLIP export, the cards, the completed
+    record; then the push. Returns the completed record."""
+    training_args, benchmark = run.training_args, data.benchmark
+    # A_FT: the fine-tuned classifier's accuracy on its own task, on validation and test.
     trained = trained_model(trainer, training_args.output_dir)
     batch_size = training_args.per_device_eval_batch_size
-    record.results = {}
-    if eval_dataset is not None:
-        record.results["validation_accuracy"] = finetune_accuracy(trained, eval_dataset, processor.tokenizer, benchmark, batch_size)
-    record.results["test_accuracy"] = finetune_accuracy(trained, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
-    trainer.log_metrics("eval", record.results)
-    trainer.save_metrics("eval", record.results)
+    results = {}
+    if data.has_validation:
+        results["validation_accuracy"] = finetune_accuracy(trained, data.eval, processor.tokenizer, benchmark, batch_size)
+    results["test_accuracy"] = finetune_accuracy(trained, benchmark.splits["test"], processor.tokenizer, benchmark, batch_size)
+    trainer.log_metrics("eval", results)
+    trainer.save_metrics("eval", results)
 
-    # 7. The encoder as a stock CLIPModel, the two model cards, the record; then the push.
+    # The encoder as a stock CLIPModel, the two model cards, the record; then the push.
     export_dir = os.path.join(training_args.output_dir, EXPORT_FOLDER)
-    export_clip_model(trained, model_args.model_name_or_path, export_dir)
-    record.export_dir = export_dir
+    export_clip_model(trained, run.model_args.model_name_or_path, export_dir)
+    record = dataclasses.replace(record, results=results, export_dir=export_dir, completed=True)
     from ..cards import write_model_cards
     from ..hub import push_clip_to_hub
 
     write_model_cards(
-        training_args.output_dir, export_dir, record, repo_id=repo_id or training_args.hub_model_id,
-        dataset_id=dataset_id, license=model_args.model_license,
+        training_args.output_dir, export_dir, record, repo_id=run.repo_id or training_args.hub_model_id,
+        # A local copy may hold anything: the card links the Hub dataset only when the run read it.
+        dataset_id=None if run.data_args.dataset_path else benchmark.spec.hub_id, license=run.model_args.model_license,
     )
-    record.completed = True
     record.save(training_args.output_dir)
-    if push_to_hub:
-        url = push_clip_to_hub(export_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+    if training_args.push_to_hub:
+        url = push_clip_to_hub(export_dir, run.repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
         logger.info("pushed %s to %s", export_dir, url)
+    return record
 
 
 def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
@@ -419,26 +503,27 @@ def finetune_accuracy(model, dataset, tokenizer, benchmark, batch_size: int = 25
     )
 
 
-def _attach_forgetting_callback(trainer, spec, clip_model, processor, model_args, data_args, finetune_name, benchmarks) -> None:
+def _attach_forgetting_callback(trainer, run: _Run, clip_model, processor, finetune_name: str) -> None:
     from ..evaluation import ConceptForgettingCallback, ConceptForgettingEvaluator
 
+    model_args, data_args, benchmarks = run.model_args, run.data_args, run.forgetting_benchmarks
     settings = data_args.forgetting_settings(
         finetune_name, lp_solver=model_args.lp_solver, lp_iterations=model_args.lp_iterations, cache_dir=model_args.cache_dir,
     )
-    if spec.head_init:  # the classifier copied the tower: clip_model stays the pretrained model
+    if run.spec.head_init:  # the classifier copied the tower: clip_model stays the pretrained model
         evaluator = ConceptForgettingEvaluator(clip_model, processor, settings)
     else:  # FLYP trains clip_model itself, so the reference is a fresh copy
         evaluator = ConceptForgettingEvaluator.from_pretrained(model_args.model_name_or_path, settings, processor=processor)
     trainer.add_callback(
         ConceptForgettingCallback(
             evaluator, benchmarks, every_percent=data_args.forgetting_every_percent,
-            finetune_benchmark=finetune_name if finetune_name in benchmarks else None, trainer=trainer, method=spec.name,
+            finetune_benchmark=finetune_name if finetune_name in benchmarks else None, trainer=trainer, method=run.spec.name,
         )
     )
 
 
 def finetune_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, LDIFSTrainingArguments))
+    return HfArgumentParser(FINETUNE_ARGUMENTS)
 
 
 def finetune(**kwargs) -> RunRecord:

@@ -166,7 +166,7 @@ def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
 
 
 def _sequence_paths(dataset_path: str | None, tasks: Sequence[str]) -> dict[str, str]:
-    from ..benchmarks.loading import parse_dataset_paths
+    from ..benchmarks import parse_dataset_paths
 
     if not dataset_path:
         return {}

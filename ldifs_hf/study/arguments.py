@@ -1,0 +1,422 @@
+"""What a study runs: `StudyArguments` (the grid, the settings every cell shares, where and how the
+cells run) with their checks, and the cells they define: `study_cells` (the grid in its fixed order)
+and `cell_config` (what determines a cell's result). Running the cells is `study.runner`'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..benchmarks import get_benchmark
+from ..benchmarks.catalog import NINE
+from ..console import LOG_FILE
+from ..evaluation.settings import EvaluatorSettings, setting_field
+from ..options import check_json_options
+from ..training import get_method, list_methods
+from ..training.arguments import DEFAULT_MODEL, FINETUNE_ARGUMENTS
+from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, parse_tasks
+from ..utils import lambda_folder, parse_lambdas, parse_seeds
+from ..world.settings import WORLD_SIZES
+
+LAUNCHERS = ("local", "submitit")
+WORLDS = ("none",) + WORLD_SIZES
+# How the frontier's extra points are scored (`StudyArguments.frontier`).
+FRONTIERS = ("full", "cross")
+CELLS_FOLDER = "cells"
+# The evaluation settings every cell shares: setting -> the study's argument that holds it.
+EVALUATION_SETTINGS = {"lp_iterations": "lp_iterations", "max_train_samples": "eval_max_train_samples",
+                       "max_eval_samples": "eval_max_eval_samples", "batch_size": "eval_batch_size", "num_workers": "eval_num_workers"}
+# A regularizer with a λ sweep: its name -> (the study's list of weights, the fine-tuning argument it sets).
+LAMBDA_SWEEPS = {"ldifs": ("ldifs_lambdas", "ldifs_lambda"), "l2sp": ("l2sp_lambdas", "l2sp_lambda")}
+
+
+@dataclass
+class StudyArguments:
+    """The grid, the settings every cell shares, and where and how the cells run."""
+
+    output_dir: str = field(default="runs/study", metadata={"help": "The study's folder: cells/, study.json, the tables and figures."})
+    methods: str = field(default="all", metadata={"help": "'all' (the paper's eight) or a comma-separated list of methods."})
+    finetune_tasks: str = field(
+        default="all",
+        metadata={"help": "Comma-separated fine-tune tasks; a sequence is written a>b (e.g. 'eurosat,svhn>cifar10'). "
+                  "'all': the nine benchmarks (the world's tasks with --world)."},
+    )
+    eval_tasks: str = field(default="all", metadata={"help": "'all' or a comma-separated list of the tasks every cell is scored on."})
+    seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
+    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "The pretrained CLIP (the world's with --world)."})
+    reference: str = field(default="previous", metadata={"help": f"Sequences: the LDIFS/L2SP reference of task k, one of {', '.join(REFERENCES)}."})
+    dataset_path: list[str] = field(default_factory=list, metadata={"help": "Local copies of benchmarks, each 'name=path'."})
+    max_steps: int = field(default=-1, metadata={"help": "Fine-tuning steps per task (default -1: the benchmark's epochs, as the paper)."})
+    checkpoint_every_percent: float = field(
+        default=20.0, metadata={"help": "Save and score checkpoints every this many percent of training (paper: 20; 0: only the end)."}
+    )
+    lp_iterations: int = setting_field("lp_iterations", help="Linear-probe iterations for LP-init and the evaluation (official: 1000).")
+    finetune_options: str | None = field(
+        default=None,
+        metadata={"help": "More fine-tuning arguments for every cell, as a JSON object (e.g. '{\"bf16\": true, \"learning_rate\": 1e-5}')."},
+    )
+    eval_max_train_samples: int | None = setting_field("max_train_samples")
+    eval_max_eval_samples: int | None = setting_field("max_eval_samples")
+    eval_batch_size: int = setting_field("batch_size")
+    eval_num_workers: int = setting_field("num_workers", default=4)
+    distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
+    eval_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of every cell's evaluation (linear-probe initialisation and data split, distance samples); "
+                  "-1: each cell's own fine-tuning seed. The default scores the pretrained model identically in every cell, "
+                  "so seeds vary the fine-tuning only."},
+    )
+    ldifs_lambdas: str | None = field(
+        default=None,
+        metadata={"help": "A λ sweep of the LDIFS methods: comma-separated weights, each its own cells (folder lambda-<λ>). "
+                  "Default: one cell per task and seed at the fine-tuning arguments' ldifs_lambda, in today's folders."},
+    )
+    l2sp_lambdas: str | None = field(
+        default=None, metadata={"help": "The same for the L2SP methods' l2sp_lambda (e.g. '0.05,0.5,5')."}
+    )
+    lambda_sweep_methods: str = field(
+        default="all",
+        metadata={"help": "The methods whose λ is swept: 'all' (every LDIFS and L2SP method the study runs) or a comma-separated "
+                  "list of LDIFS or L2SP methods (those of them the study runs); the others run at the fine-tuning arguments' λ."},
+    )
+    wise_alphas: str | None = field(
+        default=None,
+        metadata={"help": "Also score every checkpoint at these WiSE-FT weights α (comma-separated, in [0, 1]; "
+                  "`ldifs-hf evaluate --wise_alphas`): the frontier then has one curve per method over α."},
+    )
+    frontier: str = field(
+        default="full",
+        metadata={"help": "How the frontier's extra points are scored: 'full' (every cell at every checkpoint, and every "
+                  "checkpoint at every WiSE-FT α) or 'cross' (the λ sweep and the α sweep cross at the main λ, the "
+                  "fine-tuning arguments' own, which must be one of the swept weights: a single-task cell at another λ is "
+                  "fine-tuned without checkpoints and scored at its end only, without distances; the main single-task "
+                  "cells' final models alone are also scored at each α other than 1; sequences are as under 'full')."},
+    )
+    world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
+    world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
+    world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
+    launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
+    submitit_cluster: str | None = field(default=None, metadata={"help": "submitit cluster: 'slurm', 'local' or 'debug' (default: SLURM when available, else local)."})
+    slurm_partition: str | None = field(default=None, metadata={"help": "SLURM partition of the cells' jobs."})
+    timeout_min: int = field(default=24 * 60, metadata={"help": "Time limit of one cell's job, in minutes."})
+    gpus_per_node: int = field(default=1, metadata={"help": "GPUs per cell's job."})
+    cpus_per_task: int = field(default=8, metadata={"help": "CPUs per cell's job."})
+    plan: bool = field(default=False, metadata={"help": "Only print the cells, which are done, and the cost estimate."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Run every cell again, replacing its run and evaluation, also a cell run with other settings "
+                  "(default: done cells are kept, unfinished ones continued, and a cell with other settings refused)."},
+    )
+    verbose: bool = field(
+        default=False, metadata={"help": f"Show every cell's output (the Trainer's log, progress bars) instead of writing it to {LOG_FILE} in the cell's folder."}
+    )
+
+    def __post_init__(self):
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.frontier not in FRONTIERS:
+            raise ValueError(f"frontier must be one of {', '.join(FRONTIERS)}, got {self.frontier!r}")
+        if self.eval_seed < -1:
+            raise ValueError(f"eval_seed must be >= 0, or -1 for each cell's own seed, got {self.eval_seed}")
+        if self.world_seed < 0:  # else refused by numpy deep inside the world's pre-training
+            raise ValueError(f"world_seed must be >= 0, got {self.world_seed}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if not 0 <= self.checkpoint_every_percent < 100:
+            raise ValueError(f"checkpoint_every_percent must be in [0, 100) (0: only the end), got {self.checkpoint_every_percent}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be >= 1, or -1 for the benchmark's epochs, got {self.max_steps}")
+        # The evaluation's own checks would only run inside the first cell, after its fine-tuning.
+        EvaluatorSettings.from_arguments(self, EVALUATION_SETTINGS)
+        self.finetune_options = check_json_options(self.finetune_options, FINETUNE_ARGUMENTS, "finetune_options")
+        owned = sorted(set(self.finetune_options) & {"method", "dataset", "dataset_path", "output_dir", "seed", "model_name_or_path", "max_steps"})
+        if owned:
+            raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
+        self.seed_list()  # a bad seed list fails here, before anything runs
+        known = self.method_names(strict=False)
+        twice = sorted({m for m in known if known.count(m) > 1})
+        if twice:
+            raise ValueError(f"methods names {', '.join(map(repr, twice))} more than once; name each method once")
+        self._check_lambda_sweeps(known)
+        if self.wise_alphas is not None:
+            from ..interpolation import parse_alphas
+
+            parse_alphas(self.wise_alphas, "wise_alphas")
+        self.check_finetune_options()
+
+    def _check_lambda_sweeps(self, known: list[str]) -> None:
+        """Each λ list sweeps some cell of the methods the study runs (`known`); the fine-tuning arguments'
+        λ is some cell's; under the cross frontier the sweeps cross at the main λ."""
+        swept = self.swept_methods()
+        for regularizer, (list_name, argument) in LAMBDA_SWEEPS.items():
+            if getattr(self, list_name) is None:
+                continue
+            weights = self.lambda_list(list_name)
+            if not any(get_method(m).regularizer == regularizer for m in swept):
+                raise ValueError(
+                    f"--{list_name} {getattr(self, list_name)!r} sweeps no cell: no {regularizer.upper()} method the study runs "
+                    f"({', '.join(known) or 'none'}) is among lambda_sweep_methods {self.lambda_sweep_methods!r}; "
+                    f"leave --{list_name} out, or run and name such a method"
+                )
+            if argument in self.finetune_options:
+                # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
+                unswept = [m for m in known if get_method(m).regularizer == regularizer and m not in swept]
+                if not unswept and not (self.frontier == "cross" and self.finetune_options[argument] in weights):
+                    raise ValueError(
+                        f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
+                        f"every {regularizer.upper()} method and each cell takes its λ from that list; give the weights in "
+                        f"--{list_name} only (with --frontier cross, {argument} names the main weight, one of the list's)"
+                    )
+            if self.frontier == "cross":
+                # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
+                main = self.main_lambda(regularizer)
+                if main not in weights:
+                    raise ValueError(
+                        f"--frontier cross crosses the sweeps at the main {argument}={main:g} (the fine-tuning arguments' own), "
+                        f"which --{list_name} {getattr(self, list_name)!r} lacks: add it to the list, or set {argument} in "
+                        f"finetune_options to one of the weights"
+                    )
+
+    def seed_list(self) -> list[int]:
+        return parse_seeds(self.seeds)
+
+    def method_names(self, strict: bool = True) -> list[str]:
+        """The methods of the grid (`strict=False`: unknown names are left out, for the grid to refuse by name)."""
+        names = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
+        if strict:
+            return [get_method(m).name for m in names]
+        known = []
+        for name in names:
+            try:
+                known.append(get_method(name).name)
+            except ValueError:
+                pass
+        return known
+
+    def swept_methods(self) -> list[str]:
+        """The methods whose λ the study sweeps: `lambda_sweep_methods` among those it runs, each with a
+        sweep of its regularizer's weights."""
+        with_sweep = [r for r, (list_name, _) in LAMBDA_SWEEPS.items() if getattr(self, list_name) is not None]
+        return swept_methods(self.method_names(strict=False), self.lambda_sweep_methods, with_sweep)
+
+    def main_lambda(self, regularizer: str) -> float | None:
+        """The fine-tuning arguments' weight of `regularizer` (finetune_options', else the default), the
+        main λ of `frontier="cross"`; None for a regularizer without a swept weight."""
+        if regularizer not in LAMBDA_SWEEPS:
+            return None
+        argument = LAMBDA_SWEEPS[regularizer][1]
+        if argument in self.finetune_options:
+            return float(self.finetune_options[argument])
+        return float(finetune_defaults()[argument])
+
+    def end_only(self, cell: "Cell") -> bool:
+        """Whether `cell` is a point of the cross frontier away from the main λ: fine-tuned without
+        checkpoints and scored at its end only, without distances."""
+        if self.frontier != "cross" or cell.lam is None or cell.is_sequence:
+            return False
+        return cell.lam != self.main_lambda(get_method(cell.method).regularizer)
+
+    def lambda_list(self, list_name: str) -> list[float] | None:
+        """The weights of `ldifs_lambdas` or `l2sp_lambdas`, or None (no sweep: the fine-tuning arguments' λ)."""
+        value = getattr(self, list_name)
+        return None if value is None else parse_lambdas(value, list_name)
+
+    def method_lambdas(self, method: str) -> list[float | None]:
+        """The λ of each of `method`'s cells: its regularizer's sweep when the study sweeps it, else [None]
+        (one cell at the fine-tuning arguments' λ, today's folder)."""
+        if get_method(method).name not in self.swept_methods():
+            return [None]
+        return self.lambda_list(LAMBDA_SWEEPS[get_method(method).regularizer][0])
+
+    def check_finetune_options(self) -> None:
+        """Refuse finetune_options that are not fine-tuning arguments, or whose values are not of the
+        field's type or are refused by the arguments themselves, before anything runs. The arguments
+        are built as the cells will build them (one set per method), with an output_dir that is not
+        created: constructing them writes nothing (TrainingArguments only sets up its device)."""
+        options = self.finetune_options
+        if not options:
+            return
+        from ..training.run import finetune_parser
+
+        parser = finetune_parser()
+        # The cells' own arguments, without the options (a copy: `dataclasses.replace` would check them again,
+        # and without the options' λ a cross frontier's main λ may be none of the sweep's weights).
+        plain = copy.copy(self)
+        plain.finetune_options = {}
+        methods = self.method_names(strict=False)  # an unknown method is refused by name with the grid (study_cells)
+        tasks = [t.strip() for t in self.finetune_tasks.replace(SEQUENCE_SEPARATOR, ",").split(",") if t.strip()]
+        task = tasks[0] if tasks and tasks[0] != "all" else "eurosat"  # a name only: nothing is loaded
+        output_dir = os.path.join(tempfile.gettempdir(), "ldifs-hf-study-options-check", "not-created")
+        for method in methods:
+            cell = Cell(method, (task,), self.seed_list()[0])
+            base = dict(cell_config(plain, cell, [])["finetune"], dataset=task, output_dir=output_dir)
+            base.pop("dataset_path", None)  # the data is not looked at here
+            # The cells may run elsewhere (submitit): this host's lack of a GPU must not refuse --bf16.
+            base["use_cpu"] = True
+            error = _refusal(parser, {**base, **options})
+            if error is not None:
+                # Name the option that is refused on its own, if one is; else all of them.
+                culprit = next((k for k in options if _refusal(parser, {**base, k: options[k]}) is not None), None)
+                what = f"{culprit}={options[culprit]!r}" if culprit else json.dumps(options)
+                raise ValueError(f"finetune_options {what} is refused by the fine-tuning arguments (method {cell.method}): {error}")
+            # Under the cross frontier a cell away from the main λ keeps no checkpoint (save_strategy "no"):
+            # the options must suit those cells too.
+            sides = [Cell(method, (task,), cell.seed, lam) for lam in self.method_lambdas(method) if lam is not None]
+            side = next((c for c in sides if self.end_only(c)), None)
+            if side is not None:
+                kwargs = dict(cell_config(self, side, [])["finetune"], dataset=task, output_dir=output_dir, use_cpu=True)
+                kwargs.pop("dataset_path", None)
+                error = _refusal(parser, kwargs)
+                if error is not None:
+                    raise ValueError(
+                        f"finetune_options {json.dumps(options)} is refused for the cells scored at their end only (method "
+                        f"{method}, λ = {side.lam:g}: --frontier cross saves no checkpoint there, save_strategy 'no'): {error}"
+                    )
+
+
+def swept_methods(methods: Sequence[str], lambda_sweep_methods: str, regularizers: Sequence[str]) -> list[str]:
+    """Of `methods`, those whose λ is swept: each named by `lambda_sweep_methods` (or 'all') whose
+    regularizer is among `regularizers` (those given a λ list). A named method without an LDIFS or L2SP
+    weight is refused; one the study does not run is left out."""
+    if lambda_sweep_methods.strip() == "all":
+        named = None
+    else:
+        named = [get_method(m.strip()).name for m in lambda_sweep_methods.split(",") if m.strip()]
+        plain = [m for m in named if get_method(m).regularizer not in LAMBDA_SWEEPS]
+        if plain:
+            raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
+    return [m for m in methods if get_method(m).regularizer in regularizers and (named is None or m in named)]
+
+
+@functools.lru_cache(maxsize=None)
+def finetune_defaults() -> dict:
+    """The fine-tuning arguments' defaults, field name -> value (read once: every cell asks for its main λ)."""
+    return {f.name: f.default for t in FINETUNE_ARGUMENTS for f in dataclasses.fields(t)}
+
+
+def _refusal(parser, kwargs: dict) -> str | None:
+    """The one-line error building the fine-tuning arguments from `kwargs` gives, or None."""
+    try:
+        parser.parse_dict(kwargs)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as err:
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run (one task) or sequence (several) of one method with one seed."""
+
+    method: str
+    tasks: tuple[str, ...]
+    seed: int
+    lam: float | None = None  # the regularizer's weight when the study sweeps it (None: the fine-tuning arguments')
+
+    @property
+    def label(self) -> str:
+        return SEQUENCE_SEPARATOR.join(self.tasks)
+
+    @property
+    def method_label(self) -> str:
+        return self.method if self.lam is None else f"{self.method} λ={self.lam:g}"
+
+    @property
+    def folder(self) -> str:
+        method = self.method if self.lam is None else os.path.join(self.method, lambda_folder(self.lam))
+        return os.path.join(CELLS_FOLDER, method, "_then_".join(self.tasks), f"seed-{self.seed}")
+
+    @property
+    def is_sequence(self) -> bool:
+        return len(self.tasks) > 1
+
+
+# -- the grid -------------------------------------------------------------------------------------
+
+
+def _all_tasks(args: StudyArguments, world) -> list[str]:
+    """'all': the world's tasks in a world study, else the paper's nine (not whatever else is registered)."""
+    return list(world.benchmarks) if world is not None else sorted(spec.name for spec in NINE)
+
+
+def study_cells(args: StudyArguments, world=None) -> list[Cell]:
+    """The grid in a fixed order: method, then λ (the regularized methods' sweep, if any), then fine-tune
+    task (or sequence), then seed."""
+    methods = args.method_names()
+    if args.finetune_tasks.strip() == "all":
+        entries = [(t,) for t in _all_tasks(args, world)]
+    else:
+        entries = [tuple(parse_tasks(e, SEQUENCE_SEPARATOR)) for e in args.finetune_tasks.split(",") if e.strip()]
+    for tasks in entries:
+        for task in tasks:
+            get_benchmark(task)  # an unknown name: the registry's error, before anything runs
+    return [Cell(method, tasks, seed, lam) for method in methods for lam in args.method_lambdas(method) for tasks in entries for seed in args.seed_list()]
+
+
+def eval_task_names(args: StudyArguments, world=None) -> list[str]:
+    from ..benchmarks.loading import parse_benchmark_list
+
+    return _all_tasks(args, world) if args.eval_tasks.strip() == "all" else parse_benchmark_list(args.eval_tasks)
+
+
+def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> dict:
+    """What determines a cell's result: its fine-tuning and evaluation arguments (output folders aside)."""
+    from ..benchmarks import parse_dataset_paths
+
+    paths = parse_dataset_paths(args.dataset_path)
+    kwargs = dict(
+        method=cell.method, model_name_or_path=args.model_name_or_path, seed=cell.seed, lp_iterations=args.lp_iterations,
+        report_to="none", disable_tqdm=True,
+    )
+    if args.max_steps > 0:
+        kwargs["max_steps"] = args.max_steps
+    end_only = args.end_only(cell)
+    if args.checkpoint_every_percent > 0 and not end_only:
+        # A ratio below 1 is a fraction of the total steps (TrainingArguments.save_steps).
+        kwargs.update(save_strategy="steps", save_steps=args.checkpoint_every_percent / 100)
+    else:
+        kwargs["save_strategy"] = "no"
+    kwargs.update(args.finetune_options)
+    if end_only:  # the finetune_options' saving settings are about the checkpoints this cell does not keep
+        kwargs["save_strategy"] = "no"
+        kwargs.pop("save_steps", None)
+    if cell.lam is not None:
+        kwargs[LAMBDA_SWEEPS[get_method(cell.method).regularizer][1]] = cell.lam
+    task_paths = [f"{t}={paths[t]}" for t in cell.tasks if t in paths]
+    if task_paths:
+        kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]
+    evaluation = dict(
+        datasets=",".join(eval_tasks), dataset_path=list(args.dataset_path), pretrained=args.model_name_or_path,
+        include_intermediate=not end_only, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
+        distances=args.distances and not cell.is_sequence and not end_only, seed=cell.seed if args.eval_seed == -1 else args.eval_seed,
+    )
+    if end_only:  # one point, no curve: nothing to plot (the study draws the frontier)
+        evaluation["plots"] = False
+    wise_evaluation = None
+    if args.wise_alphas is not None and not cell.is_sequence and not end_only:  # set only when asked: earlier studies' cells still match
+        if args.frontier == "full":
+            evaluation["wise_alphas"] = args.wise_alphas
+        else:  # cross: the final model alone at each α other than 1 (α = 1 is the run itself, scored above)
+            from ..interpolation import parse_alphas
+
+            alphas = [a for a in parse_alphas(args.wise_alphas, "wise_alphas") if a != 1.0]
+            if alphas:
+                wise_evaluation = dict(evaluation, include_intermediate=False, distances=False, wise_alphas=",".join(map(repr, alphas)), plots=False)
+    config = {"method": cell.method, "tasks": list(cell.tasks), "seed": cell.seed, "finetune": kwargs, "evaluation": evaluation}
+    if wise_evaluation is not None:
+        config["wise_evaluation"] = wise_evaluation
+    if end_only or wise_evaluation is not None:  # only cells the cross frontier changes say so
+        config["frontier"] = args.frontier
+    if cell.lam is not None:
+        config["lambda"] = cell.lam
+    if cell.is_sequence:
+        config["reference"] = args.reference
+    return json.loads(json.dumps(config))  # the form cell.json stores, so a comparison is exact
