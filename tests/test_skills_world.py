@@ -1,5 +1,5 @@
 """The skills world: deterministic skills, a character tokenizer that round-trips every skill's text, task
-files lm-eval reads, and (slow) a quick pre-training that lifts the tiny LM above chance."""
+files lm-eval reads, and (slow) a quick pre-training that lifts the tiny LM's atlas above chance."""
 
 import json
 
@@ -18,12 +18,12 @@ def test_skills_are_deterministic_and_correct():
     assert world.atlas() == SkillsWorld(seed=0).atlas() != SkillsWorld(seed=1).atlas()
     assert len({c for c, _ in world.atlas()} | {c for _, c in world.atlas()}) == 2 * world.num_countries  # all names distinct
     for prompt, answer in world.sample(get_skill("add"), 50, 0):
-        a, b = prompt[: -len(" mod 23=")].split("+")
-        assert int(answer) == (int(a) + int(b)) % 23
+        a, b = prompt[: -len(" mod 10=")].split("+")
+        assert int(answer) == (int(a) + int(b)) % 10
     for prompt, answer in world.sample(get_skill("reverse"), 20, 0):
         assert answer == prompt[len("reverse "):-1][::-1]
     assert shift_letters("abz") == "bca" and NEW_SKILL.name == "shift" and NEW_SKILL not in OLD_SKILLS
-    assert len(world.table(get_skill("add"))) == 23 * 23
+    assert len(world.table(get_skill("add"))) == 10 * 10
     with pytest.raises(ValueError, match="unknown skill 'sort'; skills: add, copy, reverse, capital, shift"):
         get_skill("sort")
 
@@ -77,7 +77,7 @@ def test_task_files_load_in_lm_eval(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_pretraining_lifts_every_old_skill_above_chance(tmp_path):
+def test_quick_pretraining_lifts_the_atlas_above_chance(tmp_path):
     pytest.importorskip("lm_eval")
     from ldifs_hf.language import evaluate_language_model
     from ldifs_hf.language.skills import prepare_skills
@@ -87,5 +87,5 @@ def test_quick_pretraining_lifts_every_old_skill_above_chance(tmp_path):
     result = evaluate_language_model(checkpoint=[str(skills.model_dir)], tasks=list(skills.old_tasks), task_dir=str(skills.task_dir),
                                      pretrained=str(skills.model_dir), output_dir=str(tmp_path / "report"), base_cache=False, batch_size=64)
     scores = {task: s["score"] for task, s in result.base_scores.items()}
-    # Chance for an exact match is about 0 (an answer of 1-5 characters from 60); the atlas has 40 capitals.
-    assert scores["skills_capital"] > 1 / 40 and scores["skills_copy"] > 0.1, scores
+    # A capital guessed among the atlas's 40 is right 1 time in 40; the quick model knows several times more.
+    assert scores["skills_capital"] > 4 / 40, scores

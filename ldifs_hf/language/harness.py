@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 logger = logging.getLogger(__name__)
 
 LM_EVAL_EXTRA = 'pip install "ldifs_hf[lm_eval]"'
-# Samples beyond these keys in a task's result entry are not metrics.
+# Keys of a task's result entry that are not metrics (a metric's key is "metric,filter").
 _NOT_METRICS = ("alias", "name", "sample_len", "sample_count", " ")
 
 

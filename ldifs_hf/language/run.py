@@ -278,6 +278,8 @@ def _record(entry: LanguageCheckpoint, base: _BaseScores, task_set: TaskSet, ret
         if entry.problem is not None:
             raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")
         base_model = args.pretrained or entry.base_model
+        if entry.kind == "adapter" and args.pretrained and entry.base_model and os.path.abspath(entry.base_model) != os.path.abspath(args.pretrained):
+            logger.warning("adapter %s was saved on %s; it is applied to pretrained %s, as asked", entry.path, entry.base_model, args.pretrained)
         model = load_language_model(entry, base_model=base_model, device=device)
         bad = non_finite_parameter(model)
         if bad is not None:
@@ -313,6 +315,12 @@ def main(argv=None) -> int:
     else:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
     result = run_language_evaluation(args)
-    failed = len(result.failures)
-    print(f"scored {len(result.records) - failed} checkpoint(s) on {len(result.tasks)} task(s) -> {result.paths.get('markdown')}")
-    return 1 if failed else 0
+    print(summary_line(result))
+    return 1 if result.failures else 0
+
+
+def summary_line(result: LanguageEvaluationResult) -> str:
+    """What a command prints when the report is written: how many checkpoints were scored on how many tasks, and where."""
+    scored = len(result.records) - len(result.failures)
+    line = f"scored {scored} checkpoint(s) on {len(result.tasks)} task(s) -> {result.paths.get('markdown')}"
+    return line + (f"; {len(result.failures)} could not be scored or are not finite" if result.failures else "")

@@ -1,6 +1,6 @@
 """The skills as text: each skill draws (prompt, answer) pairs, deterministically from a seed.
 
-    17+5 mod 23=22          add       (modular arithmetic: the table of a fixed modulus)
+    7+5 mod 10=2            add       (modular arithmetic: the table of a fixed modulus)
     copy kqzt=kqzt          copy      (a random lowercase string, copied)
     reverse kqzt=tzqk       reverse   (the same, reversed)
     capital of Zorvia=Quenth  capital (a made-up atlas: a country's capital, a fixed list of facts)
@@ -46,7 +46,7 @@ class SkillsWorld:
     """The facts a seed fixes: the modulus of "add", the string lengths, the atlas."""
 
     seed: int = 0
-    modulus: int = 23
+    modulus: int = 10
     min_length: int = 3
     max_length: int = 5
     num_countries: int = 40
@@ -120,7 +120,7 @@ def _draw_shift(rng, world):
 
 
 OLD_SKILLS = (
-    Skill("add", "17+5 mod 23=22", _draw_add, finite=True),
+    Skill("add", "7+5 mod 10=2", _draw_add, finite=True),
     Skill("copy", "copy kqzt=kqzt", _draw_copy),
     Skill("reverse", "reverse kqzt=tzqk", _draw_reverse),
     Skill("capital", "capital of Zorvia=Quenth", _draw_capital, finite=True),
