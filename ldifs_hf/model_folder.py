@@ -113,3 +113,57 @@ def load_clip_processor(name_or_path, *, cache_dir: str | None = None):
     from transformers import CLIPProcessor
 
     return CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir, trust_remote_code=False)
+
+
+# -- causal language models -------------------------------------------------------------------------
+
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+CAUSAL_LM_PURPOSE = "the language-model evaluation takes a causal LM (AutoModelForCausalLM) or a PEFT adapter of one"
+
+
+def causal_lm_types() -> tuple[str, ...]:
+    """The model_types transformers loads as `AutoModelForCausalLM` with its own classes."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return tuple(sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES))
+
+
+def is_adapter_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a PEFT adapter folder (adapter_config.json and no config.json of a full model)."""
+    path = os.fspath(path)
+    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG_FILE)) and not os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def read_adapter_config(path: str | os.PathLike, *, what: str = "adapter") -> dict:
+    """A PEFT adapter folder's adapter_config.json as a dict (one error line when it cannot be read)."""
+    config_file = os.path.join(os.fspath(path), ADAPTER_CONFIG_FILE)
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except OSError as err:
+        raise ModelFolderError(f"{what}: cannot read {config_file} ({err.strerror or err})") from err
+    except ValueError as err:
+        raise ModelFolderError(f"{what}: {config_file} is not a JSON config ({' '.join(str(err).split())})") from err
+    if not isinstance(config, dict):
+        raise ModelFolderError(f"{what}: {config_file} holds a JSON {type(config).__name__}, not a config object")
+    return config
+
+
+def load_causal_lm(name_or_path, *, what: str = "model", purpose: str = CAUSAL_LM_PURPOSE, cache_dir: str | None = None, **kwargs):
+    """A causal LM from a folder or Hub id whose config.json names a model_type transformers itself
+    implements (`causal_lm_types`); custom code named by the folder is never run."""
+    from transformers import AutoModelForCausalLM
+
+    config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
+    model_type = config.get("model_type")
+    if model_type not in causal_lm_types():
+        remote = " (its config names custom code, which is never run)" if "auto_map" in config else ""
+        raise ModelFolderError(f"{what} {os.fspath(name_or_path)!r} is a {model_type!r} model{remote}, which is not a causal LM; {purpose}")
+    return AutoModelForCausalLM.from_pretrained(name_or_path, cache_dir=cache_dir, trust_remote_code=False, **kwargs)
+
+
+def load_tokenizer(name_or_path, *, cache_dir: str | None = None):
+    """The tokenizer saved with a model; never runs code named by the folder's configs."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir, trust_remote_code=False)

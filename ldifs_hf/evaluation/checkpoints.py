@@ -107,7 +107,8 @@ class CheckpointEntry:
     ldifs_normalization: str | None = None
 
 
-def _trainer_progress(path: str) -> tuple[int | None, float | None]:
+def trainer_progress(path: str) -> tuple[int | None, float | None]:
+    """(step, % of training) a Trainer folder's trainer_state.json records, or (None, None) without one."""
     state_file = os.path.join(path, "trainer_state.json")
     if not os.path.isfile(state_file):
         return None, None
@@ -115,6 +116,19 @@ def _trainer_progress(path: str) -> tuple[int | None, float | None]:
         state = json.load(f)
     step, max_steps = state.get("global_step"), state.get("max_steps")
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
+
+
+def checkpoint_spec(spec: str) -> tuple[str, str, bool]:
+    """(method or "", path, whether it is a Hub id) of a `--checkpoint` value "path" or "method=path";
+    a local path must be a directory (CheckpointError otherwise)."""
+    method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
+    if not os.path.exists(path):
+        if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
+            return method, path, True
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
+    return method, path, False
 
 
 def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = True) -> list[CheckpointEntry]:
@@ -129,18 +143,14 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
     """
     entries = []
     for spec in specs:
-        method, _, path = spec.partition("=") if "=" in spec and not os.path.exists(spec) else ("", "", spec)
-        if not os.path.exists(path):
-            if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
-                entries.append(CheckpointEntry(path, method or path, percent=100.0))
-                continue
-            raise CheckpointError(f"checkpoint {path!r} does not exist")
-        if not os.path.isdir(path):
-            raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
+        method, path, on_hub = checkpoint_spec(spec)
+        if on_hub:
+            entries.append(CheckpointEntry(path, method or path, percent=100.0))
+            continue
         record = run_record_of(path)
         method = method or (record.method if record else None) or os.path.basename(os.path.normpath(path))
         run_entries = []
-        final_step = _trainer_progress(path)[0] if os.path.isfile(os.path.join(path, "config.json")) else None
+        final_step = trainer_progress(path)[0] if os.path.isfile(os.path.join(path, "config.json")) else None
         if include_intermediate:
             for name in sorted(os.listdir(path), key=lambda n: int(m.group(1)) if (m := CHECKPOINT_DIR.match(n)) else -1):
                 match = CHECKPOINT_DIR.match(name)
@@ -148,7 +158,7 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
                     continue
                 checkpoint = os.path.join(path, name)
                 problem = checkpoint_problem(checkpoint)
-                step, percent = _trainer_progress(checkpoint) if problem is None else (None, None)
+                step, percent = trainer_progress(checkpoint) if problem is None else (None, None)
                 step = step if step is not None else int(match.group(1))
                 if problem is None:
                     problem = foreign_checkpoint(checkpoint, record)
@@ -157,7 +167,7 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
                     problem = f"its step {step} is past the run's final step {final_step}, so an earlier run in {path!r} wrote it"
                 run_entries.append(CheckpointEntry(checkpoint, method, step=step, percent=percent, problem=problem))
         if os.path.isfile(os.path.join(path, "config.json")):
-            step, percent = final_step, _trainer_progress(path)[1]
+            step, percent = final_step, trainer_progress(path)[1]
             if not any(e.step is not None and e.step == step and e.problem is None for e in run_entries):
                 # A model directory is a run's final model: 100 % of its training.
                 run_entries.append(CheckpointEntry(path, method, step=step, percent=percent if percent is not None else 100.0))

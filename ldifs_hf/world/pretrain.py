@@ -7,7 +7,6 @@ settings, so a later run with the same settings loads them instead of training a
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -19,9 +18,7 @@ from ..benchmarks.registry import fill_template
 from ..tiny import tiny_clip_config, tiny_image_processor, train_clip_tokenizer
 from .concepts import CONCEPTS
 from ..utils import torch_threads
-from .settings import WorldSettings, world_cache_dir, write_atomically
-
-logger = logging.getLogger(__name__)
+from .settings import WorldSettings, cached_folder, world_cache_dir
 
 MODEL_FOLDER = "model"
 
@@ -60,7 +57,7 @@ def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, 
     model = CLIPModel(config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(settings.warmup_steps, settings.pretrain_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.pretrain_steps))
     order = torch.Generator().manual_seed(settings.seed)
     caption_rng = np.random.default_rng([settings.seed, 1])
 
@@ -72,11 +69,7 @@ def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, 
         text = tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
         images = pixel_values(pairs.images[rows], image_processor.image_mean, image_processor.image_std)
         loss = model(input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=images, return_loss=True).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        descend(loss, model, optimizer, schedule)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
 
     model.eval()
@@ -86,7 +79,19 @@ def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, 
     return output_dir
 
 
-def _warmup_cosine(warmup_steps: int, total_steps: int):
+def descend(loss: torch.Tensor, model: torch.nn.Module, optimizer, schedule, max_norm: float = 1.0) -> None:
+    """One training step: the gradients of `loss`, clipped to a total norm of `max_norm`, the optimizer's
+    update and the schedule's."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    schedule.step()
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """The learning-rate factor of a step: linear warm-up over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, warmup_steps))
         return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
@@ -108,7 +113,4 @@ def pretrained_world_clip(
     """
     settings = settings or WorldSettings()
     target = world_cache_dir(settings, cache_dir) / MODEL_FOLDER
-    if target.is_dir() and not force:
-        return target
-    logger.info("pre-training the world CLIP into %s", target)
-    return write_atomically(target, lambda tmp: pretrain_world_clip(settings, tmp, progress=progress))
+    return cached_folder(target, lambda tmp: pretrain_world_clip(settings, tmp, progress=progress), force=force, what="the world CLIP")

@@ -12,12 +12,15 @@ import hashlib
 import json
 import os
 import shutil
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .concepts import CONCEPTS
 from .generator import ConceptWorld
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "LDIFS_HF_CACHE"
 # Bump when the generator or the training loop changes what a given set of settings produces.
@@ -91,11 +94,11 @@ class WorldSettings:
 
     def fingerprint(self) -> str:
         """A short hash of the pre-training settings and the format version: the model's cache folder."""
-        return _hash({k: v for k, v in dataclasses.asdict(self).items() if k not in TASK_FIELDS})
+        return settings_fingerprint(self, FORMAT_VERSION, leave_out=TASK_FIELDS)
 
     def task_fingerprint(self) -> str:
         """A short hash of everything that determines the task datasets: their cache folder's suffix."""
-        return _hash(dataclasses.asdict(self))
+        return settings_fingerprint(self, FORMAT_VERSION)
 
     def world(self) -> ConceptWorld:
         return ConceptWorld(
@@ -106,8 +109,10 @@ class WorldSettings:
         )
 
 
-def _hash(fields: dict) -> str:
-    payload = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
+def settings_fingerprint(settings, format_version: int, leave_out: tuple[str, ...] = ()) -> str:
+    """A short hash (12 hex digits) of a settings dataclass's fields but `leave_out`, and `format_version`."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in leave_out}
+    payload = json.dumps({"format": format_version, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -122,6 +127,15 @@ def world_cache_dir(settings: WorldSettings | None = None, cache_dir: str | os.P
     """The folder holding the pre-trained model and the tasks for `settings`: `<root>/world/<fingerprint>`."""
     settings = settings or WorldSettings()
     return cache_root(cache_dir) / "world" / settings.fingerprint()
+
+
+def cached_folder(target: Path, build, *, force: bool = False, what: str = "the model") -> Path:
+    """`target` when it is already there (and not `force`), else built by `build(tmp_dir)` and moved
+    into place only once it finished (`write_atomically`): an interrupted build leaves no half cache."""
+    if target.is_dir() and not force:
+        return target
+    logger.info("building %s into %s", what, target)
+    return write_atomically(target, build)
 
 
 def write_atomically(target: Path, write) -> Path:

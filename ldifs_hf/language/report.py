@@ -1,0 +1,108 @@
+"""Language-model forgetting reports: results.json, a CSV with one row per (checkpoint, task), and a
+Markdown table with one row per checkpoint (A_FT, each task's score and Δ, the mean Δ over the tasks
+other than the fine-tuning task, the held-out loss against the base model's).
+
+A record (one checkpoint) is parallel to the concept-forgetting records where the keys mean the same:
+    {"checkpoint", "method", "kind", "regularizer", "lambda", "seed", "step", "percent", "finetune_task",
+     "a_ft", "eval": {task: {"score", "base", "delta", "metric", "stderr"}},
+     "retain_loss", "retain_loss_base", "retain_perplexity", "retain_perplexity_base", "status", "error"}
+"delta" is signed so that negative is forgetting (score − base when higher is better, base − score for a
+metric where lower is better, such as a perplexity). "a_ft" is the fine-tuning task's score. A failed or
+non-finite checkpoint has "status" "failed" / "non_finite", its "error", and no scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from typing import Mapping, Sequence
+
+from ..evaluation.report import OK, RESULTS_CSV, RESULTS_JSON, RESULTS_MD, status, unscored
+
+CSV_COLUMNS = (
+    "method", "regularizer", "lambda", "seed", "finetune_task", "checkpoint", "kind", "step", "percent", "eval_task", "metric",
+    "score", "base", "delta", "stderr", "a_ft", "retain_loss", "retain_loss_base", "status", "error",
+)
+
+
+def mean_delta(record: Mapping) -> float | None:
+    """The mean Δ over the evaluated tasks other than the fine-tuning task (the frontier's forgetting axis)."""
+    deltas = [v["delta"] for name, v in (record.get("eval") or {}).items() if name != record.get("finetune_task")]
+    return statistics.fmean(deltas) if deltas else None
+
+
+def csv_rows(records: Sequence[Mapping]) -> list[dict]:
+    rows = []
+    for record in records:
+        head = {column: record.get(column) for column in CSV_COLUMNS}
+        if status(record) != OK:
+            rows.append({**head, "status": status(record)})
+            continue
+        for task, values in record.get("eval", {}).items():
+            rows.append({**head, "eval_task": task, "status": OK, **{k: v for k, v in values.items() if k in CSV_COLUMNS}})
+    return rows
+
+
+def _number(value, points: bool = True, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    if points:
+        return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _label(record: Mapping) -> str:
+    parts = [str(record.get("method"))]
+    if record.get("lambda") is not None:
+        parts.append(f"λ={record['lambda']:g}")
+    if record.get("seed") is not None:
+        parts.append(f"seed {record['seed']}")
+    where = f"step {record['step']}" if record.get("step") is not None else os.path.basename(os.path.normpath(str(record.get("checkpoint"))))
+    return f"{' '.join(parts)} ({where})"
+
+
+def markdown_table(records: Sequence[Mapping], tasks: Sequence[str], base_scores: Mapping[str, Mapping], base_retain: Mapping | None) -> str:
+    """One row per scored checkpoint: A_FT, per task "score (Δ)" in points, the mean Δ on the other tasks,
+    and the retain loss with its change; then the base model's row and the checkpoints not scored."""
+    header = ["checkpoint", "A_FT", *tasks, "mean Δ (other tasks)", "retain loss (Δ)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base_loss = base_retain.get("loss") if base_retain else None
+    lines.append("| base model | – | " + " | ".join(_number(base_scores[t]["score"]) for t in tasks) + f" | – | {_number(base_loss, False)} |")
+    for record in records:
+        if status(record) != OK:
+            continue
+        cells = [_label(record), _number(record.get("a_ft"))]
+        for task in tasks:
+            values = record["eval"].get(task)
+            cells.append(f"{_number(values['score'])} ({_number(values['delta'], signed=True)})" if values else "–")
+        cells.append(_number(mean_delta(record), signed=True))
+        loss = record.get("retain_loss")
+        cells.append("–" if loss is None else f"{_number(loss, False)} ({_number(loss - record['retain_loss_base'], False, signed=True)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = ("Forgetting in a language model: each task's score and, in brackets, its Δ against the base model, in points "
+            "(negative = forgetting); A_FT is the score on the fine-tuning task; the retain loss is the mean token NLL "
+            "(nats) on held-out text (higher = more forgotten).\n\n" + "\n".join(lines) + "\n")
+    failures = unscored(records)
+    if failures:
+        text += "\nNot scored (no score or Δ is reported for these):\n\n| checkpoint | method | status | error |\n|---|---|---|---|\n"
+        text += "".join(f"| {r.get('checkpoint')} | {r.get('method')} | {status(r)} | {' '.join(str(r.get('error')).split()).replace('|', '/')} |\n"
+                        for r in failures)
+    return text
+
+
+def write_language_report(records: Sequence[Mapping], output_dir: str, *, summary: Mapping, tasks: Sequence[str],
+                          base_scores: Mapping[str, Mapping], base_retain: Mapping | None) -> dict[str, str]:
+    """results.json ({**summary, "records"}), results.csv and results.md in `output_dir`; their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, file) for name, file in (("json", RESULTS_JSON), ("csv", RESULTS_CSV), ("markdown", RESULTS_MD))}
+    with open(paths["json"], "w") as f:
+        json.dump({**summary, "records": list(records)}, f, indent=2, default=str)
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(records))
+    with open(paths["markdown"], "w") as f:
+        f.write(markdown_table(records, tasks, base_scores, base_retain))
+    return paths
