@@ -356,9 +356,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    # A progress bar left mid-line would swallow the start of the error line: end it first.
-    from tqdm import tqdm
-
+    # A progress bar left mid-line would swallow the start of the error line: end it first (there is
+    # none when tqdm was never imported, as before the heavy imports: no import for an early error).
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
     bars = list(getattr(tqdm, "_instances", ()))
     for bar in bars:
         bar.close()

@@ -6,26 +6,27 @@ child process whose heavy packages are not imported:
 - transformers' `HfArgumentParser` is its own file, `hf_argparser.py`, loaded as it is (it imports nothing
   of transformers). `TrainingArguments` is read from the installed `training_args.py` by running only the
   top-level statements that bind a name it needs (its enums, its optimizer default and what decides it),
-  each when it is first needed; transformers' other modules are read the same way, under a private name.
+  each when first needed; transformers' other modules are read the same way, under a private name. A
+  name bound by two statements, or changed in place by another, stops the reading.
 - every other module of an installed third-party package (torch, the rest of transformers, datasets...)
   is a stand-in: its names import, call, subclass and decorate, so that this package's modules import,
   but asking a stand-in for its truth, text, items or an isinstance check stops the reading.
 
-The child prints the parser's description and the command's facts as JSON, or why it stopped (a stand-in
-reached the parser, a name bound twice, anything that failed): then the real parser answers. The child
-imports the package's modules afresh, so plug-ins a script registered are not seen (`cli_snapshot` does
-not read lightly in such a process). tests/test_cli_light.py holds every command's light description
-equal to its real parser's, for the installed transformers, torch and Python.
+The child prints the parser's description and the command's facts as JSON, or why it stopped (then the
+real parser answers). It imports the package's modules afresh, so plug-ins a script registered are not
+seen (`cli_snapshot` does not read lightly in such a process). tests/test_cli_light.py holds every
+command's light description equal to its real parser's, for the installed transformers, torch and Python.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.abc
+import bisect
 import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 import types
 
@@ -96,11 +97,9 @@ class _Namespace(dict):
     def __missing__(self, name):
         if "__file__" not in self:  # not set up yet (the import system is asking)
             raise KeyError(name)
-        if "_bindings" not in self.__dict__:
-            with open(self["__file__"], encoding="utf-8") as f:
-                self._bindings = _bindings(ast.parse(f.read()))
-            self._ran = set()
-        statements = [s for s in self._bindings.get(name, []) if id(s) not in self._ran]
+        if "_source" not in self.__dict__:
+            self._source, self._ran = _Source(self["__file__"]), set()
+        statements = [s for s in self._source.binding(name) if id(s) not in self._ran]
         if len(statements) > 1 and not all(isinstance(s, ast.Import) for s in statements):  # `import a.b`, `import a.c` bind one `a`
             raise StopReading(f"{self['__name__']}.{name} is bound by {len(statements)} statements")
         if not statements:
@@ -114,8 +113,8 @@ class _Namespace(dict):
             statement = type(statement)(**{**vars(statement), "names": [a for a in statement.names if _bound_name(a) == name]})
         else:
             self._ran.add(id(statement))
-        for read in _names_read(statement):  # a class body reads its globals without __missing__
-            if read != name and read in self._bindings and read not in self:
+        for read in _names_read(statement) - {name}:  # a class body reads its globals without __missing__
+            if read not in self:
                 _bind_quietly(self, read)
         code = compile(ast.Module(body=[statement], type_ignores=[]), self["__file__"], "exec")
         exec(code, self)
@@ -128,52 +127,129 @@ def _bind_quietly(namespace: _Namespace, name: str) -> None:
         pass
 
 
+# Strings and comments (skipped whole), or the start of a line that starts a top-level statement: at
+# column 0, a decorator or a name (not a keyword that continues a statement).
+_SPLIT = re.compile(
+    r"""[rRbBuUfF]{0,2}(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
+    r"|#[^\n]*|^(?=@|(?!(?:else|elif|except|finally)\b)[A-Za-z_])",
+    re.M | re.S,
+)
+_DEFINITION = re.compile(r"(?:@[^\n]*\n)*(?:async\s+def|def|class)\s+(\w+)")
+
+
+class _Source:
+    """A module's source split at its top-level statements (`_SPLIT`), parsed only where they mention a
+    name asked for (a function or class of another name aside). The whole file is parsed instead when a
+    statement does not parse alone (a split in the wrong place)."""
+
+    def __init__(self, path: str):
+        with open(path, encoding="utf-8") as f:
+            self.text, self.path = f.read(), path
+        starts = [m.start() for m in _SPLIT.finditer(self.text) if m.start() == m.end()]
+        self.starts = [s for i, s in enumerate(starts) if i == 0 or self.text[starts[i - 1]] != "@"]  # a def with its decorators
+        self.parsed: dict[int, list[ast.stmt]] = {}
+        self.whole: dict[str, list[ast.stmt]] | None = None  # name -> the statements that bind or read it
+
+    def binding(self, name: str) -> list[ast.stmt]:
+        """The top-level statements that bind `name`. The reading runs only those: it stops where another
+        changes the object in place (an item set, a container method called), which it would miss."""
+        if self.whole is None:
+            try:
+                statements = self._mentioning(name)
+            except SyntaxError:
+                self.whole = {}
+                for statement in ast.parse(self.text, self.path).body:
+                    for mentioned in set(_bound_names(statement)) | {n.id for n in ast.walk(statement) if isinstance(n, ast.Name)}:
+                        self.whole.setdefault(mentioned, []).append(statement)
+        if self.whole is not None:
+            statements = self.whole.get(name, [])
+        bound = [statement for statement in statements if name in _bound_names(statement)]
+        if any(_mutates(statement, name) for statement in statements if statement not in bound):
+            raise StopReading(f"{self.path}: a top-level statement changes {name} in place")
+        return bound
+
+    def _mentioning(self, name: str) -> list[ast.stmt]:
+        found = []
+        for i in sorted({bisect.bisect_right(self.starts, at) - 1 for at in self._mentions(name)} - {-1}):
+            start, end = self.starts[i], self.starts[i + 1] if i + 1 < len(self.starts) else len(self.text)
+            definition = _DEFINITION.match(self.text, start)
+            if definition and definition.group(1) != name:
+                continue
+            if start not in self.parsed:  # parsed at its own lines, for tracebacks
+                self.parsed[start] = ast.parse("\n" * self.text.count("\n", 0, start) + self.text[start:end], self.path).body
+            found += self.parsed[start]
+        return found
+
+    def _mentions(self, name: str):
+        """Where `name` occurs as a whole word, not as an attribute."""
+        at = self.text.find(name)
+        while at != -1:
+            after = self.text[at + len(name):at + len(name) + 1]
+            if not (at and (self.text[at - 1].isalnum() or self.text[at - 1] in "_.")) and not (after.isalnum() or after == "_"):
+                yield at
+            at = self.text.find(name, at + len(name))
+
+
 def _bound_name(alias: ast.alias) -> str:
     return alias.asname or alias.name.split(".")[0]
 
 
-def _bindings(tree: ast.Module) -> dict[str, list[ast.stmt]]:
-    """Each name the module's top level binds -> the top-level statements that bind it."""
-    bindings: dict[str, list[ast.stmt]] = {}
+def _bound_names(statement: ast.stmt):
+    """The names a top-level statement binds."""
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        yield from (_bound_name(a) for a in statement.names if a.name != "*")
+    elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        yield statement.name
+    elif isinstance(statement, (ast.Assign, ast.AugAssign)) or isinstance(statement, ast.AnnAssign) and statement.value:
+        for target in statement.targets if isinstance(statement, ast.Assign) else [statement.target]:
+            yield from (n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    else:  # if / try / with / for: the names bound in its blocks (and by a for's or a with's target)
+        targets = [statement.target] if isinstance(statement, ast.For) else [i.optional_vars for i in getattr(statement, "items", [])]
+        yield from (n.id for t in targets if t for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            for child in getattr(statement, field, []):
+                yield from _bound_names(child) if isinstance(child, ast.stmt) else [n for c in child.body for n in _bound_names(c)]
 
-    def names(statement: ast.stmt):
-        if isinstance(statement, (ast.Import, ast.ImportFrom)):
-            yield from (_bound_name(a) for a in statement.names if a.name != "*")
-        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            yield statement.name
-        elif isinstance(statement, (ast.Assign, ast.AugAssign)) or isinstance(statement, ast.AnnAssign) and statement.value:
-            for target in statement.targets if isinstance(statement, ast.Assign) else [statement.target]:
-                yield from (n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
-        else:  # if / try / with / for: the names bound in its blocks
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                for child in getattr(statement, field, []):
-                    yield from names(child) if isinstance(child, ast.stmt) else [n for c in child.body for n in names(c)]
 
-    for statement in tree.body:
-        for name in set(names(statement)):
-            bindings.setdefault(name, []).append(statement)
-    return bindings
+def _run_time_nodes(statement: ast.stmt):
+    """The nodes evaluated when `statement` runs, not those inside its functions' bodies (run later)."""
+    stack = [statement]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            stack.extend([*node.decorator_list, node.args, *filter(None, [node.returns])])
+        elif isinstance(node, ast.Lambda):
+            stack.append(node.args)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def _names_read(statement: ast.stmt) -> set[str]:
-    """The names `statement` reads when it runs, not those read later inside its functions' bodies."""
-    read, stack = set(), [statement]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            read.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            stack.extend([*node.decorator_list, node.args, *filter(None, [node.returns])])
-            continue
-        elif isinstance(node, ast.Lambda):
-            stack.append(node.args)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-    return read
+    return {n.id for n in _run_time_nodes(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves stand-ins for third-party packages and transformers' modules read from source."""
+_MUTATORS = {"append", "extend", "insert", "update", "add", "setdefault", "pop", "popitem", "remove", "discard", "clear", "sort"}
+
+
+def _mutates(statement: ast.stmt, name: str) -> bool:
+    """Whether `statement` sets or deletes an item of `name`'s object, or calls one of its container methods."""
+
+    def root(node):
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    return any(
+        isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)) and root(node) == name
+        or isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS and root(node.func.value) == name
+        for node in _run_time_nodes(statement)
+    )
+
+
+class _Finder:
+    """The finder and loader of stand-ins for third-party packages and of transformers' modules read
+    from source (the import protocol's methods; importlib.abc would cost its import)."""
 
     def __init__(self, transformers_dir: str):
         self.transformers_dir = transformers_dir

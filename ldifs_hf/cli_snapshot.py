@@ -167,14 +167,17 @@ def _usable(stored: dict | None) -> tuple[dict, argparse.ArgumentParser] | None:
 
 def _read_lightly(command: str) -> dict | None:
     """`command`'s description and facts from `cli_light`, in a child process; None when it stopped."""
-    # cli_light is loaded alone, so that the package's own imports (numpy, for the world) meet its stand-ins.
-    path = Path(__file__).resolve().with_name("cli_light.py")
+    # With this process's import path (not `python -c`'s current folder first), cli_light loaded alone,
+    # so that the package's own imports (numpy, for the world) meet its stand-ins.
     code = (
-        "import sys, importlib.util as u; sys.path.insert(0, sys.argv.pop(1)); s = u.spec_from_file_location('ldifs_hf_cli_light', sys.argv.pop(1)); "
-        "m = u.module_from_spec(s); s.loader.exec_module(m); sys.exit(m.main(sys.argv[1:]))"
+        "import json, sys, importlib.util as u; sys.path[:] = json.loads(sys.argv[1]); "
+        "s = u.spec_from_file_location('ldifs_hf_cli_light', sys.argv[2]); m = u.module_from_spec(s); s.loader.exec_module(m); "
+        "sys.exit(m.main(sys.argv[3:]))"
     )
+    light = str(Path(__file__).with_name("cli_light.py"))
     try:
-        done = subprocess.run([sys.executable, "-c", code, str(path.parent.parent), str(path), command], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(sys.path), light, command],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         result = json.loads(done.stdout.splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as err:
         logger.debug("the light reading of %s failed: %r", command, err)

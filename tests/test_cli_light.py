@@ -3,6 +3,7 @@ for the installed transformers, torch and Python, read without importing either;
 value would reach the parser, the reading stops rather than guess (then the real parser answers)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,8 @@ REAL = """
 import json
 from ldifs_hf.cli import PARSERS
 from ldifs_hf.cli_snapshot import describe
-print(json.dumps({command: {"parser": describe(build()[0]), "facts": build()[1]} for command, build in PARSERS.items()}))
+built = {command: build() for command, build in PARSERS.items()}
+print(json.dumps({command: {"parser": describe(parser), "facts": facts} for command, (parser, facts) in built.items()}))
 """
 
 
@@ -98,3 +100,34 @@ cli.PARSERS['demo'] = lambda: cli._parser(Arguments, 'demo', usage='u', descript
 light.main(['demo'])
 """
     assert json.loads(_probe(code)) == {"stopped": "StopReading: Arguments derives from the stand-in transformers.Seq2SeqTrainingArguments"}
+
+
+def _read_source(tmp_path, source: str):
+    """A module's namespace read as transformers' modules are: each name by the statement that binds it."""
+    path = tmp_path / "module.py"
+    path.write_text(source)
+    namespace = cli_light._Namespace()
+    namespace.update(__file__=str(path), __name__="module")
+    return namespace
+
+
+def test_a_source_module_runs_only_the_statements_a_name_needs(tmp_path):
+    namespace = _read_source(tmp_path, (
+        'DOC = """\nX = 99\n"""\n'  # a line of a string is no statement
+        "from os.path import join, no_such_name\n"  # an import runs for the name asked for alone
+        "class C:\n    a = Y\n"  # a class body reads Y before its statement is run
+        "def f():\n    return Z\n"  # a function reads Z when called
+        "X = 1\nY = 2\nZ = 3\nraise RuntimeError('never run')\n"
+    ))
+    assert (namespace["X"], namespace["C"].a, namespace["f"](), namespace["join"]) == (1, 2, 3, os.path.join)
+    assert "no_such_name" not in namespace and "DOC" not in namespace
+
+
+@pytest.mark.parametrize("source", [
+    "X = {'a': 1}\nX['b'] = 2\n",  # an item set later
+    "X = [1]\nfor i in range(2):\n    X.append(i)\n",  # a container method called later
+    "X = 1\nif True:\n    X = 2\n",  # bound twice
+], ids=["item", "method", "twice"])
+def test_a_name_changed_after_its_binding_stops_the_reading(tmp_path, source):
+    with pytest.raises(cli_light.StopReading):
+        _read_source(tmp_path, source)["X"]

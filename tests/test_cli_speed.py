@@ -175,9 +175,14 @@ def test_a_command_line_the_pre_check_accepts_goes_on_to_the_real_parser_whose_d
     assert "WRONG HELP" not in json.dumps(_stored(tmp_path, "finetune")) and _stored(tmp_path, "finetune")["key"] == stored["key"]
 
 
+@pytest.fixture(scope="module")
+def real_demo_help():
+    return _run_cli("demo", "--help", real=True)
+
+
 @pytest.mark.parametrize("damage", ["stale", "{not json", json.dumps([1, 2]), "parser"])
-def test_a_stale_or_damaged_description_is_read_again(tmp_path, damage):
-    real = _run_cli("demo", "--help", real=True)
+def test_a_stale_or_damaged_description_is_read_again(tmp_path, damage, real_demo_help):
+    real = real_demo_help
     _run_cli("demo", "--help", cache=tmp_path)
     stored = _stored(tmp_path, "demo")
     if damage == "stale":  # another key (other sources, another transformers...)
