@@ -14,7 +14,7 @@ The description lives in `$LDIFS_HF_CACHE/cli/<command>.json` (default `~/.cache
 by the sha256 of this package's `.py` sources, its version, transformers' version (its TrainingArguments
 fields), torch's release (their default optimizer) and Python's major.minor. Without a current one (a
 fresh install, edited sources), `cli_light` reads it in a child process that imports neither torch nor
-transformers (under a second); when that reading stops, the real parser answers. Whenever the real
+transformers; when that reading stops, the real parser answers. Whenever the real
 parser is built, its own description replaces a stored one that differs. Nothing is read or stored when
 `ldifs_hf.training` is already imported (a script may have registered a plug-in method), for a `.json`
 config file, or beside an `.args` file `HfArgumentParser` would read.
