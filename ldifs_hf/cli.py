@@ -10,8 +10,8 @@
 A user's mistake (a bad flag, value, path or name) prints one line, `error: ...`, and exits with
 code 2; `--debug` (or LDIFS_HF_DEBUG=1) shows the traceback instead. A single `.json` argument is
 read as a config file. `--help` opens with this project's options. A command's `--help` and argument
-mistakes are answered from a snapshot of its parser (`cli_snapshot`: shipped with the package, else
-stored by its first run), without importing transformers or torch.
+mistakes are answered from a description of its parser (`cli_snapshot`: stored in the user's cache,
+else read by `cli_light`), without importing transformers or torch.
 """
 
 from __future__ import annotations
@@ -39,20 +39,117 @@ def _catalogue() -> str:
     )
 
 
-def _checked_early(command: str, argv: Sequence[str]):
-    """The command's stored parser snapshot, after it has checked `argv`: `--help` and a mistake the
-    real parser would refuse are answered here, before transformers is imported (`cli_snapshot`)."""
+def _parse(command: str, argv: Sequence[str], settle: Callable[[Sequence[str]], dict] | None = None) -> tuple:
+    """The command's argument dataclasses. `--help` and mistakes are answered first from its parser's
+    description, without importing transformers or torch (`cli_snapshot`); then its real parser runs.
+    `settle(argv)`: values the command settles from what the user gave (`cli_parsing.parse`)."""
     from .cli_snapshot import ParserSnapshot
 
     snapshot = ParserSnapshot(command, argv)
     snapshot.check()
-    return snapshot
+    parser, facts = PARSERS[command]()
+    snapshot.remember(parser, facts)
+    from .cli_parsing import parse
+
+    return parse(parser, argv, facts, settle(argv) if settle else None)
 
 
 # -- commands -------------------------------------------------------------------------------------
 # Each command imports what it runs inside its function, after its arguments are parsed and checked:
 # `ldifs-hf --help` and a mistyped command answer at once, and no command pays for another's imports.
-# The parsers' own imports (transformers' TrainingArguments) come after the snapshot's pre-check.
+# Each command's parser is built by its function in PARSERS (also read lightly by `cli_light`), which
+# returns it with the command's facts: the names `--method` accepts and the options it requires.
+
+
+def _run_parser(extra, command: str, *, usage: str, description: str):
+    """A command that takes a fine-tuning run's arguments (model, data, training) plus `extra`'s."""
+    from .cli_parsing import ArgumentParser, Formatter
+    from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
+    from .training.methods import list_methods
+    from .training.terms import list_regularizers
+
+    parser = ArgumentParser(
+        (ModelArguments, DataArguments, LDIFSTrainingArguments, extra), prog=f"ldifs-hf {command}", usage=usage,
+        description=description + "\n" + _catalogue(), formatter_class=Formatter,
+    )
+    parser.own_options_first("ldifs_hf options (paper defaults)")
+    methods = list_methods()
+    required = {"method": f"one of {', '.join(methods)}, or METHOD+REGULARIZER (e.g. flyp+ldifs)",
+                "output_dir": f"the folder {command} writes its checkpoints, model and record to"}
+    return parser, {"methods": methods, "regularizers": list_regularizers(), "required": required}
+
+
+def _parser(dataclass, command: str, *, usage: str, description: str):
+    from .cli_parsing import ArgumentParser, Formatter
+
+    return ArgumentParser(dataclass, prog=f"ldifs-hf {command}", usage=usage, description=description, formatter_class=Formatter), {}
+
+
+def _finetune_parser():
+    from .training.sequences import SequenceArguments
+
+    return _run_parser(
+        SequenceArguments, "finetune", usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
+        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
+        "with one of the paper's methods.",
+    )
+
+
+def _lambda_search_parser():
+    from .study.lambda_search import LambdaSearchArguments
+
+    return _run_parser(
+        LambdaSearchArguments, "lambda-search",
+        usage="ldifs-hf lambda-search --method METHOD --dataset NAME --output_dir DIR [--lambda_grid 0.01,0.1,1] [--final_run] [options]",
+        description="Choose λ of an L2SP or LDIFS method on the validation split (paper appendix C): one run per λ "
+        "through Trainer.hyperparameter_search (optuna), then, with --final_run, the method with the chosen λ.",
+    )
+
+
+def _evaluate_parser():
+    from .evaluation.run import EvaluationArguments
+
+    return _parser(
+        EvaluationArguments, "evaluate", usage="ldifs-hf evaluate --checkpoint [METHOD=]PATH ... --datasets NAMES [options]",
+        description="Score checkpoints for concept forgetting on many benchmarks (the paper's Table 3).\n" + _catalogue(),
+    )
+
+
+def _demo_parser():
+    from .study.demo import DemoArguments
+
+    return _parser(
+        DemoArguments, "demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
+        description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
+    )
+
+
+def _study_parser():
+    from .study.arguments import StudyArguments
+
+    return _parser(
+        StudyArguments, "study",
+        usage="ldifs-hf study --output_dir DIR --methods M1,M2 --finetune_tasks T1,T2>T3 --eval_tasks all --seeds 0,1,2 [--plan] [options]",
+        description="The paper's study: methods x fine-tune tasks (or sequences a>b) x seeds, each scored on the eval tasks; "
+        "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
+    )
+
+
+def _interpolate_parser():
+    return _parser(
+        InterpolateArguments, "interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",
+        description="Move a finished run's weights back towards its starting point (WiSE-FT): (1 - A) x start + A x run, "
+        "written as a run-like folder with a stock clip/ export.",
+    )
+
+
+def _epochs_settled(argv: Sequence[str]) -> dict:
+    """Epochs the user gives are kept: the run then does not take the benchmark's (settled before the
+    arguments are built, so that no argument is changed after parsing)."""
+    from .cli_parsing import json_has
+
+    given = any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or json_has(argv, "num_train_epochs")
+    return {"epochs_from_benchmark": False} if given else {}
 
 
 def parse_finetune_args(argv: Sequence[str]):
@@ -61,47 +158,11 @@ def parse_finetune_args(argv: Sequence[str]):
     Epochs given by the user (`--num_train_epochs N`, `--num_train_epochs=N` or the JSON key) are kept;
     otherwise the run uses the benchmark's epoch count (the paper's).
     """
-    return _parse_finetune_command(argv)[:3]
-
-
-def _parse_finetune_command(argv: Sequence[str]):
-    """`parse_finetune_args` plus the `SequenceArguments` of `--dataset a,b` (a sequence of tasks)."""
-    snapshot = _checked_early("finetune", argv)
-    from .training.sequences import SequenceArguments
-
-    return _parse_run_command(
-        argv, SequenceArguments, snapshot, prog="ldifs-hf finetune",
-        usage="ldifs-hf finetune --method METHOD --dataset NAME[,NAME...] --output_dir DIR [options]",
-        description="Fine-tune a CLIP model on one benchmark, or on several one after another (--dataset a,b), "
-        "with one of the paper's methods.",
-    )
-
-
-def _parse_run_command(argv: Sequence[str], extra, snapshot, *, prog: str, usage: str, description: str):
-    """A command that takes a fine-tuning run's arguments (model, data, training) plus `extra`'s."""
-    from .cli_parsing import ArgumentParser, Formatter, json_has, parse
-    from .training.arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
-    from .training.methods import list_methods
-    from .training.terms import list_regularizers
-
-    parser = ArgumentParser(
-        (ModelArguments, DataArguments, LDIFSTrainingArguments, extra), prog=prog, usage=usage,
-        description=description + "\n" + _catalogue(), formatter_class=Formatter,
-    )
-    parser.own_options_first("ldifs_hf options (paper defaults)")
-    snapshot.remember(parser, {"methods": list_methods(), "regularizers": list_regularizers()})
-    # Epochs the user gives are kept: the run then does not take the benchmark's (settled before the
-    # arguments are built, so that no argument is changed after parsing).
-    epochs_given = any(a == "--num_train_epochs" or a.startswith("--num_train_epochs=") for a in argv) or json_has(argv, "num_train_epochs")
-    settled = {"epochs_from_benchmark": False} if epochs_given else {}
-    model_args, data_args, training_args, extra_args = parse(parser, argv, settled)
-    if not any(a in ("--output_dir", "--output-dir") or a.startswith(("--output_dir=", "--output-dir=")) for a in argv) and not json_has(argv, "output_dir"):
-        raise UsageError(f"--output_dir is required: the folder {prog.split()[-1]} writes its checkpoints, model and record to")
-    return model_args, data_args, training_args, extra_args
+    return _parse("finetune", argv, _epochs_settled)[:3]
 
 
 def finetune_command(argv: Sequence[str]) -> int:
-    model_args, data_args, training_args, sequence_args = _parse_finetune_command(argv)
+    model_args, data_args, training_args, sequence_args = _parse("finetune", argv, _epochs_settled)
     _setup_logging(training_args.get_process_log_level())
     from .training.sequences import run_sequence
     from .training.run import run_finetune
@@ -117,17 +178,7 @@ def finetune_command(argv: Sequence[str]) -> int:
 
 
 def evaluate_command(argv: Sequence[str]) -> int:
-    snapshot = _checked_early("evaluate", argv)
-    from .cli_parsing import ArgumentParser, Formatter, parse
-    from .evaluation.run import EvaluationArguments
-
-    parser = ArgumentParser(
-        EvaluationArguments, prog="ldifs-hf evaluate", usage="ldifs-hf evaluate --checkpoint [METHOD=]PATH ... --datasets NAMES [options]",
-        description="Score checkpoints for concept forgetting on many benchmarks (the paper's Table 3).\n" + _catalogue(),
-        formatter_class=Formatter,
-    )
-    snapshot.remember(parser)
-    (args,) = parse(parser, argv)
+    (args,) = _parse("evaluate", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .evaluation.run import run_evaluation
 
@@ -141,17 +192,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
 
 def demo_command(argv: Sequence[str]) -> int:
-    snapshot = _checked_early("demo", argv)
-    from .cli_parsing import ArgumentParser, Formatter, parse
-    from .study.demo import DemoArguments
-
-    parser = ArgumentParser(
-        DemoArguments, prog="ldifs-hf demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
-        description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
-        formatter_class=Formatter,
-    )
-    snapshot.remember(parser)
-    (args,) = parse(parser, argv)
+    (args,) = _parse("demo", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .study.demo import run_demo
 
@@ -160,19 +201,7 @@ def demo_command(argv: Sequence[str]) -> int:
 
 
 def study_command(argv: Sequence[str]) -> int:
-    snapshot = _checked_early("study", argv)
-    from .cli_parsing import ArgumentParser, Formatter, parse
-    from .study.arguments import StudyArguments
-
-    parser = ArgumentParser(
-        StudyArguments, prog="ldifs-hf study",
-        usage="ldifs-hf study --output_dir DIR --methods M1,M2 --finetune_tasks T1,T2>T3 --eval_tasks all --seeds 0,1,2 [--plan] [options]",
-        description="The paper's study: methods x fine-tune tasks (or sequences a>b) x seeds, each scored on the eval tasks; "
-        "resumable, locally or through submitit; Table 3, Table 2 and figures.\n" + _catalogue(),
-        formatter_class=Formatter,
-    )
-    snapshot.remember(parser)
-    (args,) = parse(parser, argv)
+    (args,) = _parse("study", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .study.runner import run_study
 
@@ -184,15 +213,7 @@ def study_command(argv: Sequence[str]) -> int:
 
 
 def lambda_search_command(argv: Sequence[str]) -> int:
-    snapshot = _checked_early("lambda-search", argv)
-    from .study.lambda_search import LambdaSearchArguments
-
-    model_args, data_args, training_args, search_args = _parse_run_command(
-        argv, LambdaSearchArguments, snapshot, prog="ldifs-hf lambda-search",
-        usage="ldifs-hf lambda-search --method METHOD --dataset NAME --output_dir DIR [--lambda_grid 0.01,0.1,1] [--final_run] [options]",
-        description="Choose λ of an L2SP or LDIFS method on the validation split (paper appendix C): one run per λ "
-        "through Trainer.hyperparameter_search (optuna), then, with --final_run, the method with the chosen λ.",
-    )
+    model_args, data_args, training_args, search_args = _parse("lambda-search", argv, _epochs_settled)
     grid = search_args.grid()  # a bad grid fails here, before anything is loaded
     _setup_logging(training_args.get_process_log_level())
     from .study.lambda_search import run_lambda_search
@@ -215,17 +236,7 @@ class InterpolateArguments:
 
 
 def interpolate_command(argv: Sequence[str]) -> int:
-    snapshot = _checked_early("interpolate", argv)
-    from .cli_parsing import ArgumentParser, Formatter, parse
-
-    parser = ArgumentParser(
-        InterpolateArguments, prog="ldifs-hf interpolate", usage="ldifs-hf interpolate --run DIR --alpha A --output_dir OUT",
-        description="Move a finished run's weights back towards its starting point (WiSE-FT): (1 - A) x start + A x run, "
-        "written as a run-like folder with a stock clip/ export.",
-        formatter_class=Formatter,
-    )
-    snapshot.remember(parser)
-    (args,) = parse(parser, argv)
+    (args,) = _parse("interpolate", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
     from .interpolation import interpolate
 
@@ -249,6 +260,15 @@ SUMMARIES = {
     "lambda-search": "choose λ of an L2SP or LDIFS method on the validation split",
     "interpolate": "weight-space interpolation of a finished run with its starting point (WiSE-FT)",
     "list": "the methods and benchmarks",
+}
+
+PARSERS = {
+    "demo": _demo_parser,
+    "finetune": _finetune_parser,
+    "evaluate": _evaluate_parser,
+    "study": _study_parser,
+    "lambda-search": _lambda_search_parser,
+    "interpolate": _interpolate_parser,
 }
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
@@ -336,9 +356,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    # A progress bar left mid-line would swallow the start of the error line: end it first.
-    from tqdm import tqdm
-
+    # A progress bar left mid-line would swallow the start of the error line: end it first (there is
+    # none when tqdm was never imported, as before the heavy imports: no import for an early error).
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
     bars = list(getattr(tqdm, "_instances", ()))
     for bar in bars:
         bar.close()

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from transformers import HfArgumentParser
 
-from .cli_snapshot import Formatter, UsageError, unrecognized  # noqa: F401  (Formatter: the commands' help format, taken from here)
+from .cli_snapshot import Formatter, UsageError, check_arguments, unrecognized  # noqa: F401  (Formatter: the commands' help format, taken from here)
 
 
 class ArgumentParser(HfArgumentParser):
@@ -58,17 +58,22 @@ def _own_fields(dataclass_types) -> set[str]:
     return own
 
 
-def parse(parser: ArgumentParser, argv: Sequence[str], settled: dict | None = None):
-    """The parser's dataclasses from a command line or one .json file. `settled` are values the command
-    has already resolved (e.g. from what the user gave): they override the command line and the file, so
-    that the dataclasses are built with them and never changed afterwards."""
+def parse(parser: ArgumentParser, argv: Sequence[str], facts: dict, settled: dict | None = None):
+    """The parser's dataclasses from a command line or one .json file, after the command's own checks
+    (`facts`: `cli_snapshot.check_arguments`, the same as its description made). `settled` are values the
+    command has already resolved (e.g. from what the user gave): they override the command line and the
+    file, so that the dataclasses are built with them and never changed afterwards."""
     settled = settled or {}
     if len(argv) == 1 and argv[0].endswith(".json"):
         if not os.path.isfile(argv[0]):
             raise UsageError(f"config file {argv[0]!r} does not exist")
         with open(argv[0]) as f:
             config = json.load(f)
+        for name, what in facts.get("required", {}).items():
+            if name not in config:
+                raise UsageError(f"--{name} is required: {what}")
         return parser.parse_dict({**config, **settled})
+    check_arguments(*parser.parse_known_args(argv), parser.prog, facts)
     # argparse keeps the last value given for an option: the settled ones come last.
     settled_argv = [item for key, value in settled.items() for item in (f"--{key}", str(value))]
     namespace_and_rest = parser.parse_args_into_dataclasses(args=[*argv, *settled_argv], return_remaining_strings=True)

@@ -1,24 +1,23 @@
 """Fast `--help` and argument mistakes for the `ldifs-hf` commands, without importing transformers or torch.
 
 A command's real parser (`cli_parsing.ArgumentParser`, an `HfArgumentParser` over dataclasses that
-subclass `TrainingArguments`) costs seconds of imports. A snapshot of it (its argparse actions and
-groups, and the method names it accepts, as JSON) answers first: a plain argparse parser rebuilt from
-the snapshot checks the command line. `--help` prints the same text as the real parser, and a mistake
-(an unknown flag, a bad value or choice, an unknown method) gives the one-line error and exit code 2
-the real parser would. A command line the pre-check accepts goes on to the real parser, so only what
-the real parser refuses is ever refused; with several mistakes on one line, the pre-check may name a
-different one first. A value whose type the snapshot cannot reproduce is left to the real parser.
+subclass `TrainingArguments`) costs seconds of imports. Its description (its argparse actions and
+groups, and the command's facts: the method names it accepts, the options it requires, as JSON)
+answers first: a plain argparse parser rebuilt from it checks the command line. `--help` prints the
+same text as the real parser, and a mistake (an unknown flag, a bad value or choice, an unknown method,
+a missing option) gives the one-line error and exit code 2 the real parser would. A command line the
+pre-check accepts goes on to the real parser, so only what the real parser refuses is ever refused;
+with several mistakes on one line, the pre-check may name a different one first. A value whose type
+the description cannot reproduce is left to the real parser.
 
-A snapshot is used only when its key matches: the sha256 of this package's `.py` sources (their
-content, not their place or time, so that every clone and install of the same sources agrees), its
-version, transformers' version (its TrainingArguments fields), torch's release (their default
-optimizer) and Python's major.minor. The package ships one per command in `cli_snapshots/` (written by
-`scripts/refresh_cli_snapshots.py`), so a fresh install answers at once; when that one does not match
-(another transformers, edited sources), the one in `$LDIFS_HF_CACHE/cli/` (default
-`~/.cache/ldifs_hf/cli/`) does, and without either the command builds its real parser and stores its
-snapshot there. No snapshot is used when `ldifs_hf.training` is already imported (a script may have
-registered a plug-in method), for a `.json` config file, or beside an `.args` file `HfArgumentParser`
-would read.
+The description lives in `$LDIFS_HF_CACHE/cli/<command>.json` (default `~/.cache/ldifs_hf/cli/`), keyed
+by the sha256 of this package's `.py` sources, its version, transformers' version (its TrainingArguments
+fields), torch's release (their default optimizer) and Python's major.minor. Without a current one (a
+fresh install, edited sources), `cli_light` reads it in a child process that imports neither torch nor
+transformers; when that reading stops, the real parser answers. Whenever the real
+parser is built, its own description replaces a stored one that differs. Nothing is read or stored when
+`ldifs_hf.training` is already imported (a script may have registered a plug-in method), for a `.json`
+config file, or beside an `.args` file `HfArgumentParser` would read.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,9 +40,9 @@ class UsageError(ValueError):
 
 # The root of the world cache too (`world.settings.cache_root`), read here without importing it.
 CACHE_ENV = "LDIFS_HF_CACHE"
-FORMAT_VERSION = 2
-# The snapshots that ship with the package (`scripts/refresh_cli_snapshots.py` writes them).
-SHIPPED_DIR: Path | None = Path(__file__).parent / "cli_snapshots"
+FORMAT_VERSION = 3
+# Whether a missing description is read lightly (`cli_light`); tests turn it off to see the real parser.
+READ_LIGHTLY = True
 # Modules whose presence means the process may have registered plug-in methods or regularizers.
 _PLUGIN_HOST = "ldifs_hf.training"
 _ACTION_KINDS = {
@@ -70,21 +70,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ldifs_hf") / "cli"
 
 
+def check_arguments(namespace: argparse.Namespace, rest: Sequence[str], prog: str, facts: dict) -> None:
+    """The checks after argparse's, the same on the description and on the real parser: a known method
+    (`facts["methods"]`, `facts["regularizers"]`), the options the command requires (`facts["required"]`:
+    option -> what it is) and no word left over."""
+    method = getattr(namespace, "method", None)
+    if facts.get("methods") is not None and isinstance(method, str):
+        check_method_name(method, facts["methods"], facts["regularizers"])
+    for name, what in facts.get("required", {}).items():
+        if getattr(namespace, name, None) is None:
+            raise UsageError(f"--{name} is required: {what}")
+    if rest:
+        raise UsageError(unrecognized(rest, prog))
+
+
 class ParserSnapshot:
-    """The snapshot of one command's parser (the shipped one, else the user's): `check` a command line
-    with it before the real parser is built, then `remember` the real parser in the user's cache when
-    neither snapshot is current."""
+    """The description of one command's parser: `check` a command line with it before the real parser
+    is built, then `remember` the real parser's."""
 
     def __init__(self, command: str, argv: Sequence[str]):
         self.command, self.argv = command, list(argv)
-        self.path = cache_dir() / f"{command}.json"  # the user's snapshot, where `remember` stores
+        self.path = cache_dir() / f"{command}.json"
         argv0 = getattr(sys, "argv", None) or [""]
-        self.usable = (
+        usable = (
             _PLUGIN_HOST not in sys.modules
             and not (len(self.argv) == 1 and self.argv[0].endswith(".json"))
             and not (argv0[0] and Path(argv0[0]).with_suffix(".args").exists())
         )
-        self.key = _key() if self.usable else None
+        self.key = _key() if usable else None
         self.stored, self.parser = self._load() if self.key is not None else (None, None)
 
     def check(self) -> None:
@@ -92,51 +105,86 @@ class ParserSnapshot:
         would refuse; return when the command line is for the real parser to judge."""
         if self.stored is None:
             return
-        methods, regularizers = self.stored["facts"].get("methods"), self.stored["facts"].get("regularizers")
         namespace, rest = self.parser.parse_known_args(self.argv)  # --help exits here; argparse's errors raise
-        method = getattr(namespace, "method", None)
-        if methods is not None and isinstance(method, str):
-            check_method_name(method, methods, regularizers)
-        if rest:
-            raise UsageError(unrecognized(rest, self.parser.prog))
+        check_arguments(namespace, rest, self.parser.prog, self.stored["facts"])
 
-    def remember(self, parser: argparse.ArgumentParser, facts: dict | None = None) -> None:
-        """Store `parser` (the real one) as this command's snapshot in the user's cache, unless a current
-        snapshot (shipped or stored) answered. `facts` are what the pre-check needs beyond argparse
-        (`methods`, `regularizers`)."""
-        if self.key is None or self.stored is not None:
+    def remember(self, parser: argparse.ArgumentParser, facts: dict) -> None:
+        """Store the real `parser`'s description and the command's `facts`, unless the stored one is the same."""
+        if self.key is None:
             return
-        description = _describe(parser)
+        description = describe(parser)
         if description is None:  # something the plain parser cannot reproduce: no snapshot
             return
-        payload = {"format": FORMAT_VERSION, "key": self.key, "parser": description, "facts": facts or {}}
+        content = json.loads(json.dumps({"parser": description, "facts": facts}))
+        if self.stored is not None and (self.stored["parser"], self.stored["facts"]) == (content["parser"], content["facts"]):
+            return
+        if self.stored is not None:
+            logger.debug("the stored description of %s differed from its real parser's; replacing it", self.command)
+        self._store(content)
+
+    def _store(self, content: dict) -> None:
+        payload = {"format": FORMAT_VERSION, "key": self.key, **content}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.command}.", suffix=".tmp", delete=False) as f:
                 json.dump(payload, f)
-            os.replace(f.name, self.path)  # readers see the old snapshot or the new one, never half of one
+            os.replace(f.name, self.path)  # readers see the old description or the new one, never half of one
         except OSError as err:  # a read-only home only costs speed
-            logger.debug("could not store the parser snapshot %s: %r", self.path, err)
+            logger.debug("could not store the parser description %s: %r", self.path, err)
 
     def _load(self) -> tuple[dict | None, argparse.ArgumentParser | None]:
-        """The first current snapshot, shipped or the user's, and its rebuilt parser; (None, None)
-        when neither is current (missing, stale or damaged: the real parser runs and stores one)."""
-        places = [SHIPPED_DIR / f"{self.command}.json"] if SHIPPED_DIR is not None else []
-        for path in [*places, self.path]:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    stored = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or stored.get("key") != self.key:
-                continue
-            try:
-                if not isinstance(stored["facts"], dict):
-                    raise TypeError(f"its facts are a {type(stored['facts']).__name__}")
-                return stored, _rebuild(stored["parser"])
-            except Exception as err:  # a damaged snapshot: the next place, or the real parser
-                logger.debug("ignoring the damaged parser snapshot %s: %r", path, err)
-        return None, None
+        """The current description and its rebuilt parser: the stored one, else (missing, stale or
+        damaged) one read lightly, and stored; (None, None) when the light reading stopped too (the real
+        parser answers, and stores its own)."""
+        stored = _usable(_current(self.path, self.key))
+        if stored is None and READ_LIGHTLY and sys.executable:
+            stored = _usable(_read_lightly(self.command))
+            if stored is not None:
+                self._store(stored[0])
+        return stored or (None, None)
+
+
+def _current(path: Path, key: dict) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or stored.get("key") != key:
+        return None
+    return stored
+
+
+def _usable(stored: dict | None) -> tuple[dict, argparse.ArgumentParser] | None:
+    """`stored` and the plain parser rebuilt from it, or None when it is missing or damaged."""
+    try:
+        if stored is not None and isinstance(stored["facts"], dict):
+            return stored, _rebuild(stored["parser"])
+    except Exception as err:
+        logger.debug("ignoring a damaged parser description: %r", err)
+    return None
+
+
+def _read_lightly(command: str) -> dict | None:
+    """`command`'s description and facts from `cli_light`, in a child process; None when it stopped."""
+    # With this process's import path (not `python -c`'s current folder first), cli_light loaded alone,
+    # so that the package's own imports (numpy, for the world) meet its stand-ins.
+    code = (
+        "import json, sys, importlib.util as u; sys.path[:] = json.loads(sys.argv[1]); "
+        "s = u.spec_from_file_location('ldifs_hf_cli_light', sys.argv[2]); m = u.module_from_spec(s); s.loader.exec_module(m); "
+        "sys.exit(m.main(sys.argv[3:]))"
+    )
+    light = str(Path(__file__).with_name("cli_light.py"))
+    try:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(sys.path), light, command],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        result = json.loads(done.stdout.splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as err:
+        logger.debug("the light reading of %s failed: %r", command, err)
+        return None
+    if "read" not in result:
+        logger.debug("the light reading of %s stopped: %s", command, result.get("stopped"))
+    return result.get("read")
 
 
 def check_method_name(name: str, methods: Sequence[str], regularizers: Sequence[str]) -> None:
@@ -159,7 +207,7 @@ def check_method_name(name: str, methods: Sequence[str], regularizers: Sequence[
 
 
 def _key() -> dict | None:
-    """What a snapshot depends on: this package's sources, its version, transformers' version (its
+    """What a description depends on: this package's sources, its version, transformers' version (its
     TrainingArguments fields), torch's release (TrainingArguments' default optimizer depends on it;
     a build's local tag, `+cpu` or `+cu126`, does not matter) and Python's major.minor (how dataclass
     fields become argparse actions); None without transformers. The same in every clone and install
@@ -213,7 +261,7 @@ class _ShownDefault:
 
 
 def _string_to_bool(value):
-    """`transformers.hf_argparser.string_to_bool`, with its message (the snapshot tests compare them)."""
+    """`transformers.hf_argparser.string_to_bool`, with its message (tests/test_cli_speed.py compares them)."""
     if isinstance(value, bool):
         return value
     if value.lower() in ("yes", "true", "t", "y", "1"):
@@ -226,7 +274,7 @@ def _string_to_bool(value):
 
 
 def _any_value(value):
-    """A value of a type the snapshot cannot reproduce: accepted here, judged by the real parser."""
+    """A value of a type the description cannot reproduce: accepted here, judged by the real parser."""
     return value
 
 
@@ -248,7 +296,7 @@ def _type_name(action: argparse.Action) -> str | None:
     return "any"
 
 
-def _describe(parser: argparse.ArgumentParser) -> dict | None:
+def describe(parser: argparse.ArgumentParser) -> dict | None:
     """`parser` as JSON-able data, or None when the plain parser could not reproduce it exactly."""
     plain = (
         parser.prefix_chars == "-" and parser.fromfile_prefix_chars is None and parser.argument_default is None

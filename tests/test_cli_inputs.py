@@ -37,6 +37,16 @@ def test_finetune_without_output_dir_is_refused_not_written_to_trainer_output(ti
     assert os.listdir(tmp_path) == []  # no ./trainer_output
 
 
+@pytest.mark.parametrize("command", ["finetune", "lambda-search"])
+def test_a_run_without_a_method_is_refused_on_the_command_line_and_in_a_config_file(tmp_path, capsys, command):
+    refused = "--method is required: one of flyp, flyp-ce, lp-init-ce"
+    assert refused in one_line_error(capsys, [command, "--dataset", "eurosat", "--output_dir", str(tmp_path / "run")])
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"dataset": "eurosat", "output_dir": str(tmp_path / "run")}))
+    assert refused in one_line_error(capsys, [command, str(config)])
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_misspelt_later_task_of_a_sequence_is_refused_before_the_first_trains(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     argv = _argv(tiny_clip_dir, eurosat_dir, tmp_path / "seq")
     argv[argv.index("--dataset") + 1] = "eurosat,mnst"
