@@ -22,7 +22,7 @@ from torch import nn
 from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
 from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_per_sample
 from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
-from ..distributed import prepare_frozen_model
+from ..distributed import plain_model, prepare_frozen_model
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 LDIFS_TAPS = ("encoder", "decoder", "both")
@@ -224,7 +224,7 @@ class LDIFS(Regularizer):
     log_name = "loss_ldifs"
 
     def setup(self, trainer, teacher_model, settings: LDIFSSettings) -> LDIFSState:
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = plain_model(trainer.accelerator, trainer.model)
         encoder = image_encoder(model)
         if not (_accepts(encoder, "output_hidden_states") and _accepts(model, "output_hidden_states")):
             raise ValueError(
@@ -289,9 +289,15 @@ class LDIFS(Regularizer):
         return modules
 
     def penalty(self, state: LDIFSState, model, taps, inputs) -> torch.Tensor:
-        missing = [name for name, tap in taps.items() if tap.hidden_states is None]
-        if missing:
-            raise ValueError(f"{type(model).__name__}'s {missing[0]} returned no hidden_states; LDIFS needs them")
+        for name, tap in taps.items():
+            if tap.inputs is None:
+                raise ValueError(
+                    f"{type(model).__name__}'s {name} ran without LDIFS's forward hooks in this step: it was not called, or a "
+                    "torch.compile graph traced without the hooks was reused (dynamo does not guard on module hooks: "
+                    "compile the model anew, or call torch._dynamo.reset())"
+                )
+            if tap.hidden_states is None:
+                raise ValueError(f"{type(model).__name__}'s {name} returned no hidden_states; LDIFS needs them")
         encoder_inputs = {k: v for k, v in (taps["encoder"].inputs or {}).items() if k in state.teacher_inputs and v is not None}
         if not encoder_inputs:
             raise ValueError(
@@ -300,7 +306,8 @@ class LDIFS(Regularizer):
             )
         encoder_inputs = _in_dtype_of(state.teacher, encoder_inputs)
         normalization = state.settings.ldifs_normalization
-        with torch.no_grad():
+        # The teacher draws the random numbers the student's encoder drew (a random patch mask, ...).
+        with torch.no_grad(), taps["encoder"].replayed_randomness():
             if state.decoder_layers is None:
                 teacher_encoder, teacher_decoder = state.teacher(**encoder_inputs, output_hidden_states=True).hidden_states, None
             else:
