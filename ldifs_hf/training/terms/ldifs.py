@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,7 @@ from ..distributed import plain_model, prepare_frozen_model
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 LDIFS_TAPS = ("encoder", "decoder", "both")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+logger = logging.getLogger(__name__)
 # Attributes that hold a probability used functionally: attention and activation dropout (ViT, CLIP, Llama,
 # BART, Whisper, ...), stochastic depth (DropPath's `drop_prob`: Swin, ConvNeXt, BEiT, timm) and layer drop.
 _STOCHASTIC_ATTRIBUTES = (
@@ -52,9 +54,10 @@ class LDIFSSettings(RegularizerSettings):
         ldifs_normalization (`str`, *optional*, defaults to `"token"`):
             "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
         teacher_dtype (`str`, *optional*, defaults to `None`):
-            Cast the frozen teacher to "bfloat16"/"float16"/"float32" (it never trains, so it needs no
-            float32 master copy). None means the compute precision: bfloat16 under `bf16`, float16
-            under `fp16`, else the student's dtype.
+            Cast the frozen teacher to "bfloat16"/"float16"/"float32". None means the dtype of the
+            student's weights, so the term is exactly 0 at step 1 under any autocast; "bfloat16" under
+            `bf16` saves memory and time (the teacher never trains, so it needs no float32 copy) at a
+            rounding of about 1e-6 in the term.
         keep_student_dropout (`bool`, *optional*, defaults to `False`):
             Keep the student's stochastic layers (dropout, DropPath, ...) while the LDIFS term is on
             (ldifs_lambda > 0). By default they are switched off, as trl's `disable_dropout`, so student
@@ -75,7 +78,7 @@ class LDIFSSettings(RegularizerSettings):
     )
     teacher_dtype: str | None = field(
         default=None,
-        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: bfloat16 under --bf16, float16 under --fp16, else the student's)."},
+        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: the student's weights' dtype)."},
     )
     keep_student_dropout: bool = field(
         default=False, metadata={"help": "Keep the student's dropout and stochastic depth while LDIFS is on (default: switched off)."}
@@ -179,16 +182,13 @@ def disable_dropout(model: nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
-def resolve_teacher_dtype(settings: LDIFSSettings, args) -> str | None:
-    """The teacher's dtype: `teacher_dtype`, else the compute precision under bf16/fp16 (the teacher only runs
-    forward, under autocast, so its float32 master copy would be read for nothing)."""
+def resolve_teacher_dtype(settings: LDIFSSettings, model: nn.Module) -> torch.dtype:
+    """The teacher's dtype: `teacher_dtype`, else the dtype of the student's encoder weights, so that at step 1,
+    under any autocast, the teacher computes exactly what the student computes and the term is 0 (bf16 teacher
+    weights under a float32 student's bf16 autocast give about 1e-6 instead)."""
     if settings.teacher_dtype is not None:
-        return settings.teacher_dtype
-    if getattr(args, "bf16", False):
-        return "bfloat16"
-    if getattr(args, "fp16", False):
-        return "float16"
-    return None
+        return _DTYPES[settings.teacher_dtype]
+    return next((p.dtype for p in image_encoder(model).parameters() if p.is_floating_point()), torch.float32)
 
 
 def _in_dtype_of(teacher, inputs: dict) -> dict:
@@ -263,6 +263,7 @@ class LDIFS(Regularizer):
                     "the model itself with adapters disabled; pass teacher_model= or leave teacher_dtype unset"
                 )
             state.teacher = _AdapterDisabledTeacher(model, encoder)
+            logger.info("LDIFS teacher: the model itself with its adapters disabled, in the student's dtype")
             return state
         source = teacher_model if teacher_model is not None else model
         if decoder is None:
@@ -271,9 +272,10 @@ class LDIFS(Regularizer):
             teacher = _Seq2SeqTeacher(copy.deepcopy(image_encoder(source)), copy.deepcopy(source.get_decoder()))
         teacher.requires_grad_(False)
         teacher.eval()
-        dtype = resolve_teacher_dtype(settings, trainer.args)
-        if dtype is not None:
-            teacher.to(_DTYPES[dtype])
+        dtype = resolve_teacher_dtype(settings, model)
+        teacher.to(dtype)
+        logger.info("LDIFS teacher: a frozen copy in %s (%s)", str(dtype).replace("torch.", ""),
+                    "teacher_dtype" if settings.teacher_dtype else "the student's dtype; teacher_dtype= to change it")
         # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP; DeepSpeed
         # gives it an inference engine of its own (partitioned under ZeRO-3).
         state.teacher = prepare_frozen_model(trainer, teacher)
