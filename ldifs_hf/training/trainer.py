@@ -243,7 +243,7 @@ class LDIFSMixin:
         taps = {}
         if term is not None and term.needs_hidden_states:
             taps = {name: TappedCall(module) for name, module in term.tapped_modules(self.regularizer_state, plain).items()}
-        with contextlib.ExitStack() as hooks, self._compiled_randomness_check(model, bool(taps)):
+        with contextlib.ExitStack() as hooks, self._compiled_forward_checks(model, bool(taps)):
             for tap in taps.values():
                 hooks.enter_context(tap.attached())
             objective = get_objective(self.loss_objective)
@@ -271,7 +271,7 @@ class LDIFSMixin:
         return (loss, outputs) if return_outputs else loss
 
     @contextlib.contextmanager
-    def _compiled_randomness_check(self, model, tapped: bool):
+    def _compiled_forward_checks(self, model, tapped: bool):
         """Around a forward whose taps a teacher reads, on a model `torch.compile` runs: the first time, dynamo's
         code caches are cleared, since a graph traced without the taps' hooks (an earlier compiled run of the same
         model class in this process: dynamo does not guard on module hooks) would be reused and skip them; then,
