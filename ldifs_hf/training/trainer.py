@@ -339,10 +339,12 @@ class LDIFSMixin:
         """The Trainer's log, with the terms' means since the last log in the training step's own entry (evaluation
         puts its terms among its metrics). The end-of-training summary gets no terms: their means over the steps this
         process ran would differ between a resumed run and an uninterrupted one."""
-        if self.model.training and "train_runtime" not in logs:
+        if "train_runtime" in logs:  # the summary after training: no terms
+            self._term_means("train", "")
+        elif self.model.training:
             logs.update(self._term_means("train", ""))
-        else:  # the summary after training, or a log outside an evaluation loop: no terms
-            self._term_means("train" if self.model.training or "train_runtime" in logs else "eval", "")
+        else:  # a log in evaluation mode outside an evaluation loop: its terms are no evaluation's
+            self._term_means("eval", "")
         return super().log(logs, start_time)
 
 
