@@ -1,6 +1,7 @@
 """Where a long job's output goes: the demo and the study show their phases, one progress bar per
 phase, one line per finished run and their tables, while each run's own output (the Trainer's log,
-transformers' and datasets' logging and progress bars, warnings) goes to a log file in the run's folder.
+transformers' and datasets' logging and progress bars, third-party warnings) goes to a log file in the
+run's folder; a phase's own bar inside such a block writes to `console_stream()`.
 
     with phase_bar(len(runs), "fine-tuning", verbose=args.verbose) as bar:
         for run in runs:
@@ -21,6 +22,13 @@ import sys
 from typing import Iterator, TextIO
 
 LOG_FILE = "output.log"
+# The console's standard error outside each `run_output` block in progress, innermost last.
+_CONSOLES: list[TextIO] = []
+
+
+def console_stream() -> TextIO:
+    """Where a phase's own progress bar goes: the console, also within a `run_output` block."""
+    return _CONSOLES[-1] if _CONSOLES else sys.stderr
 
 
 @contextlib.contextmanager
@@ -39,10 +47,12 @@ def run_output(folder: str | os.PathLike, *, verbose: bool = False) -> Iterator[
         handlers = _stream_handlers()
         streams = [_point(h, log) for h in handlers]
         console = sys.stderr
+        _CONSOLES.append(console)
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 yield log
         finally:
+            _CONSOLES.pop()
             for handler, stream in zip(handlers, streams):
                 _point(handler, stream)
             # A handler made within the block (transformers makes its own on first use) took the file
@@ -56,7 +66,7 @@ def phase_bar(total: int, what: str, *, verbose: bool = False):
     """A phase's one progress bar, on standard error (none with `verbose`, where each run shows its own)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=what, unit="run", disable=verbose, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=what, unit="run", disable=verbose, file=console_stream(), leave=False)
 
 
 def finished(bar, line: str) -> None:

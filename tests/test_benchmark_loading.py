@@ -1,5 +1,6 @@
 """Loading benchmarks through `datasets`: local copies in each hub schema, the hub path, splits, errors."""
 
+import glob
 import os
 
 import datasets
@@ -11,6 +12,7 @@ from ldifs_hf.benchmarks import loading as data
 from ldifs_hf.benchmarks import BenchmarkError, BenchmarkSpec, get_benchmark, list_benchmarks, register_benchmark
 from ldifs_hf.benchmarks import registry
 from ldifs_hf.benchmarks import BenchmarkDataNotFoundError, LoadedBenchmark, image_transform, load_benchmark
+from ldifs_hf.benchmarks.hub_schemas import HUB_SCHEMAS
 from ldifs_hf.benchmarks.loading import split_validation_rows
 from ldifs_hf.testing import corrupt_image, make_benchmark_like_dataset, save_benchmark_like_dataset
 
@@ -163,7 +165,7 @@ def test_spec_data_path_and_data_dir_env(tmp_path, monkeypatch, scratch_registry
 
 
 @pytest.mark.parametrize("name", ["eurosat", "svhn", "cifar100"])
-def test_hub_path_calls_load_dataset_with_the_hub_id(monkeypatch, tmp_path, name):
+def test_hub_path_calls_load_dataset_with_the_hub_id_and_the_files_of_the_splits_it_reads(monkeypatch, tmp_path, name):
     calls = []
 
     def fake_load_dataset(path, name=None, **kwargs):
@@ -174,8 +176,74 @@ def test_hub_path_calls_load_dataset_with_the_hub_id(monkeypatch, tmp_path, name
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     loaded = load_benchmark(name, cache_dir=str(tmp_path))
-    assert calls == [(spec.hub_id, spec.config_name, {"cache_dir": str(tmp_path)})]
+    folder = data.HUB_SPLIT_FOLDERS[(spec.hub_id, spec.config_name)]
+    files = {"train": f"{folder}/train-*.parquet", "test": f"{folder}/test-*.parquet"}
+    assert calls == [(spec.hub_id, None, {"data_files": files, "cache_dir": str(tmp_path)})]
     assert loaded.class_names == list(spec.class_names)
+
+
+# The Hub repositories' layouts these tests stand in for (HUB_SPLIT_FOLDERS): every split's parquet files under one
+# folder, `{folder}/{split}-NNNNN-of-NNNNN.parquet`; SVHN's repository also holds the other config, full_numbers/.
+def _fake_hub_repository(root, name):
+    """A folder laid out like benchmark `name`'s Hub repository: the splits a run reads as real parquet files, every
+    other split (and SVHN's other config) as files that no parquet reader can open."""
+    spec = get_benchmark(name)
+    folder = root / data.HUB_SPLIT_FOLDERS[(spec.hub_id, spec.config_name)]
+    folder.mkdir(parents=True)
+    for split, dataset in make_benchmark_like_dataset(name, num_train=10, num_test=4).items():
+        path = folder / f"{split}-00000-of-00001.parquet"
+        if split in (spec.train_split, spec.test_split):
+            dataset.to_parquet(str(path))
+        else:
+            path.write_bytes(b"never to be read")
+    if name == "svhn":
+        (root / "full_numbers").mkdir()
+        (root / "full_numbers" / "train-00000-of-00001.parquet").write_bytes(b"never to be read")
+    return root
+
+
+@pytest.mark.parametrize("name", [n for n in list_benchmarks() if get_benchmark(n).hub_id])
+def test_a_hub_benchmark_downloads_only_the_splits_it_reads(monkeypatch, tmp_path, name):
+    spec = get_benchmark(name)
+    repository = _fake_hub_repository(tmp_path / "hub" / spec.hub_id, name)
+    extra = [s for s in HUB_SCHEMAS[name].splits if s not in (spec.train_split, spec.test_split)]
+    real_load_dataset = datasets.load_dataset
+    calls = []
+
+    def from_the_fake_hub(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        return real_load_dataset(str(repository) if path == spec.hub_id else path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", from_the_fake_hub)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    loaded = load_benchmark(name, cache_dir=str(tmp_path / "cache"))
+    assert len(calls) == 1  # no fallback to the whole repository, whose other files would not even open
+    assert (len(loaded.splits["train"]) + len(loaded.splits["validation"]), len(loaded.splits["test"])) == (10, 4)
+    assert loaded.splits["test"].features["label"].names == list(spec.class_names)
+    prepared = [os.path.basename(f) for f in glob.glob(str(tmp_path / "cache" / "**" / "*.arrow"), recursive=True)]
+    assert prepared and not [f for f in prepared if any(f"-{split}" in f for split in extra)], prepared
+    # What is skipped: tanganke's 7 corrupted test sets, SVHN's "extra" split.
+    assert len(extra) == {"cars": 7, "eurosat": 7, "gtsrb": 7, "resisc45": 7, "svhn": 1}.get(name, 0)
+
+
+def test_a_hub_repository_laid_out_otherwise_is_loaded_whole_with_a_warning(monkeypatch, tmp_path, caplog):
+    spec = get_benchmark("eurosat")
+    whole = make_benchmark_like_dataset("eurosat", num_train=10, num_test=4)
+    calls = []
+
+    def moved_files(path, name=None, **kwargs):
+        calls.append(kwargs.get("data_files"))
+        if "data_files" in kwargs:
+            raise FileNotFoundError("Unable to find 'hf://datasets/tanganke/eurosat@main/data/train-*.parquet'")
+        return whole
+
+    monkeypatch.setattr(datasets, "load_dataset", moved_files)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    with caplog.at_level("WARNING", logger="ldifs_hf"):
+        loaded = load_benchmark("eurosat")
+    assert calls == [data.hub_split_files(spec), None] and len(loaded.splits["test"]) == 4
+    assert "could not read only the train and test splits of tanganke/eurosat (FileNotFoundError" in caplog.text
+    assert "loading the whole dataset instead" in caplog.text
 
 
 def test_unreachable_hub_says_what_to_download(monkeypatch):

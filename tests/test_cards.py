@@ -76,3 +76,22 @@ def test_hub_models_and_registered_benchmarks_are_named_by_their_ids(tmp_path):
 @pytest.mark.parametrize("path", ["./models/clip", "/no/such/dir/clip", "~/models/clip"])
 def test_a_local_model_that_is_gone_is_still_named_by_its_folder(path):
     assert model_name(path) == "a local model (`clip`)"
+
+
+@pytest.mark.parametrize("name_or_path", ["local", "openai/clip-vit-base-patch32"])
+def test_the_classifiers_config_records_a_hub_base_model_never_a_local_path(name_or_path, tiny_clip_dir, tmp_path):
+    import json
+
+    from transformers import CLIPModel, CLIPProcessor
+
+    from ldifs_hf import get_method
+    from ldifs_hf.training.build import build_model
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    if name_or_path != "local":
+        clip.name_or_path = name_or_path
+    tokenizer = CLIPProcessor.from_pretrained(tiny_clip_dir).tokenizer
+    build_model(get_method("zs-init-ce"), clip, tokenizer, ["cat", "dog"], ["a photo of a {}."]).save_pretrained(tmp_path / "out")
+    text = (tmp_path / "out" / "config.json").read_text()
+    assert str(tiny_clip_dir) not in text and not ABSOLUTE.search(text)
+    assert json.loads(text)["base_model"] == (None if name_or_path == "local" else name_or_path)

@@ -72,3 +72,29 @@ def test_a_phase_prints_one_line_per_finished_run(capfd):
         assert bar.n == 2
     out = capfd.readouterr().out
     assert out.splitlines() == ["run a: done", "run b: done"]
+
+
+# `ldifs-hf study --world quick` up to its cells, as the CLI runs it: the world's preparation (pre-training the tiny
+# CLIP, saving it) and what it imports (DeepSpeed's accelerator warning, transformers' notices and progress bars)
+# write to the study's log; the console keeps our lines and the pre-training's own bar.
+STUDY_PROBE = """
+import sys
+from ldifs_hf import cli
+from ldifs_hf.study import runner
+
+def stop(*args, **kwargs):
+    raise SystemExit(0)
+runner.plan_study = stop  # the cells are not this test's
+cli.main(["study", "--world", "quick", "--world_cache_dir", sys.argv[1], "--output_dir", sys.argv[2]])
+"""
+
+
+def test_the_studys_preparation_writes_third_party_output_to_its_log(tmp_path):
+    done = subprocess.run([sys.executable, "-c", STUDY_PROBE, str(tmp_path / "cache"), str(tmp_path / "study")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line.strip() for line in (done.stdout + done.stderr).replace("\r", "\n").splitlines() if line.strip()]
+    assert console[0].startswith("preparing the concept world") and len(console) > 1
+    assert all(line.startswith("pre-training world CLIP:") for line in console[1:]), console
+    written = (tmp_path / "study" / LOG_FILE).read_text()
+    assert "pre-training the world CLIP into" in written and "Writing model shards" in written

@@ -137,15 +137,39 @@ def test_bf16_teacher_distance_stays_within_the_stated_tolerance(scale):
 
 @pytest.mark.parametrize(
     "flags, expected",
-    [({}, torch.float32), ({"bf16": True}, torch.bfloat16), ({"bf16": True, "teacher_dtype": "float32"}, torch.float32)],
+    [({}, torch.float32), ({"bf16": True}, torch.float32), ({"bf16": True, "teacher_dtype": "bfloat16"}, torch.bfloat16)],
 )
-def test_teacher_runs_in_the_compute_precision_by_default(flags, expected, tmp_path):
+def test_teacher_takes_the_students_dtype_unless_told(flags, expected, tmp_path, caplog):
     from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments
 
     args = LDIFSTrainingArguments(output_dir=str(tmp_path), regularizer="ldifs", use_cpu=True, report_to="none", **flags)
-    trainer = LDIFSTrainer(model=_classifier(layers=4), args=args)
+    with caplog.at_level("INFO", logger="ldifs_hf"):
+        trainer = LDIFSTrainer(model=_classifier(layers=4), args=args)
     assert {p.dtype for p in trainer.teacher.parameters()} == {expected}
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # the student keeps its master weights
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LDIFS teacher:")]
+    assert said == [f"LDIFS teacher: a frozen copy in {str(expected)[6:]} ("
+                    + ("teacher_dtype)" if "teacher_dtype" in flags else "the student's dtype; teacher_dtype= to change it)")]
+
+
+@pytest.mark.parametrize("teacher_dtype", [None, "bfloat16"])
+def test_under_bf16_autocast_the_default_teacher_starts_at_a_term_of_exactly_0(teacher_dtype, tmp_path):
+    from datasets import Dataset
+
+    from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments
+
+    pixels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    data = Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": [0, 1, 2, 0, 1, 2, 0, 1]}).with_format("torch")
+    args = LDIFSTrainingArguments(output_dir=str(tmp_path), regularizer="ldifs", use_cpu=True, report_to="none", bf16=True,
+                                  max_steps=1, logging_steps=1, per_device_train_batch_size=8, teacher_dtype=teacher_dtype,
+                                  save_strategy="no", disable_tqdm=True)
+    trainer = LDIFSTrainer(model=_classifier(layers=4), args=args, train_dataset=data)
+    trainer.train()
+    first = next(h["loss_ldifs"] for h in trainer.state.log_history if "loss_ldifs" in h)
+    if teacher_dtype is None:
+        assert first == 0.0
+    else:  # bf16 teacher weights: the rounding the option trades for speed
+        assert 0.0 < first < BF16_ATOL
 
 
 # -- the evaluation cache ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import io
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchma
 from .transforms import SUPPORTED_IMAGE_MODES, rgb_images
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
+
+logger = logging.getLogger(__name__)
 
 _LOCAL_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
 _VERIFY_BATCH_SIZE = 1024
@@ -162,6 +165,46 @@ def load_raw_splits(
             f"Benchmark {spec.name!r} has no hub id: pass data_path= (--dataset_path) pointing at a save_to_disk "
             "folder, parquet files or an image folder with train/ and test/ splits."
         )
+    return _load_from_hub(spec, cache_dir)
+
+
+# Where the nine benchmarks' Hub repositories keep their parquet files, as `{folder}/{split}-*.parquet`. Naming the
+# files of the splits a run reads (train and test) keeps `datasets` from downloading and preparing the others:
+# tanganke's 7 corrupted copies of the test set (cars, eurosat, gtsrb, resisc45) and SVHN's 531k-image "extra" split.
+# The Hub cannot be reached from the tests: they lay out local folders this way. Should a repository move its
+# files, the pattern matches nothing and the whole dataset is loaded, with a warning.
+HUB_SPLIT_FOLDERS = {
+    ("tanganke/stanford_cars", None): "data",
+    ("uoft-cs/cifar10", None): "plain_text",
+    ("uoft-cs/cifar100", None): "cifar100",
+    ("tanganke/dtd", None): "data",
+    ("tanganke/eurosat", None): "data",
+    ("tanganke/gtsrb", None): "data",
+    ("ylecun/mnist", None): "mnist",
+    ("tanganke/resisc45", None): "data",
+    ("ufldl-stanford/svhn", "cropped_digits"): "cropped_digits",
+}
+
+
+def hub_split_files(spec: BenchmarkSpec) -> dict[str, str] | None:
+    """The parquet files of the splits `load_benchmark` reads (train and test) in the spec's Hub repository, as
+    `data_files` patterns; None for a repository whose layout is not known here (all of it is loaded)."""
+    folder = HUB_SPLIT_FOLDERS.get((spec.hub_id, spec.config_name))
+    if folder is None:
+        return None
+    return {split: f"{folder}/{split}-*.parquet" for split in dict.fromkeys((spec.train_split, spec.test_split))}
+
+
+def _load_from_hub(spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:
+    files = hub_split_files(spec)
+    if files is not None:
+        try:
+            return _as_dataset_dict(datasets.load_dataset(spec.hub_id, data_files=files, cache_dir=cache_dir))
+        except Exception as error:  # e.g. a repository that moved its files, or a cache made of the whole dataset
+            logger.warning(
+                "could not read only the %s splits of %s (%s: %s); loading the whole dataset instead",
+                " and ".join(files), spec.hub_id, type(error).__name__, error,
+            )
     try:
         loaded = datasets.load_dataset(spec.hub_id, spec.config_name, cache_dir=cache_dir)
     except Exception as error:
@@ -171,10 +214,12 @@ def load_raw_splits(
 
 def _download_hint(spec: BenchmarkSpec, error: Exception) -> str:
     config = f", {spec.config_name!r}" if spec.config_name else ""
+    files = hub_split_files(spec)
+    source = f"{spec.hub_id!r}, data_files={files!r}" if files else f"{spec.hub_id!r}{config}"
     return (
         f"Could not load benchmark {spec.name!r} from the Hugging Face Hub dataset {spec.hub_id!r}{config} "
         f"({type(error).__name__}: {error}). Without network here, download it once elsewhere: "
-        f"python -c \"import datasets; datasets.load_dataset({spec.hub_id!r}{config}).save_to_disk('{spec.name}')\", "
+        f"python -c \"import datasets; datasets.load_dataset({source}).save_to_disk('{spec.name}')\", "
         f"copy the folder over and point at it with --dataset_path {spec.name} (load_benchmark(..., data_path=...)) "
         f"or put it at ${DATA_DIR_ENV}/{spec.name}; parquet files or an image folder work too. "
         "A copied Hugging Face cache also works: set HF_HOME (or HF_DATASETS_CACHE) to it and HF_DATASETS_OFFLINE=1."

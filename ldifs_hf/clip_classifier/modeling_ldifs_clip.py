@@ -65,8 +65,11 @@ class CLIPVisionClassifier(PreTrainedModel):
         head_weight: torch.Tensor,
         head_bias: torch.Tensor | None = None,
         id2label: dict[int, str] | None = None,
+        base_model: str | None = None,
     ) -> "CLIPVisionClassifier":
-        """A classifier with `clip_model`'s vision tower and projection and the given head."""
+        """A classifier with `clip_model`'s vision tower and projection and the given head; `base_model`, the Hub
+        id it came from, is recorded in its config (None: nothing, e.g. for a local folder, whose path on this
+        machine means nothing elsewhere)."""
         num_labels, projection_dim = head_weight.shape
         if projection_dim != clip_model.config.projection_dim:
             raise ValueError(f"head has input size {projection_dim} but the CLIP projection has {clip_model.config.projection_dim}")
@@ -75,7 +78,7 @@ class CLIPVisionClassifier(PreTrainedModel):
             vision_config=clip_model.config.vision_config.to_dict(),
             projection_dim=clip_model.config.projection_dim,
             head_bias=head_bias is not None,
-            base_model=getattr(clip_model, "name_or_path", None) or None,
+            base_model=base_model,
             num_labels=num_labels,
             id2label={int(k): v for k, v in id2label.items()},
             label2id={v: int(k) for k, v in id2label.items()},

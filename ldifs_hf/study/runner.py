@@ -339,7 +339,8 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
         start = time.perf_counter()
         if args.world != "none":
             print(f"preparing the concept world ({args.world}; pre-trained on the first run, then read from the cache)")
-        args, world = prepare_study(args, progress=True)
+        with run_output(args.output_dir, verbose=args.verbose):  # third-party warnings of the preparation: to its log
+            args, world = prepare_study(args, progress=True)
         timings = {"prepare_s": time.perf_counter() - start}
         plan = plan_study(args, world)
         os.makedirs(args.output_dir, exist_ok=True)

@@ -8,6 +8,7 @@ import torch
 from transformers import CLIPModel
 
 from ..benchmarks.transforms import collate_images
+from ..cards import hub_base_model
 from ..heads import LP_ITERATIONS, extract_features, fit_linear_probe, zero_shot_classifier
 from ..modeling import CLIPVisionClassifier
 from .methods import MethodSpec
@@ -34,13 +35,14 @@ def build_model(
     if spec.head_init == "zero-shot":
         # The official ZS-init head: exp(logit_scale) x the prompt embeddings, and a zero bias that trains.
         weight = zero_shot_classifier(clip_model, tokenizer, class_names, templates, logit_scale=True)
-        return CLIPVisionClassifier.from_clip(clip_model, weight, torch.zeros(len(class_names)), id2label=id2label)
+        return CLIPVisionClassifier.from_clip(clip_model, weight, torch.zeros(len(class_names)), id2label=id2label,
+                                              base_model=hub_base_model(clip_model.name_or_path))
     if spec.head_init == "linear-probe":
         if train_dataset is None:
             raise ValueError(f"method {spec.name!r} fits a linear probe and needs the training set")
         features, labels = extract_features(clip_model, train_dataset, batch_size=batch_size, collate_fn=collate_images, desc="LP-init features")
         weight, bias = fit_linear_probe(features, labels, len(class_names), solver=lp_solver, iterations=lp_iterations, seed=seed)
-        return CLIPVisionClassifier.from_clip(clip_model, weight, bias, id2label=id2label)
+        return CLIPVisionClassifier.from_clip(clip_model, weight, bias, id2label=id2label, base_model=hub_base_model(clip_model.name_or_path))
     freeze_untrained_towers(clip_model, spec)
     return clip_model
 

@@ -30,6 +30,18 @@ L2SP_UNDER_ZERO3 = (
 )
 
 
+def plain_model(accelerator, model: nn.Module) -> nn.Module:
+    """`model` without what the accelerator wrapped it in (DDP, FSDP, DeepSpeed) and without `torch.compile`'s
+    `OptimizedModule`: the model whose parameter names, modules and hooks the regularizers read."""
+    model = accelerator.unwrap_model(model)
+    return model._orig_mod if is_compiled(model) else model
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether `model` runs compiled by `torch.compile` (an `OptimizedModule`, or compiled in place by `model.compile()`)."""
+    return isinstance(model, torch._dynamo.eval_frame.OptimizedModule) or getattr(model, "_compiled_call_impl", None) is not None
+
+
 def deepspeed_stage(accelerator) -> int | None:
     """The ZeRO stage of the DeepSpeed config accelerate runs with, or None without DeepSpeed."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)

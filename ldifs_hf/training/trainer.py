@@ -8,11 +8,15 @@ So any HF model and any Trainer subclass:
     class LDIFSSFTTrainer(LDIFSMixin, SFTTrainer): ...   # with a config (LDIFSArgumentsMixin, SFTConfig)
 
 The trainer adds its term and changes nothing else a user of `Trainer` can observe: `evaluate()` and
-`predict()` return the stock metrics and outputs (the hidden states LDIFS asked for are removed from the
-outputs whatever their name), the terms reach every logger and `log_history` in separate entries, the
-end-of-training summary carries no process-local means, and at λ = 0 the term is off (nothing is built,
-computed, logged or added, so gradients are `None` wherever the stock Trainer's are). `LDIFSTrainer(model)`
-without `args` is the stock Trainer's defaults with regularizer "none".
+`predict()` return the stock metrics and outputs (`eval_loss` is the task loss alone, the value the stock
+Trainer reports on the same weights, which `metric_for_best_model`, early stopping and
+`hyperparameter_search` read; the hidden states LDIFS asked for are removed from the outputs whatever
+their name), plus each term under its own key (`eval_loss_ldifs`, ...), in the same dict and the same log
+event. In training, `loss` is the loss that was optimised (task + λ·term), logged beside `loss_task` and
+the term in the step's own entry. The end-of-training summary carries no process-local means. At λ = 0
+and with regularizer "none" the term is off: nothing is built or added, gradients are `None` wherever the
+stock Trainer's are, and the log history, the callbacks' events and the logged keys are the stock ones.
+`LDIFSTrainer(model)` without `args` is the stock Trainer's defaults with regularizer "none".
 
 The regularizer is the registered object that `args.regularizer` names (`training/terms/`, one file
 each): its `setup` runs at the end of `__init__` and returns the run's state, held as
@@ -25,7 +29,11 @@ optimizer, the DDP wrapper or a checkpoint.
 A regularizer that needs hidden states gets those of the first forward of each module it taps (the
 encoder; an encoder-decoder's decoder on request) in `compute_loss`, whoever calls it (a parent loss
 that never returns the outputs, trl's DPO/GRPO/KTO batches): the module is asked for them by a forward
-pre-hook, and the teacher runs on the inputs that forward received.
+pre-hook, and the teacher runs on the inputs that forward received, drawing the random numbers that
+forward drew (a model with randomness in `forward`, such as ViT-MAE's patch mask, gives both the same).
+Under `torch.compile` the same holds (dynamo's code caches are cleared once, so no graph traced without the
+hooks is reused); there a forward that draws random numbers is refused by name, since the compiled graph
+draws its own way.
 
 Terms are batch means; when the parent's task loss is already scaled for gradient accumulation (the
 Trainer's `loss_is_scaled_for_ga` rule) they are divided by the accumulation steps to match.
@@ -47,7 +55,8 @@ from ..clip_classifier import CLIPVisionClassifier
 from ..modeling import is_peft_model
 from .arguments import LDIFSArgumentsMixin
 from .objectives import get_objective
-from .terms import TASK_LOG_NAME, RegularizerState, TappedCall, get_regularizer, log_names
+from .distributed import is_compiled, plain_model
+from .terms import TASK_LOG_NAME, RegularizerState, TappedCall, generator_states, get_regularizer, log_names
 from .terms.ldifs import disable_dropout  # noqa: F401  (importable from here, as before the registry)
 
 logger = logging.get_logger(__name__)
@@ -114,14 +123,18 @@ class LDIFSMixin:
         objective: a registered objective, "ce" (the parent trainer's loss), "clip-contrastive" or "clip-ce"
             (default: the method's, else "ce").
 
-    Logged per term, unrounded (in evaluation in a log entry of their own): `loss_task` (the objective), `loss_ldifs` (the
-    unweighted feature distance), `loss_l2sp` (the unweighted squared parameter distance), or another
-    registered regularizer's `loss_<name>`; prefixed as the evaluation's metrics (`eval_`) in evaluation.
+    Logged per term, unrounded, while a term is on: `loss_task` (the objective), `loss_ldifs` (the unweighted
+    feature distance), `loss_l2sp` (the unweighted squared parameter distance), or another registered
+    regularizer's `loss_<name>`; in training in the step's entry (beside `loss`, the optimised total), in
+    evaluation among the evaluation's metrics with its prefix (`eval_loss_ldifs`; its task loss is `eval_loss`).
 
     Attributes:
         regularizer_term: the registered `Regularizer`; regularizer_state: what its `setup` returned (its
         settings for the run included); regularizer_active: False at λ = 0 (the term is then off).
     """
+
+    _predicting = False  # within prediction_step (evaluate, predict): the loss returned is the task loss
+    _compiled_caches_cleared = False
 
     def __init__(self, *trainer_args, teacher_model=None, objective: str | None = None, **kwargs):
         call = _keyword_arguments(super().__init__, trainer_args, kwargs)
@@ -146,7 +159,7 @@ class LDIFSMixin:
         self.regularizer_term = term
         self.regularizer_active = term.log_name is not None and term.weight(settings) > 0
         super().__init__(**call)
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = plain_model(self.accelerator, self.model)
         if self.loss_objective != "ce" or isinstance(unwrapped, CLIPVisionClassifier):
             # These losses are batch means that ignore num_items_in_batch: the Trainer divides them by
             # the accumulation steps.
@@ -190,7 +203,7 @@ class LDIFSMixin:
                 f"regularizer {self.regularizer!r} {'is off (λ = 0)' if not self.regularizer_active else 'reads hidden states'}; "
                 "its penalty comes with a batch, in compute_loss"
             )
-        model = self.accelerator.unwrap_model(self.model if model is None else model)
+        model = plain_model(self.accelerator, self.model if model is None else model)
         return self.regularizer_term.penalty(self.regularizer_state, model, {}, {})
 
     def regularizer_description(self) -> str:
@@ -225,12 +238,12 @@ class LDIFSMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         metrics = self._metrics["train" if model.training else "eval"]
         term = self.regularizer_term if self.regularizer_active else None
-        unwrapped = self.accelerator.unwrap_model(model)
+        plain = plain_model(self.accelerator, model)
         # The current model's modules: with `model_init` (hyperparameter search) each trial has a new model.
         taps = {}
         if term is not None and term.needs_hidden_states:
-            taps = {name: TappedCall(module) for name, module in term.tapped_modules(self.regularizer_state, unwrapped).items()}
-        with contextlib.ExitStack() as hooks:
+            taps = {name: TappedCall(module) for name, module in term.tapped_modules(self.regularizer_state, plain).items()}
+        with contextlib.ExitStack() as hooks, self._compiled_forward_checks(model, bool(taps)):
             for tap in taps.values():
                 hooks.enter_context(tap.attached())
             objective = get_objective(self.loss_objective)
@@ -242,18 +255,54 @@ class LDIFSMixin:
         steps = 1
         if model.training and self._task_loss_is_scaled_for_ga(num_items_in_batch):
             steps = getattr(self, "current_gradient_accumulation_steps", 1)
-        # Logged per step: a loss already divided over the accumulated batch is scaled back.
+        # Kept per step (a loss already divided over the accumulated batch is scaled back) for the logs and the
+        # non-finite guard; logged only while a term is on.
         metrics[TASK_LOG_NAME].append(task_loss.detach() * steps)
         loss = task_loss
         if term is not None:
             state = self.regularizer_state
-            penalty = term.penalty(state, unwrapped, taps, inputs)
+            penalty = term.penalty(state, plain, taps, inputs)
             metrics[term.log_name].append(penalty.detach())
-            loss = loss + term.weight(state.settings) * penalty / steps
-        user_hidden = bool(inputs.get("output_hidden_states")) or getattr(getattr(unwrapped, "config", None), "output_hidden_states", False)
+            if not self._predicting:  # evaluate() and predict() report the task loss, as the stock Trainer does
+                loss = loss + term.weight(state.settings) * penalty / steps
+        user_hidden = bool(inputs.get("output_hidden_states")) or getattr(getattr(plain, "config", None), "output_hidden_states", False)
         if taps and return_outputs and not user_hidden:
             outputs = _without_hidden_states(outputs)
         return (loss, outputs) if return_outputs else loss
+
+    @contextlib.contextmanager
+    def _compiled_forward_checks(self, model, tapped: bool):
+        """Around a forward whose taps a teacher reads, on a model `torch.compile` runs: the first time, dynamo's
+        code caches are cleared, since a graph traced without the taps' hooks (an earlier compiled run of the same
+        model class in this process: dynamo does not guard on module hooks) would be reused and skip them; then,
+        while the student's stochastic layers are off, a forward that draws random numbers (a random mask) is
+        refused: the teacher replays the student's draws in eager mode (`TappedCall.replayed_randomness`), but a
+        compiled graph draws its own way."""
+        state = self.regularizer_state
+        if not (tapped and is_compiled(self.accelerator.unwrap_model(model))):
+            yield
+            return
+        if not self._compiled_caches_cleared:
+            torch._dynamo.reset_code_caches()
+            self._compiled_caches_cleared = True
+            logger.info("torch.compile: dynamo's code caches cleared once, so the compiled graphs include the LDIFS taps")
+        before = generator_states(self.args.device) if self.regularizer_term.disables_student_dropout(state.settings) else None
+        yield
+        after = generator_states(self.args.device) if before is not None else None
+        if before is not None and any(not torch.equal(before[k], after[k]) for k in before):
+            raise ValueError(
+                f"{type(plain_model(self.accelerator, model)).__name__} draws random numbers in its forward (e.g. a random "
+                "patch mask) with its stochastic layers off; under torch_compile the teacher cannot draw the same ones: "
+                "pass them as an input (ViT-MAE: noise=) or train without torch_compile"
+            )
+
+    def prediction_step(self, *args, **kwargs):
+        # compute_loss keeps the regularizer's term out of the loss it returns here (it still logs the term).
+        self._predicting = True
+        try:
+            return super().prediction_step(*args, **kwargs)
+        finally:
+            self._predicting = False
 
     def _get_grad_norm(self, model, grad_norm=None):
         """The Trainer's gradient norm of this step, also kept as `_step_grad_norm` for `NonFiniteGuard`,
@@ -263,32 +312,40 @@ class LDIFSMixin:
 
     # -- logs -----------------------------------------------------------------------------------
 
-    def evaluation_loop(self, *args, **kwargs):
-        # Terms left by `predict()` (which logs nothing) are not this evaluation's.
-        self._metrics["eval"].clear()
-        return super().evaluation_loop(*args, **kwargs)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """The Trainer's log with the terms' means since the last log: in the same entry in training, in an
-        entry of their own in evaluation (so the dict `evaluate()` returns is the stock one). The end-of-training summary gets no terms: their means
-        over the steps this process ran would differ between a resumed run and an uninterrupted one."""
-        mode = "train" if self.model.training else "eval"
-        if "train_runtime" in logs:  # the summary after training
-            self._metrics["train"].clear()
-            return super().log(logs, start_time)
-        prefix = next((k[: -len("runtime")] for k in logs if k.endswith("_runtime")), "eval_") if mode == "eval" else ""
-        terms = {}
+    def _term_means(self, mode: str, prefix: str) -> dict[str, float]:
+        """Each term's mean since the last log, over the processes, under `prefix + name`; the lists emptied. The task
+        loss is named only while a term is on (at λ = 0 and with regularizer "none" the logs are the stock ones)."""
+        means = {}
         for name in log_names():
             values = self._metrics[mode].pop(name, None)
-            if values:
-                mean = self.accelerator.gather_for_metrics(torch.stack(values).mean().reshape(1)).mean()
-                terms[prefix + name] = mean.item()
-        if mode == "train":
-            logs.update(terms)  # in the step's own entry: the loss beside its terms
-            return super().log(logs, start_time)
-        super().log(logs, start_time)
-        if terms:
-            super().log(terms)
+            if values and self.regularizer_active:
+                mean = self.accelerator.gather(torch.stack(values).float().mean().reshape(1)).mean()
+                means[prefix + name] = mean.item()
+        return means
+
+    def evaluation_loop(self, *args, **kwargs):
+        # Terms left by an earlier compute_loss outside an evaluation are not this one's.
+        self._term_means("eval", "")
+        output = super().evaluation_loop(*args, **kwargs)
+        bound = inspect.signature(super().evaluation_loop).bind(*args, **kwargs)
+        bound.apply_defaults()
+        prefix = bound.arguments.get("metric_key_prefix") or "eval"
+        terms = self._term_means("eval", f"{prefix}_")
+        terms.pop(f"{prefix}_{TASK_LOG_NAME}", None)  # the task loss is `{prefix}_loss` itself
+        output.metrics.update(terms)
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The Trainer's log, with the terms' means since the last log in the training step's own entry (evaluation
+        puts its terms among its metrics). The end-of-training summary gets no terms: their means over the steps this
+        process ran would differ between a resumed run and an uninterrupted one."""
+        if "train_runtime" in logs:  # the summary after training: no terms
+            self._term_means("train", "")
+        elif self.model.training:
+            logs.update(self._term_means("train", ""))
+        else:  # a log in evaluation mode outside an evaluation loop: its terms are no evaluation's
+            self._term_means("eval", "")
+        return super().log(logs, start_time)
 
 
 class LDIFSTrainer(LDIFSMixin, Trainer):

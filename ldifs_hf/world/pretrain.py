@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..benchmarks.registry import fill_template
+from ..console import console_stream
 from ..tiny import tiny_clip_config, tiny_image_processor, train_clip_tokenizer
 from .concepts import CONCEPTS
 from ..utils import torch_threads
@@ -61,7 +62,7 @@ def pretrain_world_clip(settings: WorldSettings, output_dir: str | os.PathLike, 
     order = torch.Generator().manual_seed(settings.seed)
     caption_rng = np.random.default_rng([settings.seed, 1])
 
-    bar = tqdm(range(settings.pretrain_steps), desc="pre-training world CLIP", disable=not progress)
+    bar = tqdm(range(settings.pretrain_steps), desc="pre-training world CLIP", disable=not progress, file=console_stream())
     for _ in bar:
         rows = torch.randint(len(pairs), (settings.batch_size,), generator=order).numpy()
         # A fresh caption per draw: the same image is described through different concept subsets.

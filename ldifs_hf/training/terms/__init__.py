@@ -25,7 +25,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import torch
 from torch import nn
+from transformers.utils import is_torchdynamo_compiling
 
 from ...modeling import image_encoder
 
@@ -62,15 +64,39 @@ class RegularizerState:
     settings: Any = None
 
 
+def generator_states(device: torch.device | None = None) -> dict:
+    """The states of the CPU random generator and of `device`'s (CUDA, XPU), to draw the same numbers again."""
+    states = {"cpu": torch.get_rng_state()}
+    if device is not None and device.type in ("cuda", "xpu"):
+        states[device] = getattr(torch, device.type).get_rng_state(device)
+    return states
+
+
+def _set_generator_states(states: dict) -> None:
+    for where, state in states.items():
+        if where == "cpu":
+            torch.set_rng_state(state)
+        else:
+            getattr(torch, where.type).set_rng_state(state, where)
+
+
+def _first_device(values) -> torch.device | None:
+    return next((v.device for v in values if torch.is_tensor(v)), None)
+
+
 class TappedCall:
     """The first forward of a tapped module within one `compute_loss`: asked for its hidden states (a forward
     pre-hook adds `output_hidden_states=True`), which it keeps with the inputs that forward received (by
-    parameter name), so a teacher can run on exactly those."""
+    parameter name), so a teacher can run on exactly those, and with the random generators' states at its
+    start, so a teacher can draw the same random numbers (`replayed_randomness`: ViT-MAE's patch mask, ...).
+    Under `torch.compile` the states are not taken (the compiled graph draws its own way; the trainer checks
+    that nothing is drawn)."""
 
     def __init__(self, module: nn.Module):
         self.module = module
         self.hidden_states = None
         self.inputs: dict | None = None
+        self.generator_states: dict | None = None
         self._signature = inspect.signature(module.forward)
         self._var_keyword = next((n for n, p in self._signature.parameters.items() if p.kind == p.VAR_KEYWORD), None)
 
@@ -79,6 +105,8 @@ class TappedCall:
             return None
         self.inputs = dict(self._signature.bind_partial(*args, **kwargs).arguments)
         self.inputs.update(self.inputs.pop(self._var_keyword, None) or {})
+        if not is_torchdynamo_compiling():
+            self.generator_states = generator_states(_first_device([*args, *kwargs.values()]))
         return args, {**kwargs, "output_hidden_states": True}
 
     def _hook(self, module, args, output):
@@ -96,6 +124,21 @@ class TappedCall:
         finally:
             for handle in handles:
                 handle.remove()
+
+    @contextlib.contextmanager
+    def replayed_randomness(self):
+        """Within: the random generators as they were when the tapped forward began, so a teacher run here draws
+        what the student drew; after: as they were before, so the student's own randomness goes on unchanged."""
+        if self.generator_states is None:
+            yield
+            return
+        device = next((where for where in self.generator_states if where != "cpu"), None)
+        saved = generator_states(device)
+        _set_generator_states(self.generator_states)
+        try:
+            yield
+        finally:
+            _set_generator_states(saved)
 
 
 class Regularizer:
@@ -227,6 +270,7 @@ from . import l2sp as _l2sp  # noqa: E402,F401
 from . import ldifs as _ldifs  # noqa: E402,F401
 
 __all__ = [
-    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "describe_regularizer", "get_regularizer",
+    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "describe_regularizer", "generator_states",
+    "get_regularizer",
     "list_regularizers", "log_names", "loss_weights", "register_regularizer",
 ]

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...modeling import L2SP_SCOPES, image_encoder, is_peft_model, lora_delta_weights, named_scope_parameters
 from ...regularizers import l2sp_penalty
-from ..distributed import L2SP_UNDER_ZERO3, deepspeed_stage
+from ..distributed import L2SP_UNDER_ZERO3, deepspeed_stage, plain_model
 from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
 
 
@@ -123,7 +123,7 @@ class L2SP(Regularizer):
     def setup(self, trainer, teacher_model, settings: L2SPSettings) -> L2SPState:
         if deepspeed_stage(trainer.accelerator) == 3:
             raise ValueError(L2SP_UNDER_ZERO3)
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = plain_model(trainer.accelerator, trainer.model)
         peft = is_peft_model(model)
         names = anchored_names(model, peft, settings.l2sp_scope)
         if peft:

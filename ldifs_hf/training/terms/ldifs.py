@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -22,11 +23,12 @@ from torch import nn
 from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
 from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_per_sample
 from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
-from ..distributed import prepare_frozen_model
+from ..distributed import plain_model, prepare_frozen_model
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 LDIFS_TAPS = ("encoder", "decoder", "both")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+logger = logging.getLogger(__name__)
 # Attributes that hold a probability used functionally: attention and activation dropout (ViT, CLIP, Llama,
 # BART, Whisper, ...), stochastic depth (DropPath's `drop_prob`: Swin, ConvNeXt, BEiT, timm) and layer drop.
 _STOCHASTIC_ATTRIBUTES = (
@@ -52,9 +54,10 @@ class LDIFSSettings(RegularizerSettings):
         ldifs_normalization (`str`, *optional*, defaults to `"token"`):
             "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
         teacher_dtype (`str`, *optional*, defaults to `None`):
-            Cast the frozen teacher to "bfloat16"/"float16"/"float32" (it never trains, so it needs no
-            float32 master copy). None means the compute precision: bfloat16 under `bf16`, float16
-            under `fp16`, else the student's dtype.
+            Cast the frozen teacher to "bfloat16"/"float16"/"float32". None means the dtype of the
+            student's weights, so the term is exactly 0 at step 1 under any autocast; "bfloat16" under
+            `bf16` saves memory and time (the teacher never trains, so it needs no float32 copy) at a
+            rounding of about 1e-6 in the term.
         keep_student_dropout (`bool`, *optional*, defaults to `False`):
             Keep the student's stochastic layers (dropout, DropPath, ...) while the LDIFS term is on
             (ldifs_lambda > 0). By default they are switched off, as trl's `disable_dropout`, so student
@@ -75,7 +78,7 @@ class LDIFSSettings(RegularizerSettings):
     )
     teacher_dtype: str | None = field(
         default=None,
-        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: bfloat16 under --bf16, float16 under --fp16, else the student's)."},
+        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: the student's weights' dtype)."},
     )
     keep_student_dropout: bool = field(
         default=False, metadata={"help": "Keep the student's dropout and stochastic depth while LDIFS is on (default: switched off)."}
@@ -179,16 +182,13 @@ def disable_dropout(model: nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
-def resolve_teacher_dtype(settings: LDIFSSettings, args) -> str | None:
-    """The teacher's dtype: `teacher_dtype`, else the compute precision under bf16/fp16 (the teacher only runs
-    forward, under autocast, so its float32 master copy would be read for nothing)."""
+def resolve_teacher_dtype(settings: LDIFSSettings, model: nn.Module) -> torch.dtype:
+    """The teacher's dtype: `teacher_dtype`, else the dtype of the student's encoder weights, so that at step 1,
+    under any autocast, the teacher computes exactly what the student computes and the term is 0 (bf16 teacher
+    weights under a float32 student's bf16 autocast give about 1e-6 instead)."""
     if settings.teacher_dtype is not None:
-        return settings.teacher_dtype
-    if getattr(args, "bf16", False):
-        return "bfloat16"
-    if getattr(args, "fp16", False):
-        return "float16"
-    return None
+        return _DTYPES[settings.teacher_dtype]
+    return next((p.dtype for p in image_encoder(model).parameters() if p.is_floating_point()), torch.float32)
 
 
 def _in_dtype_of(teacher, inputs: dict) -> dict:
@@ -224,7 +224,7 @@ class LDIFS(Regularizer):
     log_name = "loss_ldifs"
 
     def setup(self, trainer, teacher_model, settings: LDIFSSettings) -> LDIFSState:
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = plain_model(trainer.accelerator, trainer.model)
         encoder = image_encoder(model)
         if not (_accepts(encoder, "output_hidden_states") and _accepts(model, "output_hidden_states")):
             raise ValueError(
@@ -263,6 +263,7 @@ class LDIFS(Regularizer):
                     "the model itself with adapters disabled; pass teacher_model= or leave teacher_dtype unset"
                 )
             state.teacher = _AdapterDisabledTeacher(model, encoder)
+            logger.info("LDIFS teacher: the model itself with its adapters disabled, in the student's dtype")
             return state
         source = teacher_model if teacher_model is not None else model
         if decoder is None:
@@ -271,9 +272,10 @@ class LDIFS(Regularizer):
             teacher = _Seq2SeqTeacher(copy.deepcopy(image_encoder(source)), copy.deepcopy(source.get_decoder()))
         teacher.requires_grad_(False)
         teacher.eval()
-        dtype = resolve_teacher_dtype(settings, trainer.args)
-        if dtype is not None:
-            teacher.to(_DTYPES[dtype])
+        dtype = resolve_teacher_dtype(settings, model)
+        teacher.to(dtype)
+        logger.info("LDIFS teacher: a frozen copy in %s (%s)", str(dtype).replace("torch.", ""),
+                    "teacher_dtype" if settings.teacher_dtype else "the student's dtype; teacher_dtype= to change it")
         # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP; DeepSpeed
         # gives it an inference engine of its own (partitioned under ZeRO-3).
         state.teacher = prepare_frozen_model(trainer, teacher)
@@ -289,9 +291,15 @@ class LDIFS(Regularizer):
         return modules
 
     def penalty(self, state: LDIFSState, model, taps, inputs) -> torch.Tensor:
-        missing = [name for name, tap in taps.items() if tap.hidden_states is None]
-        if missing:
-            raise ValueError(f"{type(model).__name__}'s {missing[0]} returned no hidden_states; LDIFS needs them")
+        for name, tap in taps.items():
+            if tap.inputs is None:
+                raise ValueError(
+                    f"{type(model).__name__}'s {name} ran without LDIFS's forward hooks in this step: it was not called, or a "
+                    "torch.compile graph traced without the hooks was reused (dynamo does not guard on module hooks: "
+                    "compile the model anew, or call torch._dynamo.reset())"
+                )
+            if tap.hidden_states is None:
+                raise ValueError(f"{type(model).__name__}'s {name} returned no hidden_states; LDIFS needs them")
         encoder_inputs = {k: v for k, v in (taps["encoder"].inputs or {}).items() if k in state.teacher_inputs and v is not None}
         if not encoder_inputs:
             raise ValueError(
@@ -300,7 +308,8 @@ class LDIFS(Regularizer):
             )
         encoder_inputs = _in_dtype_of(state.teacher, encoder_inputs)
         normalization = state.settings.ldifs_normalization
-        with torch.no_grad():
+        # The teacher draws the random numbers the student's encoder drew (a random patch mask, ...).
+        with torch.no_grad(), taps["encoder"].replayed_randomness():
             if state.decoder_layers is None:
                 teacher_encoder, teacher_decoder = state.teacher(**encoder_inputs, output_hidden_states=True).hidden_states, None
             else:
