@@ -8,7 +8,7 @@ import pytest
 from ldifs_hf import evidence
 from ldifs_hf.evaluation.choice import Choice
 from ldifs_hf.evaluation.claims import (
-    ClaimSpec, Evidence, build_evidence, claim_sentence, claims_from_specs, claims_section, regularizer_claims, write_evidence,
+    ClaimSpec, Evidence, build_evidence, claim_sentence, claims_from_specs, claims_section, load_claims, regularizer_claims, write_evidence,
 )
 from ldifs_hf.evaluation.frontier import CLIP_AXES, FrontierPoint
 from ldifs_hf.study.demo import demo_claims
@@ -110,6 +110,10 @@ def test_claims_json_and_section(tmp_path):
     entry = document["claims"][0]
     assert set(entry) >= {"a", "b", "metric", "units", "mean_difference", "ci95", "p", "p_corrected", "verdict", "sentence"}
     assert entry["mean_difference"] == pytest.approx(10.0) and len(entry["units"]) == 6
+    # Read back, the claims are the same (their verdicts too): two reports' claims compare this way.
+    loaded = load_claims(paths["claims_json"])
+    assert [(c.a, c.b, c.metric, c.verdict, c.p_corrected) for c in loaded] == [(c.a, c.b, c.metric, c.verdict, c.p_corrected) for c in found.claims]
+    assert evidence.contradictions(loaded, found.claims) == []
     text = claims_section(found)
     assert "Intervals cover: training seed. They do not cover: the test sample." in text
     assert text.count("\n- ") == 3 and "Of 3 claims:" in text

@@ -245,6 +245,15 @@ def write_evidence(evidence: Evidence, output_dir: str, *, title: str = "", plot
     return paths
 
 
+def load_claims(path: str) -> list[Claim]:
+    """The claims a claims.json holds, as `Claim`s with their corrected p (values back from points to fractions): two
+    reports' claims compare with `evidence.contradictions(load_claims(a), load_claims(b))`."""
+    with open(path) as f:
+        entries = json.load(f)["claims"]
+    return [Claim(e["a"], e["b"], e["metric"], {u["unit"]: (u["a"] / 100, u["b"] / 100) for u in e["units"]}, p_corrected=e["p_corrected"])
+            for e in entries]
+
+
 def evidence_markdown(evidence: Evidence) -> str:
     """The frontier table and the claims section, for a report's results.md."""
     return frontier_table(evidence.points, evidence.axes, evidence.chosen) + ("\n\n" + claims_section(evidence) if claims_section(evidence) else "")

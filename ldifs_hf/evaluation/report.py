@@ -241,9 +241,12 @@ def _save(plt, fig, path: str, legend_handles: Sequence | None = None, title: st
 
 
 def _run_handles(runs: Mapping[str, list[Mapping]]) -> list:
+    """A legend entry per run in its method's colour, named by its method alone when every run has one fine-tuning task."""
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], color=method_colour(points[0].get("method")), marker="o", markersize=4, label=run) for run, points in runs.items()]
+    one_task = len({points[0].get("finetune_task") for points in runs.values()}) == 1
+    return [Line2D([], [], color=method_colour(points[0].get("method")), marker="o", markersize=4,
+                   label=method_label(points[0]) if one_task else run) for run, points in runs.items()]
 
 
 def plot_deltas(records: Iterable[Mapping], path: str, *, title: str = "") -> str:
