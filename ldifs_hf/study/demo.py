@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import statistics
+import time
 from dataclasses import MISSING, dataclass, field
 
 from ..benchmarks import get_benchmark
@@ -235,12 +236,14 @@ def run_demo(args: DemoArguments) -> DemoResult:
     print(f"The demo: {len(methods)} methods x {len(seeds)} seeds x {len(worlds)} worlds fine-tuned on {args.finetune_task} and scored on "
           "every concept task" + (f", the λ sweep of {', '.join(swept)}" if swept else "")
           + (f", WiSE-FT at α = {', '.join(f'{a:g}' for a in args.alpha_list() if a != 1.0)}" if len(args.alpha_list()) > 1 else ""))
+    start = time.perf_counter()
     with torch_threads(args.threads), FolderLock(args.output_dir):
         with worker_pool(args.workers) if args.workers > 1 else contextlib.nullcontext() as pool:
             if pool is not None:
                 _prepare_worlds(args, worlds, pool)
+            worlds_s = time.perf_counter() - start
             parts = [run_study(args.study_arguments(w), report=lambda run, w=w: _world_part(args, run, w), pool=pool) for w in worlds]
-        return _report(args, parts)
+        return _report(args, parts, {"worlds_s": worlds_s, "start": start})
 
 
 def _prepare_worlds(args: DemoArguments, worlds: list[int], pool) -> None:
@@ -354,13 +357,15 @@ def noise_sources(args: DemoArguments) -> tuple[list[str], list[str]]:
     return covered, not_covered
 
 
-def _report(args: DemoArguments, parts: list[dict]) -> DemoResult:
-    """The demo's tables, plots, choices and claims from every world's records."""
+def _report(args: DemoArguments, parts: list[dict], clock: dict) -> DemoResult:
+    """The demo's tables, plots, choices and claims from every world's records (`clock`: the seconds the
+    worlds' preparation in the pool took, "worlds_s", and when the demo started, "start")."""
     records = [r for part in parts for r in part["records"]]
     sweep_records = [r for part in parts for r in part["sweep_records"]]
     pretrained = {unit: accuracy for part in parts for unit, accuracy in part["pretrained"].items()}
     timings = {f"world-{w}/{name}": value for w, part in zip(args.world_seed_list(), parts) for name, value in part["timings"].items()}
     timings.update({name: sum(p["timings"][name] for p in parts) for name in ("finetune_s", "evaluate_s", "cpu_s")})
+    timings["worlds_in_pool_s"] = clock["worlds_s"]
 
     summary = summarise(records, args.finetune_task)
     pretrained_table = _pretrained_table(parts, args.world_seed_list())
@@ -371,6 +376,7 @@ def _report(args: DemoArguments, parts: list[dict]) -> DemoResult:
                               claim_rule="the demo's list: CLAIMS, MIDDLE_ALPHA_CLAIMS and CHOSEN_CLAIMS in study/demo.py",
                               sources=covered, not_covered=not_covered)
     claims_text = claims_section(evidence)
+    timings["total_s"] = time.perf_counter() - clock["start"]  # up to the figures and files below
     _write_outputs(args, summary, records, sweep_records, evidence, pretrained_table, table, claims_text, timings)
     print(f"\nPretrained world CLIPs, accuracy in %, mean ± std over each world's units (their own test samples):\n\n{pretrained_table}\n")
     print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate} (Δ in points):\n\n{table}")
