@@ -1,5 +1,5 @@
-"""Concept-forgetting evaluation (paper eqs. 2 and 3): ZS and LP accuracy of a model on many
-benchmarks, their change against the pretrained model, A_FT, and parameter and feature distances.
+"""Concept-forgetting evaluation : ZS and LP accuracy of a model on many
+benchmarks, their change against the pretrained model (Δ, paper eq. 2), A_FT, and parameter and feature distances (eq. 3).
 
     evaluator = ConceptForgettingEvaluator.from_pretrained("openai/clip-vit-base-patch32", EvaluatorSettings())
     record = evaluator.evaluate(model, ["cifar10", "mnist"], finetune_benchmark="eurosat")
@@ -39,7 +39,7 @@ PRETRAINED_KEY = "pretrained"
 
 
 class BenchmarkScores(TypedDict, total=False):
-    """One model on one benchmark: accuracies in [0, 1], their Δ against the pretrained model, eq. 3."""
+    """One model on one benchmark: accuracies in [0, 1], their Δ against the pretrained model (paper eq. 2)."""
 
     zs_acc: float
     lp_acc: float
