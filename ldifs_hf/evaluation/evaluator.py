@@ -1,5 +1,5 @@
-"""Concept-forgetting evaluation : ZS and LP accuracy of a model on many
-benchmarks, their change against the pretrained model (Δ, paper eq. 2), A_FT, and parameter and feature distances (eq. 3).
+"""Concept-forgetting evaluation: ZS and LP accuracy of a model on many benchmarks, their change
+against the pretrained model (Δ, paper eq. 2), A_FT, and parameter and feature distances (eq. 3).
 
     evaluator = ConceptForgettingEvaluator.from_pretrained("openai/clip-vit-base-patch32", EvaluatorSettings())
     record = evaluator.evaluate(model, ["cifar10", "mnist"], finetune_benchmark="eurosat")
