@@ -168,28 +168,15 @@ def load_raw_splits(
     return _load_from_hub(spec, cache_dir)
 
 
-# Where the nine benchmarks' Hub repositories keep their parquet files, as `{folder}/{split}-*.parquet`. Naming the
-# files of the splits a run reads (train and test) keeps `datasets` from downloading and preparing the others:
-# tanganke's 7 corrupted copies of the test set (cars, eurosat, gtsrb, resisc45) and SVHN's 531k-image "extra" split.
-# The Hub cannot be reached from the tests: they lay out local folders this way. Should a repository move its
-# files, the pattern matches nothing and the whole dataset is loaded, with a warning.
-HUB_SPLIT_FOLDERS = {
-    ("tanganke/stanford_cars", None): "data",
-    ("uoft-cs/cifar10", None): "plain_text",
-    ("uoft-cs/cifar100", None): "cifar100",
-    ("tanganke/dtd", None): "data",
-    ("tanganke/eurosat", None): "data",
-    ("tanganke/gtsrb", None): "data",
-    ("ylecun/mnist", None): "mnist",
-    ("tanganke/resisc45", None): "data",
-    ("ufldl-stanford/svhn", "cropped_digits"): "cropped_digits",
-}
-
-
+# Naming the files of the splits a run reads (train and test, in the spec's `hub_schema.parquet_folder`) keeps
+# `datasets` from downloading and preparing the others: tanganke's 7 corrupted copies of the test set (cars, eurosat,
+# gtsrb, resisc45) and SVHN's 531k-image "extra" split. The Hub cannot be reached from the tests: they lay out local
+# folders this way. Should a repository move its files, the pattern matches nothing and the whole dataset is loaded,
+# with a warning.
 def hub_split_files(spec: BenchmarkSpec) -> dict[str, str] | None:
     """The parquet files of the splits `load_benchmark` reads (train and test) in the spec's Hub repository, as
     `data_files` patterns; None for a repository whose layout is not known here (all of it is loaded)."""
-    folder = HUB_SPLIT_FOLDERS.get((spec.hub_id, spec.config_name))
+    folder = spec.hub_schema.parquet_folder if spec.hub_schema is not None else None
     if folder is None:
         return None
     return {split: f"{folder}/{split}-*.parquet" for split in dict.fromkeys((spec.train_split, spec.test_split))}
