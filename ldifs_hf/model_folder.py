@@ -11,20 +11,35 @@ know, after asking "run the custom code? [y/N]" on a terminal. So here:
   whose source files saved beside its weights are never imported; processors load with
   `trust_remote_code=False`.
 No command therefore prompts for, or runs, code from a folder it is given.
+
+A damaged folder is refused, never loaded as if whole (`check_model_files`, read without loading: weight
+files present and intact, a tokenizer and an image processor beside them); weights that do not fit the
+config (tensors missing, extra or of another shape, which transformers would fill with fresh random
+values or drop) are refused after loading, naming the tensors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import pickle
 from collections.abc import Sequence
 
 from .clip_classifier import CLIPClassifierConfig, CLIPVisionClassifier
+from .run_folder.checkpoints import file_damage
 
 CONFIG_FILE = "config.json"
 CLIP_MODEL_TYPE = "clip"
 FINETUNE_PURPOSE = "the paper's methods fine-tune a CLIP model"
 EVALUATION_PURPOSE = "evaluation takes a CLIPModel or a CLIPVisionClassifier"
+# The files a saved CLIP processor leaves: a tokenizer (one file, or the vocabulary and merges) and an
+# image processor (its own file, or inside the processor's).
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# The weights a folder loads from, in the order transformers prefers them: an index names its shards.
+_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
 class ModelFolderError(ValueError):
@@ -87,13 +102,109 @@ def clip_config(name_or_path, *, what: str = "model", purpose: str = "this comma
     return CLIPConfig.from_dict(config)
 
 
+def check_model_files(name_or_path, *, what: str = "model", processor: bool = True) -> None:
+    """A local model folder's weights are there and intact (a safetensors header and size, a torch file's
+    archive; every shard an index names), and with `processor` a tokenizer and an image processor are
+    saved beside them; a ModelFolderError naming the file otherwise. Read without loading anything; a Hub
+    id is not checked here (its files are fetched when it loads)."""
+    path = os.fspath(name_or_path)
+    if not os.path.isdir(path):
+        return
+    for file in _weight_files(path, what):
+        problem = file_damage(file)
+        if problem is not None:
+            raise ModelFolderError(f"{what} {path!r}: {problem}; save or download the model again")
+    if processor:
+        check_processor_files(path, what=what)
+
+
+def _weight_files(path: str, what: str) -> list[str]:
+    """The weight files a folder loads from (an index's shards), or a ModelFolderError saying none are there."""
+    name = next((n for n in _WEIGHT_FILES if os.path.isfile(os.path.join(path, n))), None)
+    if name is None:
+        raise ModelFolderError(
+            f"{what} {path!r} has no weights ({' or '.join(_WEIGHT_FILES[1::2])}, or a sharded index); pass a folder a model was saved to with save_pretrained"
+        )
+    if not name.endswith(".index.json"):
+        return [os.path.join(path, name)]
+    index = os.path.join(path, name)
+    try:
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ModelFolderError(f"{what}: {index} is not a weight index ({' '.join(str(err).split())[:200]})") from err
+    missing = [shard for shard in shards if not os.path.isfile(os.path.join(path, shard))]
+    if missing:
+        raise ModelFolderError(f"{what} {path!r}: {name} names the shard {missing[0]}, which is missing ({len(missing)} of {len(shards)} shards are)")
+    return [os.path.join(path, shard) for shard in shards]
+
+
+def check_processor_files(name_or_path, *, what: str = "model") -> None:
+    """A local folder holds a saved CLIP tokenizer and image processor: without them transformers builds
+    an empty tokenizer, or the Hub's defaults, whose errors would come much later and name neither."""
+    path = os.fspath(name_or_path)
+    if not os.path.isdir(path):
+        return
+    if not any(all(os.path.isfile(os.path.join(path, f)) for f in files) for files in TOKENIZER_FILES):
+        raise ModelFolderError(
+            f"{what} {path!r} has no tokenizer ({' or '.join(' with '.join(files) for files in TOKENIZER_FILES)}), which the zero-shot "
+            "heads need; save the model's processor beside it (CLIPProcessor.save_pretrained)"
+        )
+    if not any(os.path.isfile(os.path.join(path, f)) for f in IMAGE_PROCESSOR_FILES):
+        raise ModelFolderError(
+            f"{what} {path!r} has no image processor ({' or '.join(IMAGE_PROCESSOR_FILES)}), which says how images are resized "
+            "for it; save the model's processor beside it (CLIPProcessor.save_pretrained)"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """transformers' own table of missing or mismatched tensors stays off the console: the refusal below names them."""
+    report = logging.getLogger("transformers.modeling_utils")
+    level = report.level
+    report.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report.setLevel(level)
+
+
+def load_weights(model_class, name_or_path, *, what: str = "model", cache_dir: str | None = None):
+    """`model_class.from_pretrained(name_or_path)`, refused in one line when the folder is damaged
+    (`check_model_files`) or its weights do not fit its config: tensors missing (transformers would
+    initialise them at random), extra, or of another shape."""
+    check_model_files(name_or_path, what=what, processor=False)
+    path = os.fspath(name_or_path)
+    try:
+        with _quiet_load_report():
+            model, info = model_class.from_pretrained(name_or_path, cache_dir=cache_dir, output_loading_info=True, ignore_mismatched_sizes=True)
+    except pickle.UnpicklingError as err:
+        raise ModelFolderError(
+            f"{what} {path!r}: its pytorch_model.bin holds pickled Python objects, not plain tensors, which torch loads only by running "
+            "them; load it where it was made and save it again with save_pretrained (safetensors)"
+        ) from err
+    problems = []
+    for key, words in (("missing_keys", "lack {} tensor(s) the config has"), ("unexpected_keys", "hold {} tensor(s) the config has no place for")):
+        names = sorted(info.get(key) or ())
+        if names:
+            problems.append(f"its weights {words.format(len(names))} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+    for name, stored, expected in sorted(info.get("mismatched_keys") or (), key=str)[:1]:
+        problems.append(f"{name} has shape {tuple(stored)} in its weights but {tuple(expected)} in its config")
+    if problems:
+        raise ModelFolderError(
+            f"{what} {path!r} does not match its config.json: {'; '.join(problems)}; a model loaded from it would not be the one "
+            "saved, so it is refused: save or download it again"
+        )
+    return model
+
+
 def load_clip_model(name_or_path, *, what: str = "model", purpose: str = "this command takes a CLIP model", cache_dir: str | None = None):
-    """A `CLIPModel` from a folder or Hub id whose config.json says model_type 'clip'."""
+    """A `CLIPModel` from a folder or Hub id whose config.json says model_type 'clip' (`load_weights`' checks)."""
     from transformers import CLIPModel
 
     config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
     check_model_type(config, name_or_path, (CLIP_MODEL_TYPE,), what=what, purpose=purpose)
-    return CLIPModel.from_pretrained(name_or_path, cache_dir=cache_dir)
+    return load_weights(CLIPModel, name_or_path, what=what, cache_dir=cache_dir)
 
 
 def load_clip_or_classifier(name_or_path, *, what: str = "checkpoint", purpose: str = EVALUATION_PURPOSE, cache_dir: str | None = None):
@@ -105,11 +216,13 @@ def load_clip_or_classifier(name_or_path, *, what: str = "checkpoint", purpose: 
     accepted = (CLIP_MODEL_TYPE, CLIPClassifierConfig.model_type)
     model_type = check_model_type(config, name_or_path, accepted, what=what, purpose=purpose)
     model_class = CLIPVisionClassifier if model_type == CLIPClassifierConfig.model_type else CLIPModel
-    return model_class.from_pretrained(name_or_path, cache_dir=cache_dir)
+    return load_weights(model_class, name_or_path, what=what, cache_dir=cache_dir)
 
 
-def load_clip_processor(name_or_path, *, cache_dir: str | None = None):
-    """The `CLIPProcessor` saved with a model; never runs code named by the folder's configs."""
+def load_clip_processor(name_or_path, *, cache_dir: str | None = None, what: str = "model"):
+    """The `CLIPProcessor` saved with a model (a local folder must hold one: `check_processor_files`);
+    never runs code named by the folder's configs."""
     from transformers import CLIPProcessor
 
+    check_processor_files(name_or_path, what=what)
     return CLIPProcessor.from_pretrained(name_or_path, cache_dir=cache_dir, trust_remote_code=False)

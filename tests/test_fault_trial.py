@@ -1,5 +1,5 @@
-"""Faults found by trying the commands as a new user would (docs/RELIABILITY.md, "A new user's fault trial"):
-each test pins one fix."""
+"""Faults found by trying the commands as a new user would: each test pins one fix, and docs/RELIABILITY.md's
+tables name it beside the fault it covers."""
 
 import errno
 import json
@@ -19,10 +19,9 @@ from ldifs_hf.benchmarks import load_benchmark
 from ldifs_hf.benchmarks.registry import get_benchmark
 from ldifs_hf.interrupts import Terminated
 from ldifs_hf.model_folder import load_clip_processor
+from ldifs_hf.run_folder import explain_write_failure, write_failures_explained
 from ldifs_hf.run_folder.lock import HOLDER_FILE, LOCK_FILE
 from ldifs_hf.study.lambda_search import quiet_interrupted_trials
-from ldifs_hf.training.preflight import explain_write_failure
-from ldifs_hf.training.run import write_failures_explained
 
 
 def _image_folder_of_eurosat(root, images_per_class=2):

@@ -11,7 +11,7 @@ from typing import Sequence
 from torch import nn
 
 from ..model_folder import ModelFolderError, load_clip_or_classifier, read_model_config
-from ..run_folder import CHECKPOINT_DIR, RunRecord, checkpoint_problem, foreign_checkpoint
+from ..run_folder import CHECKPOINT_DIR, RunRecord, RunRecordError, checkpoint_problem, foreign_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -62,13 +62,25 @@ def check_model_path(path: str, what: str = "checkpoint") -> None:
         raise CheckpointError(f"{what} {path!r} is a file, not a model directory; pass the directory that holds its config.json")
     if not looks_like_hub_id(path):
         raise CheckpointError(
-            f"{what} {path!r} does not exist (neither a local directory nor a Hub model id, which has the form 'name' or 'owner/name')"
+            f"{what} {path!r} does not exist (neither a local directory nor a Hub model id: {not_a_hub_id(path)})"
         )
 
 
 def looks_like_hub_id(path: str) -> bool:
+    """Whether a path that does not exist may be a Hub id: 'name' or 'owner/name', unless it starts like a
+    local path ('./', '../', '~') or its 'owner' is a local folder (`runs/typo` is a misspelt run)."""
     parts = path.split("/")
+    if len(parts) == 2 and os.path.isdir(parts[0]):
+        return False
     return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
+
+
+def not_a_hub_id(path: str) -> str:
+    """Why a missing `path` is read as a local path, in words (`looks_like_hub_id` said it is not a Hub id)."""
+    owner = path.split("/")[0]
+    if path.count("/") == 1 and os.path.isdir(owner):
+        return f"{owner!r} is a local folder, so this is a path in it"
+    return "a Hub id has the form 'name' or 'owner/name'"
 
 
 def run_record_of(checkpoint) -> RunRecord | None:
@@ -111,9 +123,16 @@ def _trainer_progress(path: str) -> tuple[int | None, float | None]:
     state_file = os.path.join(path, "trainer_state.json")
     if not os.path.isfile(state_file):
         return None, None
-    with open(state_file) as f:
-        state = json.load(f)
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):  # a damaged state says nothing about progress; the model itself is checked when loaded
+        return None, None
+    if not isinstance(state, dict):
+        return None, None
     step, max_steps = state.get("global_step"), state.get("max_steps")
+    if not isinstance(step, int) or not isinstance(max_steps, (int, type(None))):
+        return None, None
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
 
 
@@ -134,10 +153,14 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
             if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
                 entries.append(CheckpointEntry(path, method or path, percent=100.0))
                 continue
-            raise CheckpointError(f"checkpoint {path!r} does not exist")
+            raise CheckpointError(f"checkpoint {path!r} does not exist (and is not a Hub id: {not_a_hub_id(path)})")
         if not os.path.isdir(path):
             raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
-        record = run_record_of(path)
+        try:
+            record = run_record_of(path)
+        except RunRecordError as err:  # that run is reported as failed; the other checkpoints are still scored
+            entries.append(CheckpointEntry(path, method or os.path.basename(os.path.normpath(path)), problem=str(err)))
+            continue
         method = method or (record.method if record else None) or os.path.basename(os.path.normpath(path))
         run_entries = []
         final_step = _trainer_progress(path)[0] if os.path.isfile(os.path.join(path, "config.json")) else None

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 RUN_RECORD_FILE = "ldifs_run.json"
 
 
+class RunRecordError(ValueError):
+    """An `ldifs_run.json` that cannot be read as a run record: the message names the file."""
+
+
 @dataclass
 class RunRecord:
     """One fine-tuning run.
@@ -81,8 +85,31 @@ class RunRecord:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "RunRecord":
-        with open(os.path.join(directory, RUN_RECORD_FILE)) as f:
-            return cls.from_dict(json.load(f))
+        """The record in `directory`; a file that is not a run record raises a RunRecordError naming it."""
+        path = os.path.join(directory, RUN_RECORD_FILE)
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except ValueError as err:
+                raise RunRecordError(f"{path} is damaged: not JSON ({err}); it was edited or cut short") from None
+        if not isinstance(data, dict):
+            raise RunRecordError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not a run record")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise RunRecordError(f"{path} is damaged: {err}") from None
+
+    def moved_to(self, directory: str | os.PathLike) -> "RunRecord":
+        """This run's record as read from `directory`, where the run now is: a run moved or copied there
+        keeps naming its old folder in `output_dir` and `export_dir` until these are rewritten to where it is."""
+        directory = os.path.abspath(os.fspath(directory))
+        old = self.output_dir
+        if old is None or os.path.abspath(old) == directory:
+            return self
+        export = self.export_dir
+        if export is not None and os.path.abspath(export).startswith(os.path.abspath(old).rstrip(os.sep) + os.sep):
+            export = os.path.join(directory, os.path.relpath(os.path.abspath(export), os.path.abspath(old)))
+        return dataclasses.replace(self, output_dir=directory, export_dir=export)
 
     @classmethod
     def find(cls, checkpoint: str | os.PathLike) -> "RunRecord | None":

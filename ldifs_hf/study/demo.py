@@ -31,7 +31,7 @@ from ..benchmarks import get_benchmark
 from ..console import LOG_FILE
 from ..evaluation.frontier import FrontierPoint, PairedClaim, frontier_points, paired_claim, write_frontier
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
-from ..options import field_from
+from ..options import check_numbers, field_from
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
@@ -103,6 +103,7 @@ class DemoArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.threads < 1:
@@ -287,6 +288,10 @@ def claims_section(claims: list[PairedClaim], seeds: list[int]) -> str:
         "",
     ]
     lines += [f"- {claim.sentence()}." for claim in claims]
+    if len(seeds) < 2:
+        lines += ["", f"Of {len(claims)} claims: {sum(c.holds for c in claims)} hold and {sum(not c.holds for c in claims)} do not on the one seed; "
+                  "run two seeds or more (--seeds 0,1,2) to tell them from the noise."]
+        return "\n".join(lines)
     held = sum(c.holds and c.exceeds_noise for c in claims)
     lines += ["", f"Of {len(claims)} claims: {held} hold beyond the seed-to-seed spread, "
               f"{sum(c.holds and not c.exceeds_noise for c in claims)} inside the noise; {sum(not c.holds for c in claims)} do not hold."]
@@ -329,7 +334,9 @@ def summarise(records: list[dict], finetune_task: str) -> dict:
 def _mean_std(values, signed: bool = True) -> str:
     values = [100 * v for v in values]
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std over seeds
+    if len(values) < 2:  # one seed has no spread to show
+        return f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    std = statistics.stdev(values)  # sample std over seeds
     return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
 
 

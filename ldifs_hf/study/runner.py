@@ -249,6 +249,26 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
+def check_dropped_cells(args: StudyArguments, plan: StudyPlan) -> None:
+    """A rerun whose grid leaves out cells the folder's manifest lists as done is refused (unless
+    `overwrite_output_dir`): its tables would silently lose their rows (a demo rerun with fewer methods)."""
+    if args.overwrite_output_dir:
+        return
+    try:
+        with open(os.path.join(args.output_dir, MANIFEST_FILE)) as f:
+            earlier = json.load(f)["cells"]
+        dropped = [cell["folder"] for cell in earlier if cell.get("status") == "done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest, or a damaged one: this run writes it anew
+    dropped = [folder for folder in dropped if folder not in {cell.folder for cell in plan.cells}]
+    if dropped:
+        raise ValueError(
+            f"output_dir {args.output_dir!r} holds {len(dropped)} done cell(s) these options leave out ({', '.join(dropped[:3])}"
+            f"{', ...' if len(dropped) > 3 else ''}), whose rows the tables would lose; rerun with the options the folder was made with "
+            f"(its {MANIFEST_FILE} lists them), choose another --output_dir, or pass --overwrite_output_dir"
+        )
+
+
 def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     """The cells, their status and a cost estimate (fine-tuning steps or epochs, checkpoint evaluations)."""
     lines = [f"{'method':<22} {'fine-tune task(s)':<34} {'seed':>4}  status", "-" * 72]
@@ -342,6 +362,7 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
         args, world = prepare_study(args, progress=True)
         timings = {"prepare_s": time.perf_counter() - start}
         plan = plan_study(args, world)
+        check_dropped_cells(args, plan)
         os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
         todo = plan.todo
