@@ -64,9 +64,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str], settled: dict | None = No
     that the dataclasses are built with them and never changed afterwards."""
     settled = settled or {}
     if len(argv) == 1 and argv[0].endswith(".json"):
-        if not os.path.isfile(argv[0]):
-            raise UsageError(f"config file {argv[0]!r} does not exist")
-        config = read_json_config(argv[0])
+        config = read_json_config(argv[0])  # one line for a missing file, a directory, bad JSON, not an object
         return parser.parse_dict({**config, **settled})
     # argparse keeps the last value given for an option: the settled ones come last.
     settled_argv = [item for key, value in settled.items() for item in (f"--{key}", str(value))]

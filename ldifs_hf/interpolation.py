@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .cards import write_model_cards
-from .model_folder import load_clip_or_classifier, load_clip_processor, read_model_config
+from .model_folder import load_clip_or_classifier, load_clip_processor, looks_like_hub_id, not_a_hub_id, read_model_config
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
 from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, FolderLock, RunRecord, remove_earlier_run
 from .run_folder.lock import HOLDER_FILE, LOCK_FILE
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 def _load_model(name_or_path: str, what: str, cache_dir: str | None = None) -> nn.Module:
     """A CLIPModel or our classifier by its folder's model_type (no folder code runs); a folder or Hub id
     that cannot be read is one line naming it."""
+    if not os.path.exists(name_or_path) and not looks_like_hub_id(name_or_path):
+        raise ValueError(f"{what} {name_or_path!r} does not exist (and is not a Hub id: {not_a_hub_id(name_or_path)}); was it moved?")
     try:
         return load_clip_or_classifier(name_or_path, what=what, cache_dir=cache_dir).eval()
     except OSError as err:
@@ -219,6 +221,11 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
     run_dir, output_dir = os.path.realpath(os.fspath(run_dir)), os.path.realpath(os.fspath(output_dir))
     if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
         raise ValueError(f"run {run_dir!r} is not an ldifs_hf run directory (no {RUN_RECORD_FILE})")
+    if run_directory(run_dir) != run_dir:
+        raise ValueError(
+            f"run {run_dir!r} is a checkpoint of the run {run_directory(run_dir)!r}; pass the run's folder (its final model), or score "
+            "checkpoints at several α with `ldifs-hf evaluate --wise_alphas`"
+        )
     source = RunRecord.load(run_dir)
     if not source.completed:
         raise ValueError(f"run {run_dir!r} is not finished (its {RUN_RECORD_FILE} says completed: false); finish it first")

@@ -79,6 +79,23 @@ def read_model_config(name_or_path: str | os.PathLike, *, what: str = "model", c
     return config
 
 
+def looks_like_hub_id(path: str) -> bool:
+    """Whether a path that does not exist may be a Hub id: 'name' or 'owner/name', unless it starts like a
+    local path ('./', '../', '~') or its 'owner' is a local folder (`runs/typo` is a misspelt run)."""
+    parts = path.split("/")
+    if len(parts) == 2 and os.path.isdir(parts[0]):
+        return False
+    return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
+
+
+def not_a_hub_id(path: str) -> str:
+    """Why a missing `path` is read as a local path, in words (`looks_like_hub_id` said it is not a Hub id)."""
+    owner = path.split("/")[0]
+    if path.count("/") == 1 and os.path.isdir(owner):
+        return f"{owner!r} is a local folder, so this is a path in it"
+    return "a Hub id has the form 'name' or 'owner/name'"
+
+
 def check_model_type(config: dict, name: str, accepted: Sequence[str], *, what: str = "model", purpose: str) -> str:
     """`config`'s model_type, if it is one of `accepted`; otherwise a ModelFolderError naming both.
 
@@ -86,11 +103,27 @@ def check_model_type(config: dict, name: str, accepted: Sequence[str], *, what: 
     model_type = config.get("model_type")
     if model_type in accepted:
         return model_type
+    accepted_text = f"{purpose}: accepted model_type {' or '.join(repr(t) for t in accepted)}"
+    if model_type is None:
+        raise ModelFolderError(f"{what} {os.fspath(name)!r} has no model_type in its config.json; {accepted_text}")
+    if model_type == CLIPClassifierConfig.model_type:  # our own classifier: its stock CLIP is beside it
+        raise ModelFolderError(
+            f"{what} {os.fspath(name)!r} is a classifier fine-tuned by ldifs_hf ({model_type!r}); {accepted_text}: pass its stock "
+            f"CLIPModel export, {os.path.join(os.fspath(name), 'clip')!r}"
+        )
     remote = " (its config names custom code, which is never run)" if "auto_map" in config else ""
-    raise ModelFolderError(
-        f"{what} {os.fspath(name)!r} is a {model_type!r} model{remote}; {purpose}: accepted model_type "
-        f"{' or '.join(repr(t) for t in accepted)}"
-    )
+    raise ModelFolderError(f"{what} {os.fspath(name)!r} is a {model_type!r} model{remote}; {accepted_text}")
+
+
+def config_object(config_class, config: dict, name, *, what: str = "model"):
+    """`config_class.from_dict(config)`, or a ModelFolderError naming the folder: a value of the wrong type
+    (a string where a size goes) otherwise fails inside transformers, naming no file."""
+    try:
+        return config_class.from_dict(config)
+    except Exception as err:  # the config classes' own validation errors have no common base
+        raise ModelFolderError(
+            f"{what} {os.fspath(name)!r}: its config.json is not a valid {config_class.__name__} ({' '.join(str(err).split())[:300]})"
+        ) from None
 
 
 def clip_config(name_or_path, *, what: str = "model", purpose: str = "this command takes a CLIP model", cache_dir: str | None = None):
@@ -99,7 +132,7 @@ def clip_config(name_or_path, *, what: str = "model", purpose: str = "this comma
 
     config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
     check_model_type(config, name_or_path, (CLIP_MODEL_TYPE,), what=what, purpose=purpose)
-    return CLIPConfig.from_dict(config)
+    return config_object(CLIPConfig, config, name_or_path, what=what)
 
 
 def check_model_files(name_or_path, *, what: str = "model", processor: bool = True) -> None:
@@ -145,6 +178,10 @@ def check_processor_files(name_or_path, *, what: str = "model") -> None:
     path = os.fspath(name_or_path)
     if not os.path.isdir(path):
         return
+    for name in (*(f for files in TOKENIZER_FILES for f in files), *IMAGE_PROCESSOR_FILES, "tokenizer_config.json"):
+        problem = file_damage(os.path.join(path, name)) if name.endswith(".json") and os.path.isfile(os.path.join(path, name)) else None
+        if problem is not None:
+            raise ModelFolderError(f"{what} {path!r}: {problem}; save the model's processor again (CLIPProcessor.save_pretrained)")
     if not any(all(os.path.isfile(os.path.join(path, f)) for f in files) for files in TOKENIZER_FILES):
         raise ModelFolderError(
             f"{what} {path!r} has no tokenizer ({' or '.join(' with '.join(files) for files in TOKENIZER_FILES)}), which the zero-shot "
@@ -202,8 +239,7 @@ def load_clip_model(name_or_path, *, what: str = "model", purpose: str = "this c
     """A `CLIPModel` from a folder or Hub id whose config.json says model_type 'clip' (`load_weights`' checks)."""
     from transformers import CLIPModel
 
-    config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
-    check_model_type(config, name_or_path, (CLIP_MODEL_TYPE,), what=what, purpose=purpose)
+    clip_config(name_or_path, what=what, purpose=purpose, cache_dir=cache_dir)
     return load_weights(CLIPModel, name_or_path, what=what, cache_dir=cache_dir)
 
 
@@ -216,6 +252,7 @@ def load_clip_or_classifier(name_or_path, *, what: str = "checkpoint", purpose: 
     accepted = (CLIP_MODEL_TYPE, CLIPClassifierConfig.model_type)
     model_type = check_model_type(config, name_or_path, accepted, what=what, purpose=purpose)
     model_class = CLIPVisionClassifier if model_type == CLIPClassifierConfig.model_type else CLIPModel
+    config_object(model_class.config_class, config, name_or_path, what=what)
     return load_weights(model_class, name_or_path, what=what, cache_dir=cache_dir)
 
 

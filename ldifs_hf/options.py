@@ -84,6 +84,8 @@ def check_number_fields(instance, what: str | None = None) -> None:
         return
     for name, hint in hints.items():
         kinds = {a for a in typing.get_args(hint) if a is not type(None)} if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+        # a list of numbers counts too: one number given for it fails as "'int' object is not iterable"
+        kinds = {typing.get_args(k)[0] if typing.get_origin(k) in (list, tuple) and len(typing.get_args(k)) == 1 else k for k in kinds}
         if kinds and kinds <= {int, float, bool}:
             check_value(f"{what}: {name}" if what else name, getattr(instance, name, None), hint)
 
@@ -107,6 +109,10 @@ def read_json_config(path: str) -> dict:
     """A `.json` config file of a command as a dict: a JSON object, or one OptionTypeError line naming the
     file (the values are checked by the dataclasses they build)."""
     what = f"config file {path}"
+    if os.path.isdir(path):
+        raise OptionTypeError(f"{what} is a directory, not a JSON file")
+    if not os.path.exists(path):
+        raise OptionTypeError(f"{what} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)

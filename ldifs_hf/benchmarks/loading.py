@@ -214,6 +214,8 @@ def _download_hint(spec: BenchmarkSpec, error: Exception) -> str:
 
 def _copy_in_data_dir(name: str) -> str | None:
     root = os.environ.get(DATA_DIR_ENV)
+    if root and not os.path.isdir(root):
+        raise BenchmarkDataNotFoundError(f"${DATA_DIR_ENV} is {root!r}, which is not a folder; point it at the folder that holds <name>/ copies, or unset it")
     if root and os.path.exists(os.path.join(root, name)):
         return os.path.join(root, name)
     return None
@@ -246,18 +248,25 @@ def _load_saved(path: str) -> datasets.DatasetDict:
     checks on the splits name it as empty."""
     if not os.path.isfile(os.path.join(path, "dataset_dict.json")):
         return _as_dataset_dict(_load_saved_split(path))
-    with open(os.path.join(path, "dataset_dict.json")) as f:
-        names = json.load(f)["splits"]
+    names = _saved_json(os.path.join(path, "dataset_dict.json"), "splits")
     return datasets.DatasetDict({name: _load_saved_split(os.path.join(path, name)) for name in names})
 
 
 def _load_saved_split(path: str) -> datasets.Dataset:
-    with open(os.path.join(path, "state.json")) as f:
-        files = json.load(f).get("_data_files")
+    files = _saved_json(os.path.join(path, "state.json"), "_data_files")
     if files == []:
         features = datasets.DatasetInfo.from_directory(path).features
         return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     return datasets.load_from_disk(path)
+
+
+def _saved_json(file: str, key: str):
+    """`key` of a JSON file `save_to_disk` wrote, or a BenchmarkError naming the file."""
+    try:
+        with open(file) as f:
+            return json.load(f)[key]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BenchmarkDataNotFoundError(f"{file} is damaged or missing ({type(err).__name__}: {err}); save the dataset again with save_to_disk") from None
 
 
 def _load_files(pattern: str, spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:

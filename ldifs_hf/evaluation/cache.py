@@ -33,6 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..run_folder import folder_problem
+
 CACHE_FORMAT = "ldifs_hf-evaluation-cache-v1"
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ class EvaluationCache:
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = os.fspath(directory)
+        problem = folder_problem(self.directory)
+        if problem is not None:  # before any feature is computed for it
+            raise OSError(f"feature_cache_dir {self.directory!r} cannot hold the cache: {problem}; choose another folder")
         os.makedirs(self.directory, exist_ok=True)
 
     def _path(self, key: Mapping, suffix: str) -> str:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..model_folder import ModelFolderError, load_clip_or_classifier, read_model_config
+from ..model_folder import ModelFolderError, load_clip_or_classifier, looks_like_hub_id, not_a_hub_id, read_model_config
 from ..run_folder import CHECKPOINT_DIR, RunRecord, RunRecordError, checkpoint_problem, foreign_checkpoint
 
 
@@ -64,23 +64,6 @@ def check_model_path(path: str, what: str = "checkpoint") -> None:
         raise CheckpointError(
             f"{what} {path!r} does not exist (neither a local directory nor a Hub model id: {not_a_hub_id(path)})"
         )
-
-
-def looks_like_hub_id(path: str) -> bool:
-    """Whether a path that does not exist may be a Hub id: 'name' or 'owner/name', unless it starts like a
-    local path ('./', '../', '~') or its 'owner' is a local folder (`runs/typo` is a misspelt run)."""
-    parts = path.split("/")
-    if len(parts) == 2 and os.path.isdir(parts[0]):
-        return False
-    return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
-
-
-def not_a_hub_id(path: str) -> str:
-    """Why a missing `path` is read as a local path, in words (`looks_like_hub_id` said it is not a Hub id)."""
-    owner = path.split("/")[0]
-    if path.count("/") == 1 and os.path.isdir(owner):
-        return f"{owner!r} is a local folder, so this is a path in it"
-    return "a Hub id has the form 'name' or 'owner/name'"
 
 
 def run_record_of(checkpoint) -> RunRecord | None:

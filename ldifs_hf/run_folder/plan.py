@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
-from .checkpoints import checkpoint_problem, last_complete_checkpoint
+from .checkpoints import WEIGHT_FILES, checkpoint_problem, last_complete_checkpoint
 from .lock import HOLDER_FILE, LOCK_FILE
 from .record import RUN_RECORD_FILE, RunRecord, RunRecordError
 
@@ -108,6 +108,9 @@ def plan_output_dir(
             f"output_dir {output_dir!r} holds a weight interpolation (alpha {earlier.alpha:g}) of {earlier.source_run!r}, not a run; "
             "choose another --output_dir or pass --overwrite_output_dir"
         )
+    # A moved or copied run is read as where it is now (a sequence's task: with its siblings).
+    in_sequence = os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(output_dir)), SEQUENCE_FILE))
+    recorded, earlier = earlier, earlier.moved_to(output_dir, with_siblings=in_sequence)
     if (earlier.method, earlier.dataset) != (method, dataset):
         raise ValueError(
             f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
@@ -121,13 +124,26 @@ def plan_output_dir(
             "--output_dir, or pass --overwrite_output_dir to replace it"
         )
     if earlier.completed:
-        moved = earlier.moved_to(output_dir)
-        if moved is not earlier:  # a moved or copied run: its record names where it is now
-            moved.save(output_dir)
-        return OutputPlan(finished=moved)
+        _check_finished_files(output_dir, earlier)
+        if earlier is not recorded:  # a moved or copied run: its record names where it is now
+            earlier.save(output_dir)
+        return OutputPlan(finished=earlier)
     if isinstance(resume_from_checkpoint, str):
         return OutputPlan(resume_from=resume_from_checkpoint)
     return OutputPlan(resume_from=last_complete_checkpoint(output_dir, earlier, check_files=True))
+
+
+def _check_finished_files(output_dir: str, record: RunRecord) -> None:
+    """A run recorded finished still holds its model and export: one deleted since is not returned as done."""
+    export = os.path.join(output_dir, EXPORT_FOLDER) if record.export_dir is not None else None
+    needed = [(output_dir, "config.json"), *((export, "config.json"),) * (export is not None)]
+    missing = [os.path.join(folder, name) for folder, name in needed if not os.path.isfile(os.path.join(folder, name))]
+    missing += [f"{folder}/ weights" for folder in (output_dir, export) if folder and not any(os.path.isfile(os.path.join(folder, w)) for w in WEIGHT_FILES)]
+    if missing:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a run recorded as finished whose files are gone ({', '.join(missing[:3])}); restore them, "
+            "or pass --overwrite_output_dir to train it again"
+        )
 
 
 def _check_inputs_outside(output_dir: str, inputs: Mapping[str, str | None]) -> None:

@@ -29,6 +29,7 @@ def preflight(model_args, training_args) -> None:
         raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {training_args.num_train_epochs}")
     if training_args.save_strategy != "no" and training_args.save_steps is not None and training_args.save_steps <= 0:
         raise ValueError(f"save_steps must be > 0, got {training_args.save_steps}")
+    _check_ranges(training_args)
     _check_launch()
     check_deepspeed_args(training_args)
     for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
@@ -47,6 +48,25 @@ def preflight(model_args, training_args) -> None:
         )
     if training_args.should_save:  # only the main process writes (the others need no room and no probe)
         check_output_dir(training_args.output_dir, _model_weight_bytes(model_args.model_name_or_path))
+
+
+# Settings and the least value each takes: below it the Trainer or torch fails late, in words that name
+# neither the flag nor the value (a ZeroDivisionError, "Invalid learning rate"), or trains silently
+# (a negative weight decay makes AdamW grow the weights).
+_LEAST = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 0, "weight_decay": 0}
+_SEEDS = range(2**32)  # what numpy's and torch's seeding accept
+
+
+def _check_ranges(training_args) -> None:
+    if not training_args.output_dir:
+        raise ValueError("output_dir is empty; pass the folder the run writes its checkpoints, model and record to")
+    for name, least in _LEAST.items():
+        if getattr(training_args, name) < least:
+            raise ValueError(f"{name} must be >= {least}, got {getattr(training_args, name)}")
+    for name in ("seed", "data_seed"):
+        value = getattr(training_args, name, None)
+        if value is not None and value not in _SEEDS:
+            raise ValueError(f"{name} must be in 0..{_SEEDS[-1]}, got {value}")
 
 
 # Where a launcher puts the number of processes (torchrun, MPI flavours); accelerate reads the same.
