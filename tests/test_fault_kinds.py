@@ -72,7 +72,7 @@ DAMAGES = {
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_a_damaged_model_folder_is_refused_naming_what_is_wrong_never_loaded_as_if_whole(tiny_clip_dir, tmp_path, damage):
+def test_a_damaged_model_folder_is_refused_by_name(tiny_clip_dir, tmp_path, damage):
     """Missing tensors were initialised at random and the run trained and exported them as "the pretrained
     text tower"; the others ended in transformers' or torch's own words (a sequence-length error for a
     folder without a tokenizer, "ignore_mismatched_sizes", a header or unpickling error)."""
@@ -111,7 +111,7 @@ def run_dir(tmp_path, tiny_clip_dir):
 
 
 @pytest.mark.parametrize("state", [{"global_step": 2, "max_steps": 4}, {}, [4]], ids=["another step", "empty", "a list"])
-def test_a_checkpoint_whose_trainer_state_is_not_its_own_is_skipped_not_trusted(run_dir, state, caplog):
+def test_a_checkpoint_state_not_its_own_is_skipped(run_dir, state, caplog):
     """checkpoint-1 with the state of step 2 (of 2) was taken as the end of training: a 1-step run was
     recorded complete. A state of {} failed every rerun with a TypeError."""
     (run_dir / "checkpoint-4" / "trainer_state.json").write_text(json.dumps(state))
@@ -120,7 +120,7 @@ def test_a_checkpoint_whose_trainer_state_is_not_its_own_is_skipped_not_trusted(
     assert "skipping" in caplog.text and "checkpoint-4: its trainer_state.json" in caplog.text
 
 
-def test_a_damaged_record_in_one_checkpoint_fails_that_checkpoint_only(run_dir, tmp_path):
+def test_a_damaged_record_fails_its_checkpoint_only(run_dir, tmp_path):
     """A cut-short ldifs_run.json in checkpoint-2 stopped the whole evaluation with a bare JSON error; a
     damaged record of a run given beside another now fails that run only."""
     RunRecord.load(run_dir).save(run_dir / "checkpoint-4")
@@ -134,7 +134,7 @@ def test_a_damaged_record_in_one_checkpoint_fails_that_checkpoint_only(run_dir, 
     assert "ldifs_run.json is damaged: it holds a JSON list" in entries[str(other)].problem
 
 
-def test_a_moved_or_copied_finished_run_names_its_new_folder(run_dir, tmp_path):
+def test_a_moved_run_names_its_new_folder(run_dir, tmp_path):
     """Rerun in its new folder, the success line and the record named the old one, and a sequence's next
     task started from the old folder's export."""
     record = RunRecord.load(run_dir)
@@ -147,7 +147,7 @@ def test_a_moved_or_copied_finished_run_names_its_new_folder(run_dir, tmp_path):
     assert RunRecord.load(moved).output_dir == str(moved)  # what `evaluate` and `interpolate` read
 
 
-def test_overwrite_removes_links_never_what_they_point_to_and_names_a_path_it_cannot_remove(run_dir, tmp_path, monkeypatch):
+def test_overwrite_removes_links_not_their_targets(run_dir, tmp_path, monkeypatch):
     """A checkpoint that was a symbolic link stopped `--overwrite_output_dir` half-way ("Cannot call rmtree on
     a symbolic link", naming no path) after the record was gone, so the folder could no longer be reused."""
     elsewhere = tmp_path / "elsewhere"
@@ -180,7 +180,7 @@ def test_overwrite_removes_links_never_what_they_point_to_and_names_a_path_it_ca
     ("{\"method\": ", "is not JSON (Expecting value"),
     ({"weight_decay": float("nan")}, "weight_decay must be a finite number, got nan"),
 ])
-def test_a_json_config_with_a_wrong_value_or_shape_is_one_line_naming_it(tmp_path, capsys, config, needle):
+def test_a_bad_json_config_is_one_line(tmp_path, capsys, config, needle):
     """A string where a number goes failed as "'<' not supported between instances of 'str' and 'int'", a
     list for the whole config as "'list' object is not a mapping"."""
     path = tmp_path / "config.json"
@@ -193,7 +193,7 @@ def test_a_json_config_with_a_wrong_value_or_shape_is_one_line_naming_it(tmp_pat
 
 @pytest.mark.parametrize("flag, value", [("--ldifs_lambda", "inf"), ("--weight_decay", "nan"), ("--max_grad_norm", "nan"), ("--learning_rate", "-inf"),
                                          ("--forgetting_every_percent", "nan")])
-def test_a_non_finite_setting_is_refused_before_anything_runs(tiny_clip_dir, eurosat_dir, tmp_path, capsys, flag, value):
+def test_a_non_finite_setting_is_refused(tiny_clip_dir, eurosat_dir, tmp_path, capsys, flag, value):
     """`--ldifs_lambda inf` trained to a NaN loss; `--weight_decay nan` and `--max_grad_norm nan` trained NaN
     weights or were never used. Every float of the argument dataclasses is checked, not a list of names."""
     line = one_line_error(capsys, ["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "out", "zs-init-ldifs", f"{flag}={value}")])
@@ -210,7 +210,7 @@ def test_an_empty_saved_split_is_named_as_empty(tiny_clip_dir, tmp_path, capsys)
     assert line == "error: the train split of 'eurosat' is empty; a run needs at least one train example"
 
 
-def test_a_cache_that_is_a_file_is_named_as_the_cache_not_the_data(tmp_path, monkeypatch):
+def test_a_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
     """HF_HOME (or the world cache) being a file was reported as unreadable data ("Could not read the local
     copy ... NotADirectoryError") or a raw "[Errno 20] Not a directory"."""
     import datasets
@@ -241,7 +241,7 @@ def test_a_missing_local_path_is_never_taken_for_a_hub_id(tiny_clip_dir, eurosat
     assert "'runs/typo' (reference_model_name_or_path): that path does not exist" in one_line_error(capsys, ["finetune", *argv])
 
 
-def test_a_sequence_whose_later_data_is_missing_is_refused_before_the_first_task_trains(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+def test_a_sequences_later_data_is_checked_first(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     argv = finetune_argv(tiny_clip_dir, eurosat_dir, tmp_path / "seq", "zs-init-ce")
     argv[argv.index("--dataset") + 1] = "eurosat,mnist"
     argv[argv.index("--dataset_path") + 1] = f"eurosat={eurosat_dir},mnist={tmp_path / 'nowhere'}"
@@ -249,7 +249,7 @@ def test_a_sequence_whose_later_data_is_missing_is_refused_before_the_first_task
     assert not (tmp_path / "seq").exists()
 
 
-def test_a_sequence_folder_rerun_with_other_tasks_or_order_is_refused_and_overwrite_replaces_it(tmp_path, monkeypatch):
+def test_a_sequence_in_another_order_is_refused(tmp_path, monkeypatch):
     """A finished eurosat>mnist rerun as mnist>eurosat trained a second sequence into the same folder
     (1-eurosat, 2-mnist, 1-mnist, 2-eurosat), and sequence.json named only the last."""
     from ldifs_hf.training import sequences
@@ -271,7 +271,7 @@ def test_a_sequence_folder_rerun_with_other_tasks_or_order_is_refused_and_overwr
         plan_output_dir(str(out), "zs-init-ce", "eurosat")
 
 
-def test_a_study_rerun_that_leaves_out_done_cells_is_refused(tmp_path):
+def test_a_study_leaving_out_done_cells_is_refused(tmp_path):
     """A demo rerun with fewer methods rewrote its tables without the rows of the cells it left out."""
     from ldifs_hf.study.arguments import StudyArguments
     from ldifs_hf.study.runner import MANIFEST_FILE, check_dropped_cells, plan_study
@@ -286,7 +286,7 @@ def test_a_study_rerun_that_leaves_out_done_cells_is_refused(tmp_path):
     check_dropped_cells(args, plan)
 
 
-def test_one_seed_reports_no_spread_and_no_verdict_on_the_noise():
+def test_one_seed_reports_no_spread():
     """One seed printed "± nan points ...; the difference is inside the noise" and tables "± 0.0"."""
     claim = PairedClaim("lp-init-ldifs", "lp-init-ce", "delta_lp", [0.05])
     assert claim.sentence().endswith("holds (difference +5.0 points, one seed); one seed cannot tell a difference from the seed-to-seed spread")
@@ -302,7 +302,7 @@ def finished_run(tiny_clip_dir, eurosat_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_an_interrupted_interpolation_or_report_is_taken_up_by_the_same_command(finished_run, tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
+def test_a_cut_short_interpolation_or_report_resumes(finished_run, tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
     """A killed `interpolate` (a folder with some of its files) and an evaluation whose report was cut short
     (a full disk: "[Errno 28] No space left on device", naming no folder) blocked the same command."""
     from ldifs_hf.evaluation import run as evaluation_run

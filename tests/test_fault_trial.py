@@ -349,3 +349,15 @@ def test_a_config_file_that_is_a_directory_and_library_calls_are_named(tmp_path,
         finetune(method="zs-init-ce", dataset="eurosat")
     with pytest.raises(ValueError, match="ldifs_layers must be a list of integers or null, got 3"):
         finetune(method="zs-init-ldifs", output_dir=str(tmp_path / "x"), ldifs_layers=3)
+
+
+def test_a_damaged_cell_json_runs_that_cell_again(tmp_path, caplog):
+    """A cut-short cell.json stopped every rerun of the study with a bare JSON error."""
+    from ldifs_hf.study.runner import cell_status
+
+    (tmp_path / "cell").mkdir()
+    for content in ("{", "[]", '{"config": {}}'):
+        (tmp_path / "cell" / "cell.json").write_text(content)
+        with caplog.at_level("WARNING"):
+            assert cell_status(str(tmp_path / "cell"), {"finetune": {}, "evaluation": {}}) == "partial"
+        assert "cell.json is damaged" in caplog.text
