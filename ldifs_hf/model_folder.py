@@ -34,6 +34,8 @@ CONFIG_FILE = "config.json"
 CLIP_MODEL_TYPE = "clip"
 FINETUNE_PURPOSE = "the paper's methods fine-tune a CLIP model"
 EVALUATION_PURPOSE = "evaluation takes a CLIPModel or a CLIPVisionClassifier"
+# Where a run's classifier has a stock CLIPModel a CLIP command can take.
+CONTINUE_FROM_EXPORT = "to start from it, pass its stock CLIPModel export, '{path}/clip'"
 # The files a saved CLIP processor leaves: a tokenizer (one file, or the vocabulary and merges) and an
 # image processor (its own file, or inside the processor's).
 TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
@@ -96,20 +98,23 @@ def not_a_hub_id(path: str) -> str:
     return "a Hub id has the form 'name' or 'owner/name'"
 
 
-def check_model_type(config: dict, name: str, accepted: Sequence[str], *, what: str = "model", purpose: str) -> str:
+def check_model_type(
+    config: dict, name: str, accepted: Sequence[str], *, what: str = "model", purpose: str, classifier_hint: str | None = None,
+) -> str:
     """`config`'s model_type, if it is one of `accepted`; otherwise a ModelFolderError naming both.
 
-    `purpose` says why: "... is a 'bert' model; {purpose}: accepted model_type 'clip'"."""
+    `purpose` says why: "... is a 'bert' model; {purpose}: accepted model_type 'clip'"; `classifier_hint`
+    what to pass instead of one of our classifiers ("{path}" is its folder)."""
     model_type = config.get("model_type")
     if model_type in accepted:
         return model_type
     accepted_text = f"{purpose}: accepted model_type {' or '.join(repr(t) for t in accepted)}"
     if model_type is None:
         raise ModelFolderError(f"{what} {os.fspath(name)!r} has no model_type in its config.json; {accepted_text}")
-    if model_type == CLIPClassifierConfig.model_type:  # our own classifier: its stock CLIP is beside it
+    if model_type == CLIPClassifierConfig.model_type:  # our own classifier, not a folder's custom code
         raise ModelFolderError(
-            f"{what} {os.fspath(name)!r} is a classifier fine-tuned by ldifs_hf ({model_type!r}); {accepted_text}: pass its stock "
-            f"CLIPModel export, {os.path.join(os.fspath(name), 'clip')!r}"
+            f"{what} {os.fspath(name)!r} is a classifier fine-tuned by ldifs_hf ({model_type!r}); {accepted_text}"
+            + (f": {classifier_hint.format(path=os.fspath(name))}" if classifier_hint else "")
         )
     remote = " (its config names custom code, which is never run)" if "auto_map" in config else ""
     raise ModelFolderError(f"{what} {os.fspath(name)!r} is a {model_type!r} model{remote}; {accepted_text}")
@@ -131,7 +136,7 @@ def clip_config(name_or_path, *, what: str = "model", purpose: str = "this comma
     from transformers import CLIPConfig
 
     config = read_model_config(name_or_path, what=what, cache_dir=cache_dir)
-    check_model_type(config, name_or_path, (CLIP_MODEL_TYPE,), what=what, purpose=purpose)
+    check_model_type(config, name_or_path, (CLIP_MODEL_TYPE,), what=what, purpose=purpose, classifier_hint=CONTINUE_FROM_EXPORT)
     return config_object(CLIPConfig, config, name_or_path, what=what)
 
 
@@ -194,16 +199,20 @@ def check_processor_files(name_or_path, *, what: str = "model") -> None:
         )
 
 
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
 @contextlib.contextmanager
 def _quiet_load_report():
-    """transformers' own table of missing or mismatched tensors stays off the console: the refusal below names them."""
+    """transformers' own table of missing or mismatched tensors stays off the console: the refusal below
+    names them. A filter, not a level: transformers runs other checks (and warns) by that logger's level."""
     report = logging.getLogger("transformers.modeling_utils")
-    level = report.level
-    report.setLevel(logging.ERROR)
+    report.addFilter(_not_a_load_report)
     try:
         yield
     finally:
-        report.setLevel(level)
+        report.removeFilter(_not_a_load_report)
 
 
 def load_weights(model_class, name_or_path, *, what: str = "model", cache_dir: str | None = None):

@@ -22,7 +22,7 @@ from ldifs_hf.evaluation.frontier import PairedClaim
 from ldifs_hf.model_folder import ModelFolderError, load_clip_model, load_clip_processor
 from ldifs_hf.run_folder import RunRecord, last_complete_checkpoint, plan_output_dir, remove_earlier_run
 from ldifs_hf.run_folder import plan as plan_module
-from ldifs_hf.study.demo import _mean_std, claims_section
+from ldifs_hf.study.demo import _mean_std, claims_section, over_seeds
 from ldifs_hf.testing import make_benchmark_like_dataset
 
 
@@ -140,6 +140,9 @@ def test_a_moved_run_names_its_new_folder(run_dir, tmp_path):
     record = RunRecord.load(run_dir)
     record.completed, record.output_dir, record.export_dir = True, str(run_dir), str(run_dir / "clip")
     record.save(run_dir)
+    for folder in (run_dir, run_dir / "clip"):  # the final model and the export a finished run holds
+        shutil.copytree(run_dir / "checkpoint-4", folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.json", "checkpoint-*"))
+        shutil.copy(run_dir / "checkpoint-4" / "config.json", folder)
     moved = tmp_path / "moved"
     shutil.move(run_dir, moved)
     finished = plan_output_dir(str(moved), "zs-init-ce", "eurosat").finished
@@ -292,6 +295,7 @@ def test_one_seed_reports_no_spread():
     assert claim.sentence().endswith("holds (difference +5.0 points, one seed); one seed cannot tell a difference from the seed-to-seed spread")
     assert "nan" not in claims_section([claim], [0]) and "run two seeds or more" in claims_section([claim], [0])
     assert _mean_std([0.5]) == "+50.0" and _mean_std([0.5, 0.7], signed=False) == "60.0 ± 14.1"
+    assert over_seeds([3]) == "on the one seed 3 (no spread)" and over_seeds([0, 1]) == "mean ± std over seeds 0, 1"  # the tables' headers
 
 
 @pytest.fixture(scope="module")

@@ -228,11 +228,18 @@ def test_a_model_at_fault_is_named_before_training(tiny_clip_dir, eurosat_dir, t
     assert not (tmp_path / "out" / "ldifs_run.json").exists()
 
 
-def test_a_classifier_run_given_as_the_base_model_points_at_its_export(tiny_clip_dir, tmp_path):
-    from ldifs_hf.model_folder import FINETUNE_PURPOSE, ModelFolderError, check_model_type
-
-    with pytest.raises(ModelFolderError, match=r"is a classifier fine-tuned by ldifs_hf .*pass its stock CLIPModel export, '/runs/a/clip'"):
-        check_model_type({"model_type": "ldifs_clip_classifier", "auto_map": {}}, "/runs/a", ("clip",), purpose=FINETUNE_PURPOSE)
+def test_a_classifier_run_given_as_the_base_or_the_pretrained_model_is_named_with_the_way_out(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
+    """A run folder (our classifier) as the base model was refused as a model whose "config names custom code";
+    as `--pretrained`, after loading it: "must be a CLIPModel ..., got CLIPVisionClassifier"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model_type": "ldifs_clip_classifier", "auto_map": {"AutoConfig": "x.Y"}}))
+    line = one_line_error(capsys, ["finetune", *finetune_argv(run, eurosat_dir, tmp_path / "out", "zs-init-ce")])
+    assert line.endswith(f"is a classifier fine-tuned by ldifs_hf ('ldifs_clip_classifier'); the paper's methods fine-tune a CLIP model: "
+                         f"accepted model_type 'clip': to start from it, pass its stock CLIPModel export, '{run}/clip'"), line
+    line = one_line_error(capsys, ["evaluate", "--checkpoint", str(tiny_clip_dir), "--datasets", f"eurosat={eurosat_dir}", "--pretrained", str(run),
+                                   "--output_dir", str(tmp_path / "report")])
+    assert line.endswith("pass the base model its run started from (base_model in its ldifs_run.json)"), line
 
 
 def test_damaged_records_and_a_finished_run_whose_files_are_gone_are_refused_by_name(tiny_clip_dir, tmp_path):

@@ -42,6 +42,8 @@ from ..options import OptionTypeError, check_field_types, check_numbers
 from ..run_folder import FolderLock, RunRecordError, check_output_dir, write_failures_explained
 from ..modeling import named_encoder_parameters
 from ..interpolation import check_alpha, load_start_model, parse_alphas, run_directory, start_problem, wise_sweep
+from ..model_folder import CLIP_MODEL_TYPE, ModelFolderError, check_model_type, read_model_config
+from .cache import check_cache_dir
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
 from .frontier import FRONTIER_CSV, FRONTIER_PLOT, write_frontier
@@ -224,8 +226,10 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise FileExistsError(f"output_dir {args.output_dir!r} is a file; pass a directory (created if missing) for the report")
     check_output_dir(args.output_dir)  # writable (a probe file, removed), or its nearest existing parent is
+    if settings.feature_cache_dir:
+        check_cache_dir(settings.feature_cache_dir)
     if args.pretrained:
-        check_model_path(args.pretrained, "pretrained model")
+        check_pretrained_path(args.pretrained)
     with FolderLock(args.output_dir, "output_dir"):  # one writer per report folder, from here to the last file
         return _evaluate_in_folder(args, settings, benchmarks, log_paths)
 
@@ -252,7 +256,7 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
         raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
     if not args.pretrained:
         try:
-            check_model_path(pretrained, "pretrained model")
+            check_pretrained_path(pretrained)
         except CheckpointError as err:
             raise CheckpointError(f"{err}; it is the base model the checkpoint's run recorded: pass --pretrained") from None
     logger.info("evaluating %d checkpoint(s) against %s on %s", len(entries), pretrained, ", ".join(benchmarks))
@@ -284,6 +288,19 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     for record in unscored(records):
         logger.error("%s: %s (%s)", record["checkpoint"], record["status"], record.get("error"))
     return EvaluationResult(pretrained=pretrained, benchmarks=benchmarks, pretrained_accuracy=pretrained_accuracy, records=records, paths=paths)
+
+
+def check_pretrained_path(path: str) -> None:
+    """The pretrained model exists (`check_model_path`) and, a local folder, is a CLIPModel: it gives the text
+    tower, which a classifier has not; refused from its config, before anything loads."""
+    check_model_path(path, "pretrained model")
+    if os.path.isdir(path):
+        try:
+            check_model_type(read_model_config(path, what="pretrained model"), path, (CLIP_MODEL_TYPE,), what="pretrained model",
+                             purpose="the pretrained model gives the text tower and the reference of every Δ",
+                             classifier_hint="pass the base model its run started from (base_model in its ldifs_run.json)")
+        except ModelFolderError as err:
+            raise CheckpointError(str(err)) from None
 
 
 def evaluate(**kwargs) -> EvaluationResult:

@@ -228,9 +228,9 @@ def _report(args: DemoArguments, run: StudyRun) -> DemoResult:
     claims = demo_claims(points, main_lambda, args.alpha_list())
     claims_text = claims_section(claims, seeds)
     _write_outputs(args, summary, records, sweep_records, points, pretrained_table, table, claims_text, timings, seeds)
-    print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, mean ± std over evaluation seeds {seeds}:\n\n{pretrained_table}\n")
-    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate}, seeds {seeds} (Δ in points, mean ± std):\n\n{table}")
-    print(f"{frontier_table(points)}\n\n{claims_text}")
+    print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, {over_seeds(seeds, 'evaluation seeds')}:\n\n{pretrained_table}\n")
+    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate} (Δ in points, {over_seeds(seeds)}):\n\n{table}")
+    print(f"{frontier_table(points, seeds)}\n\n{claims_text}")
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table,
                       table=table, sweep_records=sweep_records, frontier=points, claims=claims, claims_text=claims_text)
@@ -283,8 +283,9 @@ def claims_section(claims: list[PairedClaim], seeds: list[int]) -> str:
     if not claims:
         return ""
     lines = [
-        "Claims, paired over seeds " + ", ".join(map(str, seeds)) + ": the per-seed difference (first minus second, in points), its mean ± "
-        "sample std over seeds; a claim exceeds the noise when |mean| > std, else it is inside the noise.",
+        (f"Claims, paired over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"Claims {over_seeds(seeds)}")
+        + ": the per-seed difference (first minus second, in points), its mean ± sample std over seeds; a claim exceeds the noise "
+        "when |mean| > std, else it is inside the noise.",
         "",
     ]
     lines += [f"- {claim.sentence()}." for claim in claims]
@@ -298,10 +299,18 @@ def claims_section(claims: list[PairedClaim], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def frontier_table(points: list[FrontierPoint]) -> str:
+def over_seeds(seeds: list[int], name: str = "seeds") -> str:
+    """'mean ± std over seeds 0, 1, 2', or, with one seed, that it is one (a spread needs two)."""
+    if len(seeds) < 2:
+        return f"on the one {name[:-1]} {seeds[0]} (no spread)" if seeds else "on no seed"
+    return f"mean ± std over {name} {', '.join(map(str, seeds))}"
+
+
+def frontier_table(points: list[FrontierPoint], seeds: list[int] | None = None) -> str:
     """The frontier as Markdown: per (method, λ, α), A_FT and mean Δ_ZS / Δ_LP on the other tasks, mean ± std
     over seeds, "*" on the Pareto set of that axis."""
-    lines = ["The frontier (final models; A_FT in %, mean Δ on the other tasks in points, mean ± std over seeds; * = Pareto set):", "",
+    lines = [f"The frontier (final models; A_FT in %, mean Δ on the other tasks in points, {over_seeds(seeds) if seeds else 'mean ± std over seeds'}; "
+             "* = Pareto set):", "",
              "| method | λ | α | A_FT | Δ_ZS | Δ_LP |", "|---|---|---|---|---|---|"]
     for p in points:
         cells = [_mean_std(p.values("a_ft"), signed=False)] + [
@@ -351,8 +360,8 @@ def summary_table(summary: dict, seeds: list[int]) -> str:
     lines.append("| mean (other tasks) | " + " | ".join(
         f"{_mean_std(summary[m]['mean_other']['delta_zs'])} / {_mean_std(summary[m]['mean_other']['delta_lp'])}" for m in methods) + " |")
     return (
-        f"Δ_ZS / Δ_LP in percentage points against the pretrained model (negative = forgetting), mean ± std over seeds "
-        f"{', '.join(map(str, seeds))}; A_FT in %.\n\n" + "\n".join(lines) + "\n"
+        f"Δ_ZS / Δ_LP in percentage points against the pretrained model (negative = forgetting), {over_seeds(seeds)}; A_FT in %.\n\n"
+        + "\n".join(lines) + "\n"
     )
 
 
@@ -387,7 +396,7 @@ def _write_outputs(args, summary, records, sweep_records, points, pretrained_tab
     out = args.output_dir
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"Pretrained model, accuracy in %:\n\n{pretrained_table}\n\n{table}")
-        f.write(f"\n{frontier_table(points)}\n" + (f"\n{claims_text}\n" if claims_text else ""))
+        f.write(f"\n{frontier_table(points, seeds)}\n" + (f"\n{claims_text}\n" if claims_text else ""))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"finetune_task": args.finetune_task, "seeds": seeds, "methods": summary}, f, indent=2)
     with open(os.path.join(out, "results.json"), "w") as f:
