@@ -1,5 +1,5 @@
 """A run that goes wrong stops loudly, keeps what was good, and never reports a wrong number
-(docs/RELIABILITY.md lists every fault tried and the test below that covers it)."""
+(docs/RELIABILITY.md's tables name the fault each test below covers)."""
 
 import copy
 import json

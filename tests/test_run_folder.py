@@ -142,7 +142,7 @@ def test_overwrite_refuses_model_files_that_no_run_recorded(tmp_path, tiny_clip_
 def test_cli_refuses_an_output_dir_that_is_the_model_in_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
     CLIPModel.from_pretrained(tiny_clip_dir).save_pretrained(model_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
         if os.path.isfile(os.path.join(tiny_clip_dir, name)):
             (model_dir / name).write_bytes(open(os.path.join(tiny_clip_dir, name), "rb").read())
     before = {name: (model_dir / name).read_bytes() for name in os.listdir(model_dir)}

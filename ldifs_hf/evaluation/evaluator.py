@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
-from ..benchmarks import BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
+from ..benchmarks import BenchmarkError, BenchmarkSpec, LoadedBenchmark, image_transform, load_benchmark
 from ..benchmarks.registry import fill_templates
 from ..heads import LP_PROTOCOL, extract_features, fit_linear_probe, zero_shot_classifier
 from ..model_folder import load_clip_processor
@@ -162,6 +162,9 @@ class ConceptForgettingEvaluator:
                 max_eval_samples=s.max_eval_samples, validation_fraction=0.0, seed=s.seed, cache_dir=s.cache_dir,
             )
         _check_promptable(key, loaded.class_names, loaded.templates)
+        for split in ("train", "test"):  # the linear probe fits on train; every accuracy is on test
+            if len(loaded.splits[split]) == 0:
+                raise BenchmarkError(f"the {split} split of {key!r} is empty; scoring it needs at least one {split} example")
         transform = image_transform(self.processor.image_processor)
         splits = {split: loaded.splits[split].with_transform(transform) for split in ("train", "test")}
         self._benchmarks[key] = LoadedBenchmark(spec=loaded.spec, splits=splits, class_names=list(loaded.class_names), templates=list(loaded.templates))

@@ -222,9 +222,11 @@ class PairedClaim:
 
     def sentence(self) -> str:
         verdict = "holds" if self.holds else "does not hold"
+        head = f"{self.better} vs {self.worse} on {METRIC_NAMES.get(self.metric, self.metric)}: {verdict}"
+        if len(self.differences) < 2:  # one sample has no spread: no ± and no verdict on the noise
+            return f"{head} (difference {100 * self.mean:+.1f} points, one seed); one seed cannot tell a difference from the seed-to-seed spread"
         noise = "exceeds its seed-to-seed spread" if self.exceeds_noise else "is inside the noise"
-        return (f"{self.better} vs {self.worse} on {METRIC_NAMES.get(self.metric, self.metric)}: {verdict} (mean difference {100 * self.mean:+.1f} ± "
-                f"{100 * self.std if math.isfinite(self.std) else float('nan'):.1f} points, better in "
+        return (f"{head} (mean difference {100 * self.mean:+.1f} ± {100 * self.std:.1f} points, better in "
                 f"{self.seeds_agreeing} of {len(self.differences)} seeds); the difference {noise}")
 
 

@@ -12,7 +12,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..options import check_field_types
+
 RUN_RECORD_FILE = "ldifs_run.json"
+
+
+class RunRecordError(ValueError):
+    """An `ldifs_run.json` that cannot be read as a run record: the message names the file."""
 
 
 @dataclass
@@ -81,8 +87,47 @@ class RunRecord:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "RunRecord":
-        with open(os.path.join(directory, RUN_RECORD_FILE)) as f:
-            return cls.from_dict(json.load(f))
+        """The record in `directory`; a file that is not a run record raises a RunRecordError naming it."""
+        path = os.path.join(directory, RUN_RECORD_FILE)
+        if os.path.isdir(path):
+            raise RunRecordError(f"{path} is a directory, not a run record")
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except ValueError as err:
+                raise RunRecordError(f"{path} is damaged: not JSON ({err}); it was edited or cut short") from None
+        if not isinstance(data, dict):
+            raise RunRecordError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not a run record")
+        try:
+            record = cls.from_dict(data)
+            check_field_types(record)  # e.g. settings that are not an object would compare as "unchanged"
+        except (TypeError, ValueError) as err:
+            raise RunRecordError(f"{path} is damaged: {err}") from None
+        return record
+
+    def moved_to(self, directory: str | os.PathLike, *, with_siblings: bool = False) -> "RunRecord":
+        """This run's record as read from `directory`, where the run now is: a run moved or copied there
+        keeps naming its old folder in `output_dir` and `export_dir` until these are rewritten to where it
+        is. `with_siblings`: its parent folder moved with it (a sequence's task), so the inputs it took
+        from a sibling (the previous task's export: `base_model`, the settings' model paths) move too."""
+        directory = os.path.abspath(os.fspath(directory))
+        old = self.output_dir
+        if old is None or os.path.abspath(old) == directory:
+            return self
+        old = os.path.abspath(old)
+
+        def moved(path, root_from, root_to):
+            if not isinstance(path, str) or not os.path.abspath(path).startswith(root_from.rstrip(os.sep) + os.sep):
+                return path
+            return os.path.join(root_to, os.path.relpath(os.path.abspath(path), root_from))
+
+        values = {"output_dir": directory, "export_dir": moved(self.export_dir, old, directory)}
+        if with_siblings:
+            parents = (os.path.dirname(old), os.path.dirname(directory))
+            values["base_model"] = moved(self.base_model, *parents)
+            if self.settings is not None:
+                values["settings"] = {k: moved(v, *parents) if k.endswith("name_or_path") else v for k, v in self.settings.items()}
+        return dataclasses.replace(self, **values)
 
     @classmethod
     def find(cls, checkpoint: str | os.PathLike) -> "RunRecord | None":

@@ -18,7 +18,7 @@ from ..benchmarks import get_benchmark
 from ..benchmarks.catalog import NINE
 from ..console import LOG_FILE
 from ..evaluation.settings import EvaluatorSettings, setting_field
-from ..options import check_json_options
+from ..options import check_numbers, check_json_options
 from ..training import get_method, list_methods
 from ..training.arguments import DEFAULT_MODEL, FINETUNE_ARGUMENTS
 from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, parse_tasks
@@ -119,6 +119,7 @@ class StudyArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
         if self.world not in WORLDS:

@@ -31,7 +31,7 @@ from ..benchmarks import get_benchmark
 from ..console import LOG_FILE
 from ..evaluation.frontier import FrontierPoint, PairedClaim, frontier_points, paired_claim, write_frontier
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
-from ..options import field_from
+from ..options import check_numbers, field_from
 from ..training.methods import get_method, list_methods
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
@@ -103,6 +103,7 @@ class DemoArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.threads < 1:
@@ -227,9 +228,9 @@ def _report(args: DemoArguments, run: StudyRun) -> DemoResult:
     claims = demo_claims(points, main_lambda, args.alpha_list())
     claims_text = claims_section(claims, seeds)
     _write_outputs(args, summary, records, sweep_records, points, pretrained_table, table, claims_text, timings, seeds)
-    print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, mean ± std over evaluation seeds {seeds}:\n\n{pretrained_table}\n")
-    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate}, seeds {seeds} (Δ in points, mean ± std):\n\n{table}")
-    print(f"{frontier_table(points)}\n\n{claims_text}")
+    print(f"\nPretrained world CLIP (world seed {args.world_seed}), accuracy in %, {over_seeds(seeds, 'evaluation seeds')}:\n\n{pretrained_table}\n")
+    print(f"Fine-tuned on {args.finetune_task}, {args.max_steps} steps, lr {args.learning_rate} (Δ in points, {over_seeds(seeds)}):\n\n{table}")
+    print(f"{frontier_table(points, seeds)}\n\n{claims_text}")
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return DemoResult(pretrained_accuracy=pretrained, records=records, summary=summary, timings=timings, pretrained_table=pretrained_table,
                       table=table, sweep_records=sweep_records, frontier=points, claims=claims, claims_text=claims_text)
@@ -282,21 +283,34 @@ def claims_section(claims: list[PairedClaim], seeds: list[int]) -> str:
     if not claims:
         return ""
     lines = [
-        "Claims, paired over seeds " + ", ".join(map(str, seeds)) + ": the per-seed difference (first minus second, in points), its mean ± "
-        "sample std over seeds; a claim exceeds the noise when |mean| > std, else it is inside the noise.",
+        (f"Claims, paired over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"Claims {over_seeds(seeds)}")
+        + ": the per-seed difference (first minus second, in points), its mean ± sample std over seeds; a claim exceeds the noise "
+        "when |mean| > std, else it is inside the noise.",
         "",
     ]
     lines += [f"- {claim.sentence()}." for claim in claims]
+    if len(seeds) < 2:
+        lines += ["", f"Of {len(claims)} claims: {sum(c.holds for c in claims)} hold and {sum(not c.holds for c in claims)} do not on the one seed; "
+                  "run two seeds or more (--seeds 0,1,2) to tell them from the noise."]
+        return "\n".join(lines)
     held = sum(c.holds and c.exceeds_noise for c in claims)
     lines += ["", f"Of {len(claims)} claims: {held} hold beyond the seed-to-seed spread, "
               f"{sum(c.holds and not c.exceeds_noise for c in claims)} inside the noise; {sum(not c.holds for c in claims)} do not hold."]
     return "\n".join(lines)
 
 
-def frontier_table(points: list[FrontierPoint]) -> str:
+def over_seeds(seeds: list[int], name: str = "seeds") -> str:
+    """'mean ± std over seeds 0, 1, 2', or, with one seed, that it is one (a spread needs two)."""
+    if len(seeds) < 2:
+        return f"on the one {name[:-1]} {seeds[0]} (no spread)" if seeds else "on no seed"
+    return f"mean ± std over {name} {', '.join(map(str, seeds))}"
+
+
+def frontier_table(points: list[FrontierPoint], seeds: list[int] | None = None) -> str:
     """The frontier as Markdown: per (method, λ, α), A_FT and mean Δ_ZS / Δ_LP on the other tasks, mean ± std
     over seeds, "*" on the Pareto set of that axis."""
-    lines = ["The frontier (final models; A_FT in %, mean Δ on the other tasks in points, mean ± std over seeds; * = Pareto set):", "",
+    lines = [f"The frontier (final models; A_FT in %, mean Δ on the other tasks in points, {over_seeds(seeds) if seeds else 'mean ± std over seeds'}; "
+             "* = Pareto set):", "",
              "| method | λ | α | A_FT | Δ_ZS | Δ_LP |", "|---|---|---|---|---|---|"]
     for p in points:
         cells = [_mean_std(p.values("a_ft"), signed=False)] + [
@@ -329,7 +343,9 @@ def summarise(records: list[dict], finetune_task: str) -> dict:
 def _mean_std(values, signed: bool = True) -> str:
     values = [100 * v for v in values]
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std over seeds
+    if len(values) < 2:  # one seed has no spread to show
+        return f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    std = statistics.stdev(values)  # sample std over seeds
     return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
 
 
@@ -344,8 +360,8 @@ def summary_table(summary: dict, seeds: list[int]) -> str:
     lines.append("| mean (other tasks) | " + " | ".join(
         f"{_mean_std(summary[m]['mean_other']['delta_zs'])} / {_mean_std(summary[m]['mean_other']['delta_lp'])}" for m in methods) + " |")
     return (
-        f"Δ_ZS / Δ_LP in percentage points against the pretrained model (negative = forgetting), mean ± std over seeds "
-        f"{', '.join(map(str, seeds))}; A_FT in %.\n\n" + "\n".join(lines) + "\n"
+        f"Δ_ZS / Δ_LP in percentage points against the pretrained model (negative = forgetting), {over_seeds(seeds)}; A_FT in %.\n\n"
+        + "\n".join(lines) + "\n"
     )
 
 
@@ -380,7 +396,7 @@ def _write_outputs(args, summary, records, sweep_records, points, pretrained_tab
     out = args.output_dir
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"Pretrained model, accuracy in %:\n\n{pretrained_table}\n\n{table}")
-        f.write(f"\n{frontier_table(points)}\n" + (f"\n{claims_text}\n" if claims_text else ""))
+        f.write(f"\n{frontier_table(points, seeds)}\n" + (f"\n{claims_text}\n" if claims_text else ""))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"finetune_task": args.finetune_task, "seeds": seeds, "methods": summary}, f, indent=2)
     with open(os.path.join(out, "results.json"), "w") as f:

@@ -106,8 +106,15 @@ def cell_status(cell_dir: str, config: dict) -> str:
     marker = os.path.join(cell_dir, CELL_FILE)
     if not os.path.isfile(marker):
         return "partial" if os.path.isdir(cell_dir) else "pending"
-    with open(marker) as f:
-        saved = json.load(f)
+    try:
+        with open(marker) as f:
+            saved = json.load(f)
+        missing = [key for key in ("config", "run_dirs", "evaluation_files") if key not in saved]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError) as err:  # written last and atomically: damaged since
+        logger.warning("%s is damaged (%s: %s): the cell is run again (a finished run in it is reused)", marker, type(err).__name__, err)
+        return "partial"
     if saved["config"] != config:
         parts = ("finetune", "evaluation")
         # Every setting that differs, also one the saved cell has and these settings lack (e.g. its wise_evaluation).
@@ -249,6 +256,43 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
+def check_dropped_cells(args: StudyArguments, plan: StudyPlan) -> None:
+    """A rerun whose grid leaves out cells the folder's manifest lists as done is refused (unless
+    `overwrite_output_dir`): its tables would silently lose their rows (a demo rerun with fewer methods)."""
+    if args.overwrite_output_dir:
+        return
+    try:
+        with open(os.path.join(args.output_dir, MANIFEST_FILE)) as f:
+            earlier = json.load(f)["cells"]
+        dropped = [cell["folder"] for cell in earlier if cell.get("status") == "done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest, or a damaged one: this run writes it anew
+    dropped = [folder for folder in dropped if folder not in {cell.folder for cell in plan.cells}]
+    if dropped:
+        raise ValueError(
+            f"output_dir {args.output_dir!r} holds {len(dropped)} done cell(s) these options leave out ({', '.join(dropped[:3])}"
+            f"{', ...' if len(dropped) > 3 else ''}), whose rows the tables would lose; rerun with the options the folder was made with "
+            f"(its {MANIFEST_FILE} lists them), choose another --output_dir, or pass --overwrite_output_dir"
+        )
+
+
+def check_study_data(args: StudyArguments, plan: StudyPlan) -> None:
+    """Before the first cell runs: every `dataset_path` entry names a task of the study, and the data of
+    every task the cells left to do read (fine-tuned or scored) is found, so that missing data is not met
+    only after earlier cells trained (`check_benchmark_data`, which reads no image)."""
+    from ..benchmarks import parse_dataset_paths
+    from ..benchmarks.loading import check_benchmark_data
+
+    paths = parse_dataset_paths(args.dataset_path)
+    tasks = list(dict.fromkeys([t for cell in plan.cells for t in cell.tasks] + list(plan.eval_tasks)))
+    stray = sorted(set(paths) - set(tasks))
+    if stray:
+        raise ValueError(f"dataset_path names {', '.join(map(repr, stray))}, which no cell fine-tunes or scores ({', '.join(tasks)})")
+    if plan.todo:
+        for task in tasks:
+            check_benchmark_data(task, data_path=paths.get(task))
+
+
 def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     """The cells, their status and a cost estimate (fine-tuning steps or epochs, checkpoint evaluations)."""
     lines = [f"{'method':<22} {'fine-tune task(s)':<34} {'seed':>4}  status", "-" * 72]
@@ -343,6 +387,8 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
             args, world = prepare_study(args, progress=True)
         timings = {"prepare_s": time.perf_counter() - start}
         plan = plan_study(args, world)
+        check_dropped_cells(args, plan)
+        check_study_data(args, plan)
         os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
         todo = plan.todo

@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 from ..benchmarks import parse_dataset_paths
 from ..evaluation.settings import EvaluatorSettings, check_every_percent, setting_field
 from ..heads import LP_SOLVERS, check_lp_solver
+from ..options import check_numbers
 from .methods import get_method, list_methods
 from .terms import get_regularizer, list_regularizers
 from .terms.l2sp import L2SPSettings
@@ -63,6 +64,8 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
     )
 
     def __post_init__(self):
+        # Before any check written as a comparison (which NaN passes) or the TrainingArguments' own.
+        check_numbers(self, hints=_FINITE_HINTS)
         super().__post_init__()  # the settings' checks, then the TrainingArguments' own
         spec = get_method(self.method) if self.method is not None else None
         if self.regularizer is None:
@@ -80,6 +83,10 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
     def regularizer_settings(self):
         """The chosen regularizer's settings (its `settings_class`, built from these arguments), or None."""
         return get_regularizer(self.regularizer).settings(self)
+
+
+# The way out of a non-finite value, where the field has one.
+_FINITE_HINTS = {"max_grad_norm": "0 turns gradient clipping off"}
 
 
 def _options_dict(options: Any) -> dict:
@@ -159,6 +166,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         check_lp_solver(self.lp_solver)
         if self.lp_iterations < 1:
             raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
@@ -202,6 +210,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         check_every_percent(self.forgetting_every_percent, "forgetting_every_percent")

@@ -98,6 +98,8 @@ class LDIFSSettings(RegularizerSettings):
             bad = [i for i in self.ldifs_layers if not isinstance(i, int) or i < 0]
             if bad:
                 raise ValueError(f"ldifs_layers must be hidden-state indices >= 0, got {bad[0]!r}")
+            if len(set(self.ldifs_layers)) != len(self.ldifs_layers):  # a repeated index would weigh its layer twice
+                raise ValueError(f"ldifs_layers must name each hidden-state index once, got {list(self.ldifs_layers)}")
         if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}")
         if self.ldifs_tap not in LDIFS_TAPS:
