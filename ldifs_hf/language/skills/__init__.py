@@ -17,7 +17,7 @@ _EXPORTS = {
     **{name: ".pretrain" for name in ("pretrain_skills_model", "pretrained_skills_model", "train_char_tokenizer", "evaluation_items")},
     **{name: ".tasks" for name in ("PreparedSkills", "build_skills_data", "prepare_skills", "task_name")},
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(["NEW_SKILL", "OLD_SKILLS", "SKILLS", "SKILLS_SIZES", "Skill", "SkillsSettings", "SkillsWorld", "get_skill",
                   "shift_letters", "skills_cache_dir", "skills_settings", *_EXPORTS])
