@@ -33,9 +33,9 @@ that never returns the outputs, trl's DPO/GRPO/KTO batches): the module is asked
 pre-hook, and the teacher runs on the inputs that forward received, drawing the random numbers that
 forward drew (a model with randomness in `forward`, such as ViT-MAE's patch mask, gives both the same).
 A regularizer that needs outputs (KL: the logits) gets the first forward of the whole model the same way,
-without hidden states. Under `torch.compile` the same holds (dynamo's code caches are cleared once, so no graph traced without the
-hooks is reused); there a forward that draws random numbers is refused by name, since the compiled graph
-draws its own way.
+without hidden states. Under `torch.compile` the same holds (dynamo's code caches are cleared once, so no
+graph traced without the hooks is reused); there a forward that draws random numbers is refused by name,
+since the compiled graph draws its own way.
 
 Terms are batch means; when the parent's task loss is already scaled for gradient accumulation (the
 Trainer's `loss_is_scaled_for_ga` rule) they are divided by the accumulation steps to match.
@@ -128,8 +128,8 @@ class LDIFSMixin:
             (default: the method's, else "ce").
 
     Logged per term, unrounded, while a term is on: `loss_task` (the objective), `loss_ldifs` (the unweighted
-    feature distance), `loss_l2sp` (the unweighted squared parameter distance), `loss_kl` (the unweighted KL), or another registered
-    regularizer's `loss_<name>`; in training in the step's entry (beside `loss`, the optimised total), in
+    feature distance), `loss_l2sp` (the unweighted squared parameter distance), `loss_kl` (the unweighted KL), or
+    another registered regularizer's `loss_<name>`; in training in the step's entry (beside `loss`, the optimised total), in
     evaluation among the evaluation's metrics with its prefix (`eval_loss_ldifs`; its task loss is `eval_loss`).
 
     Attributes:
@@ -251,7 +251,9 @@ class LDIFSMixin:
         """A hyperparameter trial's values, as the Trainer sets them on `args`, with a plug-in regularizer's settings
         (fields of its settings without a flag) into `args.regularizer_options`; then the run's settings read anew.
         A trial may change the regularizer's weight, not what its state was built from (teacher, taps, anchor)."""
-        params = (self.hp_space(trial) if self.hp_search_backend == HPSearchBackend.OPTUNA else dict(trial or {})) if trial is not None else {}
+        params = {}
+        if trial is not None and self.hp_search_backend is not None:
+            params = self.hp_space(trial) if self.hp_search_backend == HPSearchBackend.OPTUNA else dict(trial)
         term = self.regularizer_term
         fields = {f.name for f in dataclasses.fields(term.settings_class)} if term.settings_class else set()
         routed = {k: v for k, v in params.items() if k in fields and not hasattr(self.args, k)}

@@ -30,7 +30,10 @@ from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
 from ...regularizers import kl_anchor
 from . import Regularizer, RegularizerState, check_weight, register_regularizer
 from ..distributed import plain_model
-from .teacher import NOT_TEACHER_INPUTS, AdapterDisabledTeacher, TeacherSettings, adapter_disabled_teacher, disable_dropout, frozen_teacher, in_teacher_dtype
+from .teacher import (
+    NOT_TEACHER_INPUTS, AdapterDisabledTeacher, TeacherSettings, adapter_disabled_teacher, disable_dropout, frozen_teacher,
+    in_teacher_dtype,
+)
 
 # Logit transforms a model's own forward applies after its output embeddings (Gemma's soft-capping, Cohere's and
 # Granite's scales): logits rebuilt from the hidden states under trl's fused head would miss them.
