@@ -182,14 +182,11 @@ def _card_data(record: RunRecord, *, model_name: str, pipeline_tag: str, dataset
 
 
 def _regularizer_text(record: RunRecord) -> str:
-    # The run stores its regularizer's own text; records written before it did get the built-ins' text.
+    # The run stores its regularizer's own text (records of the earlier formats are given theirs when read).
     if record.regularizer_text:
         return _without_paths(record.regularizer_text, record)
-    if record.regularizer == "ldifs":
-        return f"LDIFS, λ = {record.ldifs_lambda}, {record.ldifs_normalization or 'token'} normalisation, taps {record.ldifs_layers}"
-    if record.regularizer == "l2sp":
-        return f"L2SP, λ = {record.l2sp_lambda}"
-    return record.regularizer or "none"
+    weight = "" if record.regularizer_weight is None else f", λ = {record.regularizer_weight}"
+    return (record.regularizer or "none") + weight
 
 
 def _training_table(record: RunRecord, dataset_id: str | None) -> str:

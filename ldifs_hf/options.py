@@ -189,7 +189,9 @@ def field_from(source, name: str, *, default=dataclasses.MISSING, help: str | No
     """A dataclass field that is the field `name` of the dataclass `source` under another class (an option
     one command shares with another): its default and help are `source`'s unless given, declared once."""
     origin = source.__dataclass_fields__[name]
-    if default is not dataclasses.MISSING:
+    if isinstance(default, list):  # a mutable default: each instance its own copy
+        values = {"default_factory": lambda: list(default)}
+    elif default is not dataclasses.MISSING:
         values = {"default": default}
     elif origin.default is not dataclasses.MISSING:
         values = {"default": origin.default}

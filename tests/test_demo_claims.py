@@ -50,3 +50,20 @@ def test_claims_section_format():
     inside = sum(c.holds and not c.exceeds_noise for c in claims)
     assert lines[-1] == f"Of 5 claims: {held} hold beyond the seed-to-seed spread, {inside} inside the noise; {5 - held - inside} do not hold."
     assert claims_section([], [0]) == ""
+
+
+def test_the_kl_claims_compare_kl_with_ce_and_with_ldifs():
+    kl = [_point("lp-init-kl", 1.0, 1.0, {0: (0.51, -0.05, -0.02), 1: (0.51, -0.06, -0.04), 2: (0.52, -0.05, -0.02)}),
+          _point("lp-init-kl", 1.0, 0.5, {0: (0.41, -0.01, 0.0), 1: (0.40, -0.01, -0.01), 2: (0.41, 0.0, 0.0)})]
+    claims = demo_claims(POINTS + kl, {**MAIN_LAMBDA, "lp-init-kl": 1.0}, [0.0, 0.5, 1.0])
+    kl_claims = [(c.better, c.worse, c.metric) for c in claims if "kl" in c.better + c.worse]
+    assert kl_claims == [
+        ("lp-init-kl (λ = 1)", "lp-init-ce", "delta_lp"), ("lp-init-kl (λ = 1)", "lp-init-ce", "delta_zs"),
+        ("lp-init-kl (λ = 1)", "lp-init-ldifs (λ = 10)", "delta_lp"), ("lp-init-kl (λ = 1)", "lp-init-ldifs (λ = 10)", "a_ft"),
+        ("lp-init-kl (λ = 1) at α = 0.5", "lp-init-ce at α = 0.5", "delta_lp"),
+    ]
+    # Paired per seed: KL - CE on Δ_ZS is +0.05, +0.06, +0.06.
+    zs = next(c for c in claims if c.better == "lp-init-kl (λ = 1)" and c.worse == "lp-init-ce" and c.metric == "delta_zs")
+    assert zs.differences == pytest.approx([0.05, 0.06, 0.06]) and zs.holds and zs.exceeds_noise
+    # The claims without KL are those of a demo without it, in the same order.
+    assert [c for c in claims if "kl" not in c.better + c.worse] == demo_claims(POINTS, MAIN_LAMBDA, [0.0, 0.5, 1.0])

@@ -182,7 +182,8 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
         for entry in run_entries:
             entry.finetune_task, entry.base_model = (record.dataset if record else None), recorded_base_model(path)
             if record is not None and record.regularizer == "ldifs":  # the distance the run itself regularised
-                entry.ldifs_layers, entry.ldifs_normalization = record.ldifs_layers, record.ldifs_normalization
+                taps = record.regularizer_settings
+                entry.ldifs_layers, entry.ldifs_normalization = taps.get("ldifs_layers"), taps.get("ldifs_normalization")
         entries += run_entries
     return entries
 

@@ -129,7 +129,9 @@ def write_frontier_csv(points: Sequence[FrontierPoint], path: str) -> str:
     return path
 
 
-def _label(method: str, lam: float | None) -> str:
+def point_label(method: str, lam: float | None) -> str:
+    """A point's name in the frontier's legend and the claims: the method (which names its regularizer, e.g.
+    "lp-init-kl", "zs-init-ce+l1") and its λ, e.g. "lp-init-kl (λ = 0.1)"."""
     return method if lam is None else f"{method} (λ = {lam:g})"
 
 
@@ -157,7 +159,7 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str, *, title: str = ""
             ys = [100 * p.mean_std(axis)[0] for p in curve]
             ax.errorbar(xs, ys, xerr=[100 * p.mean_std("a_ft")[1] for p in curve], yerr=[100 * p.mean_std(axis)[1] for p in curve],
                         fmt="-o" if len(curve) > 1 else "o", markersize=4, capsize=2, color=colours[method], alpha=0.85,
-                        label=_label(method, lam) + (" over α" if len(curve) > 1 else ""))
+                        label=point_label(method, lam) + (" over α" if len(curve) > 1 else ""))
         for method in methods:  # the λ sweep of a method, at α = 1
             sweep = sorted((p for p in points if p.method == method and p.lam is not None and p.alpha == 1.0), key=lambda p: p.lam)
             if len(sweep) > 1:
@@ -247,4 +249,4 @@ def paired_claim(points: Sequence[FrontierPoint], better: tuple, worse: tuple, m
 
 def _claim_label(method: str, lam: float | None, alpha: float) -> str:
     """A point as a claim names it: the method, its λ if any, and its α when it is not the run itself."""
-    return _label(method, lam) + ("" if alpha == 1.0 else f" at α = {alpha:g}")
+    return point_label(method, lam) + ("" if alpha == 1.0 else f" at α = {alpha:g}")

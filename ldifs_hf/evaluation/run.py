@@ -365,7 +365,7 @@ def evaluate_checkpoints(
 
 def run_facts(checkpoint: str) -> dict:
     """What a checkpoint's run record says that places its scores on the frontier: "lambda", the weight
-    of the run's regularizer (ldifs_lambda for LDIFS, l2sp_lambda for L2SP, None for any other); "seed"
+    of the run's regularizer as it recorded it (`regularizer_weight`; None without a weighted term); "seed"
     when the run recorded its settings; "alpha" for a folder `ldifs-hf interpolate` wrote (the run at
     that α). {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
     try:
@@ -374,7 +374,7 @@ def run_facts(checkpoint: str) -> dict:
         return {}
     if record is None:
         return {}
-    facts = {"lambda": {"ldifs": record.ldifs_lambda, "l2sp": record.l2sp_lambda}.get(record.regularizer)}
+    facts = {"lambda": record.regularizer_weight}
     if (record.settings or {}).get("seed") is not None:
         facts["seed"] = record.settings["seed"]
     if record.alpha is not None:

@@ -21,9 +21,9 @@ CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 # Any of these makes a directory hold model weights (single file or sharded, safetensors or torch).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRAINER_STATE = "trainer_state.json"
-# What makes two runs the same run, as far as a checkpoint's numbers are concerned (and `settings`,
-# when both records have them).
-IDENTITY_FIELDS = ("method", "dataset", "base_model", "regularizer", "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
+# What makes two runs the same run, as far as a checkpoint's numbers are concerned (and the regularizer's
+# settings and `settings`, those both records have).
+IDENTITY_FIELDS = ("method", "dataset", "base_model", "regularizer")
 
 
 def checkpoint_problem(path: str, *, check_files: bool = False) -> str | None:
@@ -136,6 +136,11 @@ def foreign_checkpoint(checkpoint: str, run: RunRecord | None) -> str | None:
         return None
     own = RunRecord.load(checkpoint)
     differ = [f"{n} {getattr(own, n)!r} vs {getattr(run, n)!r}" for n in IDENTITY_FIELDS if getattr(own, n) != getattr(run, n)]
+    # The regularizer's settings, those both records have (a record of the earlier format has fewer).
+    differ += [
+        f"{key} {own.regularizer_settings[key]!r} vs {run.regularizer_settings[key]!r}"
+        for key in run.regularizer_settings if key in own.regularizer_settings and own.regularizer_settings[key] != run.regularizer_settings[key]
+    ]
     if own.settings and run.settings:
         differ += [
             f"{key} {own.settings[key]!r} vs {run.settings[key]!r}"

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from ..options import check_field_types
 
 RUN_RECORD_FILE = "ldifs_run.json"
+# Records written before the regularizer reported its own settings kept the built-ins' as fields of their own.
+_EARLIER_FIELDS = ("ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
 
 
 class RunRecordError(ValueError):
@@ -29,10 +31,12 @@ class RunRecord:
         method: the method's registry name (e.g. "lp-init-ldifs").
         dataset: the fine-tuning benchmark's name.
         base_model: the pretrained model it started from (Hub id or local directory).
-        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", ...).
-        ldifs_lambda / l2sp_lambda: the regularizer weights.
-        ldifs_layers / ldifs_normalization: the LDIFS taps and normalisation (None without LDIFS).
-        regularizer_text: the regularizer's own model-card text (its `describe`); None in older records.
+        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", "kl", ...).
+        regularizer_settings: what the regularizer reports of its settings (its `record`: every setting, e.g.
+            LDIFS's weight and the taps it used), JSON values; {} without settings.
+        regularizer_weight: its weight λ in the loss (None without a weighted term), as the regularizer reads it
+            from its settings: what the frontier, the tables and the cards show as λ.
+        regularizer_text: the regularizer's own model-card text (its `describe`).
         dataset_splits: which data each split used, in words.
         text_tower: "pretrained", or "fine-tuned (FLYP)" for the methods that train it.
         results: A_FT on the validation and test splits ("validation_accuracy", "test_accuracy").
@@ -50,10 +54,8 @@ class RunRecord:
     dataset: str
     base_model: str
     regularizer: str = "none"
-    ldifs_lambda: float | None = None
-    l2sp_lambda: float | None = None
-    ldifs_layers: list[int] | None = None
-    ldifs_normalization: str | None = None
+    regularizer_settings: dict = field(default_factory=dict)
+    regularizer_weight: float | None = None
     regularizer_text: str | None = None
     dataset_splits: str | None = None
     text_tower: str = "pretrained"
@@ -74,6 +76,8 @@ class RunRecord:
         missing = [name for name in ("method", "dataset", "base_model") if name not in data]
         if missing:
             raise ValueError(f"a run record needs {missing}; got keys {sorted(data)}")
+        if any(name in data for name in _EARLIER_FIELDS):
+            data = _from_earlier_format(data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, directory: str | os.PathLike) -> str:
@@ -138,3 +142,28 @@ class RunRecord:
             if os.path.isfile(os.path.join(directory, RUN_RECORD_FILE)):
                 return cls.load(directory)
         return None
+
+
+def _from_earlier_format(data: dict) -> dict:
+    """A record of the earlier format (`ldifs_lambda`, `l2sp_lambda`, `ldifs_layers`, `ldifs_normalization` as fields;
+    `regularizer_text` absent in the oldest) in today's shape: the run's own regularizer's settings as its
+    `regularizer_settings`, its λ as `regularizer_weight`, and the card text those records were given."""
+    data = dict(data)
+    earlier = {name: data.pop(name, None) for name in _EARLIER_FIELDS}
+    regularizer = data.get("regularizer") or "none"
+    if regularizer == "ldifs":
+        own = {"ldifs_lambda": earlier["ldifs_lambda"], "ldifs_layers": earlier["ldifs_layers"],
+               "ldifs_normalization": earlier["ldifs_normalization"] or "token"}
+        weight = own["ldifs_lambda"]
+        text = f"LDIFS, λ = {weight}, {own['ldifs_normalization']} normalisation, taps {own['ldifs_layers']}"
+    elif regularizer == "l2sp":
+        own = {"l2sp_lambda": earlier["l2sp_lambda"]}
+        weight = own["l2sp_lambda"]
+        text = f"L2SP, λ = {weight}"
+    else:
+        own, weight, text = {}, None, regularizer
+    data.setdefault("regularizer_settings", own)
+    data.setdefault("regularizer_weight", weight)
+    if not data.get("regularizer_text"):
+        data["regularizer_text"] = text
+    return data

@@ -21,8 +21,8 @@ records other settings than the study now asks for is refused, never silently mi
 (`overwrite_output_dir`: every cell is run again, replacing its run and evaluation). `study.json`
 (the manifest) lists every cell and whether it is done; `--plan` prints it with a cost estimate.
 
-The frontier: `ldifs_lambdas` / `l2sp_lambdas` repeat the cells of the regularised methods (those of
-`lambda_sweep_methods`) once per λ, and `wise_alphas` scores checkpoints at WiSE-FT weights. With
+The frontier: `lambdas` (REGULARIZER=weights, e.g. ldifs=1,10 kl=0.1,1) repeats the cells of the regularised
+methods (those of `lambda_sweep_methods`) once per λ of their regularizer, and `wise_alphas` scores checkpoints at WiSE-FT weights. With
 `frontier="full"` every cell is scored at every checkpoint and α; with `frontier="cross"` the two sweeps
 cross at the main λ (the fine-tuning arguments' own): a cell at another λ keeps no checkpoint and is
 scored at its end, and only the main cells' final models are scored at the other α.
@@ -200,7 +200,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     os.replace(staging, final)
     logger.info("cell %s: wrote the evaluation to %s (%s)", cell.folder, final, ", ".join(sorted(os.listdir(final))))
     # The regularizer's weight the run used (the sweep's, or the fine-tuning arguments'): the frontier's λ.
-    lam = {"ldifs": run_record.ldifs_lambda, "l2sp": run_record.l2sp_lambda}.get(run_record.regularizer)
+    lam = run_record.regularizer_weight
     for record in records:
         record["seed"], record["lambda"] = cell.seed, lam
         if record.get("checkpoint"):

@@ -38,27 +38,35 @@ from .methods import MethodSpec
 from .guards import NonFiniteGuard, RunIdentityCallback
 from .preflight import check_splits, preflight
 from .distributed import args_zero_stage, deepspeed_stage, fill_zero_buckets, full_weights_loading
+from .terms import get_regularizer
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
 
-# The arguments that decide what a run computes (not where or how often it logs or saves).
+# The arguments that decide what a run computes (not where or how often it logs or saves); with them, the
+# settings of the run's regularizer, as it records them.
 _MODEL_SETTINGS = ("model_name_or_path", "reference_model_name_or_path", "lp_solver", "lp_iterations")
 _DATA_SETTINGS = ("dataset_path", "image_column", "label_column", "max_train_samples", "validation_fraction", "validation_seed", "train_augmentation")
 _TRAINING_SETTINGS = (
     "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "seed", "bf16", "fp16", "regularizer",
-    "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization", "teacher_dtype",
 )
 
 
 def run_settings(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> dict:
-    """The arguments that decide a run's result, as recorded in `RunRecord.settings` (JSON values)."""
+    """The arguments that decide a run's result, as recorded in `RunRecord.settings` (JSON values): the ones named
+    above and each setting of the run's regularizer (its `record`: its weight and the rest, a plug-in's too)."""
     settings = {}
     for args, names in ((model_args, _MODEL_SETTINGS), (data_args, _DATA_SETTINGS), (training_args, _TRAINING_SETTINGS)):
         for name in names:
             value = getattr(args, name, None)
             settings[name] = list(value) if isinstance(value, tuple) else (str(value) if hasattr(value, "value") else value)
+    regularizer = get_regularizer(training_args.regularizer)
+    own = regularizer.record(training_args.regularizer_settings)
+    clash = sorted(set(own) & set(settings))
+    if clash:
+        raise ValueError(f"regularizer {regularizer.name!r} has a setting named like a run setting: {clash[0]!r}; rename it")
+    settings.update(own)
     # The same per-device batch on another number of processes is another run (the global batch decides
     # the result): a resume with either changed is refused, naming both values.
     settings["world_size"] = training_args.world_size
@@ -293,12 +301,7 @@ def _run_record(run: _Run, data: _RunData, trainer: LDIFSTrainer) -> RunRecord:
         method=run.spec.name,
         dataset=data.benchmark.spec.name,
         base_model=run.model_args.model_name_or_path,
-        regularizer=training_args.regularizer,
-        ldifs_lambda=training_args.ldifs_lambda,
-        l2sp_lambda=training_args.l2sp_lambda,
-        ldifs_layers=trainer.ldifs_layers if training_args.regularizer == "ldifs" else None,
-        ldifs_normalization=training_args.ldifs_normalization,
-        regularizer_text=trainer.regularizer_description(),
+        **trainer.regularizer_record(),
         dataset_splits=_dataset_splits(run.data_args, data),
         text_tower="fine-tuned (FLYP)" if run.spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
@@ -419,7 +422,7 @@ def _finish_run(run: _Run, trainer: LDIFSTrainer, record: RunRecord, data: _RunD
 
 def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
     """From the models' files alone (cheap, before any data loads): the base and reference models exist,
-    are CLIPs saved whole (`model_folder.check_model_files`), and the LDIFS taps fit the base model."""
+    are CLIPs saved whole (`model_folder.check_model_files`), and the regularizer can serve the base model (LDIFS's taps fit)."""
     config = _checked_clip(model_args.model_name_or_path, "model_name_or_path", model_args.cache_dir)
     if model_args.reference_model_name_or_path is not None and training_args.regularizer != "none":
         reference = _checked_clip(model_args.reference_model_name_or_path, "reference_model_name_or_path", model_args.cache_dir)
@@ -431,12 +434,7 @@ def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainin
                 f"reference_model_name_or_path {model_args.reference_model_name_or_path!r} has another image encoder than the model the run "
                 f"trains ({', '.join(differ)}); the teacher and the anchor must be that model's architecture"
             )
-    blocks = config.vision_config.num_hidden_layers
-    if training_args.regularizer == "ldifs" and training_args.ldifs_layers and max(training_args.ldifs_layers) > blocks:
-        raise ValueError(
-            f"ldifs layer index {max(training_args.ldifs_layers)} out of range: the model has {blocks} blocks, "
-            f"so hidden_states indices are 0..{blocks}"
-        )
+    get_regularizer(training_args.regularizer).check_model_config(training_args.regularizer_settings, config)
 
 
 # What fixes the shapes of an image encoder's weights and hidden states.
