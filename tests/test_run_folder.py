@@ -210,6 +210,8 @@ def test_a_record_of_the_earlier_format_reads_into_todays_shape_and_keeps_its_id
     (run / "checkpoint-2").mkdir(parents=True)
     for folder in (run, run / "checkpoint-2"):
         (folder / "ldifs_run.json").write_text(json.dumps(EARLIER))
+    for name in ("config.json", "model.safetensors"):  # a finished run holds its model (the reuse check looks)
+        (run / name).write_text("{}")
     record = RunRecord.load(run)
     assert record.regularizer_settings == {"ldifs_lambda": 10.0, "ldifs_layers": [0, 1, 2, 3, 4], "ldifs_normalization": "token"}
     assert (record.regularizer_weight, record.regularizer_text) == (10.0, EARLIER["regularizer_text"])
