@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Forgetting in a tiny language model, offline on a CPU: SFT on the skills world's new skill ("shift")
-with trl's SFTTrainer and `LDIFSMixin`, under no regularizer, LDIFS and L2SP at a few λ, then every run
-scored on every skill against the pre-trained model (Δ per old skill, A_FT, held-out loss).
+with trl's SFTTrainer and `LDIFSMixin`, under no regularizer, LDIFS, L2SP and the KL anchor at a few λ, then
+every run scored on every skill against the pre-trained model (Δ per old skill, A_FT, held-out loss).
 
     pip install "ldifs_hf[trl,lm_eval]"
-    python examples/skills_forgetting.py --output_dir runs/skills --max_steps 300 --ldifs_lambdas 1,10 --l2sp_lambdas 0.1,1
+    python examples/skills_forgetting.py --output_dir runs/skills --max_steps 300 --lambdas ldifs=1,10 l2sp=0.1,1 kl=0.1,1
 
 Each run's folder holds the model, its tokenizer and a run record (method, regularizer, λ, seed), which
 the evaluation reads; the report is `<output_dir>/report/results.md`.
@@ -24,7 +24,9 @@ from trl import SFTConfig, SFTTrainer
 from ldifs_hf import LDIFSArgumentsMixin, LDIFSMixin, RunRecord
 from ldifs_hf.language import evaluate_language_model
 from ldifs_hf.language.skills import prepare_skills, skills_settings
-from ldifs_hf.utils import parse_lambdas, parse_seeds
+from ldifs_hf.study.arguments import parse_lambda_sweeps
+from ldifs_hf.training.arguments import weight_arguments
+from ldifs_hf.utils import parse_seeds
 
 
 @dataclass
@@ -42,8 +44,10 @@ class ExperimentArguments:
     max_steps: int = field(default=300, metadata={"help": "SFT steps of every run."})
     batch_size: int = field(default=32, metadata={"help": "SFT batch size."})
     learning_rate: float = field(default=1e-3, metadata={"help": "SFT learning rate."})
-    ldifs_lambdas: str = field(default="1,10", metadata={"help": "LDIFS weights, comma-separated ('' for none)."})
-    l2sp_lambdas: str = field(default="0.1,1", metadata={"help": "L2SP weights, comma-separated ('' for none)."})
+    lambdas: list[str] = field(
+        default_factory=lambda: ["ldifs=1,10", "l2sp=0.1,1", "kl=0.1,1"],
+        metadata={"help": "The regularized runs: REGULARIZER=w1,w2,... entries (each weight one run per seed)."},
+    )
     seeds: str = field(default="0", metadata={"help": "Training seeds, comma-separated."})
     save_steps: int = field(default=0, metadata={"help": "Also save (and score) a checkpoint every N steps (0: only the final model)."})
     size: str = field(default="default", metadata={"help": "Skills world size: default or quick."})
@@ -54,7 +58,7 @@ def fine_tune(skills, regularizer: str, lam: float | None, seed: int, args: Expe
     """One SFT run in its own folder, with a run record; returns the folder."""
     method = "sft" if regularizer == "none" else f"sft+{regularizer}"
     out = os.path.join(args.output_dir, method, "base" if lam is None else f"lambda-{lam:g}", f"seed-{seed}")
-    weights = {"ldifs_lambda": lam if regularizer == "ldifs" else 0.0, "l2sp_lambda": lam if regularizer == "l2sp" else 0.0}
+    weights = weight_arguments(regularizer, lam) if lam is not None else {}
     config = LDIFSSFTConfig(
         output_dir=out, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=50,
@@ -69,8 +73,7 @@ def fine_tune(skills, regularizer: str, lam: float | None, seed: int, args: Expe
     seconds = time.perf_counter() - start
     trainer.save_model(out)
     trainer.save_state()  # trainer_state.json: the final model's step, so a checkpoint-N of that step is not scored twice
-    RunRecord(method=method, dataset=skills.new_task, base_model=str(skills.model_dir), regularizer=regularizer,
-              ldifs_lambda=weights["ldifs_lambda"], l2sp_lambda=weights["l2sp_lambda"], output_dir=out, completed=True,
+    RunRecord(method=method, dataset=skills.new_task, base_model=str(skills.model_dir), **trainer.regularizer_record(), output_dir=out, completed=True,
               settings={"seed": seed, "max_steps": args.max_steps, "learning_rate": args.learning_rate, "train_seconds": round(seconds, 1)}).save(out)
     print(f"{method} λ={lam} seed {seed}: {seconds:.1f} s of SFT, final loss {trainer.state.log_history[-2].get('loss')}", flush=True)
     return out
@@ -83,8 +86,7 @@ def main():
     skills = prepare_skills(skills_settings(args.size), args.cache_dir)
     print(f"skills world ready in {time.perf_counter() - start:.1f} s: {skills.model_dir}", flush=True)
     grid = [("none", None)]
-    grid += [("ldifs", lam) for lam in (parse_lambdas(args.ldifs_lambdas, "ldifs_lambdas") if args.ldifs_lambdas else [])]
-    grid += [("l2sp", lam) for lam in (parse_lambdas(args.l2sp_lambdas, "l2sp_lambdas") if args.l2sp_lambdas else [])]
+    grid += [(regularizer, lam) for regularizer, weights in parse_lambda_sweeps([(e, "--lambdas") for e in args.lambdas]).items() for lam in weights]
     runs = [fine_tune(skills, regularizer, lam, seed, args) for seed in parse_seeds(args.seeds) for regularizer, lam in grid]
     start = time.perf_counter()
     result = evaluate_language_model(

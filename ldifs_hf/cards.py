@@ -76,7 +76,7 @@ def _saved_model_type(directory: str, record: RunRecord) -> str:
 def _write_card(directory: str, card: ModelCard) -> str:
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, README)
-    if os.path.exists(path) and not _is_our_card(path):
+    if os.path.exists(path) and not is_our_card(path):
         fallback = os.path.join(directory, FALLBACK_CARD)
         logger.warning("%s was not written by ldifs_hf; leaving it as it is and writing the model card to %s", path, fallback)
         path = fallback
@@ -84,7 +84,8 @@ def _write_card(directory: str, card: ModelCard) -> str:
     return path
 
 
-def _is_our_card(path: str) -> bool:
+def is_our_card(path: str) -> bool:
+    """Whether the card at `path` is one ldifs_hf wrote (its tags hold `CARD_TAG`)."""
     try:
         tags = ModelCard.load(path).data.tags or []
     except Exception:  # unreadable or malformed YAML header: certainly not a card we wrote
@@ -181,14 +182,11 @@ def _card_data(record: RunRecord, *, model_name: str, pipeline_tag: str, dataset
 
 
 def _regularizer_text(record: RunRecord) -> str:
-    # The run stores its regularizer's own text; records written before it did get the built-ins' text.
+    # The run stores its regularizer's own text (records of the earlier formats are given theirs when read).
     if record.regularizer_text:
         return _without_paths(record.regularizer_text, record)
-    if record.regularizer == "ldifs":
-        return f"LDIFS, λ = {record.ldifs_lambda}, {record.ldifs_normalization or 'token'} normalisation, taps {record.ldifs_layers}"
-    if record.regularizer == "l2sp":
-        return f"L2SP, λ = {record.l2sp_lambda}"
-    return record.regularizer or "none"
+    weight = "" if record.regularizer_weight is None else f", λ = {record.regularizer_weight}"
+    return (record.regularizer or "none") + weight
 
 
 def _training_table(record: RunRecord, dataset_id: str | None) -> str:

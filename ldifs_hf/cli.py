@@ -101,7 +101,7 @@ def _lambda_search_parser():
     return _run_parser(
         LambdaSearchArguments, "lambda-search",
         usage="ldifs-hf lambda-search --method METHOD --dataset NAME --output_dir DIR [--lambda_grid 0.01,0.1,1] [--final_run] [options]",
-        description="Choose λ of an L2SP or LDIFS method on the validation split (paper appendix C): one run per λ "
+        description="Choose λ of a regularized method (L2SP, LDIFS, KL, ...) on the validation split (paper appendix C): one run per λ "
         "through Trainer.hyperparameter_search (optuna), then, with --final_run, the method with the chosen λ.",
     )
 
@@ -120,7 +120,7 @@ def _demo_parser():
 
     return _parser(
         DemoArguments, "demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
-        description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting.",
+        description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting.",
     )
 
 
@@ -253,11 +253,11 @@ def list_command(argv: Sequence[str]) -> int:
 
 
 SUMMARIES = {
-    "demo": "the embedded concept world end to end: pre-train a tiny CLIP, fine-tune it with the eight methods, measure forgetting",
+    "demo": "the embedded concept world end to end: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting",
     "finetune": "fine-tune a CLIP on one benchmark (or a sequence, --dataset a,b) with one of the paper's methods",
     "evaluate": "score checkpoints for concept forgetting on many benchmarks (Table 3, plots)",
     "study": "the paper's study: methods x tasks x seeds, resumable, locally or through submitit",
-    "lambda-search": "choose λ of an L2SP or LDIFS method on the validation split",
+    "lambda-search": "choose λ of a regularized method (L2SP, LDIFS, KL, ...) on the validation split",
     "interpolate": "weight-space interpolation of a finished run with its starting point (WiSE-FT)",
     "list": "the methods and benchmarks",
 }

@@ -5,12 +5,12 @@ read as a config file. Apart from `cli.py` so that `ldifs-hf --help` imports no 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Sequence
 
 from transformers import HfArgumentParser
 
+from .options import read_json_config
 from .cli_snapshot import Formatter, UsageError, check_arguments, unrecognized  # noqa: F401  (Formatter: the commands' help format, taken from here)
 
 
@@ -65,10 +65,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str], facts: dict, settled: dic
     file, so that the dataclasses are built with them and never changed afterwards."""
     settled = settled or {}
     if len(argv) == 1 and argv[0].endswith(".json"):
-        if not os.path.isfile(argv[0]):
-            raise UsageError(f"config file {argv[0]!r} does not exist")
-        with open(argv[0]) as f:
-            config = json.load(f)
+        config = read_json_config(argv[0])  # one line for a missing file, a directory, bad JSON, not an object
         for name, what in facts.get("required", {}).items():
             if name not in config:
                 raise UsageError(f"--{name} is required: {what}")
@@ -86,6 +83,5 @@ def parse(parser: ArgumentParser, argv: Sequence[str], facts: dict, settled: dic
 def json_has(argv: Sequence[str], key: str) -> bool:
     """Whether the command's config file (a single .json argument) sets `key`."""
     if len(argv) == 1 and argv[0].endswith(".json") and os.path.isfile(argv[0]):
-        with open(argv[0]) as f:
-            return key in json.load(f)
+        return key in read_json_config(argv[0])
     return False

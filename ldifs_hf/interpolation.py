@@ -18,6 +18,7 @@ Two uses:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -29,17 +30,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .cards import write_model_cards
-from .model_folder import load_clip_or_classifier, load_clip_processor, read_model_config
+from .model_folder import load_clip_or_classifier, load_clip_processor, looks_like_hub_id, not_a_hub_id, read_model_config
 from .modeling import CLIPClassifierConfig, CLIPVisionClassifier, export_clip_model
-from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, FolderLock, RunRecord
+from .run_folder import CHECKPOINT_DIR, EXPORT_FOLDER, RUN_RECORD_FILE, START_HEAD_FILE, FolderLock, RunRecord, remove_earlier_run
 from .run_folder.lock import HOLDER_FILE, LOCK_FILE
 
-# The head a classifier run started from, written by the run before training (`save_start_head`).
+logger = logging.getLogger(__name__)
 
 
 def _load_model(name_or_path: str, what: str, cache_dir: str | None = None) -> nn.Module:
     """A CLIPModel or our classifier by its folder's model_type (no folder code runs); a folder or Hub id
     that cannot be read is one line naming it."""
+    if not os.path.exists(name_or_path) and not looks_like_hub_id(name_or_path):
+        raise ValueError(f"{what} {name_or_path!r} does not exist (and is not a Hub id: {not_a_hub_id(name_or_path)}); was it moved?")
     try:
         return load_clip_or_classifier(name_or_path, what=what, cache_dir=cache_dir).eval()
     except OSError as err:
@@ -211,12 +214,18 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
     cards, and an `ldifs_run.json` copied from the run's with `alpha` and `source_run` set and no results
     (none were measured at α). Its start is the run's, so it can itself be interpolated or swept.
     Refused in one line, before any model is loaded: α outside [0, 1], a folder that is not a finished
-    run, an output folder that is the run's (or inside it) or holds files.
+    run, an output folder that is the run's (or inside it) or holds files, unless they are this same
+    interpolation: a finished one is returned as it is, one cut short (a kill) is written again.
     """
     alpha = check_alpha(alpha)
     run_dir, output_dir = os.path.realpath(os.fspath(run_dir)), os.path.realpath(os.fspath(output_dir))
     if not os.path.isfile(os.path.join(run_dir, RUN_RECORD_FILE)):
         raise ValueError(f"run {run_dir!r} is not an ldifs_hf run directory (no {RUN_RECORD_FILE})")
+    if run_directory(run_dir) != run_dir:
+        raise ValueError(
+            f"run {run_dir!r} is a checkpoint of the run {run_directory(run_dir)!r}; pass the run's folder (its final model), or score "
+            "checkpoints at several α with `ldifs-hf evaluate --wise_alphas`"
+        )
     source = RunRecord.load(run_dir)
     if not source.completed:
         raise ValueError(f"run {run_dir!r} is not finished (its {RUN_RECORD_FILE} says completed: false); finish it first")
@@ -228,8 +237,30 @@ def interpolate(run_dir: str | os.PathLike, alpha: float, output_dir: str | os.P
     # both find it empty and both report it as theirs.
     with FolderLock(output_dir):
         if set(os.listdir(output_dir)) - {LOCK_FILE, HOLDER_FILE}:
-            raise ValueError(f"output_dir {output_dir!r} is not empty; choose a new or empty folder")
+            earlier = _earlier_interpolation(output_dir, run_dir, alpha)
+            if earlier.completed:
+                logger.warning("%s already holds this interpolation: nothing was written, its record is returned", output_dir)
+                return earlier
+            remove_earlier_run(output_dir)  # cut short: written again
         return _write_interpolation(run_dir, source, alpha, output_dir, cache_dir)
+
+
+def _earlier_interpolation(output_dir: str, run_dir: str, alpha: float) -> RunRecord:
+    """The record of this same interpolation (of `run_dir` at `alpha`) in a folder that is not empty, so that
+    the same command returns it when it finished and writes it again when it was cut short; any other
+    content is refused, naming it."""
+    try:
+        earlier = RunRecord.load(output_dir) if os.path.isfile(os.path.join(output_dir, RUN_RECORD_FILE)) else None
+    except ValueError:
+        earlier = None
+    if earlier is None or earlier.alpha is None:
+        raise ValueError(f"output_dir {output_dir!r} is not empty; choose a new or empty folder")
+    if (os.path.realpath(earlier.source_run or ""), earlier.alpha) != (run_dir, alpha):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds the interpolation of {earlier.source_run!r} at alpha {earlier.alpha:g}, not of {run_dir!r} "
+            f"at {alpha:g}; choose a new or empty folder"
+        )
+    return earlier.moved_to(output_dir)
 
 
 def _write_interpolation(run_dir: str, source: RunRecord, alpha: float, output_dir: str, cache_dir: str | None) -> RunRecord:
@@ -239,6 +270,12 @@ def _write_interpolation(run_dir: str, source: RunRecord, alpha: float, output_d
     model.load_state_dict(interpolated_state_dict(start, model, alpha))
     del start
     os.makedirs(output_dir, exist_ok=True)
+    export_dir = os.path.join(output_dir, EXPORT_FOLDER)
+    record = RunRecord.from_dict(
+        {**source.to_dict(), "results": {}, "output_dir": output_dir, "export_dir": export_dir, "completed": False,
+         "alpha": alpha, "source_run": run_dir}
+    )
+    record.save(output_dir)  # first: a folder cut short is known as this interpolation, and the same command redoes it
     model.save_pretrained(output_dir, safe_serialization=True)
     try:
         load_clip_processor(run_dir).save_pretrained(output_dir)
@@ -246,12 +283,7 @@ def _write_interpolation(run_dir: str, source: RunRecord, alpha: float, output_d
         pass  # a run folder without its processor: the clip/ export still carries the base model's
     if os.path.isfile(os.path.join(run_dir, START_HEAD_FILE)):  # the same start: the folder interpolates further
         shutil.copyfile(os.path.join(run_dir, START_HEAD_FILE), os.path.join(output_dir, START_HEAD_FILE))
-    export_dir = os.path.join(output_dir, EXPORT_FOLDER)
     export_clip_model(model, source.base_model, export_dir)
-    record = RunRecord.from_dict(
-        {**source.to_dict(), "results": {}, "output_dir": output_dir, "export_dir": export_dir, "completed": False,
-         "alpha": alpha, "source_run": run_dir}
-    )
     write_model_cards(output_dir, export_dir, record)
     record.completed = True
     record.save(output_dir)

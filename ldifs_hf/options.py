@@ -20,13 +20,15 @@ import difflib
 import enum
 import functools
 import json
+import math
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
 
 __all__ = [
-    "OptionTypeError", "check_field_types", "check_json_options", "check_value", "dataclass_from_json", "describe_type", "field_from",
-    "value_fits",
+    "OptionTypeError", "check_field_types", "check_json_options", "check_number_fields", "check_numbers", "check_value", "dataclass_from_json",
+    "describe_type", "field_from", "read_json_config", "value_fits",
 ]
 
 _LISTED_KEYS = 30  # more valid keys than this are not listed in an error line
@@ -69,6 +71,58 @@ def check_field_types(instance, what: str | None = None) -> None:
     naming the field (prefixed by `what` when given) otherwise."""
     for name, hint in _field_types((type(instance),)).items():
         check_value(f"{what}: {name}" if what else name, getattr(instance, name), hint)
+
+
+def check_number_fields(instance, what: str | None = None) -> None:
+    """Every field declared a number or a flag (int, float or bool, or one of them or None) holds one: a
+    string where a number goes (a JSON config's `"max_steps": "2"`, a keyword argument) would otherwise
+    fail as a comparison deep inside, naming no field. Fields of other types are left to the dataclass,
+    which may accept more than its declared type (a path for a string, one value for a list)."""
+    try:
+        hints = _field_types((type(instance),))
+    except Exception:  # a foreign dataclass whose annotations do not resolve: nothing to check against
+        return
+    for name, hint in hints.items():
+        kinds = {a for a in typing.get_args(hint) if a is not type(None)} if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+        # a list of numbers counts too: one number given for it fails as "'int' object is not iterable"
+        kinds = {typing.get_args(k)[0] if typing.get_origin(k) in (list, tuple) and len(typing.get_args(k)) == 1 else k for k in kinds}
+        if kinds and kinds <= {int, float, bool}:
+            check_value(f"{what}: {name}" if what else name, getattr(instance, name, None), hint)
+
+
+def check_numbers(instance, what: str | None = None, *, hints: dict[str, str] | None = None) -> None:
+    """The numbers among a dataclass's fields: those declared numbers hold numbers (`check_number_fields`),
+    and every float value (also in lists and tuples) is finite: a NaN or inf setting (`--weight_decay nan`,
+    `--ldifs_lambda inf`) would pass every range check written as a comparison and fail much later, or
+    never. `hints` adds a field's way out to its error (e.g. {"max_grad_norm": "0 turns clipping off"})."""
+    check_number_fields(instance, what)
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name, None)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                hint = f"; {hints[f.name]}" if hints and f.name in hints else ""
+                label = f"{what}: {f.name}" if what else f.name
+                raise OptionTypeError(f"{label} must be a finite number, got {item}{hint}")
+
+
+def read_json_config(path: str) -> dict:
+    """A `.json` config file of a command as a dict: a JSON object, or one OptionTypeError line naming the
+    file (the values are checked by the dataclasses they build)."""
+    what = f"config file {path}"
+    if os.path.isdir(path):
+        raise OptionTypeError(f"{what} is a directory, not a JSON file")
+    if not os.path.exists(path):
+        raise OptionTypeError(f"{what} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except OSError as err:
+        raise OptionTypeError(f"{what} cannot be read ({err.strerror or err})") from None
+    except ValueError as err:
+        raise OptionTypeError(f"{what} is not JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise OptionTypeError(f"{what} holds a JSON {type(config).__name__}; a config is a JSON object of option names and values")
+    return config
 
 
 def value_fits(value, hint) -> bool:
@@ -135,7 +189,9 @@ def field_from(source, name: str, *, default=dataclasses.MISSING, help: str | No
     """A dataclass field that is the field `name` of the dataclass `source` under another class (an option
     one command shares with another): its default and help are `source`'s unless given, declared once."""
     origin = source.__dataclass_fields__[name]
-    if default is not dataclasses.MISSING:
+    if isinstance(default, list):  # a mutable default: each instance its own copy
+        values = {"default_factory": lambda: list(default)}
+    elif default is not dataclasses.MISSING:
         values = {"default": default}
     elif origin.default is not dataclasses.MISSING:
         values = {"default": origin.default}

@@ -1,4 +1,4 @@
-"""The two forgetting regularizers: LDIFS (feature space) and L2SP (parameter space).
+"""The forgetting regularizers: LDIFS (feature space), L2SP (parameter space) and the KL anchor (output space).
 
 Formulas follow docs/PROTOCOL.md, section 2 Regularizers (paper arXiv 2308.13320 and its official code):
 - LDIFS, "token" normalisation (official default): each tapped hidden state [B, T, D] is L2-normalised
@@ -7,6 +7,7 @@ Formulas follow docs/PROTOCOL.md, section 2 Regularizers (paper arXiv 2308.13320
 - LDIFS, "flatten" normalisation (paper appendix B): each tap is flattened to T*D and unit-normalised;
   the taps are concatenated and the squared L2 distance of the concatenations is averaged over the batch.
 - L2SP: sum over parameters of ||theta - theta_0||^2.
+- KL anchor: tau^2 * KL(p_teacher || p_student) of each row of logits, p = softmax(logits / tau).
 
 Shapes: a tap is [B, T, D] (tokens), or a channels-first conv feature map [B, C, H, W], whose H*W
 spatial positions are the tokens ([B, H*W, C]); any other rank is refused. With an `attention_mask`
@@ -36,6 +37,16 @@ def default_ldifs_layers(num_hidden_layers: int) -> list[int]:
     return sorted(taps)
 
 
+def check_ldifs_layers(layers: Sequence[int], num_blocks: int) -> None:
+    """The taps fit a model of `num_blocks` blocks, whose hidden states are indices 0..num_blocks (negative ones
+    count from the end); else a one-line error naming the first that does not."""
+    bad = [i for i in layers if not -(num_blocks + 1) <= i <= num_blocks]
+    if bad:
+        raise ValueError(
+            f"ldifs layer index {bad[0]} out of range: the model has {num_blocks} blocks, so hidden_states indices are 0..{num_blocks}"
+        )
+
+
 def _as_tokens(hidden: torch.Tensor) -> torch.Tensor:
     """A tap as [B, T, D]: token sequences as they are, conv maps [B, C, H, W] as H*W tokens of C features."""
     if hidden.dim() == 3:
@@ -61,10 +72,7 @@ def ldifs_per_sample(
     """
     if normalization not in LDIFS_NORMALIZATIONS:
         raise ValueError(f"ldifs normalization must be one of {LDIFS_NORMALIZATIONS}, got {normalization!r}")
-    n = len(student_hidden_states)
-    bad = [i for i in layers if not -n <= i < n]
-    if bad:
-        raise ValueError(f"ldifs layer index {bad[0]} out of range: the model returns {n} hidden states (0..{n - 1})")
+    check_ldifs_layers(layers, len(student_hidden_states) - 1)
     per_tap = []
     for i in layers:
         s = _as_tokens(student_hidden_states[i]).float()
@@ -142,3 +150,19 @@ def l2sp_penalty(params: Sequence[torch.Tensor], reference: Sequence[torch.Tenso
     if not params:
         raise ValueError("L2SP needs at least one parameter")
     return _L2SPPenalty.apply(reference, *params)
+
+
+def kl_anchor(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """τ²·KL(p_teacher ‖ p_student) of each row, shape [N], in float32; logits [N, C], p = softmax(logits / τ) over C.
+
+    KL(p_t ‖ p_s) = Σ_c p_t,c (log p_t,c − log p_s,c) (forward KL: the student keeps mass wherever the teacher had
+    it). The τ² (Hinton et al. 2015) keeps the gradient's scale as τ changes: ∂/∂z_s = τ (p_s − p_t), so at τ = 1
+    it is p_s − p_t. The teacher's logits take no gradient; identical logits give exactly 0."""
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(
+            f"KL compares logits [N, C] of the same shape, got student {tuple(student_logits.shape)} and teacher "
+            f"{tuple(teacher_logits.shape)}"
+        )
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(dim=-1)

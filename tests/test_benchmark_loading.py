@@ -12,7 +12,6 @@ from ldifs_hf.benchmarks import loading as data
 from ldifs_hf.benchmarks import BenchmarkError, BenchmarkSpec, get_benchmark, list_benchmarks, register_benchmark
 from ldifs_hf.benchmarks import registry
 from ldifs_hf.benchmarks import BenchmarkDataNotFoundError, LoadedBenchmark, image_transform, load_benchmark
-from ldifs_hf.benchmarks.hub_schemas import HUB_SCHEMAS
 from ldifs_hf.benchmarks.loading import split_validation_rows
 from ldifs_hf.testing import corrupt_image, make_benchmark_like_dataset, save_benchmark_like_dataset
 
@@ -176,19 +175,19 @@ def test_hub_path_calls_load_dataset_with_the_hub_id_and_the_files_of_the_splits
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     loaded = load_benchmark(name, cache_dir=str(tmp_path))
-    folder = data.HUB_SPLIT_FOLDERS[(spec.hub_id, spec.config_name)]
+    folder = spec.hub_schema.parquet_folder
     files = {"train": f"{folder}/train-*.parquet", "test": f"{folder}/test-*.parquet"}
     assert calls == [(spec.hub_id, None, {"data_files": files, "cache_dir": str(tmp_path)})]
     assert loaded.class_names == list(spec.class_names)
 
 
-# The Hub repositories' layouts these tests stand in for (HUB_SPLIT_FOLDERS): every split's parquet files under one
+# The Hub repositories' layouts these tests stand in for (HubSchema.parquet_folder): every split's parquet files under one
 # folder, `{folder}/{split}-NNNNN-of-NNNNN.parquet`; SVHN's repository also holds the other config, full_numbers/.
 def _fake_hub_repository(root, name):
     """A folder laid out like benchmark `name`'s Hub repository: the splits a run reads as real parquet files, every
     other split (and SVHN's other config) as files that no parquet reader can open."""
     spec = get_benchmark(name)
-    folder = root / data.HUB_SPLIT_FOLDERS[(spec.hub_id, spec.config_name)]
+    folder = root / spec.hub_schema.parquet_folder
     folder.mkdir(parents=True)
     for split, dataset in make_benchmark_like_dataset(name, num_train=10, num_test=4).items():
         path = folder / f"{split}-00000-of-00001.parquet"
@@ -206,7 +205,7 @@ def _fake_hub_repository(root, name):
 def test_a_hub_benchmark_downloads_only_the_splits_it_reads(monkeypatch, tmp_path, name):
     spec = get_benchmark(name)
     repository = _fake_hub_repository(tmp_path / "hub" / spec.hub_id, name)
-    extra = [s for s in HUB_SCHEMAS[name].splits if s not in (spec.train_split, spec.test_split)]
+    extra = [s for s in spec.hub_schema.splits if s not in (spec.train_split, spec.test_split)]
     real_load_dataset = datasets.load_dataset
     calls = []
 

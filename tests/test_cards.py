@@ -19,8 +19,9 @@ def _local_run(tmp_path, **fields) -> RunRecord:
     base.mkdir(parents=True)
     data.mkdir(parents=True)
     return RunRecord(
-        method="lp-init-ldifs", dataset="custom", base_model=str(base), regularizer="ldifs", ldifs_lambda=10.0,
-        ldifs_layers=[0, 3], regularizer_text=f"LDIFS, λ = 10.0, teacher {base}",
+        method="lp-init-ldifs", dataset="custom", base_model=str(base), regularizer="ldifs",
+        regularizer_settings={"ldifs_lambda": 10.0, "ldifs_layers": [0, 3]}, regularizer_weight=10.0,
+        regularizer_text=f"LDIFS, λ = 10.0, teacher {base}",
         dataset_splits=f"all of train (no validation split), test = 'test'; 8 train / 0 validation / 4 test images used; from the local copy {data}",
         results={"test_accuracy": 0.5}, output_dir=str(tmp_path / "run"), settings={"dataset_path": str(data)}, **fields,
     )

@@ -97,4 +97,4 @@ def test_the_studys_preparation_writes_third_party_output_to_its_log(tmp_path):
     assert console[0].startswith("preparing the concept world") and len(console) > 1
     assert all(line.startswith("pre-training world CLIP:") for line in console[1:]), console
     written = (tmp_path / "study" / LOG_FILE).read_text()
-    assert "pre-training the world CLIP into" in written and "Writing model shards" in written
+    assert "building the world CLIP into" in written and "Writing model shards" in written

@@ -22,7 +22,7 @@ def _demo(argv):
 def test_quick_demo_writes_table_plots_and_reuses_the_cache(tmp_path, capsys):
     argv = ["--quick", "--output_dir", str(tmp_path / "demo"), "--cache_dir", str(tmp_path / "cache"), "--seeds", "0", "--world_seeds", "0,1",
             "--methods", "zs-init-ce,lp-init-ce,lp-init-ldifs", "--max_steps", "5", "--lp_iterations", "20",
-            "--ldifs_lambdas", "1,10", "--l2sp_lambdas", "", "--wise_alphas", "0,0.5,1", "--workers", "2"]
+            "--lambdas", "ldifs=1,10", "--wise_alphas", "0,0.5,1", "--workers", "2"]
     result = _demo(argv)
     captured = capsys.readouterr()
     printed = captured.out
@@ -134,10 +134,10 @@ def test_demo_rejects_unknown_methods_and_tasks(tmp_path):
         _demo(["--methods", "ft-magic", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="'world-smell' is not a world task; choose one of world-digit"):
         _demo(["--finetune_task", "world-smell", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match=r"lambda_sweep_methods \['zs-init-ce'\] have no LDIFS or L2SP weight to sweep"):
+    with pytest.raises(ValueError, match=r"lambda_sweep_methods \['zs-init-ce'\] have no regularizer weight to sweep"):
         _demo(["--lambda_sweep_methods", "zs-init-ce", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="ldifs_lambdas must be distinct comma-separated numbers >= 0"):
-        _demo(["--ldifs_lambdas", "1,-2", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--lambdas ldifs= must be distinct comma-separated numbers >= 0"):
+        _demo(["--lambdas", "ldifs=1,-2", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="wise_alphas"):
         _demo(["--wise_alphas", "0,1.5", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="world_seeds must be distinct comma-separated integers"):

@@ -117,3 +117,22 @@ def test_claims_json_and_section(tmp_path):
     text = claims_section(found)
     assert "Intervals cover: training seed. They do not cover: the test sample." in text
     assert text.count("\n- ") == 3 and "Of 3 claims:" in text
+
+
+def test_the_kl_claims_compare_kl_with_ce_and_with_ldifs():
+    kl_spec = {**SPEC["none"], "regularizer": "kl"}
+    kl = [_point("lp-init-kl", 1.0, 1.0, {s: (0.51, -0.05 + 0.001 * s, -0.02) for s in TEN}, kl_spec),
+          _point("lp-init-kl", 1.0, 0.5, {s: (0.41, 0.0, 0.0) for s in TEN}, kl_spec)]
+    claims = claims_from_specs(demo_claims(), POINTS + kl, {**MAIN_LAMBDA, "lp-init-kl": 1.0}, CHOICES)
+    kl_claims = [(c.a, c.b, c.metric) for c in claims if "kl" in c.a + c.b]
+    assert kl_claims == [
+        ("lp-init-kl (λ = 1)", "lp-init-ce", "delta_lp"), ("lp-init-kl (λ = 1)", "lp-init-ce", "delta_zs"),
+        ("lp-init-kl (λ = 1)", "lp-init-ldifs (λ = 10)", "delta_lp"), ("lp-init-kl (λ = 1)", "lp-init-ldifs (λ = 10)", "a_ft"),
+        ("lp-init-kl (λ = 1) at α = 0.5", "lp-init-ce at α = 0.5", "delta_lp"),
+    ]
+    # Paired unit by unit: KL - CE on Δ_ZS is +0.05 + 0.001 s.
+    zs = next(c for c in claims if c.a == "lp-init-kl (λ = 1)" and c.b == "lp-init-ce" and c.metric == "delta_zs")
+    assert zs.differences == pytest.approx([0.05 + 0.001 * s for s in TEN])
+    # The claims without KL are those of a report without it, in the same order.
+    without = claims_from_specs(demo_claims(), POINTS, MAIN_LAMBDA, CHOICES)
+    assert [(c.a, c.b, c.metric) for c in claims if "kl" not in c.a + c.b] == [(c.a, c.b, c.metric) for c in without]

@@ -105,12 +105,18 @@ def test_docs_cite_no_issue_numbers():
 
 
 def test_every_test_that_reliability_md_cites_exists():
+    """A test is cited as `tests/file.py::test_name[case]`, or by its name alone, `test_name[case]`, when
+    exactly one test file defines it."""
     reliability = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
     cited = re.findall(r"`(tests/\w+\.py)::(\w+)(?:\[([^\]]*)\])?`", reliability)
+    sources = {f"tests/{p.name}": p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")}
+    for name, case in re.findall(r"`(test_\w+)(?:\[([^\]]*)\])?`", reliability):
+        defining = [path for path, source in sources.items() if re.search(rf"^\s*def {name}\(", source, re.MULTILINE)]
+        cited.append((defining[0] if len(defining) == 1 else f"(defined in {len(defining)} test files)", name, case))
     assert cited
     missing = []
     for path, name, case in cited:
-        source = (ROOT / path).read_text(encoding="utf-8") if (ROOT / path).is_file() else ""
+        source = sources.get(path, "")
         if not re.search(rf"^\s*def {name}\(", source, re.MULTILINE) or (case and case not in source):
             missing.append(f"{path}::{name}" + (f"[{case}]" if case else ""))
     assert not missing, f"docs/RELIABILITY.md cites tests that do not exist: {missing}"

@@ -31,11 +31,11 @@ def _image() -> Image.Image:
 
 
 def _record(base_model="openai/clip-vit-base-patch32", **results) -> RunRecord:
-    return RunRecord(
+    return RunRecord.from_dict(dict(  # a record of the earlier format, read into today's shape
         method="lp-init-ldifs", dataset="eurosat", base_model=base_model, regularizer="ldifs", ldifs_lambda=10.0,
         ldifs_layers=[0, 3, 6], ldifs_normalization="token", dataset_splits="train 90% / validation 10% of train; test",
         results=results,
-    )
+    ))
 
 
 def _imported_packages(path) -> set[str]:

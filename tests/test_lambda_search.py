@@ -55,8 +55,8 @@ def test_search_scores_every_lambda_on_validation_and_hands_the_winner_on(method
     used = []
     original = search_module.LDIFSTrainer.compute_loss
 
-    def recording(self, *args, **kwargs):
-        used.append(getattr(self.args, parameter))
+    def recording(self, *args, **kwargs):  # the λ the loss is weighted with, as the trainer holds it
+        used.append(self.regularizer_term.weight(self.regularizer_state.settings))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(search_module.LDIFSTrainer, "compute_loss", recording)
@@ -78,7 +78,7 @@ def test_search_scores_every_lambda_on_validation_and_hands_the_winner_on(method
     assert saved["best_lambda"] == result.best_lambda and saved["grid"] == [0.1, 100.0]
     # The final run trained with the chosen λ.
     final = RunRecord.load(tmp_path / "search" / "final")
-    assert final.completed and getattr(final, parameter) == result.best_lambda == getattr(result.final, parameter)
+    assert final.completed and final.regularizer_settings[parameter] == result.best_lambda == result.final.regularizer_weight
 
 
 def _cli_argv(model_dir, data_dir, out, *extra):
@@ -99,7 +99,7 @@ def test_cli_lambda_search_runs_and_a_rerun_reuses_the_search(tiny_clip_dir, eur
     printed = capsys.readouterr().out
     saved = json.loads((out / "lambda_search.json").read_text())
     assert f"ldifs_lambda = {saved['best_lambda']:g}" in printed and "final run:" in printed and saved["grid"] == [0.1, 10.0]
-    assert RunRecord.load(out / "final").ldifs_lambda == saved["best_lambda"]
+    assert RunRecord.load(out / "final").regularizer_settings["ldifs_lambda"] == saved["best_lambda"]
 
     # The same command again: the search is read back, not rerun, and the finished final run is returned as recorded.
     def no_trials(*args, **kwargs):

@@ -69,8 +69,8 @@ def tiny_world(tmp_path_factory):
     for model, folder in ((base, base_dir), (tuned, run_dir)):
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-    RunRecord(method="sft+ldifs", dataset="tiny_copy", base_model=str(base_dir), regularizer="ldifs", ldifs_lambda=3.0,
-              settings={"seed": 7}).save(run_dir)
+    RunRecord(method="sft+ldifs", dataset="tiny_copy", base_model=str(base_dir), regularizer="ldifs",
+              regularizer_settings={"ldifs_lambda": 3.0}, regularizer_weight=3.0, settings={"seed": 7}).save(run_dir)
     tasks, n_right = root / "tasks", {"copy": 6, "reverse": 3}
     tasks.mkdir()
     expected = {}

@@ -86,7 +86,8 @@ def test_evaluate_refuses_a_base_model_or_checkpoint_naming_custom_code(tiny_cli
                 "--output_dir", str(tmp_path / report), "--device", "cpu", "--max_eval_samples", "4", "--max_train_samples", "4"]
 
     proc = _cli(argv(str(tiny_clip_dir), model, "a"), stdin=subprocess.DEVNULL)
-    _assert_one_error_line(proc, f"pretrained model {model!r} is a 'hostile' model", "accepted model_type 'clip' or 'ldifs_clip_classifier'")
+    # The pretrained model gives the text tower: a CLIP only (a classifier, which loads, would fail later).
+    _assert_one_error_line(proc, f"pretrained model {model!r} is a 'hostile' model", "accepted model_type 'clip'")
     # A checkpoint that cannot be loaded is reported as not scored (the others still are), exit code 1.
     assert main(argv(model, str(tiny_clip_dir), "b")) == 1
     assert "Traceback" not in capsys.readouterr().err

@@ -67,8 +67,9 @@ def test_export_is_a_stock_clip_with_the_finetuned_tower_and_runs_in_the_pipelin
 
 
 def test_model_cards_state_method_lambda_dataset_and_results(tmp_path):
-    record = RunRecord(method="lp-init-ldifs", regularizer="ldifs", ldifs_lambda=10.0, ldifs_layers=[0, 3, 6, 9, 12],
-                       dataset="eurosat", base_model="openai/clip-vit-base-patch32", results={"test_accuracy": 0.9712})
+    record = RunRecord.from_dict(dict(  # a record of the earlier format, read into today's shape
+        method="lp-init-ldifs", regularizer="ldifs", ldifs_lambda=10.0, ldifs_layers=[0, 3, 6, 9, 12],
+        dataset="eurosat", base_model="openai/clip-vit-base-patch32", results={"test_accuracy": 0.9712}))
     paths = write_model_cards(str(tmp_path), str(tmp_path / "clip"), record, repo_id="me/eurosat-ldifs")
     clip_card = (tmp_path / "clip" / "README.md").read_text()
     assert paths == {"classifier": str(tmp_path / "README.md"), "clip": str(tmp_path / "clip" / "README.md")}

@@ -1,4 +1,4 @@
-"""LDIFS and L2SP on a LoRA (peft) model: the teacher is the model with adapters disabled, L2SP is Σ‖scale·B·A‖²."""
+"""LDIFS, KL and L2SP on a LoRA (peft) model: the teacher is the model with adapters disabled, L2SP is Σ‖scale·B·A‖²."""
 
 import copy
 
@@ -44,9 +44,9 @@ def test_adapter_disabled_teacher_is_no_copy_and_matches_a_deep_copied_teacher(t
     trainer = LDIFSTrainer(model=model, args=_args(tmp_path / "a", regularizer="ldifs"))
     copied = LDIFSTrainer(model=model, args=_args(tmp_path / "b", regularizer="ldifs"), teacher_model=snapshot)
     # No second copy: every tensor the teacher runs with is one of the model's own.
-    assert trainer.teacher.encoder is image_encoder(model)
+    assert trainer.teacher.module is image_encoder(model)
     own = {p.data_ptr() for p in model.parameters()}
-    assert {p.data_ptr() for p in trainer.teacher.encoder.parameters()} <= own
+    assert {p.data_ptr() for p in trainer.teacher.module.parameters()} <= own
     assert not {p.data_ptr() for p in copied.teacher.parameters()} & own  # the other way does copy
     _set_lora(model)
     model.train()
@@ -56,6 +56,23 @@ def test_adapter_disabled_teacher_is_no_copy_and_matches_a_deep_copied_teacher(t
         values.append(t._metrics["train"]["loss_ldifs"][-1].item())
     assert values[0] > 0 and values[0] == pytest.approx(values[1], rel=1e-6)
     # The shared teacher left the adapters on and the student in training mode.
+    assert not model.base_model.model.vit.layers[0].attention.q_proj.disable_adapters
+    assert all(m.training for m in model.modules())
+
+
+def test_the_kl_teacher_of_a_lora_model_is_the_model_with_adapters_disabled(tmp_path):
+    model = _lora_vit()
+    snapshot = copy.deepcopy(model.get_base_model())  # B = 0: the base model itself, head included
+    trainer = LDIFSTrainer(model=model, args=_args(tmp_path / "a", regularizer="kl"))
+    copied = LDIFSTrainer(model=model, args=_args(tmp_path / "b", regularizer="kl"), teacher_model=snapshot)
+    assert trainer.teacher.module is model  # no second copy
+    _set_lora(model)
+    model.train()
+    values = []
+    for t in (trainer, copied):
+        t.compute_loss(model, _batch())
+        values.append(t._metrics["train"]["loss_kl"][-1].item())
+    assert values[0] > 0 and values[0] == pytest.approx(values[1], rel=1e-5)
     assert not model.base_model.model.vit.layers[0].attention.q_proj.disable_adapters
     assert all(m.training for m in model.modules())
 
@@ -95,7 +112,7 @@ def test_l2sp_under_lora_gives_the_lora_factors_their_gradient(tmp_path):
 def test_lora_model_trains_with_both_terms(tmp_path):
     g = torch.Generator().manual_seed(0)
     data = Dataset.from_dict({"pixel_values": torch.randn(8, 3, 32, 32, generator=g).numpy(), "labels": [0, 1, 2, 0, 1, 2, 0, 1]})
-    for regularizer, term in (("ldifs", "loss_ldifs"), ("l2sp", "loss_l2sp")):
+    for regularizer, term in (("ldifs", "loss_ldifs"), ("l2sp", "loss_l2sp"), ("kl", "loss_kl")):
         model = _lora_vit()
         args = _args(tmp_path / regularizer, regularizer=regularizer, max_steps=2, per_device_train_batch_size=4,
                      learning_rate=1e-2, warmup_steps=0, logging_steps=1, save_strategy="no", disable_tqdm=True)

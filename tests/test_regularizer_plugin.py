@@ -1,8 +1,12 @@
 """A regularizer with its own weight from one user file: registered by importing the file, its λ set through
-`regularizer_options` (API) and `--regularizer_options` (CLI), validated into its settings dataclass."""
+`regularizer_options` (API) and `--regularizer_options` (CLI), validated into its settings dataclass; and a new one
+first-class end to end from its file alone: trained from a script, recorded, refused on a rerun with another weight,
+swept by the study, searched, drawn on the frontier and described on the card."""
 
+import csv
 import importlib.util
 import json
+import subprocess
 import sys
 
 import pytest
@@ -149,3 +153,116 @@ def test_a_plugin_with_its_own_lambda_trains_through_the_cli(l1_plugin, tiny_cli
     assert main(argv[:4] + ['{"l1_lambda": -2}'] + argv[5:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "l1_lambda must be a number >= 0, got -2" in err[0], err
+
+
+# -- a new regularizer is first-class end to end, from its one file ------------------------------------------------
+
+L2ZERO = '''
+"""L2 to zero: λ·Σ‖θ‖² over the encoder's trainable weights (weight decay as a loss term), its weight `l2zero_lambda`."""
+from dataclasses import dataclass, field
+
+from ldifs_hf.modeling import named_encoder_parameters
+from ldifs_hf.training.terms import Regularizer, RegularizerSettings, check_weight, register_regularizer
+
+
+@dataclass
+class L2ZeroSettings(RegularizerSettings):
+    l2zero_lambda: float = field(default=0.01, metadata={"help": "Weight of the L2-to-zero penalty."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_weight("l2zero_lambda", self.l2zero_lambda)
+
+
+class L2Zero(Regularizer):
+    name = "l2zero"
+    settings_class = L2ZeroSettings
+    weight_field = "l2zero_lambda"
+    log_name = "loss_l2zero"
+
+    def penalty(self, state, model, taps, inputs):
+        return sum(p.float().pow(2).sum() for p in named_encoder_parameters(model).values() if p.requires_grad)
+
+    def describe(self, settings, state=None):
+        return f"L2 to zero, λ = {settings.l2zero_lambda}"
+
+
+register_regularizer(L2Zero())
+'''
+SCRIPT = '''
+import sys
+
+sys.path.insert(0, {folder!r})
+import my_l2zero  # noqa: F401,E402  (registers "l2zero")
+from ldifs_hf.cli import main  # noqa: E402
+
+sys.exit(main())
+'''
+
+
+@pytest.fixture
+def l2zero_plugin(tmp_path):
+    path = tmp_path / "plugin" / "my_l2zero.py"
+    path.parent.mkdir()
+    path.write_text(L2ZERO)
+    spec = importlib.util.spec_from_file_location("my_l2zero", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield path
+    terms._REGISTRY.pop("l2zero", None)
+    sys.modules.pop("my_l2zero", None)
+
+
+@pytest.mark.slow
+def test_a_new_regularizer_from_one_file_is_recorded_refused_swept_searched_drawn_and_described(
+        l2zero_plugin, tiny_clip_dir, eurosat_dir, tmp_path, capsys, monkeypatch):
+    from ldifs_hf.evaluation.frontier import point_label
+    from ldifs_hf.study import lambda_search
+    from ldifs_hf.testing import save_benchmark_like_dataset
+    from conftest import finetune_argv, one_line_error
+
+    # 1. Trained from the command line: a script that imports the file and calls ldifs_hf.cli.main.
+    script = tmp_path / "my_ldifs_hf.py"
+    script.write_text(SCRIPT.format(folder=str(l2zero_plugin.parent)))
+    out = tmp_path / "run"
+    argv = finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce+l2zero", "--regularizer_options", '{"l2zero_lambda": 0.01}')
+    done = subprocess.run([sys.executable, str(script), "finetune", *argv], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # 2. Recorded as the regularizer reports itself, and described on the card.
+    record = json.loads((out / "ldifs_run.json").read_text())
+    assert (record["regularizer"], record["regularizer_settings"], record["regularizer_weight"]) == ("l2zero", {"l2zero_lambda": 0.01}, 0.01)
+    assert record["regularizer_text"] == "L2 to zero, λ = 0.01" and record["settings"]["l2zero_lambda"] == 0.01
+    assert "| regularizer | L2 to zero, λ = 0.01 |" in (out / "README.md").read_text()
+    # 3. A rerun with another weight into the same folder is refused, the way out named.
+    other = finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce+l2zero", "--regularizer_options", '{"l2zero_lambda": 0.02}')
+    line = one_line_error(capsys, ["finetune", *other], "other settings (l2zero_lambda 0.01 -> 0.02)")
+    assert "--overwrite_output_dir" in line
+    # 4. Swept by the study, keyed by its name, and drawn on the frontier.
+    mnist = save_benchmark_like_dataset("mnist", tmp_path / "mnist", num_train=30, num_test=10)
+    study = tmp_path / "study"
+    assert main([
+        "study", "--output_dir", str(study), "--methods", "zs-init-ce+l2zero", "--lambdas", "l2zero=0.01,0.1",
+        "--finetune_tasks", "eurosat", "--eval_tasks", "eurosat,mnist", "--dataset_path", f"eurosat={eurosat_dir}", f"mnist={mnist}",
+        "--model_name_or_path", str(tiny_clip_dir), "--max_steps", "2", "--checkpoint_every_percent", "0", "--lp_iterations", "20",
+        "--eval_max_train_samples", "16", "--eval_num_workers", "0", "--distances", "false",
+        "--finetune_options", '{"per_device_train_batch_size": 8, "warmup_steps": 0, "use_cpu": true}',
+    ]) == 0
+    cell = json.loads((study / "cells" / "zs-init-ce+l2zero" / "lambda-0.1" / "eurosat" / "seed-0" / "cell.json").read_text())
+    assert cell["config"]["finetune"]["regularizer_options"] == {"l2zero_lambda": 0.1} and all(r["lambda"] == 0.1 for r in cell["records"])
+    rows = list(csv.DictReader(open(study / "frontier.csv")))
+    assert [(r["method"], r["lambda"]) for r in rows] == [("zs-init-ce+l2zero", "0.01"), ("zs-init-ce+l2zero", "0.1")]
+    assert point_label("zs-init-ce+l2zero", 0.1) == "zs-init-ce+l2zero (λ = 0.1)" and "zs-init-ce+l2zero@λ=0.1" in (study / "results.md").read_text()
+    # 5. Searched by lambda-search: each trial trains with its own weight, set through regularizer_options.
+    used, original = [], lambda_search.LDIFSTrainer.compute_loss
+
+    def recording(self, *args, **kwargs):
+        used.append(self.regularizer_weight)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lambda_search.LDIFSTrainer, "compute_loss", recording)
+    search = tmp_path / "search"
+    assert main(["lambda-search", *finetune_argv(tiny_clip_dir, eurosat_dir, search, "zs-init-ce+l2zero"), "--lambda_grid", "0.01,1",
+                 "--validation_fraction", "0.25", "--per_device_eval_batch_size", "8"]) == 0
+    saved = json.loads((search / "lambda_search.json").read_text())
+    assert saved["parameter"] == "l2zero_lambda" and saved["grid"] == [0.01, 1.0] and sorted(set(used)) == [0.01, 1.0]
+    assert open(search / "lambda_search.csv").readline().startswith("l2zero_lambda,validation_accuracy")

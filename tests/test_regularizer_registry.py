@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -65,12 +67,14 @@ def _args(tmp_path, **kw):
     return LDIFSTrainingArguments(**defaults)
 
 
-def test_the_registry_lists_the_three_built_ins_in_order():
-    assert list_regularizers() == ["none", "l2sp", "ldifs"]
+def test_the_registry_lists_the_four_built_ins_in_order():
+    assert list_regularizers() == ["none", "l2sp", "ldifs", "kl"]
     assert list_regularizers("l*") == ["l2sp", "ldifs"]
-    assert methods.REGULARIZERS == ("none", "l2sp", "ldifs")
-    assert [get_regularizer(n).log_name for n in list_regularizers()] == [None, "loss_l2sp", "loss_ldifs"]
-    assert [get_regularizer(n).needs_hidden_states for n in list_regularizers()] == [False, False, True]
+    assert methods.REGULARIZERS == ("none", "l2sp", "ldifs", "kl")
+    assert [get_regularizer(n).log_name for n in list_regularizers()] == [None, "loss_l2sp", "loss_ldifs", "loss_kl"]
+    assert [get_regularizer(n).needs_hidden_states for n in list_regularizers()] == [False, False, True, False]
+    assert [get_regularizer(n).needs_outputs for n in list_regularizers()] == [False, False, False, True]
+    assert [get_regularizer(n).weight_field for n in list_regularizers()] == [None, "l2sp_lambda", "ldifs_lambda", "kl_lambda"]
 
 
 def test_built_in_card_texts_match_the_records_fallback(tmp_path):
@@ -80,19 +84,20 @@ def test_built_in_card_texts_match_the_records_fallback(tmp_path):
     assert ldifs.describe(settings) == "LDIFS, λ = 10, token normalisation, taps [0, 3, 6, 9, 12]"
     assert get_regularizer("l2sp").describe(get_regularizer("l2sp").settings(args)) == "L2SP, λ = 0.5"
     assert get_regularizer("none").describe(None) == "none"
-    # A record written before `regularizer_text` existed gets the same text from its fields.
-    old = RunRecord(method="lp-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs", ldifs_lambda=10,
-                    ldifs_layers=[0, 3, 6, 9, 12], ldifs_normalization="token")
+    # A record written before `regularizer_text` existed gets the same text from its fields when read.
+    old = RunRecord.from_dict(dict(method="lp-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs", ldifs_lambda=10,
+                                   ldifs_layers=[0, 3, 6, 9, 12], ldifs_normalization="token"))
     assert _regularizer_text(old) == ldifs.describe(settings)
-    assert _regularizer_text(RunRecord(method="x", dataset="d", base_model="m", regularizer="l2sp", l2sp_lambda=0.5)) == "L2SP, λ = 0.5"
+    old = RunRecord.from_dict(dict(method="x", dataset="d", base_model="m", regularizer="l2sp", l2sp_lambda=0.5))
+    assert _regularizer_text(old) == "L2SP, λ = 0.5"
 
 
 def test_an_unknown_regularizer_is_a_clear_error_that_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown regularizer 'l3'; valid regularizers: none, l2sp, ldifs"):
+    with pytest.raises(ValueError, match=r"unknown regularizer 'l3'; valid regularizers: none, l2sp, ldifs, kl"):
         get_regularizer("l3")
-    with pytest.raises(ValueError, match=r"regularizer must be one of \('none', 'l2sp', 'ldifs'\), got 'l3'"):
+    with pytest.raises(ValueError, match=r"regularizer must be one of \('none', 'l2sp', 'ldifs', 'kl'\), got 'l3'"):
         _args(tmp_path, regularizer="l3")
-    with pytest.raises(ValueError, match=r"unknown regularizer 'l3' in method 'zs-init-ce\+l3'; valid regularizers: none, l2sp, ldifs"):
+    with pytest.raises(ValueError, match=r"unknown regularizer 'l3' in method 'zs-init-ce\+l3'; valid regularizers: none, l2sp, ldifs, kl"):
         get_method("zs-init-ce+l3")
     with pytest.raises(ValueError, match="already registered"):
         register_regularizer(type(get_regularizer("l2sp"))())
@@ -141,3 +146,20 @@ def test_a_new_regularizer_runs_end_to_end_and_its_text_reaches_the_model_card(l
     state = json.loads((out / "trainer_state.json").read_text())
     assert any("loss_l1sp" in h for h in state["log_history"])
     assert "| regularizer | L1-SP, λ = 0.25 |" in (out / "README.md").read_text()
+
+
+def test_outside_the_regularizers_the_built_ins_weights_are_named_only_by_the_reader_of_earlier_records():
+    """`ldifs_lambda` / `l2sp_lambda` appear in the package only in training/terms (the regularizers themselves), the
+    fine-tuning arguments (their flags) and run_folder/record.py (the reader of records of the earlier format); the
+    examples name them only as flags. Everything else asks the registry (`weight_field`) or the record."""
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"\b(ldifs|l2sp)_lambda\b")
+    allowed = ("ldifs_hf/training/terms/", "ldifs_hf/training/arguments.py", "ldifs_hf/run_folder/record.py")
+    found = []
+    for path in sorted(root.glob("ldifs_hf/**/*.py")) + sorted(root.glob("examples/*.py")):
+        name = path.relative_to(root).as_posix()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            flags_only = all(line[max(0, m.start() - 2):m.start()] == "--" for m in pattern.finditer(line))
+            if pattern.search(line) and not name.startswith(allowed) and not flags_only:
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

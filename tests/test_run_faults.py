@@ -1,5 +1,5 @@
 """A run that goes wrong stops loudly, keeps what was good, and never reports a wrong number
-(docs/RELIABILITY.md lists every fault tried and the test below that covers it)."""
+(docs/RELIABILITY.md's tables name the fault each test below covers)."""
 
 import copy
 import json
@@ -23,6 +23,7 @@ from ldifs_hf import run_folder
 from ldifs_hf.run_folder import checkpoint_problem, plan_output_dir
 from ldifs_hf.training import guards, preflight
 from ldifs_hf.training.guards import NonFiniteGuard, NonFiniteLossError
+from ldifs_hf.training.terms import get_regularizer
 from ldifs_hf.training.run import run_finetune
 from conftest import finetune_argv, one_line_error
 
@@ -38,14 +39,16 @@ def _finetune(argv):
 # -- 1. non-finite guard ---------------------------------------------------------------------------
 
 
-def _guard(terms, *, ldifs_lambda=10.0, accumulation=1, weights=None):
-    """The guard over a stand-in trainer whose step recorded `terms` ({name: [values]})."""
+def _guard(terms, *, regularizer="ldifs", weight=10.0, accumulation=1, weights=None):
+    """The guard over a stand-in trainer with `regularizer` on at λ = `weight` (the trainer's state, which the guard
+    reads) whose step recorded `terms` ({name: [values]})."""
     model = torch.nn.Linear(2, 2)
     if weights is not None:
         with torch.no_grad():
             model.weight.fill_(weights)
-    trainer = SimpleNamespace(_metrics={"train": {k: [torch.tensor(v) for v in vs] for k, vs in terms.items()}}, model=model)
-    args = SimpleNamespace(gradient_accumulation_steps=accumulation, ldifs_lambda=ldifs_lambda, l2sp_lambda=0.5, device="cpu")
+    trainer = SimpleNamespace(_metrics={"train": {k: [torch.tensor(v) for v in vs] for k, vs in terms.items()}}, model=model,
+                              regularizer_active=True, regularizer_term=get_regularizer(regularizer), regularizer_weight=weight)
+    args = SimpleNamespace(gradient_accumulation_steps=accumulation, device="cpu")
     return NonFiniteGuard(trainer), args, SimpleNamespace(global_step=7), SimpleNamespace(should_save=False)
 
 
@@ -53,7 +56,7 @@ def test_guard_names_the_non_finite_term_and_the_step():
     guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [float("nan")]})
     with pytest.raises(NonFiniteLossError, match=r"step 7: loss_ldifs \(nan\) is not finite"):
         guard.on_step_end(args, state, control)
-    guard, args, state, control = _guard({"loss_task": [float("inf")], "loss_l2sp": [0.0]})
+    guard, args, state, control = _guard({"loss_task": [float("inf")], "loss_l2sp": [0.0]}, regularizer="l2sp", weight=0.5)
     with pytest.raises(NonFiniteLossError, match=r"step 7: loss_task \(inf\)"):
         guard.on_step_end(args, state, control)
     guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [0.5]})
@@ -62,10 +65,10 @@ def test_guard_names_the_non_finite_term_and_the_step():
 
 def test_guard_checks_the_weighted_loss_in_float32_and_every_accumulated_micro_batch():
     # 1 + 1e30 * 1e10 = 1e40 overflows float32 (max 3.4e38), as the trainer's own sum would.
-    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e10]}, ldifs_lambda=1e30)
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e10]}, weight=1e30)
     with pytest.raises(NonFiniteLossError, match=r"the loss \(task \+ weighted regularizer\)"):
         guard.on_step_end(args, state, control)
-    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e7]}, ldifs_lambda=1e30)  # 1e37: finite
+    guard, args, state, control = _guard({"loss_task": [1.0], "loss_ldifs": [1e7]}, weight=1e30)  # 1e37: finite
     guard.on_step_end(args, state, control)
     # With 2 micro-batches per step, the first one of this step is checked too; an older value is not.
     guard, args, state, control = _guard({"loss_task": [float("nan"), 1.0, 1.0]}, accumulation=2)
@@ -195,10 +198,12 @@ def test_a_checkpoint_written_by_another_run_is_not_credited_to_this_one(tiny_cl
     _write_checkpoint(run / "checkpoint-2", model, 2, max_steps=20)
     _write_checkpoint(run / "checkpoint-4", model, 4, max_steps=20)
     _write_checkpoint(run, model, 20, max_steps=20)
-    this = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model="m", regularizer="l2sp", l2sp_lambda=0.5)
+    this = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model="m", regularizer="l2sp",
+                     regularizer_settings={"l2sp_lambda": 0.5}, regularizer_weight=0.5)
     this.save(run)
     this.save(run / "checkpoint-4")
-    RunRecord(method="zs-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs", ldifs_lambda=10.0).save(run / "checkpoint-2")
+    RunRecord(method="zs-init-ldifs", dataset="eurosat", base_model="m", regularizer="ldifs",
+              regularizer_settings={"ldifs_lambda": 10.0}, regularizer_weight=10.0).save(run / "checkpoint-2")
     problems = {os.path.basename(e.path): e.problem for e in resolve_checkpoints([str(run)])}
     assert problems["checkpoint-4"] is None and problems["run"] is None
     assert problems["checkpoint-2"].startswith("another run wrote it (zs-init-ldifs on eurosat, not zs-init-l2sp on eurosat; method")

@@ -142,7 +142,7 @@ def test_overwrite_refuses_model_files_that_no_run_recorded(tmp_path, tiny_clip_
 def test_cli_refuses_an_output_dir_that_is_the_model_in_one_line(tiny_clip_dir, eurosat_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
     CLIPModel.from_pretrained(tiny_clip_dir).save_pretrained(model_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
         if os.path.isfile(os.path.join(tiny_clip_dir, name)):
             (model_dir / name).write_bytes(open(os.path.join(tiny_clip_dir, name), "rb").read())
     before = {name: (model_dir / name).read_bytes() for name in os.listdir(model_dir)}
@@ -183,9 +183,60 @@ def test_cli_never_resumes_from_another_runs_checkpoint(tiny_clip_dir, eurosat_d
     out = tmp_path / "run"
     out.mkdir()
     RunRecord(method="zs-init-ce", dataset="eurosat", base_model=str(tiny_clip_dir)).save(out)  # killed before its first save
-    other = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model=str(tiny_clip_dir), regularizer="l2sp", l2sp_lambda=0.5)
+    other = RunRecord(method="zs-init-l2sp", dataset="eurosat", base_model=str(tiny_clip_dir), regularizer="l2sp",
+                      regularizer_settings={"l2sp_lambda": 0.5}, regularizer_weight=0.5)
     _checkpoint(out / "checkpoint-4", CLIPModel.from_pretrained(tiny_clip_dir), 4, other)
     assert main(["finetune", *finetune_argv(tiny_clip_dir, eurosat_dir, out, "zs-init-ce")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith(f"error: {out / 'checkpoint-4'} cannot be resumed from: another run wrote it (zs-init-l2sp"), lines[-3:]
     assert sorted(os.listdir(out)) == ["checkpoint-4", "ldifs_run.json"] and not RunRecord.load(out).completed
+
+
+# -- records of the earlier format (the built-ins' weights as fields of their own) ------------------------------------
+
+EARLIER = {  # as the releases before the regularizer reported its own settings wrote ldifs_run.json (fields cut short)
+    "method": "lp-init-ldifs", "dataset": "world-digit", "base_model": "m", "regularizer": "ldifs", "ldifs_lambda": 10.0,
+    "l2sp_lambda": 0.5, "ldifs_layers": [0, 1, 2, 3, 4], "ldifs_normalization": "token",
+    "regularizer_text": "LDIFS, λ = 10.0, token normalisation, taps [0, 1, 2, 3, 4]", "completed": True,
+    "settings": {"learning_rate": 0.001, "seed": 0, "regularizer": "ldifs", "ldifs_lambda": 10.0, "l2sp_lambda": 0.5,
+                 "ldifs_layers": None, "ldifs_normalization": "token", "teacher_dtype": None, "world_size": 1},
+}
+
+
+def test_a_record_of_the_earlier_format_reads_into_todays_shape_and_keeps_its_identity(tmp_path):
+    from ldifs_hf.run_folder.checkpoints import foreign_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoint-2").mkdir(parents=True)
+    for folder in (run, run / "checkpoint-2"):
+        (folder / "ldifs_run.json").write_text(json.dumps(EARLIER))
+    for name in ("config.json", "model.safetensors"):  # a finished run holds its model (the reuse check looks)
+        (run / name).write_text("{}")
+    record = RunRecord.load(run)
+    assert record.regularizer_settings == {"ldifs_lambda": 10.0, "ldifs_layers": [0, 1, 2, 3, 4], "ldifs_normalization": "token"}
+    assert (record.regularizer_weight, record.regularizer_text) == (10.0, EARLIER["regularizer_text"])
+    assert "ldifs_lambda" not in record.to_dict()  # written back in today's shape
+    # Today's record of the same run (its regularizer reports more settings) owns the earlier checkpoint; another λ does not.
+    today = dict(ldifs_lambda=10.0, ldifs_layers=[0, 1, 2, 3, 4], ldifs_normalization="token", ldifs_tap="encoder",
+                 teacher_dtype=None, keep_student_dropout=False)
+    settings = {**{k: v for k, v in EARLIER["settings"].items() if k != "l2sp_lambda"}, **today, "ldifs_layers": None}
+    same = RunRecord(method="lp-init-ldifs", dataset="world-digit", base_model="m", regularizer="ldifs", regularizer_settings=today,
+                     regularizer_weight=10.0, settings=settings)
+    assert foreign_checkpoint(str(run / "checkpoint-2"), same) is None
+    other = RunRecord(**{**same.to_dict(), "regularizer_settings": {**today, "ldifs_lambda": 1.0}})
+    assert "ldifs_lambda 10.0 vs 1.0" in foreign_checkpoint(str(run / "checkpoint-2"), other)
+    # Resume and reuse compare the settings both records have: the same run is found finished, another λ refused.
+    assert plan_output_dir(str(run), "lp-init-ldifs", "world-digit", settings=settings).finished.regularizer_weight == 10.0
+    with pytest.raises(ValueError, match=r"other settings \(ldifs_lambda 10.0 -> 1.0\)"):
+        plan_output_dir(str(run), "lp-init-ldifs", "world-digit", settings={**settings, "ldifs_lambda": 1.0})
+
+
+@pytest.mark.parametrize("fields, settings, weight, text", [
+    ({"regularizer": "ldifs", "ldifs_lambda": 3.0, "ldifs_layers": [0, 2], "ldifs_normalization": None},
+     {"ldifs_lambda": 3.0, "ldifs_layers": [0, 2], "ldifs_normalization": "token"}, 3.0, "LDIFS, λ = 3.0, token normalisation, taps [0, 2]"),
+    ({"regularizer": "l2sp", "ldifs_lambda": 10.0, "l2sp_lambda": 0.5}, {"l2sp_lambda": 0.5}, 0.5, "L2SP, λ = 0.5"),
+    ({"regularizer": "none", "ldifs_lambda": 10.0, "l2sp_lambda": 0.5}, {}, None, "none"),
+])
+def test_the_oldest_records_without_a_card_text_get_the_text_they_were_given(fields, settings, weight, text):
+    record = RunRecord.from_dict({"method": "m", "dataset": "d", "base_model": "b", **fields})
+    assert (record.regularizer_settings, record.regularizer_weight, record.regularizer_text) == (settings, weight, text)

@@ -1,6 +1,7 @@
 """Sequences of tasks: eq. 5 and Table 2 on hand-made numbers; a two-task sequence on the world whose
 task-2 teacher / L2SP anchor is the task-1 encoder (or the pretrained one with reference="pretrained")."""
 
+import dataclasses
 import json
 import shutil
 
@@ -160,12 +161,14 @@ def test_task2_anchor_is_task1_encoder_or_the_pretrained_one(method, world, tmp_
     # The same fact in the logs: at task 2's first step the student is its anchor, so the term is 0.
     assert _first_logged(tmp_path / "previous" / "2-world-colour", f"loss_{regularizer}") == pytest.approx(0.0, abs=1e-6)
 
-    # reference="pretrained": the same task 1 (copied, so it is returned as recorded), then task 2
-    # anchored at the pretrained encoder.
-    shutil.copytree(tmp_path / "previous" / "1-world-digit", tmp_path / "pretrained" / "1-world-digit")
+    # reference="pretrained": the same task 1 (copied, so it is returned as recorded, naming where it is
+    # now), then task 2 anchored at the pretrained encoder.
+    copy = tmp_path / "pretrained" / "1-world-digit"
+    shutil.copytree(tmp_path / "previous" / "1-world-digit", copy)
     trainers.clear()
     pretrained = _sequence(world, tmp_path / "pretrained", method, reference="pretrained")
-    assert pretrained.records[0] == previous.records[0] and len(trainers) == 1
+    assert pretrained.records[0] == dataclasses.replace(previous.records[0], output_dir=str(copy), export_dir=str(copy / "clip"))
+    assert len(trainers) == 1
     anchor = _anchor(trainers[0])
     assert _same(anchor, _encoder(world.model_dir, regularizer))
     assert not _same(anchor, _encoder(task1_clip, regularizer))

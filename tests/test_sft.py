@@ -1,5 +1,6 @@
-"""LDIFSMixin on trl's SFTTrainer: a tiny causal LM fine-tuned with SFT + LDIFS, the logged term checked by hand; the
-README's trl snippet and `examples/sft_ldifs.py` as written on a CPU; at λ = 0 the logs are stock trl's."""
+"""LDIFSMixin on trl's SFTTrainer: a tiny causal LM fine-tuned with SFT + LDIFS and SFT + KL (under trl's fused LM
+head), the logged terms checked by hand; the README's trl snippet and `examples/sft_ldifs.py` as written on a CPU; at
+λ = 0 the logs and the weights are stock trl's."""
 
 import copy
 import os
@@ -58,7 +59,9 @@ def _masked_token_ldifs(student, teacher, layers, mask):
     return sum(per_sample) / len(per_sample)
 
 
-def test_sft_trainer_with_the_mixin_logs_ldifs_equal_to_the_formula(tmp_path):
+def _sft_on_gpt2(tmp_path, **regularizer):
+    """An SFT trainer with the mixin on a tiny GPT-2 (dropout on), 2 steps of one batch of the 4 texts: (trainer, its
+    batch, the starting model in eval mode, a callback holding the model after the first update)."""
     tokenizer = _word_tokenizer(TEXTS)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=32,
@@ -67,13 +70,18 @@ def test_sft_trainer_with_the_mixin_logs_ldifs_equal_to_the_formula(tmp_path):
     pretrained = copy.deepcopy(model).eval()  # the teacher: no dropout
     args = LDIFSSFTConfig(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=1,
-        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, bf16=False, regularizer="ldifs", ldifs_lambda=1.0,
+        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, bf16=False, **regularizer,
     )
     snapshot = _SnapshotAfterFirstUpdate()
     trainer = LDIFSSFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": TEXTS}),
                               processing_class=tokenizer, callbacks=[snapshot])
     batch = next(iter(trainer.get_train_dataloader()))  # the one batch of every epoch (row order aside)
     assert (batch["attention_mask"] == 0).any()  # padded
+    return trainer, batch, pretrained, snapshot
+
+
+def test_sft_trainer_with_the_mixin_logs_ldifs_equal_to_the_formula(tmp_path):
+    trainer, batch, pretrained, snapshot = _sft_on_gpt2(tmp_path, regularizer="ldifs", ldifs_lambda=1.0)
     trainer.train()
 
     logged = [h for h in trainer.state.log_history if "loss_ldifs" in h]
@@ -88,6 +96,30 @@ def test_sft_trainer_with_the_mixin_logs_ldifs_equal_to_the_formula(tmp_path):
     expected = _masked_token_ldifs(student, teacher, [0, 1, 2], batch["attention_mask"])
     assert logged[1]["loss_ldifs"] == pytest.approx(expected.item(), rel=1e-4)
 
+
+
+def test_sft_trainer_with_the_mixin_logs_kl_equal_to_the_formula_under_the_fused_lm_head(tmp_path):
+    trainer, batch, pretrained, snapshot = _sft_on_gpt2(tmp_path, regularizer="kl", kl_lambda=1.0)
+    model = trainer.model
+    assert (batch["labels"] == -100).any()  # the padding is not counted
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: forwards.append(kwargs.get("fused_lm_head")), with_kwargs=True)
+    trainer.train()
+    assert forwards == [True, True]  # trl's fused head: the student's forward returns no logits
+
+    logged = [h for h in trainer.state.log_history if "loss_kl" in h]
+    assert logged[0]["loss_kl"] == 0.0 and logged[1]["loss_kl"] > 0
+    assert logged[1]["loss"] == pytest.approx(logged[1]["loss_task"] + logged[1]["loss_kl"], rel=1e-5)
+    with torch.no_grad():
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        # Not snapshot.model(...): its copied forward is trl's fused one, bound to the original model's own forward.
+        trained = snapshot.model
+        student = trained.lm_head(trained.transformer(**inputs).last_hidden_state).double()
+        teacher = pretrained(**inputs).logits.double()
+    counted = batch["labels"][:, 1:] != -100  # position i predicts token i + 1
+    p_t, log_s = torch.softmax(teacher[:, :-1][counted], -1), torch.log_softmax(student[:, :-1][counted], -1)
+    expected = (p_t * (torch.log(p_t) - log_s)).sum(-1).mean()
+    assert logged[1]["loss_kl"] == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_padding_free_batches_are_refused_for_ldifs(tmp_path):
@@ -180,8 +212,9 @@ class _Events(TrainerCallback):
         self.events.append(("evaluate", sorted(metrics)))
 
 
-@pytest.mark.parametrize("regularizer", [dict(regularizer="none"), dict(regularizer="ldifs", ldifs_lambda=0.0)], ids=["none", "ldifs-0"])
-def test_at_lambda_0_the_sft_logs_and_events_are_stock_trls(regularizer, tmp_path):
+@pytest.mark.parametrize("regularizer", [dict(regularizer="none"), dict(regularizer="ldifs", ldifs_lambda=0.0),
+                                         dict(regularizer="kl", kl_lambda=0.0)], ids=["none", "ldifs-0", "kl-0"])
+def test_at_lambda_0_the_sft_logs_events_and_weights_are_stock_trls(regularizer, tmp_path):
     data = Dataset.from_dict({"text": TEXTS})
     tokenizer = _word_tokenizer(TEXTS)
 
@@ -197,11 +230,23 @@ def test_at_lambda_0_the_sft_logs_and_events_are_stock_trls(regularizer, tmp_pat
                               callbacks=[events])
         trainer.train()
         timeless = [{k: v for k, v in h.items() if not k.endswith(("_runtime", "_per_second"))} for h in trainer.state.log_history]
-        return events.events, timeless
+        return events.events, timeless, model.state_dict()
 
-    stock_events, stock_history = run(trl.SFTTrainer, trl.SFTConfig)
-    events, history = run(LDIFSSFTTrainer, LDIFSSFTConfig, **regularizer)
+    stock_events, stock_history, stock_weights = run(trl.SFTTrainer, trl.SFTConfig)
+    events, history, weights = run(LDIFSSFTTrainer, LDIFSSFTConfig, **regularizer)
+    assert list(weights) == list(stock_weights) and all(torch.equal(weights[k], stock_weights[k]) for k in weights)
     assert events == stock_events and len(events) == 7  # 2 steps, 2 evaluations (a log and an evaluate each), the summary
     assert [set(h) for h in history] == [set(h) for h in stock_history]
     assert [{k: v for k, v in h.items() if k != "train_loss"} for h in history] == \
         [{k: v for k, v in h.items() if k != "train_loss"} for h in stock_history]
+
+
+def test_a_teacher_copied_from_a_model_with_trls_fused_head_runs_its_own_weights(tmp_path):
+    trainer, batch, pretrained, _ = _sft_on_gpt2(tmp_path, regularizer="kl", kl_lambda=1.0)
+    assert "forward" in trainer.model.__dict__  # trl patched the student's forward before the teacher was copied
+    assert "forward" not in trainer.teacher.__dict__  # the copy runs its class's forward, not the student's
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)  # the student moves; the teacher must not follow
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        assert torch.equal(trainer.teacher(**inputs).logits, pretrained(**inputs).logits)

@@ -1,6 +1,6 @@
-"""The study's λ dimension: --ldifs_lambdas / --l2sp_lambdas repeat each regularised method's cells per λ
-(folders, cell.json, records carry λ), unregularised methods and the default grid are unchanged, and the
-study writes the frontier (one point per method and λ, mean ± std over seeds)."""
+"""The study's λ dimension: --lambdas REGULARIZER=weights (and the earlier --ldifs_lambdas / --l2sp_lambdas) repeat
+each regularised method's cells per λ (folders, cell.json, records carry λ), unregularised methods and the default
+grid are unchanged, and the study writes the frontier (one point per method and λ, mean ± std over seeds)."""
 
 import csv
 import json
@@ -38,6 +38,13 @@ def test_lambda_lists_repeat_only_the_regularised_methods_cells():
     l2sp = cell_config(args, cells[5], ["mnist"])
     assert l2sp["finetune"]["l2sp_lambda"] == 0.5 and "ldifs_lambda" not in l2sp["finetune"]
     assert "lambda" not in cell_config(args, cells[0], ["mnist"])
+    # The same grid through --lambdas, keyed by regularizer, with KL beside them.
+    keyed = StudyArguments(methods="zs-init-ce,lp-init-ldifs,zs-init-l2sp,lp-init-kl", finetune_tasks="eurosat", seeds="0",
+                           lambdas=["ldifs=1,10,100", "l2sp=0.05,0.5", "kl=0.1,1"])
+    assert [(c.method, c.lam) for c in study_cells(keyed)] == [(c.method, c.lam) for c in cells] + [("lp-init-kl", 0.1), ("lp-init-kl", 1.0)]
+    assert [cell_config(keyed, c, ["mnist"]) for c in study_cells(keyed)[:6]] == [cell_config(args, c, ["mnist"]) for c in cells]
+    kl = cell_config(keyed, study_cells(keyed)[6], ["mnist"])
+    assert kl["lambda"] == 0.1 and kl["finetune"]["kl_lambda"] == 0.1 and kl["finetune"]["method"] == "lp-init-kl"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +60,14 @@ def test_lambda_lists_repeat_only_the_regularised_methods_cells():
         (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 3}'), r"finetune_options sets ldifs_lambda=3, which no cell uses"),
         (dict(ldifs_lambdas="1,10", finetune_options='{"ldifs_lambda": 10}'), r"finetune_options sets ldifs_lambda=10, which no cell uses"),
         (dict(ldifs_lambdas="1,10", frontier="cross", finetune_options='{"ldifs_lambda": 3}'), r"ldifs_lambda=3, which no cell uses"),
-        (dict(lambda_sweep_methods="zs-init-ce"), r"lambda_sweep_methods \['zs-init-ce'\] have no LDIFS or L2SP weight to sweep"),
+        (dict(lambda_sweep_methods="zs-init-ce"), r"lambda_sweep_methods \['zs-init-ce'\] have no regularizer weight to sweep"),
+        (dict(lambdas=["kl=0.1,x"]), r"--lambdas kl= must be distinct comma-separated numbers >= 0 .*got '0.1,x'"),
+        (dict(lambdas=["kl"]), r"--lambdas entries are REGULARIZER=weights \(e.g. ldifs=1,10,100\), got 'kl'"),
+        (dict(lambdas=["l3=1"]), r"unknown regularizer 'l3'"),
+        (dict(lambdas=["none=1"]), r"--lambdas 'none=1': regularizer 'none' has no weight to sweep"),
+        (dict(lambdas=["ldifs=1,10"], ldifs_lambdas="1"), r"--ldifs_lambdas 'ldifs=1': the weights of ldifs are given twice"),
+        (dict(methods="lp-init-ldifs", lambdas=["kl=1,10"]), r"--lambdas kl=1,10 sweeps no cell: no KL method the study runs"),
+        (dict(methods="lp-init-kl", lambdas=["kl=1,10"], finetune_options='{"kl_lambda": 3}'), r"finetune_options sets kl_lambda=3, which no cell uses"),
         (dict(lambda_sweep_methods="zs-init-magic"), r"unknown method 'zs-init-magic'"),
         (dict(frontier="diagonal"), r"frontier must be one of full, cross, got 'diagonal'"),
         (dict(eval_seed=-2), r"eval_seed must be >= 0, or -1 for each cell's own seed, got -2"),
@@ -84,7 +98,7 @@ def test_world_study_with_lambda_and_alpha_grids_writes_cells_records_and_the_fr
     assert cell["records"] and all(r["lambda"] == 100.0 and r["seed"] == 1 for r in cell["records"])
     assert sorted(r["alpha"] for r in cell["records"]) == [0.0, 1.0]
     run = json.loads((out / "cells" / "lp-init-ldifs" / "lambda-100" / "world-digit" / "seed-1" / "run" / "ldifs_run.json").read_text())
-    assert run["ldifs_lambda"] == 100.0
+    assert run["regularizer_settings"]["ldifs_lambda"] == 100.0 and run["regularizer_weight"] == 100.0
     plain = json.loads((out / "cells" / "zs-init-ce" / "world-digit" / "seed-0" / "cell.json").read_text())
     assert all(r["lambda"] is None for r in plain["records"])
     # Table 3 has a column per λ and α; the frontier a point per (method, λ, α), over both seeds.

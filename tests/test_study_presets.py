@@ -165,14 +165,15 @@ def test_the_demo_is_this_study():
     # The other world keeps only its runs' final models, without distances.
     other = demo.study_arguments(1)
     assert (other.output_dir, other.world_seed, other.checkpoint_every_percent, other.distances) == ("runs/demo-x/world-1", 1, 0.0, False)
-    # The main λ first, then the sweep's others; only the LP-init methods are swept.
-    assert (study.ldifs_lambdas, study.l2sp_lambdas, study.wise_alphas) == ("10.0,1.0,100.0", "0.5,0.05,5.0", "0,0.5,1")
-    assert study.swept_methods() == ["lp-init-l2sp", "lp-init-ldifs"]
-    assert study.finetune_options == {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "warmup_steps": 0, "ldifs_lambda": 10.0,
-                                      "l2sp_lambda": 0.5, "logging_steps": 20, "save_only_model": True, "max_eval_samples": 1000}
+    # The main λ (each regularizer's default) first, then the sweep's others; only the LP-init methods are swept.
+    assert (study.lambdas, study.wise_alphas) == (["l2sp=0.5,0.05,5.0", "ldifs=10.0,1.0,100.0", "kl=1.0,0.1,10.0"], "0,0.5,1")
+    assert study.methods.split(",")[-1] == "lp-init-kl" and len(study.method_names()) == 9
+    assert study.swept_methods() == ["lp-init-l2sp", "lp-init-ldifs", "lp-init-kl"]
+    assert study.finetune_options == {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "warmup_steps": 0,
+                                      "logging_steps": 20, "save_only_model": True, "max_eval_samples": 1000}
     # Each unit draws its own 1000 test images and 500 probe images from the world's pools.
     assert (study.eval_max_train_samples, study.eval_max_eval_samples, study.eval_num_workers, study.lp_iterations) == (500, 1000, 0, 1000)
-    assert (study.main_lambda("ldifs"), study.main_lambda("l2sp")) == (10.0, 0.5)
-    assert StudyArguments is type(study) and len(study_cells(study)) == 8 * 2 + 2 * 2 * 2  # 8 methods, 2 more λ for 2 methods, 2 seeds
-    no_sweep = DemoArguments(ldifs_lambdas="", l2sp_lambdas="", wise_alphas="").study_arguments()
-    assert (no_sweep.ldifs_lambdas, no_sweep.l2sp_lambdas, no_sweep.wise_alphas, no_sweep.swept_methods()) == (None, None, None, [])
+    assert (study.main_lambda("ldifs"), study.main_lambda("l2sp"), study.main_lambda("kl")) == (10.0, 0.5, 1.0)
+    assert StudyArguments is type(study) and len(study_cells(study)) == 9 * 2 + 3 * 2 * 2  # 9 methods, 2 more λ for 3 methods, 2 seeds
+    no_sweep = DemoArguments(lambdas=[], wise_alphas="").study_arguments()
+    assert (no_sweep.lambdas, no_sweep.wise_alphas, no_sweep.swept_methods()) == ([], None, [])

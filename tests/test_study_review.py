@@ -93,9 +93,9 @@ def test_the_same_options_pass_where_every_cell_keeps_its_checkpoints():
 def test_the_demo_passes_a_lambda_list_only_where_it_sweeps():
     from ldifs_hf.study.demo import DemoArguments
 
-    study = DemoArguments(methods="zs-init-ce,lp-init-ldifs").study_arguments()  # no L2SP method run: no L2SP list
-    assert (study.ldifs_lambdas, study.l2sp_lambdas) == ("10.0,1.0,100.0", None)
-    assert DemoArguments(methods="zs-init-ce").study_arguments().ldifs_lambdas is None
+    study = DemoArguments(methods="zs-init-ce,lp-init-ldifs").study_arguments()  # no L2SP or KL method run: no list of theirs
+    assert study.lambdas == ["ldifs=10.0,1.0,100.0"]
+    assert DemoArguments(methods="zs-init-ce").study_arguments().lambdas == []
 
 
 def test_a_cell_the_cross_frontier_does_not_change_is_the_full_frontiers_cell():

@@ -11,6 +11,7 @@ from transformers import CLIPModel, CLIPProcessor, ViTConfig, ViTForImageClassif
 
 from ldifs_hf import LDIFSTrainer, LDIFSTrainingArguments, get_method, list_methods
 from ldifs_hf.training.build import build_collator, build_model
+from ldifs_hf.training.terms import get_regularizer
 
 CLASSES = ["cat", "dog", "bird"]
 TEMPLATES = ["a photo of a {}.", "a photo of the {}."]
@@ -49,13 +50,13 @@ def test_every_method_trains_logs_terms_and_keeps_teacher_frozen(method, tiny_cl
 
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 2
-    term = {"ldifs": "loss_ldifs", "l2sp": "loss_l2sp", "none": None}[spec.regularizer]
+    term = get_regularizer(spec.regularizer).log_name
     for entry in logged:
         assert math.isfinite(entry["loss"])
         if term:
             assert math.isfinite(entry[term]) and math.isfinite(entry["loss_task"])
         # Without a term the entries are the stock ones: no task loss beside the loss.
-        assert set(entry) & {"loss_task", "loss_ldifs", "loss_l2sp"} == ({"loss_task", term} if term else set())
+        assert set(entry) & {"loss_task", "loss_ldifs", "loss_l2sp", "loss_kl"} == ({"loss_task", term} if term else set())
     if term:
         # At step 1 the student equals its anchor; after one update it has moved away.
         assert logged[0][term] == pytest.approx(0.0, abs=1e-6)
@@ -133,9 +134,11 @@ def test_unknown_method_lists_valid_ones(tmp_path):
         _args(tmp_path, method="lp-init-magic")
 
 
-@pytest.mark.parametrize("field,value", [("ldifs_lambda", -1.0), ("l2sp_lambda", -0.5), ("ldifs_lambda", float("nan"))])
+@pytest.mark.parametrize("field,value", [("ldifs_lambda", -1.0), ("l2sp_lambda", -0.5), ("ldifs_lambda", float("nan")), ("l2sp_lambda", float("inf"))])
 def test_negative_lambda_is_rejected(tmp_path, field, value):
-    with pytest.raises(ValueError, match=f"{field} must be a number >= 0, got"):
+    # NaN and inf are named by the check every float setting gets, before the regularizer's own range check.
+    expected = f"{field} must be a number >= 0, got" if math.isfinite(value) else f"{field} must be a finite number, got {value}"
+    with pytest.raises(ValueError, match=expected):
         _args(tmp_path, **{field: value})
 
 

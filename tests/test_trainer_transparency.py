@@ -2,7 +2,7 @@
 observes is the stock behaviour, plus the term.
 
 A matrix of model families (vision encoders, text encoders and decoders, encoder-decoders, SigLIP and the
-paper's CLIP classifier) x regularizers (none, L2SP λ = 0, LDIFS λ = 0, LDIFS λ = 1): loss and weights after
+paper's CLIP classifier) x regularizers (none, L2SP λ = 0, LDIFS λ = 0 and 1, KL λ = 0 and 1): loss and weights after
 3 steps equal to the stock Trainer's where the term is off; the predictions' type and shape; `evaluate()`'s
 keys; the log entries' keys and count. Then one test per behaviour: summaries, resumes, λ = 0, no `args`, stochastic
 depth, encoder-decoder taps, unused weights' gradients and the warm-up warning.
@@ -146,7 +146,10 @@ REGULARIZERS = {
     "l2sp-0": dict(regularizer="l2sp", l2sp_lambda=0.0),
     "ldifs-0": dict(regularizer="ldifs", ldifs_lambda=0.0),
     "ldifs-1": dict(regularizer="ldifs", ldifs_lambda=1.0),
+    "kl-0": dict(regularizer="kl", kl_lambda=0.0),
+    "kl-1": dict(regularizer="kl", kl_lambda=1.0),
 }
+TERMS_ON = {"ldifs-1": "loss_ldifs", "kl-1": "loss_kl"}  # the cases whose term is on, and its logged name
 
 
 def _common(tmp_path, **kw):
@@ -193,7 +196,7 @@ def _stock(name, tiny_clip_dir, tmp_path_factory):
     return _STOCK[name]
 
 
-@pytest.mark.slow  # 48 cases of 3 steps: about 75 s
+@pytest.mark.slow  # 72 cases of 3 steps: about 110 s
 @pytest.mark.parametrize("regularizer", list(REGULARIZERS))
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_trainer_is_the_stock_trainer_plus_its_term(name, regularizer, tiny_clip_dir, tmp_path, tmp_path_factory):
@@ -202,7 +205,8 @@ def test_the_trainer_is_the_stock_trainer_plus_its_term(name, regularizer, tiny_
     args = LDIFSTrainingArguments(**_common(tmp_path), **REGULARIZERS[regularizer])
     trainer, model, metrics, predictions = _run(LDIFSTrainer, args, make, data, collator)
 
-    term_on = regularizer == "ldifs-1"
+    term = TERMS_ON.get(regularizer)
+    term_on = term is not None
     steps = [h for h in trainer.state.log_history if "loss" in h]
     stock_steps = [h for h in stock_trainer.state.log_history if "loss" in h]
     if not term_on:  # the term is off: the stock run, step for step and weight for weight
@@ -216,12 +220,12 @@ def test_the_trainer_is_the_stock_trainer_plus_its_term(name, regularizer, tiny_
     assert _structure(predictions) == _structure(stock_predictions)
     # evaluate() returns the stock metrics, and the term under its own key while it is on; the log history has the
     # stock entries (no more of them), the steps' with the task loss and the term beside the loss while it is on.
-    assert set(metrics) == set(stock_metrics) | ({"eval_loss_ldifs"} if term_on else set())
-    term_keys = {"loss_task", "loss_ldifs"} if term_on else set()
+    assert set(metrics) == set(stock_metrics) | ({f"eval_{term}"} if term_on else set())
+    term_keys = {"loss_task", term} if term_on else set()
     assert [set(h) for h in steps] == [set(h) | term_keys for h in stock_steps]
     assert len(trainer.state.log_history) == len(stock_trainer.state.log_history)
     if term_on:  # stochastic layers off: the term starts at 0, then the weights move
-        assert steps[0]["loss_ldifs"] == pytest.approx(0.0, abs=1e-7) and steps[-1]["loss_ldifs"] > 0
+        assert steps[0][term] == pytest.approx(0.0, abs=1e-7) and steps[-1][term] > 0
         assert all(math.isfinite(h["loss"]) for h in steps)
 
 

@@ -214,15 +214,19 @@ def test_a_frontier_is_a_report_a_rerun_must_not_overwrite_silently(runs, eurosa
 
 @pytest.mark.parametrize(
     "fields, expected",
+    # Records of the earlier format (the built-ins' weights as fields of their own), then of today's.
     [({"regularizer": "ldifs", "ldifs_lambda": 3.0, "l2sp_lambda": 0.5, "settings": {"seed": 5}}, {"lambda": 3.0, "seed": 5}),
      ({"regularizer": "l2sp", "ldifs_lambda": 3.0, "l2sp_lambda": 0.5, "settings": {"seed": 0}}, {"lambda": 0.5, "seed": 0}),
-     ({"regularizer": "none", "ldifs_lambda": 3.0}, {"lambda": None})],  # a record without settings knows no seed
+     ({"regularizer": "none", "ldifs_lambda": 3.0}, {"lambda": None}),  # a record without settings knows no seed
+     ({"regularizer": "kl", "regularizer_settings": {"kl_lambda": 0.3}, "regularizer_weight": 0.3, "settings": {"seed": 1}},
+      {"lambda": 0.3, "seed": 1})],
 )
 def test_run_facts_are_the_runs_own_lambda_and_seed(tmp_path, fields, expected):
-    from ldifs_hf.evaluation.run import run_facts
-    from ldifs_hf.run_folder import RunRecord
+    import json
 
-    RunRecord(method="m", dataset="eurosat", base_model="clip", **fields).save(tmp_path)
+    from ldifs_hf.evaluation.run import run_facts
+
+    (tmp_path / "ldifs_run.json").write_text(json.dumps({"method": "m", "dataset": "eurosat", "base_model": "clip", **fields}))
     (tmp_path / "checkpoint-3").mkdir()
     assert run_facts(str(tmp_path)) == expected == run_facts(str(tmp_path / "checkpoint-3"))
     assert run_facts(str(tmp_path / "checkpoint-3" / "nowhere")) == {}

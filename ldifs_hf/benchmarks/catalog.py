@@ -14,7 +14,7 @@ from .registry import BenchmarkSpec, HubSchema, register_benchmark
 CORRUPTION_SPLITS = (
     "contrast", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate", "spatter",
 )
-_WITH_CORRUPTIONS = HubSchema(splits=("train", "test") + CORRUPTION_SPLITS)
+_WITH_CORRUPTIONS = HubSchema(splits=("train", "test") + CORRUPTION_SPLITS, parquet_folder="data")
 
 # CIFAR-10 and CIFAR-100 share these 18 templates.
 CIFAR_TEMPLATES = (
@@ -262,7 +262,7 @@ CIFAR10 = BenchmarkSpec(
         "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
     ),
     templates=CIFAR_TEMPLATES,
-    hub_schema=HubSchema(),
+    hub_schema=HubSchema(parquet_folder="plain_text"),
 )
 
 _CIFAR100_NAMES = (
@@ -283,6 +283,7 @@ CIFAR100 = BenchmarkSpec(
     class_names=_CIFAR100_NAMES,
     templates=CIFAR_TEMPLATES,
     hub_schema=HubSchema(
+        parquet_folder="cifar100",
         # The Hub's CIFAR-100 names: underscores, and "cra" where "crab" is meant.
         label_names=tuple("cra" if name == "crab" else name.replace(" ", "_") for name in _CIFAR100_NAMES),
         extra_label_columns=(
@@ -318,7 +319,7 @@ DTD = BenchmarkSpec(
         "a photo of the {} thing.",
         "a photo of the {} object.",
     ),
-    hub_schema=HubSchema(),
+    hub_schema=HubSchema(parquet_folder="data"),
 )
 
 EUROSAT = BenchmarkSpec(
@@ -402,7 +403,8 @@ GTSRB = BenchmarkSpec(
     hub_schema=_WITH_CORRUPTIONS,
 )
 
-MNIST = BenchmarkSpec("mnist", "ylecun/mnist", class_names=DIGITS, templates=DIGIT_TEMPLATES, hub_schema=HubSchema())
+MNIST = BenchmarkSpec("mnist", "ylecun/mnist", class_names=DIGITS, templates=DIGIT_TEMPLATES,
+                     hub_schema=HubSchema(parquet_folder="mnist"))
 
 RESISC45 = BenchmarkSpec(
     "resisc45", "tanganke/resisc45", epochs=15,
@@ -441,7 +443,7 @@ RESISC45 = BenchmarkSpec(
 
 SVHN = BenchmarkSpec(
     "svhn", "ufldl-stanford/svhn", config_name="cropped_digits", class_names=DIGITS, templates=DIGIT_TEMPLATES,
-    hub_schema=HubSchema(splits=("train", "test", "extra")),
+    hub_schema=HubSchema(splits=("train", "test", "extra"), parquet_folder="cropped_digits"),
 )
 
 NINE = (CARS, CIFAR10, CIFAR100, DTD, EUROSAT, GTSRB, MNIST, RESISC45, SVHN)

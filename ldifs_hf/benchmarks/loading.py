@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import io
+import json
 import logging
 import os
 from collections import defaultdict
@@ -141,6 +142,19 @@ def load_benchmark(
     return LoadedBenchmark(spec=spec, splits=splits, class_names=list(names), templates=list(spec.templates))
 
 
+def check_benchmark_data(
+    name: str | BenchmarkSpec, *, data_path: str | os.PathLike | None = None, image_column: str | None = None,
+    label_column: str | None = None, cache_dir: str | None = None,
+) -> None:
+    """That `load_benchmark` will find the data: its source opens and has the train and test splits and
+    columns; the images themselves are checked when it is loaded. For what runs later (a sequence's
+    later tasks), so that missing data is named before the first task trains."""
+    spec = resolve_benchmark(name)
+    raw = load_raw_splits(spec, data_path=data_path, cache_dir=cache_dir)
+    for split in (spec.train_split, spec.test_split):
+        _check_columns(_get_split(raw, split, spec.name), (image_column or spec.image_column, label_column or spec.label_column), split, spec.name)
+
+
 def resolve_benchmark(name: str | BenchmarkSpec) -> BenchmarkSpec:
     """The spec for a registered name, ``"custom"`` or a spec given as is."""
     if isinstance(name, BenchmarkSpec):
@@ -174,34 +188,22 @@ def load_raw_splits(
     return _load_from_hub(spec, cache_dir)
 
 
-# Where the nine benchmarks' Hub repositories keep their parquet files, as `{folder}/{split}-*.parquet`. Naming the
-# files of the splits a run reads (train and test) keeps `datasets` from downloading and preparing the others:
-# tanganke's 7 corrupted copies of the test set (cars, eurosat, gtsrb, resisc45) and SVHN's 531k-image "extra" split.
-# The Hub cannot be reached from the tests: they lay out local folders this way. Should a repository move its
-# files, the pattern matches nothing and the whole dataset is loaded, with a warning.
-HUB_SPLIT_FOLDERS = {
-    ("tanganke/stanford_cars", None): "data",
-    ("uoft-cs/cifar10", None): "plain_text",
-    ("uoft-cs/cifar100", None): "cifar100",
-    ("tanganke/dtd", None): "data",
-    ("tanganke/eurosat", None): "data",
-    ("tanganke/gtsrb", None): "data",
-    ("ylecun/mnist", None): "mnist",
-    ("tanganke/resisc45", None): "data",
-    ("ufldl-stanford/svhn", "cropped_digits"): "cropped_digits",
-}
-
-
+# Naming the files of the splits a run reads (train and test, in the spec's `hub_schema.parquet_folder`) keeps
+# `datasets` from downloading and preparing the others: tanganke's 7 corrupted copies of the test set (cars, eurosat,
+# gtsrb, resisc45) and SVHN's 531k-image "extra" split. The Hub cannot be reached from the tests: they lay out local
+# folders this way. Should a repository move its files, the pattern matches nothing and the whole dataset is loaded,
+# with a warning.
 def hub_split_files(spec: BenchmarkSpec) -> dict[str, str] | None:
     """The parquet files of the splits `load_benchmark` reads (train and test) in the spec's Hub repository, as
     `data_files` patterns; None for a repository whose layout is not known here (all of it is loaded)."""
-    folder = HUB_SPLIT_FOLDERS.get((spec.hub_id, spec.config_name))
+    folder = spec.hub_schema.parquet_folder if spec.hub_schema is not None else None
     if folder is None:
         return None
     return {split: f"{folder}/{split}-*.parquet" for split in dict.fromkeys((spec.train_split, spec.test_split))}
 
 
 def _load_from_hub(spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:
+    check_datasets_cache(cache_dir)
     files = hub_split_files(spec)
     if files is not None:
         try:
@@ -216,6 +218,22 @@ def _load_from_hub(spec: BenchmarkSpec, cache_dir: str | None) -> datasets.Datas
     except Exception as error:
         raise BenchmarkDataNotFoundError(_download_hint(spec, error)) from error
     return _as_dataset_dict(loaded)
+
+
+def check_datasets_cache(cache_dir: str | None = None) -> None:
+    """The `datasets` cache, where `load_dataset` writes what it reads (also from local parquet files or an
+    image folder), is a folder that takes files; otherwise its own error blames the data."""
+    from ..run_folder import folder_problem
+
+    path = cache_dir or datasets.config.HF_DATASETS_CACHE
+    problem = folder_problem(path)
+    if problem is None:
+        return
+    setting = "--cache_dir" if cache_dir else next((f"${v}" for v in ("HF_DATASETS_CACHE", "HF_HOME") if os.environ.get(v)), "the default")
+    raise BenchmarkError(
+        f"the datasets cache {os.fspath(path)!r} (from {setting}) cannot hold files: {problem}; set HF_HOME (or HF_DATASETS_CACHE, "
+        "or --cache_dir) to a writable folder"
+    )
 
 
 def _download_hint(spec: BenchmarkSpec, error: Exception) -> str:
@@ -234,6 +252,8 @@ def _download_hint(spec: BenchmarkSpec, error: Exception) -> str:
 
 def _copy_in_data_dir(name: str) -> str | None:
     root = os.environ.get(DATA_DIR_ENV)
+    if root and not os.path.isdir(root):
+        raise BenchmarkDataNotFoundError(f"${DATA_DIR_ENV} is {root!r}, which is not a folder; point it at the folder that holds <name>/ copies, or unset it")
     if root and os.path.exists(os.path.join(root, name)):
         return os.path.join(root, name)
     return None
@@ -249,7 +269,8 @@ def _load_local(path: str, spec: BenchmarkSpec, cache_dir: str | None) -> datase
         )
     try:
         if any(os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "state.json")):
-            return _as_dataset_dict(datasets.load_from_disk(path))
+            return _load_saved(path)
+        check_datasets_cache(cache_dir)
         return _as_dataset_dict(datasets.load_dataset(path, cache_dir=cache_dir))
     except BenchmarkError:
         raise
@@ -257,6 +278,33 @@ def _load_local(path: str, spec: BenchmarkSpec, cache_dir: str | None) -> datase
         raise BenchmarkDataNotFoundError(
             f"Could not read the local copy of {spec.name!r} at {path!r} ({type(error).__name__}: {error})"
         ) from error
+
+
+def _load_saved(path: str) -> datasets.DatasetDict:
+    """A `save_to_disk` folder. A split saved with no rows has no data file, which `load_from_disk`
+    cannot read (an IndexError); it loads here as an empty split with its saved columns, so that the
+    checks on the splits name it as empty."""
+    if not os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        return _as_dataset_dict(_load_saved_split(path))
+    names = _saved_json(os.path.join(path, "dataset_dict.json"), "splits")
+    return datasets.DatasetDict({name: _load_saved_split(os.path.join(path, name)) for name in names})
+
+
+def _load_saved_split(path: str) -> datasets.Dataset:
+    files = _saved_json(os.path.join(path, "state.json"), "_data_files")
+    if files == []:
+        features = datasets.DatasetInfo.from_directory(path).features
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+    return datasets.load_from_disk(path)
+
+
+def _saved_json(file: str, key: str):
+    """`key` of a JSON file `save_to_disk` wrote, or a BenchmarkError naming the file."""
+    try:
+        with open(file) as f:
+            return json.load(f)[key]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BenchmarkDataNotFoundError(f"{file} is damaged or missing ({type(err).__name__}: {err}); save the dataset again with save_to_disk") from None
 
 
 def _load_files(pattern: str, spec: BenchmarkSpec, cache_dir: str | None) -> datasets.DatasetDict:
@@ -274,6 +322,7 @@ def _load_files(pattern: str, spec: BenchmarkSpec, cache_dir: str | None) -> dat
     for file in files:
         data_files[os.path.basename(file).split(".")[0].split("-")[0]].append(file)
     builder = _LOCAL_FILE_BUILDERS[extensions.pop()]
+    check_datasets_cache(cache_dir)
     return _as_dataset_dict(datasets.load_dataset(builder, data_files=dict(data_files), cache_dir=cache_dir))
 
 

@@ -21,12 +21,15 @@ class HubSchema:
     """How a benchmark's Hub copy is laid out, for schema-exact test data (`ldifs_hf.testing`).
 
     splits: split names in Hub order; label_names: the label ClassLabel's names (`None`: the spec's
-    class names); extra_label_columns: other ClassLabel columns as (column, names) pairs, in column order.
+    class names); extra_label_columns: other ClassLabel columns as (column, names) pairs, in column order;
+    parquet_folder: the repository folder holding each split's files as `{folder}/{split}-*.parquet`, so a run
+    downloads only the splits it reads (`None`: not known, the whole dataset is loaded).
     """
 
     splits: tuple[str, ...] = ("train", "test")
     label_names: tuple[str, ...] | None = None
     extra_label_columns: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
+    parquet_folder: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..run_folder import folder_problem
+
 CACHE_FORMAT = "ldifs_hf-evaluation-cache-v1"
 
 logger = logging.getLogger(__name__)
@@ -70,11 +72,19 @@ def _canonical(key: Mapping) -> str:
         raise TypeError(f"an evaluation cache key must be JSON-serialisable, got {dict(key)!r}: {err}") from None
 
 
+def check_cache_dir(directory: str) -> None:
+    """The cache folder (created if missing) takes files: one line naming it, before any feature is computed."""
+    problem = folder_problem(directory)
+    if problem is not None:
+        raise OSError(f"feature_cache_dir {directory!r} cannot hold the cache: {problem}; choose another folder")
+
+
 class EvaluationCache:
     """Features and accuracies under `directory`, one file per key (see the module docstring)."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = os.fspath(directory)
+        check_cache_dir(self.directory)
         os.makedirs(self.directory, exist_ok=True)
 
     def _path(self, key: Mapping, suffix: str) -> str:

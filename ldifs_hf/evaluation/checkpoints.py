@@ -10,8 +10,8 @@ from typing import Sequence
 
 from torch import nn
 
-from ..model_folder import ModelFolderError, load_clip_or_classifier, read_model_config
-from ..run_folder import CHECKPOINT_DIR, RunRecord, checkpoint_problem, foreign_checkpoint
+from ..model_folder import ModelFolderError, load_clip_or_classifier, looks_like_hub_id, not_a_hub_id, read_model_config
+from ..run_folder import CHECKPOINT_DIR, RunRecord, RunRecordError, checkpoint_problem, foreign_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -62,13 +62,8 @@ def check_model_path(path: str, what: str = "checkpoint") -> None:
         raise CheckpointError(f"{what} {path!r} is a file, not a model directory; pass the directory that holds its config.json")
     if not looks_like_hub_id(path):
         raise CheckpointError(
-            f"{what} {path!r} does not exist (neither a local directory nor a Hub model id, which has the form 'name' or 'owner/name')"
+            f"{what} {path!r} does not exist (neither a local directory nor a Hub model id: {not_a_hub_id(path)})"
         )
-
-
-def looks_like_hub_id(path: str) -> bool:
-    parts = path.split("/")
-    return len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and os.sep not in path.replace("/", "")
 
 
 def run_record_of(checkpoint) -> RunRecord | None:
@@ -112,9 +107,16 @@ def trainer_progress(path: str) -> tuple[int | None, float | None]:
     state_file = os.path.join(path, "trainer_state.json")
     if not os.path.isfile(state_file):
         return None, None
-    with open(state_file) as f:
-        state = json.load(f)
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, ValueError):  # a damaged state says nothing about progress; the model itself is checked when loaded
+        return None, None
+    if not isinstance(state, dict):
+        return None, None
     step, max_steps = state.get("global_step"), state.get("max_steps")
+    if not isinstance(step, int) or not isinstance(max_steps, (int, type(None))):
+        return None, None
     return step, (100.0 * step / max_steps if step is not None and max_steps else None)
 
 
@@ -125,7 +127,7 @@ def checkpoint_spec(spec: str) -> tuple[str, str, bool]:
     if not os.path.exists(path):
         if looks_like_hub_id(path):  # a model on the Hub (or in its offline cache)
             return method, path, True
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError(f"checkpoint {path!r} does not exist (and is not a Hub id: {not_a_hub_id(path)})")
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a file, not a model directory")
     return method, path, False
@@ -147,7 +149,11 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
         if on_hub:
             entries.append(CheckpointEntry(path, method or path, percent=100.0))
             continue
-        record = run_record_of(path)
+        try:
+            record = run_record_of(path)
+        except RunRecordError as err:  # that run is reported as failed; the other checkpoints are still scored
+            entries.append(CheckpointEntry(path, method or os.path.basename(os.path.normpath(path)), problem=str(err)))
+            continue
         method = method or (record.method if record else None) or os.path.basename(os.path.normpath(path))
         run_entries = []
         final_step = trainer_progress(path)[0] if os.path.isfile(os.path.join(path, "config.json")) else None
@@ -176,7 +182,8 @@ def resolve_checkpoints(specs: Sequence[str], *, include_intermediate: bool = Tr
         for entry in run_entries:
             entry.finetune_task, entry.base_model = (record.dataset if record else None), recorded_base_model(path)
             if record is not None and record.regularizer == "ldifs":  # the distance the run itself regularised
-                entry.ldifs_layers, entry.ldifs_normalization = record.ldifs_layers, record.ldifs_normalization
+                taps = record.regularizer_settings
+                entry.ldifs_layers, entry.ldifs_normalization = taps.get("ldifs_layers"), taps.get("ldifs_normalization")
         entries += run_entries
     return entries
 

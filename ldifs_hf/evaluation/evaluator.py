@@ -1,5 +1,5 @@
-"""Concept-forgetting evaluation (paper eqs. 2 and 3): ZS and LP accuracy of a model on many
-benchmarks, their change against the pretrained model, A_FT, and parameter and feature distances.
+"""Concept-forgetting evaluation: ZS and LP accuracy of a model on many benchmarks, their change
+against the pretrained model (Δ, paper eq. 2), A_FT, and parameter and feature distances (eq. 3).
 
     evaluator = ConceptForgettingEvaluator.from_pretrained("openai/clip-vit-base-patch32", EvaluatorSettings())
     record = evaluator.evaluate(model, ["cifar10", "mnist"], finetune_benchmark="eurosat")
@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
-from ..benchmarks import BenchmarkSpec, LoadedBenchmark, collate_images, image_transform, load_benchmark
+from ..benchmarks import BenchmarkError, BenchmarkSpec, LoadedBenchmark, collate_images, image_transform, load_benchmark
 from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED, fill_templates
 from ..heads import LP_PROTOCOL, extract_features, fit_linear_probe, zero_shot_classifier
 from ..modeling import encode_images
@@ -48,7 +48,7 @@ PRETRAINED_KEY = "pretrained"
 
 
 class BenchmarkScores(TypedDict, total=False):
-    """One model on one benchmark: accuracies in [0, 1], their Δ against the pretrained model, eq. 3."""
+    """One model on one benchmark: accuracies in [0, 1], their Δ against the pretrained model (paper eq. 2)."""
 
     zs_acc: float
     lp_acc: float
@@ -177,6 +177,9 @@ class ConceptForgettingEvaluator:
                 validation_fraction=VALIDATION_FRACTION if s.validation else 0.0, validation_seed=VALIDATION_SEED if s.validation else None,
             )
         _check_promptable(key, loaded.class_names, loaded.templates)
+        for split in ("train", "test"):  # the linear probe fits on train; every accuracy is on test
+            if len(loaded.splits[split]) == 0:
+                raise BenchmarkError(f"the {split} split of {key!r} is empty; scoring it needs at least one {split} example")
         transform = image_transform(self.processor.image_processor)
         names = ("train", "test", "validation") if self.settings.validation else ("train", "test")
         self._raw[key] = {split: loaded.splits[split] for split in names if split in loaded.splits}

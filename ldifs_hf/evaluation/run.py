@@ -41,10 +41,12 @@ from transformers import HfArgumentParser
 from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..benchmarks.catalog import CUSTOM
 from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
-from ..options import OptionTypeError, check_field_types
-from ..run_folder import FolderLock, check_output_dir
+from ..options import OptionTypeError, check_field_types, check_numbers
+from ..run_folder import FolderLock, RunRecordError, check_output_dir, write_failures_explained
 from ..modeling import named_encoder_parameters
 from ..interpolation import check_alpha, load_start_model, parse_alphas, run_directory, start_problem, wise_sweep
+from ..model_folder import CLIP_MODEL_TYPE, ModelFolderError, check_model_type, read_model_config
+from .cache import check_cache_dir
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
 from .claims import CLAIMS_JSON, build_evidence, evidence_markdown, write_evidence
@@ -56,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 # The files an evaluation writes that make a report: one already in output_dir is refused unless overwrite_report.
 REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MD, FRONTIER_CSV, FRONTIER_PLOT, CLAIMS_JSON)
+# Present while the report is written: a report beside it was cut short, and the same command replaces it.
+REPORT_UNFINISHED = ".report_unfinished"
 
 # The settings `ldifs-hf evaluate` exposes, under their own names (the rest are the library's defaults).
 _SETTINGS = ("max_train_samples", "max_eval_samples", "batch_size", "num_workers", "device", "lp_solver", "lp_iterations",
@@ -138,6 +142,7 @@ class EvaluationArguments:
         if self.wise_alphas is not None:  # a list of numbers from the API, kept as the command line writes it
             self.wise_alphas = ",".join(f"{a!r}" for a in parse_alphas(self.wise_alphas, "wise_alphas"))
         check_field_types(self)
+        check_numbers(self)
         self.settings()  # every setting's own check, before anything is loaded
 
     def alphas(self) -> list[float] | None:
@@ -226,8 +231,10 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise FileExistsError(f"output_dir {args.output_dir!r} is a file; pass a directory (created if missing) for the report")
     check_output_dir(args.output_dir)  # writable (a probe file, removed), or its nearest existing parent is
+    if settings.feature_cache_dir:
+        check_cache_dir(settings.feature_cache_dir)
     if args.pretrained:
-        check_model_path(args.pretrained, "pretrained model")
+        check_pretrained_path(args.pretrained)
     with FolderLock(args.output_dir, "output_dir"):  # one writer per report folder, from here to the last file
         return _evaluate_in_folder(args, settings, benchmarks, log_paths)
 
@@ -235,7 +242,10 @@ def run_evaluation(args: EvaluationArguments, *, log_paths: bool = True) -> Eval
 def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, benchmarks: list[str], log_paths: bool) -> EvaluationResult:
     """`run_evaluation` once its arguments are checked and its report folder is held."""
     existing = [f for f in REPORT_FILES if os.path.isfile(os.path.join(args.output_dir, f))]
-    if existing and not args.overwrite_report:  # checked while held: no other writer can add one meanwhile
+    unfinished = os.path.isfile(os.path.join(args.output_dir, REPORT_UNFINISHED))
+    if existing and unfinished:
+        logger.warning("%s holds a report whose writing was interrupted (%s): it is replaced", args.output_dir, ", ".join(existing))
+    elif existing and not args.overwrite_report:  # checked while held: no other writer can add one meanwhile
         raise FileExistsError(
             f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another --output_dir "
             "or pass --overwrite_report to replace it"
@@ -253,7 +263,7 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
         raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
     if not args.pretrained:
         try:
-            check_model_path(pretrained, "pretrained model")
+            check_pretrained_path(pretrained)
         except CheckpointError as err:
             raise CheckpointError(f"{err}; it is the base model the checkpoint's run recorded: pass --pretrained") from None
     logger.info("evaluating %d checkpoint(s) against %s on %s", len(entries), pretrained, ", ".join(benchmarks))
@@ -266,13 +276,19 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     pretrained_accuracy = evaluator.pretrained_accuracies(benchmarks)
     records = evaluate_checkpoints(evaluator, entries, benchmarks, distances=args.distances, wise_alphas=alphas)
 
-    # 4. Results: JSON, CSV, Markdown table and plots.
-    paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy, benchmarks=benchmarks,
-                         plots=args.plots)
-    for stale in (FRONTIER_CSV, FRONTIER_PLOT, CLAIMS_JSON):  # a replaced report's frontier must not outlive it when this one has none
-        if os.path.isfile(os.path.join(args.output_dir, stale)):
-            os.remove(os.path.join(args.output_dir, stale))
-    paths.update(_write_claims(records, args.output_dir, plot=args.plots))
+    # 4. Results: JSON, CSV, Markdown table and plots; marked unfinished until the last is written, so that
+    # the same command replaces a report cut short (a kill, a full disk) rather than refusing it.
+    rerun = "it scores the checkpoints again and replaces the unfinished report"
+    with write_failures_explained(args.output_dir, files="the report", rerun=rerun):
+        os.makedirs(args.output_dir, exist_ok=True)
+        open(os.path.join(args.output_dir, REPORT_UNFINISHED), "w").close()
+        paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy,
+                             benchmarks=benchmarks, plots=args.plots)
+        for stale in (FRONTIER_CSV, FRONTIER_PLOT, CLAIMS_JSON):  # a replaced report's frontier must not outlive it when this one has none
+            if os.path.isfile(os.path.join(args.output_dir, stale)):
+                os.remove(os.path.join(args.output_dir, stale))
+        paths.update(_write_claims(records, args.output_dir, plot=args.plots))
+        os.remove(os.path.join(args.output_dir, REPORT_UNFINISHED))
     if log_paths:
         for name, path in paths.items():
             logger.info("wrote %s: %s", name, path)
@@ -312,6 +328,19 @@ def check_validation_splits(entries: Sequence[CheckpointEntry]) -> None:
         raise ValueError(f"--validation scores the validation split a run holds out by default ({VALIDATION_FRACTION:g} of train, seed "
                          f"{VALIDATION_SEED}); these runs held out another, so their validation rows may be their training rows: "
                          + "; ".join(problems))
+
+
+def check_pretrained_path(path: str) -> None:
+    """The pretrained model exists (`check_model_path`) and, a local folder, is a CLIPModel: it gives the text
+    tower, which a classifier has not; refused from its config, before anything loads."""
+    check_model_path(path, "pretrained model")
+    if os.path.isdir(path):
+        try:
+            check_model_type(read_model_config(path, what="pretrained model"), path, (CLIP_MODEL_TYPE,), what="pretrained model",
+                             purpose="the pretrained model gives the text tower and the reference of every Δ",
+                             classifier_hint="pass the base model its run started from (base_model in its ldifs_run.json)")
+        except ModelFolderError as err:
+            raise CheckpointError(str(err)) from None
 
 
 def evaluate(**kwargs) -> EvaluationResult:
@@ -376,14 +405,17 @@ def evaluate_checkpoints(
 
 def run_facts(checkpoint: str) -> dict:
     """What a checkpoint's run record says that places its scores on the frontier: "lambda", the weight
-    of the run's regularizer (ldifs_lambda for LDIFS, l2sp_lambda for L2SP, None for any other); "seed"
+    of the run's regularizer as it recorded it (`regularizer_weight`; None without a weighted term); "seed"
     when the run recorded its settings; "alpha" for a folder `ldifs-hf interpolate` wrote (the run at
     that α); "method_spec", the method's facts the claims pair methods by, when the run recorded them.
     {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
-    record = run_record_of(checkpoint)
+    try:
+        record = run_record_of(checkpoint)
+    except RunRecordError:  # a damaged record: the checkpoint is reported as failed, with the reason
+        return {}
     if record is None:
         return {}
-    facts = {"lambda": {"ldifs": record.ldifs_lambda, "l2sp": record.l2sp_lambda}.get(record.regularizer)}
+    facts = {"lambda": record.regularizer_weight}
     if (record.settings or {}).get("seed") is not None:
         facts["seed"] = record.settings["seed"]
     if record.method_spec:

@@ -16,6 +16,5 @@ _EXPORTS = {
     "held_out_loss": ".retain",
     "load_retain_texts": ".retain",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = sorted(_EXPORTS)

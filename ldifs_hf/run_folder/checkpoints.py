@@ -21,9 +21,9 @@ CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 # Any of these makes a directory hold model weights (single file or sharded, safetensors or torch).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRAINER_STATE = "trainer_state.json"
-# What makes two runs the same run, as far as a checkpoint's numbers are concerned (and `settings`,
-# when both records have them).
-IDENTITY_FIELDS = ("method", "dataset", "base_model", "regularizer", "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
+# What makes two runs the same run, as far as a checkpoint's numbers are concerned (and the regularizer's
+# settings and `settings`, those both records have).
+IDENTITY_FIELDS = ("method", "dataset", "base_model", "regularizer")
 
 
 def checkpoint_problem(path: str, *, check_files: bool = False) -> str | None:
@@ -40,12 +40,39 @@ def checkpoint_problem(path: str, *, check_files: bool = False) -> str | None:
         return f"it has no model weights ({' or '.join(WEIGHT_FILES[::2])}; a save was interrupted)"
     try:
         with open(os.path.join(path, TRAINER_STATE)) as f:
-            json.load(f)
+            state = json.load(f)
     except FileNotFoundError:
         return f"it has no {TRAINER_STATE}, which the Trainer writes last (a save was interrupted)"
     except (OSError, ValueError) as err:
         return f"its {TRAINER_STATE} is unreadable ({err}; a save was interrupted)"
+    problem = _state_problem(path, state) or _record_problem(path)
+    if problem is not None:
+        return problem
     return damaged_file(path) if check_files else None
+
+
+def _state_problem(path: str, state) -> str | None:
+    """Why a parsed `trainer_state.json` cannot be trusted: not the Trainer's (no whole-number
+    `global_step`), or a step that is not the folder's own `checkpoint-N` (an edited or copied state,
+    which would make the Trainer resume at the wrong step or take a short run for a finished one)."""
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its {TRAINER_STATE} is not a Trainer state (no whole-number global_step; got {json.dumps(state)[:80]})"
+    match = CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(path)))
+    if match and int(match.group(1)) != step:
+        return f"its {TRAINER_STATE} says global_step {step}, not the folder's step {match.group(1)} (edited or copied from another checkpoint)"
+    return None
+
+
+def _record_problem(path: str) -> str | None:
+    """Why the run record a checkpoint carries (`training.guards.RunIdentityCallback`) cannot be read, or None."""
+    if not os.path.isfile(os.path.join(path, RUN_RECORD_FILE)):
+        return None
+    try:
+        RunRecord.load(path)
+    except (OSError, ValueError) as err:
+        return str(err)
+    return None
 
 
 def damaged_file(path: str) -> str | None:
@@ -57,21 +84,27 @@ def damaged_file(path: str) -> str | None:
     """
     for name in sorted(os.listdir(path)):
         file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            continue
-        try:
-            if name.endswith(".json"):
-                with open(file) as f:
-                    json.load(f)
-            elif name.endswith(".safetensors"):
-                _check_safetensors(file)
-            elif name.endswith((".pt", ".pth", ".bin")):
-                with zipfile.ZipFile(file) as archive:
-                    bad = archive.testzip()
-                if bad is not None:
-                    raise ValueError(f"its entry {bad} fails its CRC check")
-        except (OSError, ValueError, zipfile.BadZipFile, struct.error) as err:
-            return f"{file} is damaged ({' '.join(str(err).split())[:200]})"
+        if os.path.isfile(file) and (problem := file_damage(file)) is not None:
+            return problem
+    return None
+
+
+def file_damage(file: str) -> str | None:
+    """'<file> is damaged (why)' when a JSON, safetensors or torch file fails the checks of `damaged_file`
+    (other files are not checked), else None."""
+    try:
+        if file.endswith(".json"):
+            with open(file) as f:
+                json.load(f)
+        elif file.endswith(".safetensors"):
+            _check_safetensors(file)
+        elif file.endswith((".pt", ".pth", ".bin")):
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise ValueError(f"its entry {bad} fails its CRC check")
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error) as err:
+        return f"{file} is damaged ({' '.join(str(err).split())[:200]})"
     return None
 
 
@@ -103,6 +136,11 @@ def foreign_checkpoint(checkpoint: str, run: RunRecord | None) -> str | None:
         return None
     own = RunRecord.load(checkpoint)
     differ = [f"{n} {getattr(own, n)!r} vs {getattr(run, n)!r}" for n in IDENTITY_FIELDS if getattr(own, n) != getattr(run, n)]
+    # The regularizer's settings, those both records have (a record of the earlier format has fewer).
+    differ += [
+        f"{key} {own.regularizer_settings[key]!r} vs {run.regularizer_settings[key]!r}"
+        for key in run.regularizer_settings if key in own.regularizer_settings and own.regularizer_settings[key] != run.regularizer_settings[key]
+    ]
     if own.settings and run.settings:
         differ += [
             f"{key} {own.settings[key]!r} vs {run.settings[key]!r}"

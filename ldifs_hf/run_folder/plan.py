@@ -6,15 +6,18 @@ Everything here is decided before anything expensive: `check_output_dir` (writab
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
-from .checkpoints import checkpoint_problem, last_complete_checkpoint
+from .checkpoints import WEIGHT_FILES, checkpoint_problem, last_complete_checkpoint
 from .lock import HOLDER_FILE, LOCK_FILE
-from .record import RUN_RECORD_FILE, RunRecord
+from .record import RUN_RECORD_FILE, RunRecord, RunRecordError
 
 EXPORT_FOLDER = "clip"
 # The classifier a run started from (its initial ZS or LP head), which weight interpolation goes back to.
@@ -28,9 +31,17 @@ RUN_OUTPUTS = RUN_MARKERS + (
     "model.safetensors.index.json", "train_results.json", "eval_results.json", "training_args.bin",
     "forgetting_log.json", "forgetting_log.jsonl", START_HEAD_FILE,
 )
+# What the Trainer saves beside the model (the processor, the classifier's source files): rewritten by
+# every run, so nothing of an earlier run lives on in them.
+SAVED_BESIDE = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "processor_config.json",
+    "preprocessor_config.json", "configuration_ldifs_clip.py", "modeling_ldifs_clip.py",
+)
 # A checkpoint holds the weights, AdamW's two moments (float32) and the final model and export come on
 # top: about six copies of the base model's weight file is the least the output directory must hold.
 CHECKPOINT_SIZE_FACTOR = 6
+# What a sequence of tasks (`training.sequences`) writes in its folder beside its task folders.
+SEQUENCE_FILE = "sequence.json"
 
 
 @dataclass
@@ -68,6 +79,11 @@ def plan_output_dir(
     if not entries:  # missing, or empty but for the lock this command holds
         return OutputPlan(resume_from=None if resume_from_checkpoint in (None, False) else resume_from_checkpoint)
     if RUN_RECORD_FILE not in entries:
+        if SEQUENCE_FILE in entries:
+            raise ValueError(
+                f"output_dir {output_dir!r} holds a sequence of tasks ({SEQUENCE_FILE}), whose runs are in its task folders; a single run "
+                "does not go beside them: choose another --output_dir"
+            )
         ours = [e for e in entries if e in RUN_MARKERS or e.startswith("checkpoint-")]
         if ours and overwrite:
             raise ValueError(
@@ -83,12 +99,18 @@ def plan_output_dir(
     if overwrite:
         remove_earlier_run(output_dir)
         return OutputPlan(resume_from=resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None)
-    earlier = RunRecord.load(output_dir)
+    try:
+        earlier = RunRecord.load(output_dir)
+    except RunRecordError as err:
+        raise ValueError(f"{err}: output_dir {output_dir!r} cannot be continued; pass --overwrite_output_dir to start afresh, or choose another --output_dir") from None
     if earlier.alpha is not None:
         raise ValueError(
             f"output_dir {output_dir!r} holds a weight interpolation (alpha {earlier.alpha:g}) of {earlier.source_run!r}, not a run; "
             "choose another --output_dir or pass --overwrite_output_dir"
         )
+    # A moved or copied run is read as where it is now (a sequence's task: with its siblings).
+    in_sequence = os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(output_dir)), SEQUENCE_FILE))
+    recorded, earlier = earlier, earlier.moved_to(output_dir, with_siblings=in_sequence)
     if (earlier.method, earlier.dataset) != (method, dataset):
         raise ValueError(
             f"output_dir {output_dir!r} holds a {earlier.method} run on {earlier.dataset}, not {method} on {dataset}; "
@@ -102,10 +124,26 @@ def plan_output_dir(
             "--output_dir, or pass --overwrite_output_dir to replace it"
         )
     if earlier.completed:
+        _check_finished_files(output_dir, earlier)
+        if earlier is not recorded:  # a moved or copied run: its record names where it is now
+            earlier.save(output_dir)
         return OutputPlan(finished=earlier)
     if isinstance(resume_from_checkpoint, str):
         return OutputPlan(resume_from=resume_from_checkpoint)
     return OutputPlan(resume_from=last_complete_checkpoint(output_dir, earlier, check_files=True))
+
+
+def _check_finished_files(output_dir: str, record: RunRecord) -> None:
+    """A run recorded finished still holds its model and export: one deleted since is not returned as done."""
+    export = os.path.join(output_dir, EXPORT_FOLDER) if record.export_dir is not None else None
+    needed = [(output_dir, "config.json"), *((export, "config.json"),) * (export is not None)]
+    missing = [os.path.join(folder, name) for folder, name in needed if not os.path.isfile(os.path.join(folder, name))]
+    missing += [f"{folder}/ weights" for folder in (output_dir, export) if folder and not any(os.path.isfile(os.path.join(folder, w)) for w in WEIGHT_FILES)]
+    if missing:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a run recorded as finished whose files are gone ({', '.join(missing[:3])}); restore them, "
+            "or pass --overwrite_output_dir to train it again"
+        )
 
 
 def _check_inputs_outside(output_dir: str, inputs: Mapping[str, str | None]) -> None:
@@ -133,18 +171,41 @@ def changed_settings(earlier: dict | None, now: dict | None) -> str:
 
 def remove_earlier_run(output_dir: str) -> None:
     """Remove what an earlier run wrote that a new run would otherwise mix with its own: checkpoints,
-    the export, the run record, and the final model, state and results the Trainer wrote. Other
-    files (a user's README.md, notes) and the folder's lock are left alone."""
-    for entry in os.listdir(output_dir):
+    the export, the final model, state and results the Trainer wrote, and last the run record. Other
+    files (a user's README.md, notes) and the folder's lock are left alone.
+
+    A symbolic link among them is removed as a link: what it points to is never touched. The record
+    goes last, so a removal that fails half-way (named in one line, with its path) leaves a folder that
+    is still this run's, and the same command removes the rest."""
+    entries = sorted(os.listdir(output_dir), key=lambda entry: entry == RUN_RECORD_FILE)
+    for entry in entries:
         path = os.path.join(output_dir, entry)
+        is_folder = os.path.isdir(path) and not os.path.islink(path)
         if entry in (LOCK_FILE, HOLDER_FILE):
             continue
-        if entry.startswith("checkpoint-") and os.path.isdir(path):
-            shutil.rmtree(path)
-        elif entry == EXPORT_FOLDER and os.path.isdir(path):
-            shutil.rmtree(path)
+        if (entry.startswith("checkpoint-") or entry == EXPORT_FOLDER) and (is_folder or os.path.islink(path)):
+            _remove(path, is_folder)
         elif entry in (RUN_RECORD_FILE, *RUN_OUTPUTS) or (entry.startswith("model-") and entry.endswith(".safetensors")):
-            os.remove(path)
+            _remove(path, is_folder)
+
+
+def _remove(path: str, is_folder: bool) -> None:
+    """Remove a file, a link (not what it points to) or a folder tree whose own links are removed as links."""
+    def failed(function, failed_path, error):
+        error = error if isinstance(error, BaseException) else error[1]
+        raise OSError(
+            f"--overwrite_output_dir could not remove {failed_path} ({getattr(error, 'strerror', None) or error}); nothing else of the "
+            "earlier run was lost: fix its permissions (or remove it yourself) and rerun the same command"
+        ) from None
+
+    if is_folder:
+        # rmtree unlinks the links inside the tree, never following them (onexc from Python 3.12, onerror before)
+        shutil.rmtree(path, **({"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}))
+        return
+    try:
+        os.remove(path)
+    except OSError as err:
+        failed(os.remove, path, err)
 
 
 def check_output_dir(output_dir: str, model_bytes: int | None = None) -> None:
@@ -154,17 +215,12 @@ def check_output_dir(output_dir: str, model_bytes: int | None = None) -> None:
     The check writes and removes a probe file, because permission bits say nothing for root or on
     read-only mounts; it creates nothing that stays.
     """
-    existing = os.path.abspath(output_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = _nearest_existing(output_dir)
     if not os.path.isdir(existing):
         raise OSError(f"output_dir {output_dir!r} cannot be created: {existing!r} is a file, not a directory")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".ldifs_write_probe_", dir=existing)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as err:
-        raise OSError(f"output_dir {output_dir!r} is not writable ({existing!r}: {err.strerror or err}); choose another --output_dir") from err
+    problem = unwritable(existing)
+    if problem:
+        raise OSError(f"output_dir {output_dir!r} is not writable ({existing!r}: {problem}); choose another --output_dir")
     if model_bytes:
         free = shutil.disk_usage(existing).free
         needed = CHECKPOINT_SIZE_FACTOR * model_bytes
@@ -174,3 +230,82 @@ def check_output_dir(output_dir: str, model_bytes: int | None = None) -> None:
                 f"({CHECKPOINT_SIZE_FACTOR} x its {model_bytes / 2**20:.0f} MiB of weights: checkpoint with optimizer state, final model, export); "
                 "free some space or choose another --output_dir"
             )
+
+
+def _nearest_existing(path: str) -> str:
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
+def unwritable(directory: str) -> str | None:
+    """Why no file can be created in the existing `directory` (a probe file written and removed), or None."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".ldifs_write_probe_", dir=directory)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be used as a folder to write into (created if missing): a file where it or a
+    parent should be, or a nearest existing parent that takes no new file; None when it can."""
+    existing = _nearest_existing(os.fspath(path))
+    if not os.path.isdir(existing):
+        return f"{existing!r} is a file, not a folder"
+    problem = unwritable(existing)
+    return f"{existing!r}: {problem}" if problem else None
+
+
+# What the same command does after a write failed (`explain_write_failure`'s `rerun`).
+RUN_RERUN = "it continues from the last complete checkpoint (a half-written one is skipped)"
+
+
+def explain_write_failure(
+    error: BaseException, output_dir: str, model_bytes: int | None = None, *, files: str = "the run's files", rerun: str = RUN_RERUN,
+) -> OSError | None:
+    """An `OSError` saying the output directory's disk is full when writing `files` failed with (almost)
+    no space left there, or that a quota or file-size limit was reached, or None; `rerun` says what the
+    same command does next. torch reports a full disk during a checkpoint as a bare RuntimeError ("file
+    write failed"); the half-written checkpoint it leaves is skipped when the run resumes."""
+    from safetensors import SafetensorError  # what a full disk raises while weights are written
+
+    if not isinstance(error, (OSError, RuntimeError, SafetensorError)) or not os.path.isdir(output_dir):
+        return None
+    free = shutil.disk_usage(output_dir).free
+    if free >= max(model_bytes or 0, 2**20):
+        if not _is_a_write_limit(error):
+            return None
+        return OSError(
+            f"writing {files} in output_dir {output_dir!r} failed: a disk quota or file-size limit was reached "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); raise the limit or free some space and rerun the same command: {rerun}"
+        )
+    return OSError(
+        f"the disk of output_dir {output_dir!r} is full ({free / 2**20:.1f} MiB free) and writing {files} failed "
+        f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); free some space and rerun the same command: {rerun}"
+    )
+
+
+def _is_a_write_limit(error: BaseException) -> bool:
+    """A quota or file-size limit stopped a write although the disk has room: the OS says so by errno;
+    torch's checkpoint writer says only that the file ended short ("unexpected pos A vs B")."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.EDQUOT, errno.EFBIG)
+    return "unexpected pos" in str(error) and "inline_container" in str(error)
+
+
+@contextlib.contextmanager
+def write_failures_explained(output_dir: str, **words):
+    """A failure while a command writes into `output_dir` (a run's checkpoints, final model or export; a
+    report), with the disk full or a quota reached, is reported as that, in one line naming `output_dir`
+    (`words`: `explain_write_failure`'s `files` and `rerun`)."""
+    try:
+        yield
+    except Exception as err:
+        explained = explain_write_failure(err, output_dir, **words)
+        if explained is None:
+            raise
+        raise explained from err

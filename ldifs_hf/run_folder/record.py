@@ -12,7 +12,15 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..options import check_field_types
+
 RUN_RECORD_FILE = "ldifs_run.json"
+# Records written before the regularizer reported its own settings kept the built-ins' as fields of their own.
+_EARLIER_FIELDS = ("ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization")
+
+
+class RunRecordError(ValueError):
+    """An `ldifs_run.json` that cannot be read as a run record: the message names the file."""
 
 
 @dataclass
@@ -23,10 +31,12 @@ class RunRecord:
         method: the method's registry name (e.g. "lp-init-ldifs").
         dataset: the fine-tuning benchmark's name.
         base_model: the pretrained model it started from (Hub id or local directory).
-        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", ...).
-        ldifs_lambda / l2sp_lambda: the regularizer weights.
-        ldifs_layers / ldifs_normalization: the LDIFS taps and normalisation (None without LDIFS).
-        regularizer_text: the regularizer's own model-card text (its `describe`); None in older records.
+        regularizer: a registered regularizer's name ("none", "l2sp", "ldifs", "kl", ...).
+        regularizer_settings: what the regularizer reports of its settings (its `record`: every setting, e.g.
+            LDIFS's weight and the taps it used), JSON values; {} without settings.
+        regularizer_weight: its weight λ in the loss (None without a weighted term), as the regularizer reads it
+            from its settings: what the frontier, the tables and the cards show as λ.
+        regularizer_text: the regularizer's own model-card text (its `describe`).
         dataset_splits: which data each split used, in words.
         text_tower: "pretrained", or "fine-tuned (FLYP)" for the methods that train it.
         results: A_FT on the validation and test splits ("validation_accuracy", "test_accuracy").
@@ -46,10 +56,8 @@ class RunRecord:
     dataset: str
     base_model: str
     regularizer: str = "none"
-    ldifs_lambda: float | None = None
-    l2sp_lambda: float | None = None
-    ldifs_layers: list[int] | None = None
-    ldifs_normalization: str | None = None
+    regularizer_settings: dict = field(default_factory=dict)
+    regularizer_weight: float | None = None
     regularizer_text: str | None = None
     dataset_splits: str | None = None
     text_tower: str = "pretrained"
@@ -71,6 +79,8 @@ class RunRecord:
         missing = [name for name in ("method", "dataset", "base_model") if name not in data]
         if missing:
             raise ValueError(f"a run record needs {missing}; got keys {sorted(data)}")
+        if any(name in data for name in _EARLIER_FIELDS):
+            data = _from_earlier_format(data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, directory: str | os.PathLike) -> str:
@@ -84,8 +94,47 @@ class RunRecord:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "RunRecord":
-        with open(os.path.join(directory, RUN_RECORD_FILE)) as f:
-            return cls.from_dict(json.load(f))
+        """The record in `directory`; a file that is not a run record raises a RunRecordError naming it."""
+        path = os.path.join(directory, RUN_RECORD_FILE)
+        if os.path.isdir(path):
+            raise RunRecordError(f"{path} is a directory, not a run record")
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except ValueError as err:
+                raise RunRecordError(f"{path} is damaged: not JSON ({err}); it was edited or cut short") from None
+        if not isinstance(data, dict):
+            raise RunRecordError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not a run record")
+        try:
+            record = cls.from_dict(data)
+            check_field_types(record)  # e.g. settings that are not an object would compare as "unchanged"
+        except (TypeError, ValueError) as err:
+            raise RunRecordError(f"{path} is damaged: {err}") from None
+        return record
+
+    def moved_to(self, directory: str | os.PathLike, *, with_siblings: bool = False) -> "RunRecord":
+        """This run's record as read from `directory`, where the run now is: a run moved or copied there
+        keeps naming its old folder in `output_dir` and `export_dir` until these are rewritten to where it
+        is. `with_siblings`: its parent folder moved with it (a sequence's task), so the inputs it took
+        from a sibling (the previous task's export: `base_model`, the settings' model paths) move too."""
+        directory = os.path.abspath(os.fspath(directory))
+        old = self.output_dir
+        if old is None or os.path.abspath(old) == directory:
+            return self
+        old = os.path.abspath(old)
+
+        def moved(path, root_from, root_to):
+            if not isinstance(path, str) or not os.path.abspath(path).startswith(root_from.rstrip(os.sep) + os.sep):
+                return path
+            return os.path.join(root_to, os.path.relpath(os.path.abspath(path), root_from))
+
+        values = {"output_dir": directory, "export_dir": moved(self.export_dir, old, directory)}
+        if with_siblings:
+            parents = (os.path.dirname(old), os.path.dirname(directory))
+            values["base_model"] = moved(self.base_model, *parents)
+            if self.settings is not None:
+                values["settings"] = {k: moved(v, *parents) if k.endswith("name_or_path") else v for k, v in self.settings.items()}
+        return dataclasses.replace(self, **values)
 
     @classmethod
     def find(cls, checkpoint: str | os.PathLike) -> "RunRecord | None":
@@ -96,3 +145,28 @@ class RunRecord:
             if os.path.isfile(os.path.join(directory, RUN_RECORD_FILE)):
                 return cls.load(directory)
         return None
+
+
+def _from_earlier_format(data: dict) -> dict:
+    """A record of the earlier format (`ldifs_lambda`, `l2sp_lambda`, `ldifs_layers`, `ldifs_normalization` as fields;
+    `regularizer_text` absent in the oldest) in today's shape: the run's own regularizer's settings as its
+    `regularizer_settings`, its λ as `regularizer_weight`, and the card text those records were given."""
+    data = dict(data)
+    earlier = {name: data.pop(name, None) for name in _EARLIER_FIELDS}
+    regularizer = data.get("regularizer") or "none"
+    if regularizer == "ldifs":
+        own = {"ldifs_lambda": earlier["ldifs_lambda"], "ldifs_layers": earlier["ldifs_layers"],
+               "ldifs_normalization": earlier["ldifs_normalization"] or "token"}
+        weight = own["ldifs_lambda"]
+        text = f"LDIFS, λ = {weight}, {own['ldifs_normalization']} normalisation, taps {own['ldifs_layers']}"
+    elif regularizer == "l2sp":
+        own = {"l2sp_lambda": earlier["l2sp_lambda"]}
+        weight = own["l2sp_lambda"]
+        text = f"L2SP, λ = {weight}"
+    else:
+        own, weight, text = {}, None, regularizer
+    data.setdefault("regularizer_settings", own)
+    data.setdefault("regularizer_weight", weight)
+    if not data.get("regularizer_text"):
+        data["regularizer_text"] = text
+    return data

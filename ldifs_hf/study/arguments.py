@@ -19,9 +19,11 @@ from ..benchmarks.catalog import NINE
 from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..console import LOG_FILE
 from ..evaluation.settings import EvaluatorSettings, setting_field
-from ..options import check_json_options
-from ..training import get_method, list_methods
-from ..training.arguments import DEFAULT_MODEL, FINETUNE_ARGUMENTS
+from ..options import check_json_options, check_numbers
+from ..training import get_method
+from ..training.arguments import DEFAULT_MODEL, FINETUNE_ARGUMENTS, weight_arguments, weight_of
+from ..training.methods import method_names
+from ..training.terms import get_regularizer
 from ..training.sequences import REFERENCES, SEQUENCE_SEPARATOR, parse_tasks
 from ..utils import lambda_folder, parse_lambdas, parse_seeds
 from ..world.settings import WORLD_SIZES
@@ -34,8 +36,8 @@ CELLS_FOLDER = "cells"
 # The evaluation settings every cell shares: setting -> the study's argument that holds it.
 EVALUATION_SETTINGS = {"lp_iterations": "lp_iterations", "max_train_samples": "eval_max_train_samples",
                        "max_eval_samples": "eval_max_eval_samples", "batch_size": "eval_batch_size", "num_workers": "eval_num_workers"}
-# A regularizer with a λ sweep: its name -> (the study's list of weights, the fine-tuning argument it sets).
-LAMBDA_SWEEPS = {"ldifs": ("ldifs_lambdas", "ldifs_lambda"), "l2sp": ("l2sp_lambdas", "l2sp_lambda")}
+# The earlier flags of the λ sweeps, each the same as one entry of `lambdas`: flag -> regularizer.
+LAMBDA_ALIASES = {"ldifs_lambdas": "ldifs", "l2sp_lambdas": "l2sp"}
 
 
 @dataclass
@@ -43,7 +45,9 @@ class StudyArguments:
     """The grid, the settings every cell shares, and where and how the cells run."""
 
     output_dir: str = field(default="runs/study", metadata={"help": "The study's folder: cells/, study.json, the tables and figures."})
-    methods: str = field(default="all", metadata={"help": "'all' (the paper's eight) or a comma-separated list of methods."})
+    methods: str = field(
+        default="all", metadata={"help": "A comma-separated list of methods; 'all' stands for the paper's eight (e.g. 'all,lp-init-kl')."}
+    )
     finetune_tasks: str = field(
         default="all",
         metadata={"help": "Comma-separated fine-tune tasks; a sequence is written a>b (e.g. 'eurosat,svhn>cifar10'). "
@@ -75,18 +79,19 @@ class StudyArguments:
                   "-1: each cell's own fine-tuning seed. The default scores the pretrained model identically in every cell, "
                   "so seeds vary the fine-tuning only."},
     )
-    ldifs_lambdas: str | None = field(
-        default=None,
-        metadata={"help": "A λ sweep of the LDIFS methods: comma-separated weights, each its own cells (folder lambda-<λ>). "
-                  "Default: one cell per task and seed at the fine-tuning arguments' ldifs_lambda, in today's folders."},
+    lambdas: list[str] = field(
+        default_factory=list,
+        metadata={"help": "λ sweeps, one entry per regularizer after one --lambdas: REGULARIZER=w1,w2,... (e.g. --lambdas "
+                  "ldifs=1,10,100 kl=0.1,1); each weight is its own cells of that regularizer's methods (folder lambda-<λ>). "
+                  "Default: none, one cell per task and seed at the fine-tuning arguments' λ, in today's folders."},
     )
-    l2sp_lambdas: str | None = field(
-        default=None, metadata={"help": "The same for the L2SP methods' l2sp_lambda (e.g. '0.05,0.5,5')."}
-    )
+    ldifs_lambdas: str | None = field(default=None, metadata={"help": "The same as --lambdas ldifs=WEIGHTS (e.g. '1,10,100')."})
+    l2sp_lambdas: str | None = field(default=None, metadata={"help": "The same as --lambdas l2sp=WEIGHTS (e.g. '0.05,0.5,5')."})
     lambda_sweep_methods: str = field(
         default="all",
-        metadata={"help": "The methods whose λ is swept: 'all' (every LDIFS and L2SP method the study runs) or a comma-separated "
-                  "list of LDIFS or L2SP methods (those of them the study runs); the others run at the fine-tuning arguments' λ."},
+        metadata={"help": "The methods whose λ is swept: 'all' (every method the study runs whose regularizer --lambdas sweeps) "
+                  "or a comma-separated list of regularized methods (those of them the study runs); the others run at the "
+                  "fine-tuning arguments' λ."},
     )
     wise_alphas: str | None = field(
         default=None,
@@ -127,6 +132,7 @@ class StudyArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
         if self.workers < 1:
@@ -172,24 +178,22 @@ class StudyArguments:
         """Each λ list sweeps some cell of the methods the study runs (`known`); the fine-tuning arguments'
         λ is some cell's; under the cross frontier the sweeps cross at the main λ."""
         swept = self.swept_methods()
-        for regularizer, (list_name, argument) in LAMBDA_SWEEPS.items():
-            if getattr(self, list_name) is None:
-                continue
-            weights = self.lambda_list(list_name)
+        for regularizer, weights in self.lambda_sweeps().items():
+            flag = self._sweep_flag(regularizer)
             if not any(get_method(m).regularizer == regularizer for m in swept):
                 raise ValueError(
-                    f"--{list_name} {getattr(self, list_name)!r} sweeps no cell: no {regularizer.upper()} method the study runs "
-                    f"({', '.join(known) or 'none'}) is among lambda_sweep_methods {self.lambda_sweep_methods!r}; "
-                    f"leave --{list_name} out, or run and name such a method"
+                    f"{flag} sweeps no cell: no {regularizer.upper()} method the study runs ({', '.join(known) or 'none'}) is among "
+                    f"lambda_sweep_methods {self.lambda_sweep_methods!r}; leave it out, or run and name such a method"
                 )
-            if argument in self.finetune_options:
+            argument, given = get_regularizer(regularizer).weight_field, self._main_weight_given(regularizer)
+            if given is not None:
                 # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
                 unswept = [m for m in known if get_method(m).regularizer == regularizer and m not in swept]
-                if not unswept and not (self.frontier == "cross" and self.finetune_options[argument] in weights):
+                if not unswept and not (self.frontier == "cross" and self.main_lambda(regularizer) in weights):
                     raise ValueError(
-                        f"finetune_options sets {argument}={self.finetune_options[argument]!r}, which no cell uses: --{list_name} sweeps "
-                        f"every {regularizer.upper()} method and each cell takes its λ from that list; give the weights in "
-                        f"--{list_name} only (with --frontier cross, {argument} names the main weight, one of the list's)"
+                        f"finetune_options sets {argument}={given!r}, which no cell uses: {flag} sweeps every {regularizer.upper()} "
+                        f"method and each cell takes its λ from that list; give the weights in --lambdas only (with "
+                        f"--frontier cross, {argument} names the main weight, one of the list's)"
                     )
             if self.frontier == "cross":
                 # The sweeps cross at the main λ: a swept method without a cell there would have no checkpoints and no α.
@@ -197,22 +201,41 @@ class StudyArguments:
                 if main not in weights:
                     raise ValueError(
                         f"--frontier cross crosses the sweeps at the main {argument}={main:g} (the fine-tuning arguments' own), "
-                        f"which --{list_name} {getattr(self, list_name)!r} lacks: add it to the list, or set {argument} in "
-                        f"finetune_options to one of the weights"
+                        f"which {flag} lacks: add it to the list, or set {argument} in finetune_options to one of the weights"
                     )
+
+    def lambda_sweeps(self) -> dict[str, list[float]]:
+        """Regularizer -> the weights its methods are swept over: `lambdas`' entries and the earlier flags'
+        (`ldifs_lambdas`, `l2sp_lambdas`); {} without a sweep."""
+        entries = [(entry, "--lambdas") for entry in self.lambdas]
+        entries += [(f"{regularizer}={getattr(self, flag)}", f"--{flag}") for flag, regularizer in LAMBDA_ALIASES.items()
+                    if getattr(self, flag) is not None]
+        return parse_lambda_sweeps(entries)
+
+    def _sweep_flag(self, regularizer: str) -> str:
+        """The option that gave `regularizer`'s sweep, as the user wrote it (for errors)."""
+        alias = next((f for f, r in LAMBDA_ALIASES.items() if r == regularizer and getattr(self, f) is not None), None)
+        if alias is not None:
+            return f"--{alias} {getattr(self, alias)!r}"
+        return "--lambdas " + next(e for e in self.lambdas if e.partition("=")[0].strip() == regularizer)
+
+    def _main_weight_given(self, regularizer: str):
+        """The weight of `regularizer` that finetune_options set (its flag, or its entry of regularizer_options), or None."""
+        name = get_regularizer(regularizer).weight_field
+        options = self.finetune_options.get("regularizer_options") or {}
+        return self.finetune_options.get(name, options.get(name) if isinstance(options, dict) else None)
 
     def seed_list(self) -> list[int]:
         return parse_seeds(self.seeds)
 
     def method_names(self, strict: bool = True) -> list[str]:
         """The methods of the grid (`strict=False`: unknown names are left out, for the grid to refuse by name)."""
-        names = list_methods() if self.methods.strip() == "all" else [m.strip() for m in self.methods.split(",") if m.strip()]
         if strict:
-            return [get_method(m).name for m in names]
+            return method_names(self.methods)
         known = []
-        for name in names:
+        for item in self.methods.split(","):
             try:
-                known.append(get_method(name).name)
+                known += method_names(item)
             except ValueError:
                 pass
         return known
@@ -220,18 +243,14 @@ class StudyArguments:
     def swept_methods(self) -> list[str]:
         """The methods whose λ the study sweeps: `lambda_sweep_methods` among those it runs, each with a
         sweep of its regularizer's weights."""
-        with_sweep = [r for r, (list_name, _) in LAMBDA_SWEEPS.items() if getattr(self, list_name) is not None]
-        return swept_methods(self.method_names(strict=False), self.lambda_sweep_methods, with_sweep)
+        return swept_methods(self.method_names(strict=False), self.lambda_sweep_methods, list(self.lambda_sweeps()))
 
     def main_lambda(self, regularizer: str) -> float | None:
-        """The fine-tuning arguments' weight of `regularizer` (finetune_options', else the default), the
-        main λ of `frontier="cross"`; None for a regularizer without a swept weight."""
-        if regularizer not in LAMBDA_SWEEPS:
+        """The fine-tuning arguments' weight of `regularizer` (finetune_options', else its default), the main λ of
+        `frontier="cross"`; None for a regularizer without a weight to sweep."""
+        if get_regularizer(regularizer).weight_field is None:
             return None
-        argument = LAMBDA_SWEEPS[regularizer][1]
-        if argument in self.finetune_options:
-            return float(self.finetune_options[argument])
-        return float(finetune_defaults()[argument])
+        return float(weight_of(regularizer, self.finetune_options))
 
     def end_only(self, cell: "Cell") -> bool:
         """Whether `cell` is a point of the cross frontier away from the main λ: fine-tuned without
@@ -240,17 +259,12 @@ class StudyArguments:
             return False
         return cell.lam != self.main_lambda(get_method(cell.method).regularizer)
 
-    def lambda_list(self, list_name: str) -> list[float] | None:
-        """The weights of `ldifs_lambdas` or `l2sp_lambdas`, or None (no sweep: the fine-tuning arguments' λ)."""
-        value = getattr(self, list_name)
-        return None if value is None else parse_lambdas(value, list_name)
-
     def method_lambdas(self, method: str) -> list[float | None]:
         """The λ of each of `method`'s cells: its regularizer's sweep when the study sweeps it, else [None]
         (one cell at the fine-tuning arguments' λ, today's folder)."""
         if get_method(method).name not in self.swept_methods():
             return [None]
-        return self.lambda_list(LAMBDA_SWEEPS[get_method(method).regularizer][0])
+        return self.lambda_sweeps()[get_method(method).regularizer]
 
     def check_finetune_options(self) -> None:
         """Refuse finetune_options that are not fine-tuning arguments, or whose values are not of the
@@ -298,17 +312,34 @@ class StudyArguments:
                     )
 
 
+def parse_lambda_sweeps(entries: Sequence[tuple[str, str]]) -> dict[str, list[float]]:
+    """(entry, the flag that gave it) pairs, each REGULARIZER=w1,w2,..., as regularizer -> weights. Each regularizer is
+    registered, has a weight to sweep and is named once (one-line errors naming the entry otherwise)."""
+    sweeps: dict[str, list[float]] = {}
+    for entry, flag in entries:
+        regularizer, sep, weights = entry.partition("=")
+        regularizer = regularizer.strip()
+        if not sep:
+            raise ValueError(f"{flag} entries are REGULARIZER=weights (e.g. ldifs=1,10,100), got {entry!r}")
+        if get_regularizer(regularizer).weight_field is None:
+            raise ValueError(f"{flag} {entry!r}: regularizer {regularizer!r} has no weight to sweep (no weight_field)")
+        if regularizer in sweeps:
+            raise ValueError(f"{flag} {entry!r}: the weights of {regularizer} are given twice; give them once")
+        sweeps[regularizer] = parse_lambdas(weights, flag if flag != "--lambdas" else f"--lambdas {regularizer}=")
+    return sweeps
+
+
 def swept_methods(methods: Sequence[str], lambda_sweep_methods: str, regularizers: Sequence[str]) -> list[str]:
     """Of `methods`, those whose λ is swept: each named by `lambda_sweep_methods` (or 'all') whose
-    regularizer is among `regularizers` (those given a λ list). A named method without an LDIFS or L2SP
+    regularizer is among `regularizers` (those given a λ list). A named method whose regularizer has no
     weight is refused; one the study does not run is left out."""
     if lambda_sweep_methods.strip() == "all":
         named = None
     else:
         named = [get_method(m.strip()).name for m in lambda_sweep_methods.split(",") if m.strip()]
-        plain = [m for m in named if get_method(m).regularizer not in LAMBDA_SWEEPS]
+        plain = [m for m in named if get_regularizer(get_method(m).regularizer).weight_field is None]
         if plain:
-            raise ValueError(f"lambda_sweep_methods {plain} have no LDIFS or L2SP weight to sweep; name LDIFS or L2SP methods, or 'all'")
+            raise ValueError(f"lambda_sweep_methods {plain} have no regularizer weight to sweep; name regularized methods, or 'all'")
     return [m for m in methods if get_method(m).regularizer in regularizers and (named is None or m in named)]
 
 
@@ -404,7 +435,7 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         kwargs["save_strategy"] = "no"
         kwargs.pop("save_steps", None)
     if cell.lam is not None:
-        kwargs[LAMBDA_SWEEPS[get_method(cell.method).regularizer][1]] = cell.lam
+        kwargs.update(weight_arguments(get_method(cell.method).regularizer, cell.lam, kwargs))
     task_paths = [f"{t}={paths[t]}" for t in cell.tasks if t in paths]
     if task_paths:
         kwargs["dataset_path"] = ",".join(task_paths) if cell.is_sequence else paths[cell.tasks[0]]

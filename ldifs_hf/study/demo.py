@@ -6,13 +6,14 @@ The demo is a preset of the study runner (`study.runner.run_study`), one study p
    background texture and position of a handwritten digit; cached, so only the first run pays) is
    prepared, the worlds at once in the worker processes.
 2. Each world's study (in `world-<w>/`) fine-tunes that CLIP on one concept task with each of the
-   paper's eight methods, once per seed, and scores the final models on every concept task (zero-shot
+   paper's eight methods and LP-init KL, once per seed, and scores the final models on every concept task (zero-shot
    and linear-probe accuracy, Δ against the pretrained model, A_FT) on test and on validation (the
    runs' own hold-out; the other tasks' too). A unit is (world, seed): every method of a unit shares its
    world, data order, initial head and evaluation sample, which its seed draws from the world's test
    pool. The first world's runs also keep a checkpoint every `checkpoint_every_percent` with distances:
    the over-training plots. The frontier is a cross (`StudyArguments.frontier="cross"`): the λ sweep
-   (each method of `lambda_sweep_methods` at the other weights of `ldifs_lambdas` / `l2sp_lambdas`) and
+   (each method of `lambda_sweep_methods` at the other weights of its regularizer's entry of `lambdas`;
+   the main runs take each regularizer's default λ) and
    the WiSE-FT sweep (each main run's final model interpolated with its start at `wise_alphas`). The
    cells run in `workers` processes; a finished cell is reused by a rerun.
 3. The report: each unit's Table 3 layout in `world-<w>/seed-<n>/`; the mean ± std over units
@@ -40,26 +41,25 @@ from ..evaluation.claims import ClaimSpec, Evidence, build_evidence, claims_sect
 from ..evaluation.frontier import FrontierPoint, frontier_table, unit_of
 from ..evidence import natural_key
 from ..evaluation.report import final_records, plot_deltas, plot_distances, plot_tradeoff, pretrained_start_record
-from ..options import field_from
+from ..options import check_numbers, field_from
 from ..run_folder import FolderLock
-from ..training.methods import get_method, list_methods
+from ..training.arguments import weight_of
+from ..training.methods import get_method, list_methods, method_names
+from ..training.terms import get_regularizer
 from ..utils import parse_seeds, torch_threads
 from ..world.tasks import world_task_names
-from .arguments import Cell, StudyArguments, finetune_defaults, swept_methods
+from .arguments import Cell, StudyArguments, parse_lambda_sweeps, swept_methods
 from .runner import StudyRun, run_study, worker_pool
 
 logger = logging.getLogger(__name__)
+# The demo's λ sweeps: each regularizer's default weight (its main runs') among the others.
+DEMO_LAMBDAS = ("ldifs=1,10,100", "l2sp=0.05,0.5,5", "kl=0.1,1,10")
 
 
 def _study_field(name: str, *, default=MISSING, help: str | None = None):
     """A demo option that is the study's option `name`: the study's default unless the demo's preset
     gives its own value (`default`), and the study's help unless the demo's differs."""
     return field_from(StudyArguments, name, default=default, help=help)
-
-
-def _finetune_field(name: str, *, help: str):
-    """A demo option that is a fine-tuning argument of every run, with that argument's default."""
-    return field(default=finetune_defaults()[name], metadata={"help": help})
 
 
 @dataclass
@@ -71,7 +71,10 @@ class DemoArguments:
     finetune_task: str = _study_field(
         "finetune_tasks", default="world-digit", help="The concept task every method fine-tunes on: " + ", ".join(world_task_names()) + "."
     )
-    methods: str = _study_field("methods", help="'all' (the paper's eight) or a comma-separated list of: " + ", ".join(list_methods()) + ".")
+    methods: str = _study_field(
+        "methods", default="all,lp-init-kl",
+        help="A comma-separated list of methods ('all': the paper's eight): " + ", ".join(list_methods()) + ".",
+    )
     seeds: str = _study_field(
         "seeds", default="0,1,2,3,4",
         help="Comma-separated seeds of the fine-tuning runs and their evaluation, in every world; a unit of the claims is (world, seed).",
@@ -86,16 +89,14 @@ class DemoArguments:
     threads: int = field(default=1, metadata={"help": "CPU threads for torch in each process; one is fastest for this tiny model on a shared machine."})
     workers: int = _study_field("workers", default=2, help="Worker processes running the cells (and pre-training the worlds) at once; 1: all in this process.")
     batch_size: int = field(default=32, metadata={"help": "Fine-tuning batch size."})
-    ldifs_lambda: float = _finetune_field("ldifs_lambda", help="LDIFS weight of the main runs (paper default).")
-    l2sp_lambda: float = _finetune_field("l2sp_lambda", help="L2SP weight of the main runs (official default).")
-    ldifs_lambdas: str = _study_field(
-        "ldifs_lambdas", default="1,10,100",
-        help="The λ sweep of the LDIFS methods: each weight other than ldifs_lambda is one more run per seed, scored at its end ('' for none).",
+    lambdas: list[str] = _study_field(
+        "lambdas", default=list(DEMO_LAMBDAS),
+        help="The λ sweeps, REGULARIZER=w1,w2,... after one --lambdas: the main runs take each regularizer's default λ "
+        "(LDIFS 10, L2SP 0.5, KL 1), and each other weight is one more run per seed of the swept methods, scored at its end.",
     )
-    l2sp_lambdas: str = _study_field("l2sp_lambdas", default="0.05,0.5,5", help="The same for the L2SP methods ('' for none).")
     lambda_sweep_methods: str = _study_field(
-        "lambda_sweep_methods", default="lp-init-ldifs,lp-init-l2sp",
-        help="The methods whose λ is swept, those of them the demo runs ('all': every LDIFS and L2SP method); "
+        "lambda_sweep_methods", default="lp-init-ldifs,lp-init-l2sp,lp-init-kl",
+        help="The methods whose λ is swept, those of them the demo runs ('all': every regularized method); "
         "the default keeps the demo within its time budget.",
     )
     wise_alphas: str = _study_field(
@@ -129,6 +130,7 @@ class DemoArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.threads < 1:
@@ -148,12 +150,14 @@ class DemoArguments:
             raise ValueError(str(err).replace("seeds must", "world_seeds must", 1)) from None
 
     def sweep_lambdas(self) -> dict[str, list[float]]:
-        """Regularizer -> the λ sweep's weights (with the main runs' own weight first)."""
-        from ..utils import parse_lambdas
-
+        """The regularizer of each method the demo runs that has a weight -> its weights: the main runs' (the
+        regularizer's default) first, then the other weights of its entry of `lambdas`."""
+        given = parse_lambda_sweeps([(entry, "--lambdas") for entry in self.lambdas])
         sweeps = {}
-        for regularizer, value, main in (("ldifs", self.ldifs_lambdas, self.ldifs_lambda), ("l2sp", self.l2sp_lambdas, self.l2sp_lambda)):
-            sweeps[regularizer] = [main] + [lam for lam in (parse_lambdas(value, f"{regularizer}_lambdas") if value.strip() else []) if lam != main]
+        for regularizer in dict.fromkeys(get_method(m).regularizer for m in self.method_names()):
+            if get_regularizer(regularizer).weight_field is not None:
+                main = weight_of(regularizer, {})
+                sweeps[regularizer] = [main] + [lam for lam in given.get(regularizer, []) if lam != main]
         return sweeps
 
     def alpha_list(self) -> list[float]:
@@ -168,9 +172,7 @@ class DemoArguments:
         return parse_seeds(self.seeds)
 
     def method_names(self) -> list[str]:
-        if self.methods.strip() == "all":
-            return list_methods()
-        return [get_method(m.strip()).name for m in self.methods.split(",")]
+        return method_names(self.methods)
 
     def study_arguments(self, world_seed: int | None = None) -> StudyArguments:
         """One world's part of the demo as a study, in `output_dir/world-<w>` (default: the first world): its
@@ -186,7 +188,7 @@ class DemoArguments:
         sweeps = {regularizer: weights if regularizer in swept else weights[:1] for regularizer, weights in sweeps.items()}
         finetune_options = dict(
             learning_rate=self.learning_rate, per_device_train_batch_size=self.batch_size, warmup_steps=0,
-            ldifs_lambda=self.ldifs_lambda, l2sp_lambda=self.l2sp_lambda, logging_steps=max(1, self.max_steps // 5), save_only_model=True,
+            logging_steps=max(1, self.max_steps // 5), save_only_model=True,
             max_eval_samples=self.test_samples,  # the run's own A_FT at its end: on a sample of the test pool, not all of it
         )
         return StudyArguments(
@@ -195,15 +197,11 @@ class DemoArguments:
             max_steps=self.max_steps, checkpoint_every_percent=self.checkpoint_every_percent if first else 0.0, distances=first,
             lp_iterations=self.lp_iterations, finetune_options=json.dumps(finetune_options), eval_max_train_samples=self.lp_train_samples,
             eval_max_eval_samples=self.test_samples, eval_num_workers=0, eval_seed=-1, eval_validation=True, cell_plots=False,
-            ldifs_lambdas=_weights(sweeps["ldifs"]), l2sp_lambdas=_weights(sweeps["l2sp"]), lambda_sweep_methods=self.lambda_sweep_methods,
+            lambdas=[f"{r}={','.join(map(repr, weights))}" for r, weights in sweeps.items() if len(weights) > 1],
+            lambda_sweep_methods=self.lambda_sweep_methods,
             frontier="cross", wise_alphas=self.wise_alphas.strip() or None, workers=self.workers,
             overwrite_output_dir=self.overwrite_output_dir, verbose=self.verbose,
         )
-
-
-def _weights(sweep: list[float]) -> str | None:
-    """A λ sweep as the study takes it: None when it is the main weight alone (no sweep)."""
-    return ",".join(map(repr, sweep)) if len(sweep) > 1 else None
 
 
 @dataclass
@@ -318,12 +316,17 @@ CLAIMS = (
     (("lp-init-ldifs", 1.0), ("lp-init-l2sp", 1.0), "a_ft"),
     (("zs-init-ldifs", 1.0), ("zs-init-l2sp", 1.0), "delta_lp"),
     (("zs-init-ldifs", 1.0), ("zs-init-l2sp", 1.0), "a_ft"),
+    (("lp-init-kl", 1.0), ("lp-init-ce", 1.0), "delta_lp"),
+    (("lp-init-kl", 1.0), ("lp-init-ce", 1.0), "delta_zs"),
+    (("lp-init-kl", 1.0), ("lp-init-ldifs", 1.0), "delta_lp"),
+    (("lp-init-kl", 1.0), ("lp-init-ldifs", 1.0), "a_ft"),
 )
 # Does the regularizer buy more than interpolating plain fine-tuning (WiSE-FT)?
 MIDDLE_ALPHA_CLAIMS = (
     (("lp-init-ldifs", "mid"), ("lp-init-ce", "mid"), "delta_lp"),
     (("lp-init-ldifs", 1.0), ("lp-init-ce", "mid"), "delta_lp"),
     (("lp-init-ldifs", 1.0), ("lp-init-ce", "mid"), "a_ft"),
+    (("lp-init-kl", "mid"), ("lp-init-ce", "mid"), "delta_lp"),
 )
 # Each method at its λ and α chosen on validation, as a practitioner would tune it.
 CHOSEN_CLAIMS = (
@@ -411,7 +414,9 @@ def summarise(records: list[dict], finetune_task: str) -> dict:
 def _mean_std(values, signed: bool = True) -> str:
     values = [100 * v for v in values]
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std over units
+    if len(values) < 2:  # one unit has no spread to show
+        return f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    std = statistics.stdev(values)  # sample std over units
     return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
 
 

@@ -1,5 +1,6 @@
-"""λ of L2SP or LDIFS chosen on the validation split (paper appendix C), through the Trainer's own
-`hyperparameter_search`: optuna with a `GridSampler` over the grid, one trial per λ.
+"""λ of a regularized method (L2SP, LDIFS, KL or a plug-in's weight) chosen on the validation split (paper
+appendix C), through the Trainer's own `hyperparameter_search`: optuna with a `GridSampler` over the grid, one
+trial per λ. The searched parameter is the regularizer's `weight_field` (e.g. `kl_lambda`).
 
     result = search_lambda(method="lp-init-ldifs", dataset="eurosat", output_dir="runs/eurosat-lambda")
     result.best_lambda   # then, with final_run=True, a full run with it in <output_dir>/final
@@ -11,8 +12,8 @@ never the test split). Ties go to the smaller λ (the weaker constraint). Writte
 lambda_search.md / .csv (every λ and its score), lambda_search.png (score against λ, log axis) and
 lambda_search.json (the chosen λ and the grid).
 
-Only classifier methods (CE objective) with a regularizer can be searched: FLYP's objectives have no
-class logits to score, and without a regularizer there is no λ.
+Only classifier methods (CE objective) with a weighted regularizer can be searched: FLYP's objectives have no
+class logits to score, and without a regularizer's weight there is no λ.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..training.build import build_collator, build_model
 from ..training.preflight import preflight
 from ..training.distributed import fill_zero_buckets, full_weights_loading
 from ..training.run import check_model_and_taps, finetune_arguments, load_clip, run_finetune, run_settings, with_benchmark_epochs
+from ..training.terms import get_regularizer
 from ..training.trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
@@ -139,13 +141,16 @@ def run_lambda_search(
     spec = training_args.method_spec
     if spec is None:
         raise ValueError("a λ search needs a method (method=...); choose a CE method with a regularizer, e.g. lp-init-ldifs")
-    if training_args.regularizer not in ("l2sp", "ldifs"):
-        raise ValueError(f"method {spec.name!r} has regularizer {training_args.regularizer!r}: there is no λ to search; choose an l2sp or ldifs method")
+    parameter = get_regularizer(training_args.regularizer).weight_field
+    if parameter is None:
+        raise ValueError(
+            f"method {spec.name!r} has regularizer {training_args.regularizer!r}: there is no λ to search; choose a method "
+            "whose regularizer has a weight (e.g. lp-init-ldifs, lp-init-kl)"
+        )
     if spec.objective != "ce":
         raise ValueError(f"method {spec.name!r} trains with objective {spec.objective!r}, which has no class logits to score on the validation split; choose a CE method")
     if data_args.validation_fraction <= 0:
         raise ValueError(f"a λ search scores the validation split, but validation_fraction is {data_args.validation_fraction}; give a fraction in (0, 1)")
-    parameter = f"{training_args.regularizer}_lambda"
     output_dir = training_args.output_dir
     # The checks a fine-tuning run makes before loading anything: steps, dtypes, the output directory,
     # the model's config and taps.
@@ -163,8 +168,7 @@ def run_lambda_search(
         else:
             result = _search(model_args, data_args, training_args, spec, grid, parameter, settings)
         if final_run:
-            final_args = copy.deepcopy(training_args)
-            setattr(final_args, parameter, result.best_lambda)
+            final_args = copy.deepcopy(training_args).with_weight(result.best_lambda)
             final_args.output_dir = os.path.join(output_dir, FINAL_FOLDER)
             result.final = run_finetune(model_args, data_args, final_args)
         return result

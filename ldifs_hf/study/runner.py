@@ -22,8 +22,8 @@ records other settings than the study now asks for is refused, never silently mi
 (`overwrite_output_dir`: every cell is run again, replacing its run and evaluation). `study.json`
 (the manifest) lists every cell and whether it is done; `--plan` prints it with a cost estimate.
 
-The frontier: `ldifs_lambdas` / `l2sp_lambdas` repeat the cells of the regularised methods (those of
-`lambda_sweep_methods`) once per λ, and `wise_alphas` scores checkpoints at WiSE-FT weights. With
+The frontier: `lambdas` (REGULARIZER=weights, e.g. ldifs=1,10 kl=0.1,1) repeats the cells of the regularised
+methods (those of `lambda_sweep_methods`) once per λ of their regularizer, and `wise_alphas` scores checkpoints at WiSE-FT weights. With
 `frontier="full"` every cell is scored at every checkpoint and α; with `frontier="cross"` the two sweeps
 cross at the main λ (the fine-tuning arguments' own): a cell at another λ keeps no checkpoint and is
 scored at its end, and only the main cells' final models are scored at the other α.
@@ -109,8 +109,15 @@ def cell_status(cell_dir: str, config: dict) -> str:
     marker = os.path.join(cell_dir, CELL_FILE)
     if not os.path.isfile(marker):
         return "partial" if os.path.isdir(cell_dir) else "pending"
-    with open(marker) as f:
-        saved = json.load(f)
+    try:
+        with open(marker) as f:
+            saved = json.load(f)
+        missing = [key for key in ("config", "run_dirs", "evaluation_files") if key not in saved]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError) as err:  # written last and atomically: damaged since
+        logger.warning("%s is damaged (%s: %s): the cell is run again (a finished run in it is reused)", marker, type(err).__name__, err)
+        return "partial"
     if saved["config"] != config:
         parts = ("finetune", "evaluation")
         # Every setting that differs, also one the saved cell has and these settings lack (e.g. its wise_evaluation).
@@ -197,7 +204,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     os.replace(staging, final)
     logger.info("cell %s: wrote the evaluation to %s (%s)", cell.folder, final, ", ".join(sorted(os.listdir(final))))
     # The regularizer's weight the run used (the sweep's, or the fine-tuning arguments'): the frontier's λ.
-    lam = {"ldifs": run_record.ldifs_lambda, "l2sp": run_record.l2sp_lambda}.get(run_record.regularizer)
+    lam = run_record.regularizer_weight
     for record in records:
         record["seed"], record["lambda"] = cell.seed, lam
         if record.get("checkpoint"):
@@ -251,6 +258,43 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
     ]
     study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir", "workers")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
+
+
+def check_dropped_cells(args: StudyArguments, plan: StudyPlan) -> None:
+    """A rerun whose grid leaves out cells the folder's manifest lists as done is refused (unless
+    `overwrite_output_dir`): its tables would silently lose their rows (a demo rerun with fewer methods)."""
+    if args.overwrite_output_dir:
+        return
+    try:
+        with open(os.path.join(args.output_dir, MANIFEST_FILE)) as f:
+            earlier = json.load(f)["cells"]
+        dropped = [cell["folder"] for cell in earlier if cell.get("status") == "done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest, or a damaged one: this run writes it anew
+    dropped = [folder for folder in dropped if folder not in {cell.folder for cell in plan.cells}]
+    if dropped:
+        raise ValueError(
+            f"output_dir {args.output_dir!r} holds {len(dropped)} done cell(s) these options leave out ({', '.join(dropped[:3])}"
+            f"{', ...' if len(dropped) > 3 else ''}), whose rows the tables would lose; rerun with the options the folder was made with "
+            f"(its {MANIFEST_FILE} lists them), choose another --output_dir, or pass --overwrite_output_dir"
+        )
+
+
+def check_study_data(args: StudyArguments, plan: StudyPlan) -> None:
+    """Before the first cell runs: every `dataset_path` entry names a task of the study, and the data of
+    every task the cells left to do read (fine-tuned or scored) is found, so that missing data is not met
+    only after earlier cells trained (`check_benchmark_data`, which reads no image)."""
+    from ..benchmarks import parse_dataset_paths
+    from ..benchmarks.loading import check_benchmark_data
+
+    paths = parse_dataset_paths(args.dataset_path)
+    tasks = list(dict.fromkeys([t for cell in plan.cells for t in cell.tasks] + list(plan.eval_tasks)))
+    stray = sorted(set(paths) - set(tasks))
+    if stray:
+        raise ValueError(f"dataset_path names {', '.join(map(repr, stray))}, which no cell fine-tunes or scores ({', '.join(tasks)})")
+    if plan.todo:
+        for task in tasks:
+            check_benchmark_data(task, data_path=paths.get(task))
 
 
 def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
@@ -348,6 +392,8 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
             args, world = prepare_study(args, progress=True)
         timings = {"prepare_s": time.perf_counter() - start}
         plan = plan_study(args, world)
+        check_dropped_cells(args, plan)
+        check_study_data(args, plan)
         os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
         todo = plan.todo

@@ -1,7 +1,7 @@
 """A study's results from its cells: Table 3 and the per-task plots (`evaluation.report`), Table 2
 (`training.sequences`), each the mean over seeds, a per-seed CSV and the trade-off figure.
 
-A method whose λ the study sweeps (`--ldifs_lambdas`, `--l2sp_lambdas`) has a column per λ in the tables,
+A method whose λ the study sweeps (`--lambdas`) has a column per λ in the tables,
 "method@λ=10"; the frontier plots it as one point (or α curve) per λ and a dashed curve over λ.
 
 Written into the study folder:

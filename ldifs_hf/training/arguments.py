@@ -5,10 +5,12 @@ arguments plus the method and its regularizer settings). The regularizer fields 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from transformers import TrainingArguments
 
@@ -16,8 +18,10 @@ from ..benchmarks import parse_dataset_paths
 from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..evaluation.settings import EvaluatorSettings, check_every_percent, setting_field
 from ..heads import LP_SOLVERS, check_lp_solver
+from ..options import check_numbers
 from .methods import get_method, list_methods
 from .terms import get_regularizer, list_regularizers
+from .terms.kl import KLSettings
 from .terms.l2sp import L2SPSettings
 from .terms.ldifs import LDIFSSettings
 
@@ -26,7 +30,7 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
 @dataclass
-class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
+class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings, KLSettings):
     """The regularizer fields, to combine with any `TrainingArguments` subclass (e.g. trl's `SFTConfig`):
 
         @dataclass
@@ -34,16 +38,17 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
             pass
 
     The built-in regularizers' settings are inherited from their settings dataclasses (`LDIFSSettings`:
-    ldifs_lambda, ldifs_layers, ldifs_normalization, teacher_dtype, keep_student_dropout, ldifs_tap; `L2SPSettings`:
-    l2sp_lambda, l2sp_scope), which document and validate them. A plug-in regularizer's settings come
-    from `regularizer_options`.
+    ldifs_lambda, ldifs_layers, ldifs_normalization, ldifs_tap; `L2SPSettings`: l2sp_lambda, l2sp_scope;
+    `KLSettings`: kl_lambda, kl_temperature; the teacher's of LDIFS and KL, `TeacherSettings`: teacher_dtype,
+    keep_student_dropout), which document and validate them. A plug-in regularizer's settings come from
+    `regularizer_options`.
 
     Parameters:
         method (`str`, *optional*, defaults to `None`):
             One of `ldifs_hf.list_methods()` (e.g. "lp-init-ldifs"), or "METHOD+REGULARIZER". Sets the
             regularizer; scripts also use it for the head initialisation and objective.
         regularizer (`str`, *optional*, defaults to `None`):
-            A registered regularizer (`list_regularizers()`: "none", "l2sp", "ldifs", ...). Overrides the
+            A registered regularizer (`list_regularizers()`: "none", "l2sp", "ldifs", "kl", ...). Overrides the
             method's regularizer; with neither set, "ldifs".
         regularizer_options (`dict` or `str`, *optional*, defaults to `None`):
             The settings of a plug-in regularizer that has no flag of its own, by its settings' field
@@ -64,8 +69,10 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
     )
 
     def __post_init__(self):
+        # Before any check written as a comparison (which NaN passes) or the TrainingArguments' own.
+        check_numbers(self, hints=_FINITE_HINTS)
         super().__post_init__()  # the settings' checks, then the TrainingArguments' own
-        spec = get_method(self.method) if self.method is not None else None
+        spec = self.method_spec
         if self.regularizer is None:
             self.regularizer = spec.regularizer if spec is not None else "ldifs"
         if self.regularizer not in list_regularizers():
@@ -75,12 +82,50 @@ class LDIFSArgumentsMixin(LDIFSSettings, L2SPSettings):
 
     @property
     def method_spec(self):
-        return get_method(self.method) if self.method is not None else None
+        """The `MethodSpec` that `method` names (None without one), looked up once per value of `method`."""
+        if self.method is None:
+            return None
+        cached = self.__dict__.get("_method_spec")
+        if cached is None or cached[0] != self.method:
+            cached = self.__dict__["_method_spec"] = (self.method, get_method(self.method))
+        return cached[1]
 
     @property
     def regularizer_settings(self):
         """The chosen regularizer's settings (its `settings_class`, built from these arguments), or None."""
         return get_regularizer(self.regularizer).settings(self)
+
+    def with_weight(self, value: float):
+        """A shallow copy of these arguments whose regularizer has weight λ = `value` (its flag, or its entry of
+        `regularizer_options`), checked by its settings dataclass."""
+        copied = copy.copy(self)
+        for name, new in weight_arguments(self.regularizer, value, {"regularizer_options": self.regularizer_options}).items():
+            setattr(copied, name, new)
+        copied.regularizer_settings  # noqa: B018 (the settings dataclass validates the value)
+        return copied
+
+
+def weight_arguments(regularizer: str, value: float, arguments: Mapping | None = None) -> dict:
+    """The fine-tuning arguments that set `regularizer`'s weight λ to `value`: its own flag (a built-in's), else its
+    entry of `regularizer_options` (a plug-in's), kept beside the other entries of `arguments`' options."""
+    term = get_regularizer(regularizer)
+    if term.weight_field is None:
+        raise ValueError(f"regularizer {regularizer!r} declares no weight_field: it has no λ to set")
+    if term.weight_field in {f.name for f in dataclasses.fields(LDIFSArgumentsMixin)}:
+        return {term.weight_field: value}
+    return {"regularizer_options": {**_options_dict((arguments or {}).get("regularizer_options")), term.weight_field: value}}
+
+
+def weight_of(regularizer: str, arguments: Mapping) -> float:
+    """λ of `regularizer` under fine-tuning arguments given as `arguments` (names -> values; the others at their
+    defaults), e.g. a study's `finetune_options`."""
+    term = get_regularizer(regularizer)
+    values = {**arguments, "regularizer_options": _options_dict(arguments.get("regularizer_options"))}
+    return term.weight(term.settings(types.SimpleNamespace(**values)))
+
+
+# The way out of a non-finite value, where the field has one.
+_FINITE_HINTS = {"max_grad_norm": "0 turns gradient clipping off"}
 
 
 def _options_dict(options: Any) -> dict:
@@ -160,6 +205,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         check_lp_solver(self.lp_solver)
         if self.lp_iterations < 1:
             raise ValueError(f"lp_iterations must be >= 1, got {self.lp_iterations}")
@@ -203,6 +249,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        check_numbers(self)
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         check_every_percent(self.forgetting_every_percent, "forgetting_every_percent")

@@ -1,9 +1,9 @@
 """The callbacks that stop a fine-tuning run loudly instead of letting it go wrong quietly.
 
 - `NonFiniteGuard`, a `TrainerCallback` that `run_finetune` attaches:
-    * after every optimizer step it checks the step's objective and regularizer terms (`loss_task`,
-      `loss_ldifs`, `loss_l2sp`, as `LDIFSTrainer` keeps them) and the loss they make
-      (task + λ·regularizer); a NaN or ±inf raises `NonFiniteLossError` naming the term and the step;
+    * after every optimizer step it checks the step's objective and regularizer terms (`loss_task` and the
+      regularizer's, `loss_ldifs`, `loss_l2sp`, `loss_kl`, ..., as `LDIFSTrainer` keeps them) and the loss they
+      make (task + λ·regularizer, λ the trainer's); a NaN or ±inf raises `NonFiniteLossError` naming the term and the step;
     * before every checkpoint save and at the end of training it checks that the weights are finite,
       so a checkpoint of NaN weights is never written, `save_total_limit` never rotates the last good
       checkpoint away for one, and the run never reaches its export, model cards or push;
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from .terms import loss_weights
+from .terms import TASK_LOG_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ class NonFiniteGuard(TrainerCallback):
         if _any_process(problem is not None, args.device):
             raise NonFiniteLossError(
                 f"training stopped at step {state.global_step}: {problem or 'a loss term on another process'} is not finite "
-                "(NaN or inf); the weights of this step were not saved. Lower --learning_rate or the regularizer weight "
-                "(--ldifs_lambda / --l2sp_lambda), or use float32, and rerun with --overwrite_output_dir"
+                f"(NaN or inf); the weights of this step were not saved. Lower --learning_rate or {_weight_hint(self.trainer)}, "
+                "or use float32, and rerun with --overwrite_output_dir"
             )
         self._check_grad_norm(state)
         if control.should_save:  # the Trainer saves right after this callback: never NaN weights
@@ -84,15 +84,17 @@ class NonFiniteGuard(TrainerCallback):
         metrics = self.trainer._metrics["train"]
         # This step's values: one per gradient-accumulation micro-batch, the last ones of each list
         # (log() empties the lists after this callback; an older value at worst is checked twice).
-        weights = loss_weights(args)  # every registered term and its weight in the loss (the task's: None)
+        weights = {TASK_LOG_NAME: None}  # each term the trainer adds and its weight in the loss (the task's: None, i.e. 1)
+        if getattr(self.trainer, "regularizer_active", False):
+            weights[self.trainer.regularizer_term.log_name] = self.trainer.regularizer_weight
         recent = {name: [v.float() for v in metrics.get(name, [])[-args.gradient_accumulation_steps :]] for name in weights}
         for name, values in recent.items():
             for value in values:
                 if not torch.isfinite(value).all():
                     return f"{name} ({value.item()})"
-        if recent["loss_task"]:
+        if recent[TASK_LOG_NAME]:
             # float32, as the trainer adds them: a huge weight can overflow a finite term to inf.
-            loss = torch.stack(recent["loss_task"])
+            loss = torch.stack(recent[TASK_LOG_NAME])
             for name, weight in weights.items():
                 if weight is not None and len(recent[name]) == len(loss):
                     loss = loss + weight * torch.stack(recent[name])
@@ -138,9 +140,20 @@ class NonFiniteGuard(TrainerCallback):
         if self._bad_grad_steps >= self.patience:
             raise NonFiniteLossError(
                 f"training stopped at step {state.global_step}: the gradient norm was {grad_norm} in {self.patience} {unit} in a row, "
-                "so clipping zeroes every update and nothing learns. Lower the regularizer weight (--ldifs_lambda / "
-                "--l2sp_lambda) or --learning_rate"
+                f"so clipping zeroes every update and nothing learns. Lower {_weight_hint(self.trainer)} or --learning_rate"
             )
+
+
+def _weight_hint(trainer) -> str:
+    """The run's regularizer weight as a user sets it: "the regularizer weight (--kl_lambda)", or its entry of
+    --regularizer_options for a plug-in."""
+    term = getattr(trainer, "regularizer_term", None)
+    field = getattr(term, "weight_field", None)
+    if field is None:
+        return "the regularizer weight"
+    if hasattr(getattr(trainer, "args", None), field):
+        return f"the regularizer weight (--{field})"
+    return f"the regularizer weight ({field} in --regularizer_options)"
 
 
 class RunIdentityCallback(TrainerCallback):

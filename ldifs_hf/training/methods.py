@@ -1,6 +1,7 @@
 """The fine-tuning methods as data: head init x objective x regularizer x trained towers.
 
-The paper's eight methods are registered here; one training path (LDIFSTrainer) runs them all.
+The paper's eight methods (`PAPER_METHODS`) and the KL anchor's two are registered here; one training path
+(LDIFSTrainer) runs them all.
 Combinations beyond the eight come from the same data: `get_method("flyp+ldifs")` is FLYP with the
 LDIFS regularizer, `get_method("zs-init-ce+l2sp")` is ZS-init-L2SP.
 """
@@ -75,6 +76,16 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
+def method_names(text: str) -> list[str]:
+    """The methods of a comma-separated list, each by its registry name, in order (a name given twice stays twice,
+    for the caller to refuse); "all" stands for the paper's eight (`PAPER_METHODS`), e.g. "all,lp-init-kl". An
+    unknown name is refused by `get_method`."""
+    names = []
+    for item in (m.strip() for m in text.split(",")):
+        names += list(PAPER_METHODS) if item == "all" else ([get_method(item).name] if item else [])
+    return names
+
+
 def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
     if spec.name in _REGISTRY and not overwrite:
         raise ValueError(f"method {spec.name!r} is already registered (pass overwrite=True to replace it)")
@@ -104,6 +115,9 @@ def get_method(name: str) -> MethodSpec:
     )
 
 
+# The paper's eight methods ("all" in a study or the demo), by name.
+PAPER_METHODS = ("flyp", "flyp-ce", "lp-init-ce", "lp-init-l2sp", "lp-init-ldifs", "zs-init-ce", "zs-init-l2sp", "zs-init-ldifs")
+
 for _spec in (
     MethodSpec("zs-init-ce", "zero-shot", "ce", "none", "vision"),
     MethodSpec("lp-init-ce", "linear-probe", "ce", "none", "vision"),
@@ -113,5 +127,8 @@ for _spec in (
     MethodSpec("flyp-ce", None, "clip-ce", "none", "both"),
     MethodSpec("zs-init-ldifs", "zero-shot", "ce", "ldifs", "vision"),
     MethodSpec("lp-init-ldifs", "linear-probe", "ce", "ldifs", "vision"),
+    # Beyond the paper: the KL anchor to the starting classifier's output distribution.
+    MethodSpec("zs-init-kl", "zero-shot", "ce", "kl", "vision"),
+    MethodSpec("lp-init-kl", "linear-probe", "ce", "kl", "vision"),
 ):
     register_method(_spec)

@@ -1,20 +1,17 @@
-"""The checks a fine-tuning run makes before anything expensive, and the words for a full disk.
+"""The checks a fine-tuning run makes before anything expensive.
 
 - `preflight`: what needs no data or model weights (step counts, dtypes, an FSDP or DeepSpeed launch
   with --use_cpu, `accelerate launch --cpu --num_processes N` that started one process, the output
   directory writable with room for the checkpoints).
 - `check_splits`: the benchmark's splits are non-empty (an empty validation split is allowed only
   when nothing evaluates on it).
-- `explain_write_failure`: a failure with a full output disk, or a quota or file-size limit, is reported as such.
 
 Every error is a `ValueError` or `OSError`, which the command line prints as one line (exit code 2).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 
 from ..run_folder import check_output_dir
 from .distributed import check_deepspeed_args
@@ -32,6 +29,7 @@ def preflight(model_args, training_args) -> None:
         raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {training_args.num_train_epochs}")
     if training_args.save_strategy != "no" and training_args.save_steps is not None and training_args.save_steps <= 0:
         raise ValueError(f"save_steps must be > 0, got {training_args.save_steps}")
+    _check_ranges(training_args)
     _check_launch()
     check_deepspeed_args(training_args)
     for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
@@ -50,6 +48,25 @@ def preflight(model_args, training_args) -> None:
         )
     if training_args.should_save:  # only the main process writes (the others need no room and no probe)
         check_output_dir(training_args.output_dir, _model_weight_bytes(model_args.model_name_or_path))
+
+
+# Settings and the least value each takes: below it the Trainer or torch fails late, in words that name
+# neither the flag nor the value (a ZeroDivisionError, "Invalid learning rate"), or trains silently
+# (a negative weight decay makes AdamW grow the weights).
+_LEAST = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 0, "weight_decay": 0}
+_SEEDS = range(2**32)  # what numpy's and torch's seeding accept
+
+
+def _check_ranges(training_args) -> None:
+    if not training_args.output_dir:
+        raise ValueError("output_dir is empty; pass the folder the run writes its checkpoints, model and record to")
+    for name, least in _LEAST.items():
+        if getattr(training_args, name) < least:
+            raise ValueError(f"{name} must be >= {least}, got {getattr(training_args, name)}")
+    for name in ("seed", "data_seed"):
+        value = getattr(training_args, name, None)
+        if value is not None and value not in _SEEDS:
+            raise ValueError(f"{name} must be in 0..{_SEEDS[-1]}, got {value}")
 
 
 # Where a launcher puts the number of processes (torchrun, MPI flavours); accelerate reads the same.
@@ -82,39 +99,6 @@ def _model_weight_bytes(model_name_or_path: str) -> int | None:
         if f in _WEIGHT_FILES or (f.endswith((".safetensors", ".bin")) and f.startswith(("model-", "pytorch_model-")))
     ]
     return sum(weights) or None
-
-
-def explain_write_failure(error: BaseException, output_dir: str, model_bytes: int | None = None) -> OSError | None:
-    """An `OSError` saying the output directory's disk is full when a run failed with (almost) no
-    space left there, or that a quota or file-size limit was reached, or None. torch reports a full
-    disk during a checkpoint as a bare RuntimeError ("file write failed"); the half-written checkpoint it
-    leaves is skipped when the run resumes."""
-    from safetensors import SafetensorError  # what a full disk raises while weights are written
-
-    if not isinstance(error, (OSError, RuntimeError, SafetensorError)) or not os.path.isdir(output_dir):
-        return None
-    free = shutil.disk_usage(output_dir).free
-    if free >= max(model_bytes or 0, 2**20):
-        if not _is_a_write_limit(error):
-            return None
-        return OSError(
-            f"writing the run's files in output_dir {output_dir!r} failed: a disk quota or file-size limit was reached "
-            f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); raise the limit or free some space and "
-            "rerun the same command: it continues from the last complete checkpoint (a half-written one is skipped)"
-        )
-    return OSError(
-        f"the disk of output_dir {output_dir!r} is full ({free / 2**20:.1f} MiB free) and writing the run's files failed "
-        f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); free some space and rerun the same command: it "
-        "continues from the last complete checkpoint (a half-written one is skipped)"
-    )
-
-
-def _is_a_write_limit(error: BaseException) -> bool:
-    """A quota or file-size limit stopped a write although the disk has room: the OS says so by errno;
-    torch's checkpoint writer says only that the file ended short ("unexpected pos A vs B")."""
-    if isinstance(error, OSError):
-        return error.errno in (errno.EDQUOT, errno.EFBIG)
-    return "unexpected pos" in str(error) and "inline_container" in str(error)
 
 
 def check_splits(splits, dataset: str, *, validation_needed: bool) -> None:

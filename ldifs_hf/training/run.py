@@ -22,43 +22,51 @@ import os
 from dataclasses import dataclass
 
 import datasets
+import torch
 from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainerCallback
 
 from ..benchmarks import LoadedBenchmark, get_benchmark, image_transform, load_benchmark, parse_benchmark_list
 from ..benchmarks.transforms import TrainImageTransform
-from ..evaluation.checkpoints import looks_like_hub_id
 from ..heads import extract_features, zero_shot_classifier
-from ..model_folder import FINETUNE_PURPOSE, clip_config, load_clip_model, load_clip_processor
+from ..model_folder import FINETUNE_PURPOSE, check_model_files, clip_config, load_clip_model, load_clip_processor, looks_like_hub_id, not_a_hub_id
 from ..modeling import export_clip_model
-from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, OutputPlan, RunRecord, plan_output_dir
+from ..run_folder import EXPORT_FOLDER, TRAINER_STATE, FolderLock, OutputPlan, RunRecord, plan_output_dir, write_failures_explained
 from ..interpolation import save_start_head
 from .arguments import FINETUNE_ARGUMENTS, DataArguments, LDIFSTrainingArguments, ModelArguments
 from .build import build_collator, build_model
 from .methods import MethodSpec
 from .guards import NonFiniteGuard, RunIdentityCallback
-from .preflight import check_splits, explain_write_failure, preflight
+from .preflight import check_splits, preflight
 from .distributed import args_zero_stage, deepspeed_stage, fill_zero_buckets, full_weights_loading
+from .terms import get_regularizer
 from .trainer import LDIFSTrainer
 
 logger = logging.getLogger(__name__)
 
-# The arguments that decide what a run computes (not where or how often it logs or saves).
+# The arguments that decide what a run computes (not where or how often it logs or saves); with them, the
+# settings of the run's regularizer, as it records them.
 _MODEL_SETTINGS = ("model_name_or_path", "reference_model_name_or_path", "lp_solver", "lp_iterations")
 _DATA_SETTINGS = ("dataset_path", "image_column", "label_column", "max_train_samples", "validation_fraction", "validation_seed", "train_augmentation")
 _TRAINING_SETTINGS = (
     "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "seed", "bf16", "fp16", "regularizer",
-    "ldifs_lambda", "l2sp_lambda", "ldifs_layers", "ldifs_normalization", "teacher_dtype",
 )
 
 
 def run_settings(model_args: ModelArguments, data_args: DataArguments, training_args: LDIFSTrainingArguments) -> dict:
-    """The arguments that decide a run's result, as recorded in `RunRecord.settings` (JSON values)."""
+    """The arguments that decide a run's result, as recorded in `RunRecord.settings` (JSON values): the ones named
+    above and each setting of the run's regularizer (its `record`: its weight and the rest, a plug-in's too)."""
     settings = {}
     for args, names in ((model_args, _MODEL_SETTINGS), (data_args, _DATA_SETTINGS), (training_args, _TRAINING_SETTINGS)):
         for name in names:
             value = getattr(args, name, None)
             settings[name] = list(value) if isinstance(value, tuple) else (str(value) if hasattr(value, "value") else value)
+    regularizer = get_regularizer(training_args.regularizer)
+    own = regularizer.record(training_args.regularizer_settings)
+    clash = sorted(set(own) & set(settings))
+    if clash:
+        raise ValueError(f"regularizer {regularizer.name!r} has a setting named like a run setting: {clash[0]!r}; rename it")
+    settings.update(own)
     # The same per-device batch on another number of processes is another run (the global batch decides
     # the result): a resume with either changed is refused, naming both values.
     settings["world_size"] = training_args.world_size
@@ -293,12 +301,7 @@ def _run_record(run: _Run, data: _RunData, trainer: LDIFSTrainer) -> RunRecord:
         method=run.spec.name,
         dataset=data.benchmark.spec.name,
         base_model=run.model_args.model_name_or_path,
-        regularizer=training_args.regularizer,
-        ldifs_lambda=training_args.ldifs_lambda,
-        l2sp_lambda=training_args.l2sp_lambda,
-        ldifs_layers=trainer.ldifs_layers if training_args.regularizer == "ldifs" else None,
-        ldifs_normalization=training_args.ldifs_normalization,
-        regularizer_text=trainer.regularizer_description(),
+        **trainer.regularizer_record(),
         dataset_splits=_dataset_splits(run.data_args, data),
         text_tower="fine-tuned (FLYP)" if run.spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
@@ -358,19 +361,6 @@ def _train_or_resume(run: _Run, trainer: LDIFSTrainer, resume_from: str | None) 
     with write_failures_explained(run.output_dir):
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         _save_training(trainer, train_result, run.output_dir)
-
-
-@contextlib.contextmanager
-def write_failures_explained(output_dir: str):
-    """A failure while the run writes its checkpoints, final model or export, with the disk full or a
-    quota reached, is reported as that, in one line naming `output_dir`."""
-    try:
-        yield
-    except Exception as err:
-        explained = explain_write_failure(err, output_dir)
-        if explained is None:
-            raise
-        raise explained from err
 
 
 def _save_training(trainer, train_result, output_dir: str) -> None:
@@ -433,26 +423,42 @@ def _finish_run(run: _Run, trainer: LDIFSTrainer, record: RunRecord, data: _RunD
 
 
 def check_model_and_taps(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> None:
-    """From the model's config alone (cheap): it exists, it is a CLIP, and the LDIFS taps fit it."""
-    name = model_args.model_name_or_path
+    """From the models' files alone (cheap, before any data loads): the base and reference models exist,
+    are CLIPs saved whole (`model_folder.check_model_files`), and the regularizer can serve the base model (LDIFS's taps fit)."""
+    config = _checked_clip(model_args.model_name_or_path, "model_name_or_path", model_args.cache_dir)
+    if model_args.reference_model_name_or_path is not None and training_args.regularizer != "none":
+        reference = _checked_clip(model_args.reference_model_name_or_path, "reference_model_name_or_path", model_args.cache_dir)
+        differ = [f"{k} {getattr(reference.vision_config, k)} vs {getattr(config.vision_config, k)}" for k in _ENCODER_SHAPE
+                  if getattr(reference.vision_config, k, None) != getattr(config.vision_config, k, None)]
+        differ += [f"projection_dim {reference.projection_dim} vs {config.projection_dim}"] if reference.projection_dim != config.projection_dim else []
+        if differ:
+            raise ValueError(
+                f"reference_model_name_or_path {model_args.reference_model_name_or_path!r} has another image encoder than the model the run "
+                f"trains ({', '.join(differ)}); the teacher and the anchor must be that model's architecture"
+            )
+    get_regularizer(training_args.regularizer).check_model_config(training_args.regularizer_settings, config)
+
+
+# What fixes the shapes of an image encoder's weights and hidden states.
+_ENCODER_SHAPE = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size", "num_channels")
+
+
+def _checked_clip(name: str, what: str, cache_dir: str | None):
+    """The CLIPConfig of the model `what` names, its folder's files checked; a missing local path is never taken for a Hub id."""
     if os.path.islink(name) and not os.path.exists(name):
         raise OSError(f"could not load CLIP model {name!r}: it is a symbolic link that leads nowhere (broken, or a loop)")
     if not os.path.exists(name) and not looks_like_hub_id(name):
-        raise OSError(f"could not load CLIP model {name!r}: that path does not exist (and it is not a Hub id of the form 'owner/name')")
+        raise OSError(f"could not load CLIP model {name!r} ({what}): that path does not exist (and it is not a Hub id: {not_a_hub_id(name)})")
     try:
-        config = clip_config(name, what="model_name_or_path", purpose=FINETUNE_PURPOSE, cache_dir=model_args.cache_dir)
+        config = clip_config(name, what=what, purpose=FINETUNE_PURPOSE, cache_dir=cache_dir)
     except OSError as err:  # a Hub id that is neither cached nor downloadable
         where = f" as a Hub id (no local directory {name!r} exists)"
         raise OSError(
             f"could not load CLIP model {name!r}{where}: download it first (`hf download {name}`) "
             f"or pass a local directory ({' '.join(str(err).split())[:300]})"
         ) from err
-    blocks = config.vision_config.num_hidden_layers
-    if training_args.regularizer == "ldifs" and training_args.ldifs_layers and max(training_args.ldifs_layers) > blocks:
-        raise ValueError(
-            f"ldifs layer index {max(training_args.ldifs_layers)} out of range: the model has {blocks} blocks, "
-            f"so hidden_states indices are 0..{blocks}"
-        )
+    check_model_files(name, what=what)
+    return config
 
 
 def _reference_model(model_args: ModelArguments, training_args: LDIFSTrainingArguments) -> CLIPModel | None:
@@ -485,7 +491,10 @@ def load_clip(name_or_path: str, cache_dir: str | None = None, what: str = "mode
     try:
         with full_weights_loading():
             model = load_clip_model(name_or_path, what=what, purpose=FINETUNE_PURPOSE, cache_dir=cache_dir)
-        return model, load_clip_processor(name_or_path, cache_dir=cache_dir)
+        bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:  # it would fail at step 1 as a NaN loss, blaming the learning rate
+            raise ValueError(f"{what} {name_or_path!r} is not finite (weight {bad} holds NaN or inf); save or download it again")
+        return model, load_clip_processor(name_or_path, cache_dir=cache_dir, what=what)
     except OSError as err:
         raise OSError(
             f"could not load CLIP model {name_or_path!r}: download it first (`hf download {name_or_path}`) "
@@ -530,5 +539,8 @@ def finetune_parser() -> HfArgumentParser:
 
 def finetune(**kwargs) -> RunRecord:
     """`run_finetune` from keyword arguments: any field of `ModelArguments`, `DataArguments` or
-    `LDIFSTrainingArguments` (e.g. method=, dataset=, output_dir=, model_name_or_path=, max_steps=)."""
+    `LDIFSTrainingArguments` (e.g. method=, dataset=, output_dir=, model_name_or_path=, max_steps=);
+    `output_dir` is required, as on the command line (the Trainer's default folder is no run's)."""
+    if not kwargs.get("output_dir"):
+        raise ValueError("finetune() needs output_dir=: the folder the run writes its checkpoints, model and record to")
     return run_finetune(*finetune_arguments(kwargs))

@@ -24,11 +24,15 @@ import copy
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from ..benchmarks import get_benchmark
-from ..run_folder import EXPORT_FOLDER, FolderLock, RunRecord
+from ..benchmarks.loading import check_benchmark_data
+from ..run_folder import EXPORT_FOLDER, RUN_RECORD_FILE, SAVED_BESIDE, SEQUENCE_FILE, FolderLock, RunRecord, remove_earlier_run
+from ..run_folder.lock import HOLDER_FILE, LOCK_FILE
 from .arguments import DataArguments, LDIFSTrainingArguments, ModelArguments
 
 if TYPE_CHECKING:
@@ -40,10 +44,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REFERENCES = ("previous", "pretrained")
-SEQUENCE_FILE = "sequence.json"
 SEQUENCE_RESULTS_JSON, SEQUENCE_TABLE_MD = "sequence_results.json", "sequence_table.md"
 # How the study and its folders write a sequence: "svhn>cifar10" (a comma separates cells there).
 SEQUENCE_SEPARATOR = ">"
+# A task's run folder in a sequence: `<k>-<task>`.
+_TASK_FOLDER = re.compile(r"^\d+-.+$")
 
 
 @dataclass
@@ -127,11 +132,18 @@ def run_sequence(
             f"choose it with reference= one of {REFERENCES}"
         )
     paths = _sequence_paths(data_args.dataset_path, tasks)
+    for task in tasks:  # every task's data, before the first task trains
+        check_benchmark_data(
+            task, data_path=paths.get(task), image_column=data_args.image_column, label_column=data_args.label_column,
+            cache_dir=model_args.cache_dir,
+        )
     pretrained = model_args.model_name_or_path
     output_dir = training_args.output_dir
     dirs = task_dirs(output_dir, tasks)
     # One writer per folder (each task's run also holds its own): the main process holds it.
     with FolderLock(output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        if training_args.process_index == 0:
+            _check_earlier_sequence(output_dir, tasks, overwrite=training_args.overwrite_output_dir)
         records: list[RunRecord] = []
         start = pretrained
         for k, (task, run_dir) in enumerate(zip(tasks, dirs), start=1):
@@ -163,6 +175,51 @@ def sequence(reference: str = "previous", **kwargs) -> SequenceResult:
     from .run import finetune_arguments
 
     return run_sequence(*finetune_arguments(kwargs), reference=reference)
+
+
+def _check_earlier_sequence(output_dir: str, tasks: Sequence[str], *, overwrite: bool) -> None:
+    """A folder that holds a sequence of other tasks, or of these in another order, is refused (its task
+    folders would sit beside this sequence's, and `sequence.json` would name only one of them); with
+    `overwrite`, that sequence's runs are removed first (their folders too, when nothing else is left in them)."""
+    if not os.path.isdir(output_dir):
+        return
+    if os.path.isfile(os.path.join(output_dir, RUN_RECORD_FILE)):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a single fine-tuning run, not a sequence; choose another --output_dir for the sequence "
+            f"{sequence_label(tasks)}"
+        )
+    dirs = {os.path.basename(d) for d in task_dirs(output_dir, tasks)}
+    others = sorted(
+        name for name in os.listdir(output_dir)
+        if _TASK_FOLDER.match(name) and name not in dirs and os.path.isfile(os.path.join(output_dir, name, RUN_RECORD_FILE))
+    )
+    if not others:
+        return
+    if not overwrite:
+        earlier = _earlier_tasks(output_dir) or [name.split("-", 1)[1] for name in others]
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a sequence of other tasks or order ({sequence_label(earlier)}; its task folders "
+            f"{', '.join(others)}), not {sequence_label(tasks)}; rerun it as --dataset {','.join(earlier)} to continue or reuse it, "
+            "choose another --output_dir, or pass --overwrite_output_dir to replace it"
+        )
+    from ..cards import README, is_our_card
+
+    for name in others:
+        folder = os.path.join(output_dir, name)
+        remove_earlier_run(folder)
+        left = set(os.listdir(folder)) - {LOCK_FILE, HOLDER_FILE, *SAVED_BESIDE}
+        if not left or (left == {README} and is_our_card(os.path.join(folder, README))):
+            shutil.rmtree(folder)  # only what that run wrote was left
+
+
+def _earlier_tasks(output_dir: str) -> list[str] | None:
+    """The tasks `sequence.json` records, or None (no readable record)."""
+    try:
+        with open(os.path.join(output_dir, SEQUENCE_FILE)) as f:
+            tasks = json.load(f)["tasks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(t) for t in tasks] if isinstance(tasks, list) else None
 
 
 def _sequence_paths(dataset_path: str | None, tasks: Sequence[str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`LDIFSMixin`: adds an L2SP or LDIFS term to any `transformers.Trainer`'s loss; `LDIFSTrainer` is it on `Trainer`.
+"""`LDIFSMixin`: adds an L2SP, LDIFS or KL term (or a plug-in's) to any `transformers.Trainer`'s loss; `LDIFSTrainer`
+is it on `Trainer`.
 
 The task loss is the parent trainer's own `compute_loss` (for `Trainer`: the model's loss from
 `model(**inputs)`, the label smoother, `compute_loss_func`; for trl's trainers: their own losses); the
@@ -20,7 +21,7 @@ stock Trainer's are, and the log history, the callbacks' events and the logged k
 
 The regularizer is the registered object that `args.regularizer` names (`training/terms/`, one file
 each): its `setup` runs at the end of `__init__` and returns the run's state, held as
-`trainer.regularizer_state` (the LDIFS teacher and taps, the L2SP anchor, ...); `compute_loss` adds
+`trainer.regularizer_state` (the LDIFS or KL teacher, the taps, the L2SP anchor, ...); `compute_loss` adds
 `weight(settings) * penalty`. Snapshots are taken when the trainer is built: for a sequence of tasks that
 is the model after the previous task, as in the official code; pass `teacher_model=` (e.g. the pretrained
 model) to anchor elsewhere. Neither is a submodule of the trained model, so they never enter the
@@ -31,9 +32,10 @@ encoder; an encoder-decoder's decoder on request) in `compute_loss`, whoever cal
 that never returns the outputs, trl's DPO/GRPO/KTO batches): the module is asked for them by a forward
 pre-hook, and the teacher runs on the inputs that forward received, drawing the random numbers that
 forward drew (a model with randomness in `forward`, such as ViT-MAE's patch mask, gives both the same).
-Under `torch.compile` the same holds (dynamo's code caches are cleared once, so no graph traced without the
-hooks is reused); there a forward that draws random numbers is refused by name, since the compiled graph
-draws its own way.
+A regularizer that needs outputs (KL: the logits) gets the first forward of the whole model the same way,
+without hidden states. Under `torch.compile` the same holds (dynamo's code caches are cleared once, so no
+graph traced without the hooks is reused); there a forward that draws random numbers is refused by name,
+since the compiled graph draws its own way.
 
 Terms are batch means; when the parent's task loss is already scaled for gradient accumulation (the
 Trainer's `loss_is_scaled_for_ga` rule) they are divided by the accumulation steps to match.
@@ -42,6 +44,7 @@ Trainer's `loss_is_scaled_for_ga` rule) they are divided by the accumulation ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections import defaultdict
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import HPSearchBackend
 from transformers.utils import ModelOutput, logging
 
 from ..clip_classifier import CLIPVisionClassifier
@@ -57,7 +61,7 @@ from .arguments import LDIFSArgumentsMixin
 from .objectives import get_objective
 from .distributed import is_compiled, plain_model
 from .terms import TASK_LOG_NAME, RegularizerState, TappedCall, generator_states, get_regularizer, log_names
-from .terms.ldifs import disable_dropout  # noqa: F401  (importable from here, as before the registry)
+from .terms.teacher import disable_dropout  # noqa: F401  (importable from here, as before the registry)
 
 logger = logging.get_logger(__name__)
 
@@ -118,14 +122,14 @@ class LDIFSMixin:
     regularizer "none". Every other argument is the parent trainer's, positional or by keyword, and is
     passed on by keyword (trl's `DPOTrainer(model, ref_model, args=...)` works as it does alone).
     Extra keyword arguments:
-        teacher_model: model whose encoder is the LDIFS teacher and the L2SP anchor
+        teacher_model: model whose encoder is the LDIFS teacher and the L2SP anchor, and the KL teacher (head included)
             (default: a frozen copy of `model` as given; for a PeftModel, the model with adapters disabled).
         objective: a registered objective, "ce" (the parent trainer's loss), "clip-contrastive" or "clip-ce"
             (default: the method's, else "ce").
 
     Logged per term, unrounded, while a term is on: `loss_task` (the objective), `loss_ldifs` (the unweighted
-    feature distance), `loss_l2sp` (the unweighted squared parameter distance), or another registered
-    regularizer's `loss_<name>`; in training in the step's entry (beside `loss`, the optimised total), in
+    feature distance), `loss_l2sp` (the unweighted squared parameter distance), `loss_kl` (the unweighted KL), or
+    another registered regularizer's `loss_<name>`; in training in the step's entry (beside `loss`, the optimised total), in
     evaluation among the evaluation's metrics with its prefix (`eval_loss_ldifs`; its task loss is `eval_loss`).
 
     Attributes:
@@ -134,6 +138,7 @@ class LDIFSMixin:
     """
 
     _predicting = False  # within prediction_step (evaluate, predict): the loss returned is the task loss
+    _regularizer_built = False  # the regularizer's `setup` ran (its λ was > 0 when the trainer was built)
     _compiled_caches_cleared = False
 
     def __init__(self, *trainer_args, teacher_model=None, objective: str | None = None, **kwargs):
@@ -155,9 +160,8 @@ class LDIFSMixin:
         # Not `self.objective`: Trainer.hyperparameter_search keeps each trial's score under that name.
         self.loss_objective = get_objective(objective or (spec.objective if spec else "ce")).name
         term = get_regularizer(args.regularizer)
-        settings = term.settings(args)
         self.regularizer_term = term
-        self.regularizer_active = term.log_name is not None and term.weight(settings) > 0
+        self._set_regularizer_settings(term.settings(args))  # once; a hyperparameter trial sets its own
         super().__init__(**call)
         unwrapped = plain_model(self.accelerator, self.model)
         if self.loss_objective != "ce" or isinstance(unwrapped, CLIPVisionClassifier):
@@ -167,16 +171,21 @@ class LDIFSMixin:
         if not hasattr(self, "_metrics"):
             self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         if not self.regularizer_active:
-            self.regularizer_state = RegularizerState(settings)
             return
         if is_peft_model(unwrapped) and teacher_model is None:
             config = unwrapped.peft_config[unwrapped.active_adapter]
             if config.is_prompt_learning:
                 raise ValueError(
-                    f"LDIFS/L2SP on a PeftModel need adapter layers in the encoder; prompt-learning adapter "
+                    f"a regularizer on a PeftModel needs adapter layers in the model; prompt-learning adapter "
                     f"{unwrapped.active_adapter!r} ({config.peft_type}) changes the inputs instead; use regularizer 'none'"
                 )
-        self.regularizer_state = term.setup(self, teacher_model, settings)
+        self.regularizer_state = term.setup(self, teacher_model, self.regularizer_state.settings)
+        self._regularizer_built = True
+
+    def _set_regularizer_settings(self, settings) -> None:
+        """The run's regularizer settings, read from the arguments; the term is on while its λ > 0."""
+        self.regularizer_active = self.regularizer_term.log_name is not None and self.regularizer_term.weight(settings) > 0
+        self.regularizer_state = RegularizerState(settings)
 
     # -- read-only views of the regularizer's state --------------------------------------------
 
@@ -187,7 +196,7 @@ class LDIFSMixin:
 
     @property
     def teacher(self):
-        """The LDIFS teacher (None for other regularizers and at λ = 0)."""
+        """The LDIFS or KL teacher (None for other regularizers and at λ = 0)."""
         return getattr(self.regularizer_state, "teacher", None)
 
     @property
@@ -195,20 +204,36 @@ class LDIFSMixin:
         """The LDIFS taps (None for other regularizers and at λ = 0)."""
         return getattr(self.regularizer_state, "layers", None)
 
+    @property
+    def regularizer_weight(self) -> float:
+        """λ of the run's regularizer (0 for "none")."""
+        return self.regularizer_term.weight(self.regularizer_state.settings)
+
     def regularizer_penalty(self, model: nn.Module | None = None) -> torch.Tensor:
         """The unweighted penalty of the run's regularizer on `model` (default: the trained one), for a
-        regularizer that reads no hidden states (L2SP, ...)."""
-        if not self.regularizer_active or self.regularizer_term.needs_hidden_states:
+        regularizer that reads nothing of a forward (L2SP, ...)."""
+        term = self.regularizer_term
+        if not self.regularizer_active or term.needs_hidden_states or term.needs_outputs:
             raise ValueError(
-                f"regularizer {self.regularizer!r} {'is off (λ = 0)' if not self.regularizer_active else 'reads hidden states'}; "
+                f"regularizer {self.regularizer!r} {'is off (λ = 0)' if not self.regularizer_active else 'reads a forward'}; "
                 "its penalty comes with a batch, in compute_loss"
             )
         model = plain_model(self.accelerator, self.model if model is None else model)
-        return self.regularizer_term.penalty(self.regularizer_state, model, {}, {})
+        return term.penalty(self.regularizer_state, model, {}, {})
 
     def regularizer_description(self) -> str:
         """The model card's text for this run's regularizer."""
         return self.regularizer_term.describe(self.regularizer_state.settings, self.regularizer_state)
+
+    def regularizer_record(self) -> dict:
+        """What a `RunRecord` keeps of the run's regularizer: `regularizer`, `regularizer_settings` (its `record`),
+        `regularizer_weight` (λ, None without a weighted term) and `regularizer_text` (its card text)."""
+        term, settings = self.regularizer_term, self.regularizer_state.settings
+        return {
+            "regularizer": term.name, "regularizer_settings": term.record(settings, self.regularizer_state),
+            "regularizer_weight": term.weight(settings) if term.weight_field is not None or term.log_name is not None else None,
+            "regularizer_text": self.regularizer_description(),
+        }
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -217,11 +242,46 @@ class LDIFSMixin:
         layers off while LDIFS is on. The teacher and the L2SP anchor stay those of the model given at
         construction (`model_init` returns the same pretrained model every time)."""
         model = super().call_model_init(trial)
-        # From args: Trainer.__init__ calls this before our own __init__ has run on.
-        term = get_regularizer(self.args.regularizer)
-        if term.disables_student_dropout(term.settings(self.args)):
+        # Trainer.__init__ calls this before our own __init__ has run on: the settings are already read.
+        if self.regularizer_term.disables_student_dropout(self.regularizer_state.settings):
             disable_dropout(model)
         return model
+
+    def _hp_search_setup(self, trial) -> None:
+        """A hyperparameter trial's values, as the Trainer sets them on `args`, with a plug-in regularizer's settings
+        (fields of its settings without a flag) into `args.regularizer_options`; then the run's settings read anew.
+        A trial may change the regularizer's weight, not what its state was built from (teacher, taps, anchor)."""
+        params = {}
+        if trial is not None and self.hp_search_backend is not None:
+            params = self.hp_space(trial) if self.hp_search_backend == HPSearchBackend.OPTUNA else dict(trial)
+        term = self.regularizer_term
+        fields = {f.name for f in dataclasses.fields(term.settings_class)} if term.settings_class else set()
+        routed = {k: v for k, v in params.items() if k in fields and not hasattr(self.args, k)}
+        if routed:
+            self.args.regularizer_options = {**self.args.regularizer_options, **routed}
+            hp_space = self.hp_space
+            self.hp_space = lambda t: {k: v for k, v in hp_space(t).items() if k not in routed}
+            trial = {k: v for k, v in trial.items() if k not in routed} if isinstance(trial, dict) else trial
+        try:
+            super()._hp_search_setup(trial)
+        finally:
+            if routed:
+                self.hp_space = hp_space
+        if trial is not None and self.hp_search_backend is not None:
+            self._trial_regularizer(term.settings(self.args))
+
+    def _trial_regularizer(self, settings) -> None:
+        term, state = self.regularizer_term, self.regularizer_state
+        weight, before = term.weight_field, state.settings
+        same = settings == before if weight is None or settings is None else (
+            dataclasses.replace(settings, **{weight: getattr(before, weight)}) == before)
+        active = term.log_name is not None and term.weight(settings) > 0
+        if not same or (active and not self._regularizer_built):
+            raise ValueError(
+                f"a hyperparameter trial set regularizer {self.regularizer!r} to {settings}; a trial may change its weight "
+                f"{weight} only, and not from 0 (its state is built once, from the model given): set it > 0 when building the trainer"
+            )
+        state.settings, self.regularizer_active = settings, active
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         WarmupLengthWarning.check(self.args, num_training_steps)
@@ -241,8 +301,9 @@ class LDIFSMixin:
         plain = plain_model(self.accelerator, model)
         # The current model's modules: with `model_init` (hyperparameter search) each trial has a new model.
         taps = {}
-        if term is not None and term.needs_hidden_states:
-            taps = {name: TappedCall(module) for name, module in term.tapped_modules(self.regularizer_state, plain).items()}
+        if term is not None and (term.needs_hidden_states or term.needs_outputs):
+            taps = {name: TappedCall(module, hidden_states=term.needs_hidden_states)
+                    for name, module in term.tapped_modules(self.regularizer_state, plain).items()}
         with contextlib.ExitStack() as hooks, self._compiled_forward_checks(model, bool(taps)):
             for tap in taps.values():
                 hooks.enter_context(tap.attached())
@@ -266,7 +327,7 @@ class LDIFSMixin:
             if not self._predicting:  # evaluate() and predict() report the task loss, as the stock Trainer does
                 loss = loss + term.weight(state.settings) * penalty / steps
         user_hidden = bool(inputs.get("output_hidden_states")) or getattr(getattr(plain, "config", None), "output_hidden_states", False)
-        if taps and return_outputs and not user_hidden:
+        if taps and term.needs_hidden_states and return_outputs and not user_hidden:
             outputs = _without_hidden_states(outputs)
         return (loss, outputs) if return_outputs else loss
 
@@ -285,7 +346,7 @@ class LDIFSMixin:
         if not self._compiled_caches_cleared:
             torch._dynamo.reset_code_caches()
             self._compiled_caches_cleared = True
-            logger.info("torch.compile: dynamo's code caches cleared once, so the compiled graphs include the LDIFS taps")
+            logger.info("torch.compile: dynamo's code caches cleared once, so the compiled graphs include the regularizer's taps")
         before = generator_states(self.args.device) if self.regularizer_term.disables_student_dropout(state.settings) else None
         yield
         after = generator_states(self.args.device) if before is not None else None

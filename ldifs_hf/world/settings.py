@@ -142,8 +142,14 @@ def cached_folder(target: Path, build, *, force: bool = False, what: str = "the 
 
 def write_atomically(target: Path, write) -> Path:
     """Run `write(tmp_dir)` and move the result to `target` (replacing it) only once it finished."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as err:  # before any work: the cache itself is at fault, not the world
+        raise OSError(
+            f"the world cache cannot hold {target.name} in {str(target.parent)!r} ({err.strerror or err}); set --world_cache_dir "
+            f"(or ${CACHE_ENV}) to a writable folder"
+        ) from None
     try:
         write(tmp)
         if target.exists():

@@ -9,15 +9,13 @@ language model can be shown offline on a CPU in minutes.
 from __future__ import annotations
 
 from ..._lazy import lazy_exports
-from .generator import NEW_SKILL, OLD_SKILLS, SKILLS, Skill, SkillsWorld, get_skill, shift_letters
-from .settings import SKILLS_SIZES, SkillsSettings, skills_cache_dir, skills_settings
 
-# The pre-training and the data files (torch, transformers, datasets) are imported on first use.
+# Each public name and its module, imported on first use: the pre-training and the data files (torch,
+# transformers, datasets) stay unimported until asked for.
 _EXPORTS = {
+    **{name: ".generator" for name in ("NEW_SKILL", "OLD_SKILLS", "SKILLS", "Skill", "SkillsWorld", "get_skill", "shift_letters")},
+    **{name: ".settings" for name in ("SKILLS_SIZES", "SkillsSettings", "skills_cache_dir", "skills_settings")},
     **{name: ".pretrain" for name in ("pretrain_skills_model", "pretrained_skills_model", "train_char_tokenizer", "evaluation_items")},
     **{name: ".tasks" for name in ("PreparedSkills", "build_skills_data", "prepare_skills", "task_name")},
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-__all__ = sorted(["NEW_SKILL", "OLD_SKILLS", "SKILLS", "SKILLS_SIZES", "Skill", "SkillsSettings", "SkillsWorld", "get_skill",
-                  "shift_letters", "skills_cache_dir", "skills_settings", *_EXPORTS])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

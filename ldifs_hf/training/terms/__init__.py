@@ -1,15 +1,17 @@
 """The regularizer registry: each regularizer is one registered object, in one file of this package.
 
 A `Regularizer` declares its hyperparameters in a small dataclass (`settings_class`, a
-`RegularizerSettings`), builds its per-trainer state once (`setup`, which returns a `RegularizerState`
-that the trainer holds as `trainer.regularizer_state`), and knows whether it needs the student's hidden
-states (`needs_hidden_states`), its unweighted penalty (`penalty`), its weight in the loss (`weight`),
-the name it is logged under (`log_name`) and its model-card text (`describe`). `LDIFSMixin` calls the
-object that `args.regularizer` names; the method registry and the arguments validate names against
-`list_regularizers()`. The formulas themselves stay pure functions in `ldifs_hf.regularizers`.
+`RegularizerSettings`) and which of them is its weight λ (`weight_field`), builds its per-trainer state
+once (`setup`, which returns a `RegularizerState` that the trainer holds as `trainer.regularizer_state`),
+and knows what it reads of the student's forward (`needs_hidden_states`, `needs_outputs`), its
+unweighted penalty (`penalty`), the name it is logged under (`log_name`), what a run record keeps of its
+settings (`record`) and its model-card text (`describe`). `LDIFSMixin` calls the object that
+`args.regularizer` names; the method registry and the arguments validate names against
+`list_regularizers()`; the run record, resume, the study's sweeps, the λ search and the frontier read
+λ through `weight_field` and the record. The formulas themselves stay pure functions in `ldifs_hf.regularizers`.
 
 Settings come from the arguments: a built-in's settings dataclass is a base of `LDIFSArgumentsMixin`,
-so its fields are the usual flags (`--ldifs_lambda`, `--l2sp_lambda`, ...); a plug-in's fields come
+so its fields are the usual flags (`--ldifs_lambda`, `--kl_temperature`, ...); a plug-in's fields come
 from `args.regularizer_options` (a dict, or JSON on the command line: `--regularizer_options
 '{"l1_lambda": 0.1}'`). So a new regularizer, its own weight included, is one file with a `Regularizer`
 subclass passed to `register_regularizer`, and its test (see `tests/test_regularizer_plugin.py`).
@@ -22,6 +24,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -85,16 +88,18 @@ def _first_device(values) -> torch.device | None:
 
 
 class TappedCall:
-    """The first forward of a tapped module within one `compute_loss`: asked for its hidden states (a forward
-    pre-hook adds `output_hidden_states=True`), which it keeps with the inputs that forward received (by
-    parameter name), so a teacher can run on exactly those, and with the random generators' states at its
-    start, so a teacher can draw the same random numbers (`replayed_randomness`: ViT-MAE's patch mask, ...).
-    Under `torch.compile` the states are not taken (the compiled graph draws its own way; the trainer checks
-    that nothing is drawn)."""
+    """The first forward of a tapped module within one `compute_loss`: its output, with the inputs that forward
+    received (by parameter name), so a teacher can run on exactly those, and with the random generators' states
+    at its start, so a teacher can draw the same random numbers (`replayed_randomness`: ViT-MAE's patch mask,
+    ...). With `hidden_states`, the module is also asked for them (a forward pre-hook adds
+    `output_hidden_states=True`) and they are kept. Under `torch.compile` the states are not taken (the compiled
+    graph draws its own way; the trainer checks that nothing is drawn)."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, hidden_states: bool = True):
         self.module = module
+        self.asks_hidden_states = hidden_states
         self.hidden_states = None
+        self.output = None
         self.inputs: dict | None = None
         self.generator_states: dict | None = None
         self._signature = inspect.signature(module.forward)
@@ -107,11 +112,12 @@ class TappedCall:
         self.inputs.update(self.inputs.pop(self._var_keyword, None) or {})
         if not is_torchdynamo_compiling():
             self.generator_states = generator_states(_first_device([*args, *kwargs.values()]))
-        return args, {**kwargs, "output_hidden_states": True}
+        return (args, {**kwargs, "output_hidden_states": True}) if self.asks_hidden_states else None
 
     def _hook(self, module, args, output):
-        if self.hidden_states is None:
-            self.hidden_states = getattr(output, "hidden_states", None)
+        if self.output is None:
+            self.output = output
+            self.hidden_states = getattr(output, "hidden_states", None) if self.asks_hidden_states else None
 
     @contextlib.contextmanager
     def attached(self):
@@ -146,8 +152,12 @@ class Regularizer:
 
     name: the registry name, used in `--regularizer` and in "METHOD+REGULARIZER".
     settings_class: its hyperparameters, a `RegularizerSettings` dataclass (None: it has none).
+    weight_field: the field of `settings_class` that is its weight λ in the loss (`weight`); the study's λ
+        sweeps, the λ search and the frontier set and read λ through it (None: no weight to sweep).
     needs_hidden_states: whether `penalty` reads hidden states of the student: the trainer then records the
         first forward of each module `tapped_modules` names (a `TappedCall`: its hidden states and inputs).
+    needs_outputs: whether `penalty` reads the outputs of those forwards (their logits, ...) without their hidden
+        states (KL taps the whole model this way).
     log_name: the logged per-step term, "loss_<name>" (None: nothing is added to the loss).
 
     One instance serves every trainer: a run's state (anchor, teacher, taps) is the object `setup` returns.
@@ -155,7 +165,9 @@ class Regularizer:
 
     name: str = ""
     settings_class: type | None = None
+    weight_field: str | None = None
     needs_hidden_states: bool = False
+    needs_outputs: bool = False
     log_name: str | None = None
 
     def settings(self, args) -> RegularizerSettings | None:
@@ -177,19 +189,34 @@ class Regularizer:
         `teacher_model` the user's anchor model, or None)."""
         return RegularizerState(settings)
 
+    def check_model_config(self, settings, config) -> None:
+        """Refuse, from the model's config alone (before anything is loaded), a model these settings cannot serve
+        (a one-line error); nothing is refused by default."""
+
     def tapped_modules(self, state, model: nn.Module) -> dict[str, nn.Module]:
-        """The modules whose first forward `penalty` reads (when `needs_hidden_states`): the encoder by default."""
+        """The modules whose first forward `penalty` reads (with `needs_hidden_states` or `needs_outputs`): the
+        encoder by default."""
         return {"encoder": image_encoder(model)}
 
     def penalty(self, state, model, taps: Mapping[str, TappedCall], inputs):
         """The unweighted penalty of this batch, a 0-dim tensor. `state` is what `setup` returned; `model` the
-        unwrapped model; `taps` the `TappedCall` of each of `tapped_modules` (empty unless `needs_hidden_states`);
+        unwrapped model; `taps` the `TappedCall` of each of `tapped_modules` (empty unless `needs_hidden_states` or
+        `needs_outputs`);
         `inputs` the batch as `compute_loss` received it."""
         raise NotImplementedError(f"regularizer {self.name!r} adds no penalty")
 
     def weight(self, settings) -> float:
-        """The penalty's weight in the loss (λ)."""
-        return 0.0
+        """The penalty's weight in the loss (λ): the settings' `weight_field`, 0 without one."""
+        if settings is None or self.weight_field is None:
+            return 0.0
+        return getattr(settings, self.weight_field)
+
+    def record(self, settings, state=None) -> dict:
+        """What a run record keeps of `settings` (its `regularizer_settings`): every field, as JSON values. `state`,
+        after `setup`, may settle some (LDIFS's default taps); resume compares the settings without it."""
+        if settings is None:
+            return {}
+        return json.loads(json.dumps(dataclasses.asdict(settings), default=str))
 
     def disables_student_dropout(self, settings) -> bool:
         """Whether the student's stochastic layers are switched off (also for `model_init`'s fresh models)."""
@@ -220,12 +247,15 @@ def register_regularizer(regularizer: Regularizer, overwrite: bool = False) -> R
                       if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if no_default:
             raise ValueError(f"regularizer {name!r}: setting {no_default[0]!r} needs a default (unset flags and options take it)")
+    fields = [f.name for f in dataclasses.fields(settings_class)] if settings_class is not None else []
+    if regularizer.weight_field is not None and regularizer.weight_field not in fields:
+        raise ValueError(f"regularizer {name!r}: weight_field {regularizer.weight_field!r} is not a field of its settings_class {fields}")
     _REGISTRY[name] = regularizer
     return regularizer
 
 
 def list_regularizers(pattern: str | None = None) -> list[str]:
-    """Registered names, in registration order (the built-ins first: none, l2sp, ldifs)."""
+    """Registered names, in registration order (the built-ins first: none, l2sp, ldifs, kl)."""
     names = list(_REGISTRY)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
@@ -241,36 +271,14 @@ def log_names() -> tuple[str, ...]:
     return (TASK_LOG_NAME,) + tuple(r.log_name for r in _REGISTRY.values() if r.log_name is not None)
 
 
-def loss_weights(args) -> dict[str, float | None]:
-    """Each term of `log_names()` and its weight in the loss under `args` (the task loss: None, i.e. 1)."""
-    weights: dict[str, float | None] = {TASK_LOG_NAME: None}
-    for regularizer in _REGISTRY.values():
-        if regularizer.log_name is not None:
-            weights[regularizer.log_name] = regularizer.weight(regularizer.settings(args))
-    return weights
-
-
-def describe_regularizer(name: str, values: Mapping[str, Any]) -> str:
-    """The card text of regularizer `name` with the settings found in `values` (e.g. a run record's fields;
-    None values count as unset). A name not registered in this process is returned as it is."""
-    if name not in _REGISTRY:
-        return name
-    regularizer = _REGISTRY[name]
-    if regularizer.settings_class is None:
-        return regularizer.describe(None)
-    known = {f.name for f in dataclasses.fields(regularizer.settings_class)}
-    settings = regularizer.settings_class(**{k: v for k, v in values.items() if k in known and v is not None})
-    return regularizer.describe(settings)
-
-
 # The built-ins, registered in this order. Their modules import torch, `modeling` and `regularizers`,
 # never the trainer, so `methods.py` can read the names without a cycle.
 from . import none as _none  # noqa: E402,F401
 from . import l2sp as _l2sp  # noqa: E402,F401
 from . import ldifs as _ldifs  # noqa: E402,F401
+from . import kl as _kl  # noqa: E402,F401
 
 __all__ = [
-    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "describe_regularizer", "generator_states",
-    "get_regularizer",
-    "list_regularizers", "log_names", "loss_weights", "register_regularizer",
+    "Regularizer", "RegularizerSettings", "RegularizerState", "TappedCall", "check_weight", "generator_states", "get_regularizer",
+    "list_regularizers", "log_names", "register_regularizer",
 ]

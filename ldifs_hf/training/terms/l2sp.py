@@ -118,6 +118,7 @@ def sharded_l2sp_penalty(state: L2SPState, params: list) -> torch.Tensor:
 class L2SP(Regularizer):
     name = "l2sp"
     settings_class = L2SPSettings
+    weight_field = "l2sp_lambda"
     log_name = "loss_l2sp"
 
     def setup(self, trainer, teacher_model, settings: L2SPSettings) -> L2SPState:
@@ -167,9 +168,6 @@ class L2SP(Regularizer):
         if penalty is None:  # nothing to anchor (allowed at λ = 0 only)
             penalty = torch.zeros((), device=model.device if hasattr(model, "device") else None)
         return penalty
-
-    def weight(self, settings: L2SPSettings) -> float:
-        return settings.l2sp_lambda
 
     def describe(self, settings: L2SPSettings, state=None) -> str:
         scope = "" if settings.l2sp_scope == "encoder" else f", scope {settings.l2sp_scope}"

@@ -14,37 +14,24 @@ from __future__ import annotations
 
 import copy
 import inspect
-import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ...modeling import image_encoder, is_encoder_decoder, is_peft_model
-from ...regularizers import LDIFS_NORMALIZATIONS, default_ldifs_layers, ldifs_per_sample
-from . import Regularizer, RegularizerSettings, RegularizerState, check_weight, register_regularizer
-from ..distributed import plain_model, prepare_frozen_model
+from ...regularizers import LDIFS_NORMALIZATIONS, check_ldifs_layers, default_ldifs_layers, ldifs_per_sample
+from . import Regularizer, RegularizerState, check_weight, register_regularizer
+from ..distributed import plain_model
+from .teacher import NOT_TEACHER_INPUTS, TeacherSettings, adapter_disabled_teacher, disable_dropout, frozen_teacher, in_teacher_dtype
 
-TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 LDIFS_TAPS = ("encoder", "decoder", "both")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-logger = logging.getLogger(__name__)
-# Attributes that hold a probability used functionally: attention and activation dropout (ViT, CLIP, Llama,
-# BART, Whisper, ...), stochastic depth (DropPath's `drop_prob`: Swin, ConvNeXt, BEiT, timm) and layer drop.
-_STOCHASTIC_ATTRIBUTES = (
-    "dropout", "dropout_prob", "attention_dropout", "attn_dropout", "dropout_p", "activation_dropout", "hidden_dropout",
-    "drop_prob", "layerdrop",
-)
-# Forward arguments the teacher never takes from the student's call: targets, loss and output switches, caches.
-_NOT_TEACHER_INPUTS = {
-    "labels", "return_loss", "num_items_in_batch", "output_hidden_states", "output_attentions", "return_dict",
-    "use_cache", "past_key_values", "cache", "cache_position",
-}
 
 
 @dataclass
-class LDIFSSettings(RegularizerSettings):
-    """LDIFS's hyperparameters (flags of `LDIFSArgumentsMixin`, which derives from this class).
+class LDIFSSettings(TeacherSettings):
+    """LDIFS's hyperparameters (flags of `LDIFSArgumentsMixin`, which derives from this class), with the
+    teacher's (`TeacherSettings`: teacher_dtype, keep_student_dropout).
 
     Parameters:
         ldifs_lambda (`float`, *optional*, defaults to `10.0`):
@@ -53,15 +40,6 @@ class LDIFSSettings(RegularizerSettings):
             Indices into the model's `hidden_states` to tap; None means 0 and every L/4 blocks.
         ldifs_normalization (`str`, *optional*, defaults to `"token"`):
             "token" (official code, the default λ was tuned with it) or "flatten" (paper appendix B).
-        teacher_dtype (`str`, *optional*, defaults to `None`):
-            Cast the frozen teacher to "bfloat16"/"float16"/"float32". None means the dtype of the
-            student's weights, so the term is exactly 0 at step 1 under any autocast; "bfloat16" under
-            `bf16` saves memory and time (the teacher never trains, so it needs no float32 copy) at a
-            rounding of about 1e-6 in the term.
-        keep_student_dropout (`bool`, *optional*, defaults to `False`):
-            Keep the student's stochastic layers (dropout, DropPath, ...) while the LDIFS term is on
-            (ldifs_lambda > 0). By default they are switched off, as trl's `disable_dropout`, so student
-            and teacher features agree at step 0.
         ldifs_tap (`str`, *optional*, defaults to `"encoder"`):
             Which stack of an encoder-decoder model (T5, BART, Whisper) is tapped: "encoder" (its hidden
             states do not depend on the labels), "decoder" (the teacher's decoder reads the teacher's
@@ -75,13 +53,6 @@ class LDIFSSettings(RegularizerSettings):
     )
     ldifs_normalization: str = field(
         default="token", metadata={"help": f"LDIFS feature normalisation: one of {LDIFS_NORMALIZATIONS}."}
-    )
-    teacher_dtype: str | None = field(
-        default=None,
-        metadata={"help": f"dtype of the frozen teacher: one of {TEACHER_DTYPES} (default: the student's weights' dtype)."},
-    )
-    keep_student_dropout: bool = field(
-        default=False, metadata={"help": "Keep the student's dropout and stochastic depth while LDIFS is on (default: switched off)."}
     )
     ldifs_tap: str = field(
         default="encoder", metadata={"help": f"Encoder-decoder models: the stack LDIFS taps, one of {LDIFS_TAPS}."}
@@ -98,8 +69,8 @@ class LDIFSSettings(RegularizerSettings):
             bad = [i for i in self.ldifs_layers if not isinstance(i, int) or i < 0]
             if bad:
                 raise ValueError(f"ldifs_layers must be hidden-state indices >= 0, got {bad[0]!r}")
-        if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}")
+            if len(set(self.ldifs_layers)) != len(self.ldifs_layers):  # a repeated index would weigh its layer twice
+                raise ValueError(f"ldifs_layers must name each hidden-state index once, got {list(self.ldifs_layers)}")
         if self.ldifs_tap not in LDIFS_TAPS:
             raise ValueError(f"ldifs_tap must be one of {LDIFS_TAPS}, got {self.ldifs_tap!r}")
 
@@ -139,11 +110,8 @@ def _taps(settings: LDIFSSettings, num_layers: int | None, module: nn.Module) ->
         layers = default_ldifs_layers(num_layers)
     else:
         raise ValueError(f"cannot infer the number of blocks of {type(module).__name__}; set ldifs_layers explicitly")
-    if num_layers is not None and max(layers) > num_layers:
-        raise ValueError(
-            f"ldifs layer index {max(layers)} out of range: the model has {num_layers} blocks, "
-            f"so hidden_states indices are 0..{num_layers}"
-        )
+    if num_layers is not None:
+        check_ldifs_layers(layers, num_layers)
     return layers
 
 
@@ -168,58 +136,13 @@ def _accepts(module: nn.Module, name: str) -> bool:
 
 def _named_inputs(module: nn.Module) -> frozenset[str]:
     params = inspect.signature(module.forward).parameters
-    return frozenset(n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)) - _NOT_TEACHER_INPUTS
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Set every stochastic probability of `model` to 0: `nn.Dropout` modules, DropPath's `drop_prob`,
-    attention/activation dropout floats and layer drop."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-        for name in _STOCHASTIC_ATTRIBUTES:
-            if isinstance(getattr(module, name, None), float):
-                setattr(module, name, 0.0)
-
-
-def resolve_teacher_dtype(settings: LDIFSSettings, model: nn.Module) -> torch.dtype:
-    """The teacher's dtype: `teacher_dtype`, else the dtype of the student's encoder weights, so that at step 1,
-    under any autocast, the teacher computes exactly what the student computes and the term is 0 (bf16 teacher
-    weights under a float32 student's bf16 autocast give about 1e-6 instead)."""
-    if settings.teacher_dtype is not None:
-        return _DTYPES[settings.teacher_dtype]
-    return next((p.dtype for p in image_encoder(model).parameters() if p.is_floating_point()), torch.float32)
-
-
-def _in_dtype_of(teacher, inputs: dict) -> dict:
-    """Floating-point inputs cast to a separate teacher's dtype (an adapter-disabled teacher is the student)."""
-    if not isinstance(teacher, nn.Module):
-        return inputs
-    dtype = next(teacher.parameters()).dtype
-    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
-
-
-class _AdapterDisabledTeacher:
-    """A PeftModel's encoder run under `disable_adapter()`, in eval mode, without gradients: no second copy."""
-
-    def __init__(self, peft_model: nn.Module, encoder: nn.Module):
-        self.peft_model = peft_model
-        self.encoder = encoder
-
-    def __call__(self, **inputs):
-        modes = {m: m.training for m in self.encoder.modules()}
-        self.encoder.eval()
-        try:
-            with self.peft_model.disable_adapter(), torch.no_grad():
-                return self.encoder(**inputs)
-        finally:
-            for module, training in modes.items():
-                module.training = training
+    return frozenset(n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)) - NOT_TEACHER_INPUTS
 
 
 class LDIFS(Regularizer):
     name = "ldifs"
     settings_class = LDIFSSettings
+    weight_field = "ldifs_lambda"
     needs_hidden_states = True
     log_name = "loss_ldifs"
 
@@ -257,29 +180,20 @@ class LDIFS(Regularizer):
                     f"ldifs_tap={settings.ldifs_tap!r} on a PeftModel needs teacher_model= (the adapter-disabled "
                     "teacher taps the encoder only)"
                 )
-            if settings.teacher_dtype is not None:
-                raise ValueError(
-                    f"teacher_dtype={settings.teacher_dtype!r} needs a separate teacher, but a PeftModel's teacher is "
-                    "the model itself with adapters disabled; pass teacher_model= or leave teacher_dtype unset"
-                )
-            state.teacher = _AdapterDisabledTeacher(model, encoder)
-            logger.info("LDIFS teacher: the model itself with its adapters disabled, in the student's dtype")
+            state.teacher = adapter_disabled_teacher(model, encoder, settings, "LDIFS")
             return state
         source = teacher_model if teacher_model is not None else model
         if decoder is None:
             teacher = copy.deepcopy(image_encoder(source))
         else:
             teacher = _Seq2SeqTeacher(copy.deepcopy(image_encoder(source)), copy.deepcopy(source.get_decoder()))
-        teacher.requires_grad_(False)
-        teacher.eval()
-        dtype = resolve_teacher_dtype(settings, model)
-        teacher.to(dtype)
-        logger.info("LDIFS teacher: a frozen copy in %s (%s)", str(dtype).replace("torch.", ""),
-                    "teacher_dtype" if settings.teacher_dtype else "the student's dtype; teacher_dtype= to change it")
-        # Evaluation mode: moved to the device and wrapped for mixed precision, never in DDP; DeepSpeed
-        # gives it an inference engine of its own (partitioned under ZeRO-3).
-        state.teacher = prepare_frozen_model(trainer, teacher)
+        state.teacher = frozen_teacher(trainer, teacher, settings, encoder, "LDIFS")
         return state
+
+    def check_model_config(self, settings: LDIFSSettings, config) -> None:
+        blocks = getattr(getattr(config, "vision_config", config), "num_hidden_layers", None)
+        if settings.ldifs_layers is not None and settings.ldifs_tap == "encoder" and isinstance(blocks, int):
+            check_ldifs_layers(settings.ldifs_layers, blocks)
 
     def disables_student_dropout(self, settings: LDIFSSettings) -> bool:
         return settings.ldifs_lambda > 0 and not settings.keep_student_dropout
@@ -306,7 +220,7 @@ class LDIFS(Regularizer):
                 f"the encoder was called with none of the teacher's inputs {sorted(state.teacher_inputs)}; LDIFS runs "
                 "the teacher on the student's inputs"
             )
-        encoder_inputs = _in_dtype_of(state.teacher, encoder_inputs)
+        encoder_inputs = in_teacher_dtype(state.teacher, encoder_inputs)
         normalization = state.settings.ldifs_normalization
         # The teacher draws the random numbers the student's encoder drew (a random patch mask, ...).
         with torch.no_grad(), taps["encoder"].replayed_randomness():
@@ -314,9 +228,9 @@ class LDIFS(Regularizer):
                 teacher_encoder, teacher_decoder = state.teacher(**encoder_inputs, output_hidden_states=True).hidden_states, None
             else:
                 decoder_inputs = {k: v for k, v in taps["decoder"].inputs.items()
-                                  if k not in _NOT_TEACHER_INPUTS and k != "encoder_hidden_states"}
+                                  if k not in NOT_TEACHER_INPUTS and k != "encoder_hidden_states"}
                 teacher_encoder, teacher_decoder = state.teacher(encoder_inputs=encoder_inputs,
-                                                                 decoder_inputs=_in_dtype_of(state.teacher, decoder_inputs))
+                                                                 decoder_inputs=in_teacher_dtype(state.teacher, decoder_inputs))
         parts = []  # (per-sample distance, number of taps)
         if state.layers is not None:
             mask = encoder_inputs.get("attention_mask") if state.masks_tokens else None
@@ -333,8 +247,11 @@ class LDIFS(Regularizer):
             per_sample = sum(d for d, _ in parts)
         return per_sample.mean()
 
-    def weight(self, settings: LDIFSSettings) -> float:
-        return settings.ldifs_lambda
+    def record(self, settings: LDIFSSettings, state: LDIFSState | None = None) -> dict:
+        recorded = super().record(settings)
+        if state is not None and state.layers is not None:
+            recorded["ldifs_layers"] = list(state.layers)  # the taps the run used, also when they were the default
+        return recorded
 
     def describe(self, settings: LDIFSSettings, state: LDIFSState | None = None) -> str:
         text = f"LDIFS, λ = {settings.ldifs_lambda}, {settings.ldifs_normalization or 'token'} normalisation"
