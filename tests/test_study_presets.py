@@ -160,7 +160,7 @@ def test_the_demo_is_this_study():
     demo = DemoArguments(output_dir="runs/demo-x", seeds="0,1")
     study = demo.study_arguments()  # the first world's
     assert (study.world, study.world_seed, study.finetune_tasks, study.eval_tasks, study.seeds) == ("default", 0, "world-digit", "all", "0,1")
-    assert (study.frontier, study.eval_seed, study.max_steps, study.checkpoint_every_percent) == ("cross", -1, 100, 20.0)
+    assert (study.frontier, study.eval_seed, study.max_steps, study.checkpoint_every_percent) == ("cross", -1, 100, 25.0)
     assert (study.output_dir, study.distances, study.eval_validation, study.cell_plots, study.workers) == ("runs/demo-x/world-0", True, True, False, 2)
     # The other world keeps only its runs' final models, without distances.
     other = demo.study_arguments(1)

@@ -290,6 +290,9 @@ def test_validation_scores_choices_and_claims_in_the_report(runs, eurosat_dir, m
     # Each run's facts, as its record holds them: what the claims pair methods by.
     assert final["method_spec"] == {"head_init": "zero-shot", "objective": "ce", "regularizer": "none", "trained": "vision"}
     assert set(final["validation"]) == {"a_ft", "eval"} and set(final["validation"]["eval"]) == {"eurosat", "mnist"}
+    # A point along training (zs-init-ce's checkpoint-1, at 50 %) is no candidate of a choice: not scored on validation.
+    halfway = [r for r in result.records if r["method"] == "zs-init-ce" and r["percent"] == 50.0]
+    assert halfway and all("validation" not in r for r in halfway)
     document = json.loads((tmp_path / "report" / "claims.json").read_text())
     # α 0 or 1 chosen per method on validation; no two methods differ only in their regularizer: no claims.
     assert {c["method"] for c in document["choices"]} == set(METHODS) and document["claims"] == []

@@ -403,8 +403,11 @@ class ConceptForgettingEvaluator:
         text_tower: str | None = None,
         ldifs_layers: Sequence[int] | None = None,
         ldifs_normalization: str = "token",
+        validation: bool = True,
     ) -> ForgettingRecord:
-        """One record of a model: per-benchmark accuracies and Δs, A_FT, distances.
+        """One record of a model: per-benchmark accuracies and Δs, A_FT, distances, and with
+        `settings.validation` (unless `validation` is False: a point along training, which no choice reads)
+        the same on the validation splits.
 
         `reference` (default: the pretrained model) is θ0 of the distances; `ldifs_layers` and
         `ldifs_normalization` are the feature distance's taps and normalisation (a run's own, when it
@@ -418,7 +421,7 @@ class ConceptForgettingEvaluator:
         for name, accs in accuracies.items():
             record["eval"][name] = {"zs_acc": accs["zs"], "lp_acc": accs["lp"], "delta_zs": deltas[name]["zs"], "delta_lp": deltas[name]["lp"]}
         record["a_ft"] = self.finetune_accuracy(model, finetune_benchmark, key=key) if finetune_benchmark is not None else None
-        if self.settings.validation:
+        if self.settings.validation and validation:
             record["validation"] = self._validation_scores(model, benchmarks, key, finetune_benchmark, text_tower)
         if distances:
             reference = reference if reference is not None else self.pretrained

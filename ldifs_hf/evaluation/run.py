@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -474,6 +475,11 @@ class NonFiniteModelError(ValueError):
     """A model whose weights or scores hold NaN or inf: it has no meaningful accuracy or Δ."""
 
 
+def _along_training(entry: CheckpointEntry) -> bool:
+    """A run's `checkpoint-N` folder before the end of its training (not its final model)."""
+    return re.fullmatch(r"checkpoint-\d+", os.path.basename(os.path.normpath(entry.path))) is not None and (entry.percent or 0) < 100
+
+
 def _score_model(
     evaluator: ConceptForgettingEvaluator, model: nn.Module, key: str, entry: CheckpointEntry, benchmarks: Sequence[str], finetune, distances: bool
 ) -> ForgettingRecord:
@@ -483,6 +489,7 @@ def _score_model(
     record = evaluator.evaluate(
         model, benchmarks, key=key, finetune_benchmark=finetune, distances=distances,
         ldifs_layers=entry.ldifs_layers, ldifs_normalization=entry.ldifs_normalization or "token",
+        validation=not _along_training(entry),  # λ and α are chosen among final models only
     )
     values = {k: v for k, v in record.items() if k != "eval"}
     values.update({f"{bench}/{k}": v for bench, scores in record["eval"].items() for k, v in scores.items()})

@@ -116,7 +116,7 @@ class DemoArguments:
         help="Test images per task and unit: each unit draws its own from the world's test pool with its seed, so the claims' intervals cover the test sample.",
     )
     checkpoint_every_percent: float = _study_field(
-        "checkpoint_every_percent",
+        "checkpoint_every_percent", default=25.0,
         help="The first world's runs save and score a checkpoint every this many percent of training, with distances: the "
         "over-training plots (0: only the end). The other worlds' runs keep their final model only.",
     )
