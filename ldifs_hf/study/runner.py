@@ -44,6 +44,7 @@ same pretrained model identically and seeds vary the fine-tuning only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -412,15 +413,24 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
     return StudyResult(plan=plan, tables=tables)
 
 
+@contextlib.contextmanager
 def worker_pool(workers: int):
     """A `multiprocessing` pool of `workers` processes for cells, started fresh rather than forked (torch's
     threads do not survive a fork), each with this process's number of torch threads. As a context
-    manager it ends its workers on leaving, also on an error or an interruption."""
+    manager it ends its workers on leaving: on an error or an interruption at once, otherwise by letting
+    them finish, so that what a worker holds (joblib's semaphores) is released rather than reported leaked."""
     import multiprocessing
 
     import torch
 
-    return multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(torch.get_num_threads(),))
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(torch.get_num_threads(),))
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
 
 
 def _start_worker(threads: int) -> None:
