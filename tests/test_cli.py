@@ -124,11 +124,12 @@ def test_installed_package_runs_the_demo_outside_the_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", LDIFS_HF_CACHE=str(tmp_path / "cache"))
     demo = subprocess.run(
-        [str(venv / "bin" / "ldifs-hf"), "demo", "--quick", "--output_dir", "out", "--methods", "zs-init-ce", "--seeds", "0", "--max_steps", "2", "--lp_iterations", "5"],
+        [str(venv / "bin" / "ldifs-hf"), "demo", "--quick", "--output_dir", "out", "--methods", "zs-init-ce", "--seeds", "0", "--world_seeds", "0", "--max_steps", "2",
+         "--lp_iterations", "5"],
         cwd=work, capture_output=True, text=True, env=env, timeout=900,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     where = subprocess.run([str(python), "-c", "import ldifs_hf; print(ldifs_hf.__file__)"], cwd=work, capture_output=True, text=True, env=env)
     assert str(venv) in where.stdout, where.stdout  # the installed copy ran, not the checkout
     assert "mean (other tasks)" in (work / "out" / "results.md").read_text()
-    assert (work / "out" / "seed-0" / "results.md").read_text().startswith("Concept forgetting")
+    assert (work / "out" / "world-0" / "seed-0" / "results.md").read_text().startswith("Concept forgetting")

@@ -75,9 +75,10 @@ def test_evaluator_recomputes_a_damaged_entry(tiny_clip_dir, tmp_path, caplog, m
         data = (cache_dir / name).read_bytes()
         (cache_dir / name).write_bytes(data[: len(data) // 3])
 
-    calls = []
-    real = evaluation_module.extract_features
-    monkeypatch.setattr(evaluation_module, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = []  # features computed, by either path: streamed from the dataset, or from pixels kept in memory (small splits)
+    for name in ("extract_features", "_encode_pixels"):
+        real = getattr(evaluation_module, name)
+        monkeypatch.setattr(evaluation_module, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
     second = ConceptForgettingEvaluator.from_pretrained(tiny_clip_dir, settings)
     with caplog.at_level(logging.WARNING, logger="ldifs_hf.evaluation.cache"):
         assert second.pretrained_accuracies(["mnist"]) == expected
