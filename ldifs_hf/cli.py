@@ -132,7 +132,7 @@ def _demo_parser():
     from .study.demo import DemoArguments
 
     return _parser(
-        DemoArguments, "demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
+        DemoArguments, "demo", usage="ldifs-hf demo [--world concepts|skills] [--output_dir DIR] [--quick] [options]",
         description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting.",
     )
 
@@ -219,6 +219,11 @@ def evaluate_lm_command(argv: Sequence[str]) -> int:
 def demo_command(argv: Sequence[str]) -> int:
     (args,) = _parse("demo", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    if args.world == "skills":
+        from .study.skills_demo import run_skills_demo
+
+        run_skills_demo(args)
+        return 0
     from .study.demo import run_demo
 
     run_demo(args)
@@ -278,7 +283,7 @@ def list_command(argv: Sequence[str]) -> int:
 
 
 SUMMARIES = {
-    "demo": "the embedded concept world end to end: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting",
+    "demo": "an embedded world end to end: a tiny CLIP with the eight methods and KL, or (--world skills) a tiny LM's SFT under each regularizer",
     "finetune": "fine-tune a CLIP on one benchmark (or a sequence, --dataset a,b) with one of the paper's methods",
     "evaluate": "score checkpoints for concept forgetting on many benchmarks (Table 3, plots)",
     "evaluate-lm": "score causal-LM checkpoints for forgetting on lm-eval tasks (Δ per task, A_FT, held-out loss)",

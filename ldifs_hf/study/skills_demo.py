@@ -1,0 +1,78 @@
+"""The skills demo: forgetting in a tiny causal LM, offline on a CPU (`ldifs-hf demo --world skills`).
+
+A preset of the causal-LM study (`study.language`): the skills world's tiny Llama (pre-trained on add, copy,
+reverse and capital; cached) fine-tuned with SFT on the new skill (shift) under no regularizer, L2SP, LDIFS
+and KL at the weights of `SKILLS_LAMBDAS`, once per seed; every final model scored on every skill against the
+pre-trained model. The report (in `output_dir`): results.md/.json/.csv (every run), summary.md (Δ per skill,
+A_FT and the retain loss per regularizer and λ, mean ± std over seeds) and timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..utils import parse_seeds, torch_threads
+from .arguments import StudyArguments
+from .runner import StudyRun, run_study
+
+# The SFT of every run: enough steps at this rate to learn shift from a model that never saw it.
+MAX_STEPS, QUICK_MAX_STEPS, LEARNING_RATE, BATCH_SIZE = 200, 8, 3e-4, 32
+# The weights of each regularizer, chosen by a sweep on seed 0 (docs/DEMO.md): each learns the new skill and keeps
+# some of the old ones at the first, and trades more of the new skill for more of the old at the second.
+SKILLS_LAMBDAS = {"l2sp": (0.1, 0.3), "ldifs": (100.0, 300.0), "kl": (1.0, 3.0)}
+# Units of the claims: the sign-flip test's smallest p over n seeds is 2 / 2^n; 8 seeds decide up to 6 claims under Holm.
+SKILLS_SEEDS = "0,1,2,3,4,5,6,7"
+QUICK_SEEDS = "0,1"
+
+
+@dataclass
+class SkillsDemoResult:
+    """What the skills demo measured: every run's final records, the summary table and timings."""
+
+    records: list[dict]
+    table: str
+    timings: dict[str, float]
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def skills_study_arguments(args) -> StudyArguments:
+    """The skills demo as a study (`args`: the demo's `DemoArguments`)."""
+    # --quick (for tests, not numbers): each regularizer at its first weight only.
+    lambdas = [f"{r}={','.join(f'{w:g}' for w in (weights[:1] if args.quick else weights))}" for r, weights in SKILLS_LAMBDAS.items()]
+    options = {"per_device_train_batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "logging_steps": 50}
+    return StudyArguments(
+        output_dir=args.output_dir, world="skills-quick" if args.quick else "skills", world_cache_dir=args.cache_dir,
+        seeds=args.seeds or (QUICK_SEEDS if args.quick else SKILLS_SEEDS), lambdas=lambdas, max_steps=QUICK_MAX_STEPS if args.quick else MAX_STEPS,
+        checkpoint_every_percent=0.0, finetune_options=json.dumps(options), eval_batch_size=64,
+        overwrite_output_dir=args.overwrite_output_dir, verbose=args.verbose,
+    )
+
+
+def run_skills_demo(args) -> SkillsDemoResult:
+    """Run (or resume) the skills demo's study and write its report."""
+    study = skills_study_arguments(args)
+    seeds = parse_seeds(study.seeds)
+    print(f"The skills demo: SFT on the new skill (shift) with no regularizer and {', '.join(SKILLS_LAMBDAS)} at 2 weights each, "
+          f"{len(seeds)} seeds; every run scored on every skill")
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch_threads(args.threads):
+        return run_study(study, report=lambda run: _report(run, start, cpu))
+
+
+def _report(run: StudyRun, start: float, cpu: float) -> SkillsDemoResult:
+    from .language import assemble_language_study
+
+    cells = run.cells()
+    tables = assemble_language_study(run.args, cells)
+    timings = {"prepare_s": run.timings["prepare_s"], "cells_s": run.timings["cells_s"],
+               **{name: sum(t.get(name, 0.0) for t in run.ran.values()) for name in ("finetune_s", "evaluate_s")},
+               "total_s": time.perf_counter() - start, "main_process_cpu_s": time.process_time() - cpu}
+    paths = dict(tables.paths, timings=os.path.join(run.args.output_dir, "timings.json"))
+    with open(paths["timings"], "w") as f:
+        json.dump(timings, f, indent=2)
+    print(f"\n{tables.table3}\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    records = [r for cell in cells for r in cell["records"]]
+    return SkillsDemoResult(records=records, table=tables.table3, timings=timings, paths=paths)
