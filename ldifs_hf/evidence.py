@@ -9,6 +9,8 @@ which a handful of accuracy differences on small test sets need not be), it is e
 smallest p is 2 / 2^n: 0.25 at n = 3, 0.0625 at n = 5, 0.0020 at n = 10. So a report needs enough units
 for its claims to be decidable, and says so (`min_p`). Beyond `EXACT_MAX_UNITS` units the patterns are
 sampled (a fixed-seed Monte Carlo estimate, counted with the observed pattern, so p is never 0).
+Differences within `RESOLUTION` of 0 are float rounding of equal scores (a float32 accuracy keeps about
+seven digits) and count as 0: two models tied on every unit are never "better" by rounding.
 
 The interval is the t-based 95 % interval of the mean difference (mean ± t(0.975, n−1)·sd/√n): a
 description of the effect's size beside the test, not a second test.
@@ -17,6 +19,9 @@ The p-values of one report are corrected together by Holm's step-down method, wh
 family-wise error rate (the chance of any wrong "better than" verdict among the report's claims) at
 `ALPHA` with no assumption about how the claims depend on each other. A verdict says "A better than B"
 or "B better than A" only when the corrected p is at most `ALPHA`; otherwise "no difference shown".
+
+A frontier's Pareto set asks the same test of every pair of points (`better_by_test`): uncorrected,
+because the set is a description of the frontier rather than a claim the report makes.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from typing import Iterable, Sequence
 
 ALPHA = 0.05  # family-wise error rate of one report's verdicts
 LEVEL = 0.95  # the confidence level of each interval
-EXACT_MAX_UNITS = 20  # up to 2^20 sign patterns enumerated exactly; beyond, sampled
+EXACT_MAX_UNITS = 24  # up to 2^24 sign patterns counted exactly (two halves of 2^12 sums); beyond, sampled
 MONTE_CARLO_DRAWS = 100_000
 TEST_NAME = "exact sign-flip permutation test (two-sided), Holm-corrected over the report's claims"
 NO_DIFFERENCE = "no difference shown"
+RESOLUTION = 1e-6  # |difference| at most this: float rounding of equal scores, a tie
 
 
 def _tolerance(values: Sequence[float]) -> float:
@@ -42,32 +48,48 @@ def _tolerance(values: Sequence[float]) -> float:
 def sign_flip_p(differences: Sequence[float]) -> float:
     """Two-sided p-value of the exact sign-flip permutation test of "the differences are symmetric about 0".
 
-    differences: the paired differences (A − B per unit), at least one. Zero differences change no sum.
-    Returns the share of the 2^n sign patterns (n = number of differences) whose |sum| ≥ the observed |sum|;
-    1.0 when every difference is 0."""
+    differences: the paired differences (A − B per unit), at least one. A difference within `RESOLUTION`
+    of 0 counts as 0 and changes no sum. Returns the share of the 2^n sign patterns (n = the non-zero
+    differences) whose |sum| ≥ the observed |sum|; 1.0 when every difference is 0."""
     values = [float(d) for d in differences]
     if not values:
         raise ValueError("a paired test needs at least one difference, got none")
     bad = [d for d in values if not math.isfinite(d)]
     if bad:
         raise ValueError(f"paired differences must be finite numbers, got {bad[0]!r}")
-    magnitudes = [abs(d) for d in values if d != 0.0]
-    observed = abs(sum(values)) - _tolerance(values)
-    if not magnitudes:
+    kept = [d for d in values if abs(d) > RESOLUTION]
+    if not kept:
         return 1.0
+    magnitudes = [abs(d) for d in kept]
+    observed = abs(sum(kept)) - _tolerance(kept)
     if len(magnitudes) <= EXACT_MAX_UNITS:
         return _exact_share(magnitudes, observed)
     return _sampled_share(magnitudes, observed)
 
 
 def _exact_share(magnitudes: list[float], observed: float) -> float:
+    """The share of the 2^n sign patterns whose |signed sum| ≥ `observed`, counted exactly: the sums of
+    the first half's patterns against the sorted sums of the second half's (2 · 2^(n/2) sums, not 2^n)."""
+    import numpy as np
+
+    half = len(magnitudes) // 2
+    first, second = _pattern_sums(magnitudes[:half]), np.sort(_pattern_sums(magnitudes[half:]))
+    if observed <= 0:
+        return 1.0
+    # |s1 + s2| ≥ observed: s2 ≥ observed − s1, or s2 ≤ −observed − s1 (disjoint, as observed > 0).
+    upper = len(second) - np.searchsorted(second, observed - first, side="left")
+    lower = np.searchsorted(second, -observed - first, side="right")
+    return float(np.sum(upper) + np.sum(lower)) / 2 ** len(magnitudes)
+
+
+def _pattern_sums(magnitudes: list[float]):
+    """The signed sums of every sign pattern of `magnitudes` (2^n values; [0.0] for none)."""
     import numpy as np
 
     n = len(magnitudes)
     # Every pattern of signs as the rows of a ±1 matrix, built from the bits of 0 .. 2^n − 1.
     bits = (np.arange(2 ** n, dtype=np.int64)[:, None] >> np.arange(n, dtype=np.int64)) & 1
-    sums = (1 - 2 * bits) @ np.asarray(magnitudes, dtype=np.float64)
-    return float(np.count_nonzero(np.abs(sums) >= observed)) / 2 ** n
+    return (1 - 2 * bits) @ np.asarray(magnitudes, dtype=np.float64)
 
 
 def _sampled_share(magnitudes: list[float], observed: float) -> float:
@@ -113,6 +135,24 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def natural_key(value) -> tuple:
+    """A sort key that orders "seed 2" before "seed 10": the text with its numbers compared as numbers."""
+    import re
+
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(value)) if part)
+
+
+def better_by_test(differences: Sequence[float], alpha: float = ALPHA) -> int:
+    """+1 when the paired differences (A − B) say A is better by the sign-flip test at `alpha`
+    (uncorrected), −1 when they say B is, 0 otherwise (also for fewer than two units)."""
+    if len(differences) < 2:
+        return 0
+    mean = statistics.fmean(differences)
+    if abs(mean) <= RESOLUTION or sign_flip_p(differences) > alpha:
+        return 0
+    return 1 if mean > 0 else -1
+
+
 @dataclass
 class Claim:
     """"`a` against `b` on `metric`", paired over units (seeds, worlds, evaluation samples).
@@ -127,7 +167,12 @@ class Claim:
 
     @property
     def units(self) -> list:
-        return sorted(self.values, key=lambda u: (str(type(u)), u))
+        return sorted(self.values, key=natural_key)
+
+    @property
+    def tested(self) -> bool:
+        """Whether there is a test at all: one unit says nothing of the spread (its p is 1 by construction)."""
+        return len(self.values) > 1
 
     @property
     def differences(self) -> list[float]:
@@ -150,7 +195,7 @@ class Claim:
         """"A better than B", "B better than A" (better = a larger value of the metric) or "no difference
         shown": the first two only when the corrected p is at most `ALPHA`."""
         p = self.p if self.p_corrected is None else self.p_corrected
-        if p > ALPHA or self.mean == 0.0:
+        if p > ALPHA or abs(self.mean) <= RESOLUTION:
             return NO_DIFFERENCE
         return f"{self.a} better than {self.b}" if self.mean > 0 else f"{self.b} better than {self.a}"
 

@@ -122,10 +122,20 @@ def test_features_are_extracted_once_per_checkpoint_and_split(evaluator, classif
         calls.append(kwargs.get("desc"))
         return original(model, dataset, **kwargs)
 
+    evaluator.pretrained_accuracies(BENCHMARKS)  # the reference's features, whichever test asked first
     monkeypatch.setattr(evaluation_module, "extract_features", counting)
+    monkeypatch.setattr(evaluation_module, "MAX_SPLIT_BYTES", 0)  # every split streamed from its dataset
     record = evaluator.evaluate(load_checkpoint(classifier_dir), BENCHMARKS, finetune_benchmark="eurosat", distances=False)
     assert sorted(calls) == ["eurosat/test features", "eurosat/train features", "mnist/test features", "mnist/train features"]
     assert set(record["eval"]) == set(BENCHMARKS) and record["a_ft"] is not None
+    # Small splits kept as pixels: the same scores, and one forward pass per set of images. The generated
+    # eurosat and mnist copies hold the same images (the same seed draws them), so each split's pass serves both.
+    encoded, encode = [], evaluation_module._encode_pixels
+    monkeypatch.setattr(evaluation_module, "_encode_pixels", lambda model, pixels, *a: encoded.append(len(pixels)) or encode(model, pixels, *a))
+    monkeypatch.setattr(evaluation_module, "MAX_SPLIT_BYTES", 2 ** 30)
+    calls.clear()
+    kept = evaluator.evaluate(load_checkpoint(classifier_dir), BENCHMARKS, finetune_benchmark="eurosat", distances=False)
+    assert calls == [] and sorted(encoded) == [10, 20] and kept == record
 
 
 def test_classifier_checkpoint_a_ft_and_deltas(evaluator, classifier_dir):

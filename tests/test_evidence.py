@@ -111,3 +111,37 @@ def test_bad_differences_refused():
         sign_flip_p([])
     with pytest.raises(ValueError, match="finite"):
         sign_flip_p([1.0, float("nan")])
+
+
+def test_exact_count_matches_the_definition_up_to_twelve_units():
+    # The exact count splits the patterns into two halves; the brute force enumerates all 2^n.
+    rng = random.Random(7)
+    for n in (9, 11, 12):
+        differences = [rng.uniform(-1, 1) for _ in range(n)]
+        assert sign_flip_p(differences) == pytest.approx(_brute_force_p(differences))
+    # Equal magnitudes tie exactly: ten +1s and ten -1s sum to 0, so every pattern counts.
+    assert sign_flip_p([1.0] * 10 + [-1.0] * 10) == 1.0
+
+
+def test_differences_below_the_resolution_are_ties():
+    assert sign_flip_p([1e-8] * 12) == 1.0  # float rounding of equal scores, in every unit: no evidence
+    # A rounding-sized difference beside real ones changes nothing (it is dropped, not counted against them).
+    assert sign_flip_p([0.1, 0.1, 1e-8]) == sign_flip_p([0.1, 0.1]) == 0.5
+    tied = correct([Claim("a", "b", "a_ft", {s: (0.404666672, 0.404666662) for s in range(10)})])[0]
+    assert tied.verdict == evidence.NO_DIFFERENCE
+
+
+def test_better_by_test_is_uncorrected_and_needs_two_units():
+    from ldifs_hf.evidence import better_by_test
+
+    assert better_by_test([0.1] * 6) == 1 and better_by_test([-0.1] * 6) == -1  # p = 2/64 <= 0.05
+    assert better_by_test([0.1] * 4) == 0  # p = 2/16 = 0.125
+    assert better_by_test([0.5]) == 0 and better_by_test([1e-9] * 8) == 0
+
+
+def test_units_sort_as_numbers():
+    from ldifs_hf.evidence import natural_key
+
+    assert sorted(["seed 10", "seed 2", "world 1 seed 0", "world 0 seed 11"], key=natural_key) == [
+        "seed 2", "seed 10", "world 0 seed 11", "world 1 seed 0"]
+    assert Claim("a", "b", "m", {"seed 10": (1.0, 0.0), "seed 9": (2.0, 0.0)}).units == ["seed 9", "seed 10"]

@@ -18,11 +18,13 @@ from transformers import CLIPModel
 from conftest import finetune_argv, main, one_line_error
 from ldifs_hf.benchmarks.registry import BenchmarkError
 from ldifs_hf.evaluation.checkpoints import resolve_checkpoints
-from ldifs_hf.evaluation.frontier import PairedClaim
+from ldifs_hf import evidence
+from ldifs_hf.evaluation.claims import Evidence, claim_sentence, claims_section
+from ldifs_hf.evaluation.frontier import CLIP_AXES
 from ldifs_hf.model_folder import ModelFolderError, load_clip_model, load_clip_processor
 from ldifs_hf.run_folder import RunRecord, last_complete_checkpoint, plan_output_dir, remove_earlier_run
 from ldifs_hf.run_folder import plan as plan_module
-from ldifs_hf.study.demo import _mean_std, claims_section, over_seeds
+from ldifs_hf.study.demo import _mean_std
 from ldifs_hf.testing import make_benchmark_like_dataset
 
 
@@ -291,11 +293,11 @@ def test_a_study_leaving_out_done_cells_is_refused(tmp_path):
 
 def test_one_seed_reports_no_spread():
     """One seed printed "± nan points ...; the difference is inside the noise" and tables "± 0.0"."""
-    claim = PairedClaim("lp-init-ldifs", "lp-init-ce", "delta_lp", [0.05])
-    assert claim.sentence().endswith("holds (difference +5.0 points, one seed); one seed cannot tell a difference from the seed-to-seed spread")
-    assert "nan" not in claims_section([claim], [0]) and "run two seeds or more" in claims_section([claim], [0])
-    assert _mean_std([0.5]) == "+50.0" and _mean_std([0.5, 0.7], signed=False) == "60.0 ± 14.1"
-    assert over_seeds([3]) == "on the one seed 3 (no spread)" and over_seeds([0, 1]) == "mean ± std over seeds 0, 1"  # the tables' headers
+    claim = evidence.correct([evidence.Claim("lp-init-ldifs", "lp-init-ce", "delta_lp", {"seed 0": (0.0, -0.05)})])[0]
+    assert not claim.tested and claim.verdict == evidence.NO_DIFFERENCE
+    assert claim_sentence(claim, CLIP_AXES).endswith("one seed: no test (lp-init-ldifs − lp-init-ce = +5.0 points).")
+    assert "nan" not in claims_section(Evidence(CLIP_AXES, [], claims=[claim]))
+    assert _mean_std([0.5]) == "+50.0" and _mean_std([0.5, 0.7], signed=False) == "60.0 ± 14.1"  # the tables' cells
 
 
 @pytest.fixture(scope="module")

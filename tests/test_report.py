@@ -156,3 +156,14 @@ def test_tradeoff_plot_has_one_point_per_method_with_error_bars(tmp_path):
         assert len(set(image.convert("L").getdata())) > 10
     with pytest.raises(ValueError, match="no methods"):
         plot_tradeoff({}, str(tmp_path / "none.png"))
+
+
+def test_each_method_has_one_colour_in_every_figure():
+    from ldifs_hf.evaluation.report import METHOD_COLOURS, method_colour
+    from ldifs_hf.training.methods import list_methods
+
+    built_in = {name: method_colour(name) for name in list_methods()}
+    assert set(built_in) <= set(METHOD_COLOURS), "give a new built-in method its colour in METHOD_COLOURS"
+    assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)  # no two methods share one
+    assert method_colour("lp-init-ldifs@α=0.5") == method_colour("lp-init-ldifs")  # an α of a method keeps its colour
+    assert method_colour("my-method") == method_colour("my-method") and method_colour("my-method") not in METHOD_COLOURS.values()

@@ -37,4 +37,4 @@ def test_the_concept_demo_s_options_are_refused_with_the_skills_world():
         DemoArguments(world="skills", max_steps=5, methods="all")
     with pytest.raises(ValueError, match="world must be one of concepts, skills, got 'skill'"):
         DemoArguments(world="skill")
-    assert DemoArguments().seed_list() == [0, 1, 2] and DemoArguments(world="skills", seeds="3,4").seeds == "3,4"
+    assert DemoArguments().seed_list() == [0, 1, 2, 3, 4] and DemoArguments(world="skills", seeds="3,4").seeds == "3,4"

@@ -105,7 +105,7 @@ def test_world_study_with_lambda_and_alpha_grids_writes_cells_records_and_the_fr
     assert "| lp-init-ldifs@λ=100@α=0 | lp-init-ldifs@λ=100@α=1 | lp-init-ldifs@λ=1@α=0 | lp-init-ldifs@λ=1@α=1 | zs-init-ce@α=0 |" in result.tables.table3
     with open(out / "frontier.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["lambda"], r["alpha"], r["seeds"]) for r in rows] == [
+    assert [(r["method"], r["lambda"], r["alpha"], r["units"]) for r in rows] == [
         ("lp-init-ldifs", "1.0", "0.0", "2"), ("lp-init-ldifs", "1.0", "1.0", "2"), ("lp-init-ldifs", "100.0", "0.0", "2"),
         ("lp-init-ldifs", "100.0", "1.0", "2"), ("zs-init-ce", "", "0.0", "2"), ("zs-init-ce", "", "1.0", "2")]
     finals = {s: [r for r in json.loads((out / "cells" / "lp-init-ldifs" / "lambda-1" / "world-digit" / f"seed-{s}" / "cell.json").read_text())["records"]
@@ -115,3 +115,7 @@ def test_world_study_with_lambda_and_alpha_grids_writes_cells_records_and_the_fr
     assert float(rows[4]["delta_zs_mean"]) == 0.0 and float(rows[4]["delta_lp_mean"]) == 0.0
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.tables.paths["frontier_csv"] == str(out / "frontier.csv")
+    # The study's claims (the generic rule: no two of its methods differ only in the regularizer, so none) and its
+    # choices on the tasks' validation splits when the cells score them (not asked here: none).
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims["claims"] == [] and claims["choices"] == [] and claims["units"] == ["seed 0", "seed 1"]

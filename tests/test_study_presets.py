@@ -157,16 +157,22 @@ def test_the_plan_counts_what_each_frontier_scores(tmp_path):
 def test_the_demo_is_this_study():
     from ldifs_hf.study.demo import DemoArguments
 
-    study = DemoArguments(output_dir="runs/demo-x", seeds="0,1").study_arguments()
+    demo = DemoArguments(output_dir="runs/demo-x", seeds="0,1")
+    study = demo.study_arguments()  # the first world's
     assert (study.world, study.world_seed, study.finetune_tasks, study.eval_tasks, study.seeds) == ("default", 0, "world-digit", "all", "0,1")
     assert (study.frontier, study.eval_seed, study.max_steps, study.checkpoint_every_percent) == ("cross", -1, 100, 20.0)
+    assert (study.output_dir, study.distances, study.eval_validation, study.cell_plots, study.workers) == ("runs/demo-x/world-0", True, True, False, 2)
+    # The other world keeps only its runs' final models, without distances.
+    other = demo.study_arguments(1)
+    assert (other.output_dir, other.world_seed, other.checkpoint_every_percent, other.distances) == ("runs/demo-x/world-1", 1, 0.0, False)
     # The main λ (each regularizer's default) first, then the sweep's others; only the LP-init methods are swept.
     assert (study.lambdas, study.wise_alphas) == (["l2sp=0.5,0.05,5.0", "ldifs=10.0,1.0,100.0", "kl=1.0,0.1,10.0"], "0,0.5,1")
     assert study.methods.split(",")[-1] == "lp-init-kl" and len(study.method_names()) == 9
     assert study.swept_methods() == ["lp-init-l2sp", "lp-init-ldifs", "lp-init-kl"]
     assert study.finetune_options == {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "warmup_steps": 0,
-                                      "logging_steps": 20, "save_only_model": True}
-    assert (study.eval_max_train_samples, study.eval_num_workers, study.lp_iterations) == (500, 0, 1000)
+                                      "logging_steps": 20, "save_only_model": True, "max_eval_samples": 1000}
+    # Each unit draws its own 1000 test images and 500 probe images from the world's pools.
+    assert (study.eval_max_train_samples, study.eval_max_eval_samples, study.eval_num_workers, study.lp_iterations) == (500, 1000, 0, 1000)
     assert (study.main_lambda("ldifs"), study.main_lambda("l2sp"), study.main_lambda("kl")) == (10.0, 0.5, 1.0)
     assert StudyArguments is type(study) and len(study_cells(study)) == 9 * 2 + 3 * 2 * 2  # 9 methods, 2 more λ for 3 methods, 2 seeds
     no_sweep = DemoArguments(lambdas=[], wise_alphas="").study_arguments()

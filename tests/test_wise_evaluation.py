@@ -162,7 +162,7 @@ def test_frontier_has_a_point_per_method_and_alpha(wise):
         points = list(csv.DictReader(f))
     assert sorted((p["method"], float(p["alpha"])) for p in points) == sorted((m, a) for m in METHODS for a in ALPHAS)
     for point in points:
-        assert point["seeds"] == "1"
+        assert point["units"] == "1"
         if float(point["alpha"]) == 0.0:
             assert float(point["delta_zs_mean"]) == 0.0 and float(point["delta_lp_mean"]) == 0.0
     assert os.path.getsize(wise.paths["frontier_plot"]) > 0
@@ -176,7 +176,8 @@ def test_records_carry_the_runs_lambda_and_seed(plain, wise):
 def test_without_alphas_the_report_is_todays_plus_the_frontier(plain):
     out = os.path.dirname(plain.paths["json"])
     assert sorted(os.listdir(out)) == sorted(
-        ["results.json", "results.csv", "results.md", "deltas_over_training.png", "distances_over_training.png", "frontier.csv", "frontier.png"]
+        ["results.json", "results.csv", "results.md", "deltas_over_training.png", "distances_over_training.png", "frontier.csv", "frontier.png",
+         "claims.json"]
     )
     assert all("alpha" not in r for r in plain.records)
     with open(plain.paths["csv"]) as f:
@@ -249,6 +250,7 @@ def test_alpha_0_reuses_the_pretrained_features(runs, eurosat_dir, mnist_dir, tm
     extracted = []
     original = evaluator_module.extract_features
     monkeypatch.setattr(evaluator_module, "extract_features", lambda *a, **k: extracted.append(k.get("desc")) or original(*a, **k))
+    monkeypatch.setattr(evaluator_module, "MAX_SPLIT_BYTES", 0)  # every split streamed, so every extraction is counted here
     options = {**_options(runs, eurosat_dir, mnist_dir, tmp_path / "r"), "checkpoint": [runs["lp-init-ce"]], "distances": False}
     (record,) = ldifs_hf.evaluate(**options, wise_alphas="0").records
     assert sorted(extracted) == ["eurosat/test features", "eurosat/train features", "mnist/test features", "mnist/train features"]  # the pretrained model's only
@@ -278,3 +280,24 @@ def test_a_checkpoint_that_fails_or_is_not_finite_gives_a_record_per_alpha(runs,
     ]
     assert "OSError: disk gone" in result.records[0]["error"] and "head.weight" in result.records[2]["error"]
     assert "| nan@α=0 | non-finite |" in open(result.paths["markdown"]).read()
+
+
+def test_validation_scores_choices_and_claims_in_the_report(runs, eurosat_dir, mnist_dir, tmp_path, tiny_clip_dir):
+    import json
+
+    result = ldifs_hf.evaluate(**_options(runs, eurosat_dir, mnist_dir, tmp_path / "report", wise_alphas="0,1", validation=True))
+    final = _record(result, "zs-init-ce", 1.0)
+    # Each run's facts, as its record holds them: what the claims pair methods by.
+    assert final["method_spec"] == {"head_init": "zero-shot", "objective": "ce", "regularizer": "none", "trained": "vision"}
+    assert set(final["validation"]) == {"a_ft", "eval"} and set(final["validation"]["eval"]) == {"eurosat", "mnist"}
+    document = json.loads((tmp_path / "report" / "claims.json").read_text())
+    # α 0 or 1 chosen per method on validation; no two methods differ only in their regularizer: no claims.
+    assert {c["method"] for c in document["choices"]} == set(METHODS) and document["claims"] == []
+    markdown = (tmp_path / "report" / "results.md").read_text()
+    assert "λ and α chosen on the validation splits, never on test" in markdown and "| zs-init-ce | – |" in markdown
+    # A run that held out another validation split is refused, before anything is scored.
+    other = tmp_path / "other"
+    run_module.run_finetune(*parse_finetune_args(finetune_argv(tiny_clip_dir, eurosat_dir, other, "zs-init-ce", "--validation_fraction", "0.2")))
+    with pytest.raises(ValueError, match=r"--validation scores the validation split a run holds out by default \(0.1 of train, seed 0\); .*validation_fraction=0.2"):
+        ldifs_hf.evaluate(**_options({**runs, "zs-init-ce": str(other)}, eurosat_dir, mnist_dir, tmp_path / "refused", validation=True))
+    assert not (tmp_path / "refused" / "results.json").exists()

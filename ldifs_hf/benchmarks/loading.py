@@ -23,7 +23,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .catalog import CUSTOM
-from .registry import BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
+from .registry import VALIDATION_FRACTION, BenchmarkError, BenchmarkSpec, fill_templates, get_benchmark, list_benchmarks, register_benchmark
 from .transforms import SUPPORTED_IMAGE_MODES, rgb_images
 
 DATA_DIR_ENV = "LDIFS_DATA_DIR"
@@ -79,8 +79,9 @@ def load_benchmark(
     templates: Sequence[str] | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
+    validation_seed: int | None = None,
     cache_dir: str | None = None,
     verify_images: bool = True,
 ) -> LoadedBenchmark:
@@ -94,6 +95,9 @@ def load_benchmark(
         max_train_samples: keep a random subset of this many training rows (quick runs).
         max_eval_samples: keep a random subset of this many rows in validation and in test.
         validation_fraction: share of the source's train split held out as "validation" (seeded by `seed`).
+        validation_seed: seed of the validation hold-out when it is not `seed` (e.g. the fine-tuning runs'
+            hold-out, seed 0, while `seed` draws the subsamples); the training rows kept by
+            `max_train_samples` are then drawn with `seed` from the rest. Default: `seed`.
         cache_dir: `datasets` cache folder.
         verify_images: open every kept image once, so that a corrupted one fails here, naming its row,
             rather than in the middle of a run.
@@ -112,7 +116,9 @@ def load_benchmark(
         spec, class_names=tuple(names), num_classes=len(names), templates=tuple(templates or spec.templates)
     )
 
-    train_rows, validation_rows = split_validation_rows(len(train), validation_fraction, seed)
+    train_rows, validation_rows = split_validation_rows(len(train), validation_fraction, seed if validation_seed is None else validation_seed)
+    if validation_seed is not None and validation_seed != seed:
+        train_rows = train_rows[np.random.default_rng(seed).permutation(len(train_rows))]  # `seed` draws the subsample below
     test_rows = np.arange(len(test))
     if max_train_samples is not None:
         train_rows = train_rows[:max_train_samples]

@@ -37,6 +37,25 @@ OK = "ok"
 _STATUS_CELL = {"failed": "failed", "non_finite": "non-finite"}
 
 
+# One colour per method in every figure and run: the built-in methods in the registry's order (then the KL
+# anchor's two), fixed here; any other name gets one of `_OTHER_COLOURS` by a stable hash of its name.
+METHOD_COLOURS = {
+    "zs-init-ce": "#1f77b4", "lp-init-ce": "#17becf", "zs-init-l2sp": "#ff7f0e", "lp-init-l2sp": "#bcbd22",
+    "flyp": "#7f7f7f", "flyp-ce": "#8c564b", "zs-init-ldifs": "#d62728", "lp-init-ldifs": "#9467bd",
+    "zs-init-kl": "#2ca02c", "lp-init-kl": "#e377c2",
+}
+_OTHER_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
+
+
+def method_colour(method: str) -> str:
+    """The colour of `method` (its name before any "@α=…") in every figure: `METHOD_COLOURS`, else a
+    stable pick from `_OTHER_COLOURS` (the same in every run and process)."""
+    import zlib
+
+    name = str(method).split("@", 1)[0]
+    return METHOD_COLOURS.get(name) or _OTHER_COLOURS[zlib.crc32(name.encode()) % len(_OTHER_COLOURS)]
+
+
 def method_label(record: Mapping) -> str:
     """The method as tables and plots name it: with "@α=A" for a record scored at a WiSE-FT weight A."""
     alpha = record.get("alpha")
@@ -199,100 +218,108 @@ def _curves(records: Iterable[Mapping]) -> tuple[dict[str, list[Mapping]], str]:
     return runs, "training progress (%)" if use_percent else "training step" if use_step else "checkpoint"
 
 
-def _figure(num_panels: int):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(num_panels, 3)
-    rows = -(-num_panels // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.5 * rows), squeeze=False)
-    for ax in axes.flat[num_panels:]:
-        ax.set_visible(False)
-    return plt, fig, list(axes.flat[:num_panels])
+    return plt
 
 
-def _save(plt, fig, path: str) -> str:
+def _save(plt, fig, path: str, legend_handles: Sequence | None = None, title: str = "") -> str:
+    """Save with the legend (when given) to the right of the panels, outside the data, and the title above."""
+    if legend_handles:
+        fig.legend(handles=list(legend_handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def plot_deltas(records: Iterable[Mapping], path: str) -> str:
-    """Δ_ZS (top row) beside Δ_LP (bottom row) along training, one column per eval benchmark and one
-    line per run, in percentage points."""
+def _run_handles(runs: Mapping[str, list[Mapping]]) -> list:
+    """A legend entry per run in its method's colour, named by its method alone when every run has one fine-tuning task."""
+    from matplotlib.lines import Line2D
+
+    one_task = len({points[0].get("finetune_task") for points in runs.values()}) == 1
+    return [Line2D([], [], color=method_colour(points[0].get("method")), marker="o", markersize=4,
+                   label=method_label(points[0]) if one_task else run) for run, points in runs.items()]
+
+
+def plot_deltas(records: Iterable[Mapping], path: str, *, title: str = "") -> str:
+    """Δ_ZS (top row) and Δ_LP (bottom row) along training, in percentage points, one line per run in its
+    method's colour: the fine-tuning task's column first, shaded and titled as such, then one column per
+    task it may forget; the legend outside the panels."""
     runs, xlabel = _curves(records)
     names = sorted({name for points in runs.values() for r in points for name in r.get("eval", {})})
     if not names:
         raise ValueError("no evaluated benchmarks in the records, nothing to plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.0), squeeze=False)
+    tuned = {r.get("finetune_task") for points in runs.values() for r in points}
+    names.sort(key=lambda name: name not in tuned)  # the fine-tuning task(s) first, the others in name order
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 6.4), squeeze=False)
     for row, (kind, label) in enumerate((("delta_zs", "Δ_ZS"), ("delta_lp", "Δ_LP"))):
         for ax, name in zip(axes[row], names):
-            for run, points in runs.items():
+            for points in runs.values():
                 xs = [r["_x"] for r in points if name in r.get("eval", {})]
                 ys = [100 * r["eval"][name][kind] for r in points if name in r.get("eval", {})]
                 if xs:
-                    ax.plot(xs, ys, marker="o", label=run)
+                    ax.plot(xs, ys, marker="o", markersize=3, color=method_colour(points[0].get("method")))
             ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-            ax.set_title(f"{label} on {name}")
+            role = "fine-tuning task" if name in tuned else "forgetting"
+            if name in tuned:
+                ax.set_facecolor("#f2f2f2")
+            ax.set_title(f"{label}, {role}: {name}", fontsize="medium")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(f"{label} (percentage points)")
-    axes[0][0].legend(fontsize="small")
-    return _save(plt, fig, path)
+            ax.set_ylabel(f"{label} (points)")
+    return _save(plt, fig, path, _run_handles(runs), title or "Δ against the pretrained model along training")
 
 
 def plot_tradeoff(points: Mapping[str, Mapping[str, Sequence[float]]], path: str, *, title: str = "") -> str:
     """The paper's claim at a glance: per method, accuracy on the fine-tuning task (A_FT) against the
     mean Δ on the other tasks, Δ_ZS and Δ_LP side by side, with error bars of one (sample) standard
-    deviation across seeds.
+    deviation across seeds, each method in its colour, the legend outside the panels.
 
     `points`: method -> {"a_ft": [per seed], "delta_zs": [per seed], "delta_lp": [per seed]}, in [0, 1].
     """
     if not points:
         raise ValueError("no methods to plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.8), squeeze=False)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.4), squeeze=False)
+    handles = []
     for ax, (kind, label) in zip(axes[0], (("delta_zs", "mean Δ_ZS on the other tasks"), ("delta_lp", "mean Δ_LP on the other tasks"))):
+        handles = []
         for method, values in sorted(points.items()):
             x, y = 100 * np.asarray(values[kind], dtype=float), 100 * np.asarray(values["a_ft"], dtype=float)
             ddof = 1 if len(x) > 1 else 0
-            ax.errorbar(x.mean(), y.mean(), xerr=x.std(ddof=ddof), yerr=y.std(ddof=ddof), fmt="o", capsize=4, label=f"{method} (n={len(x)})")
-            ax.annotate(method, (x.mean(), y.mean()), textcoords="offset points", xytext=(5, 5), fontsize="small")
+            handles.append(ax.errorbar(x.mean(), y.mean(), xerr=x.std(ddof=ddof), yerr=y.std(ddof=ddof), fmt="o", capsize=4,
+                                       color=method_colour(method), label=f"{method} (n={len(x)})"))
         ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xlabel(f"{label} (percentage points; right = less forgetting)")
+        ax.set_xlabel(f"{label} (points; right = less forgetting)")
         ax.set_ylabel("A_FT (%)")
-        ax.set_title(title or "fine-tuning accuracy vs forgetting")
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, handles, title or "fine-tuning accuracy vs forgetting (mean ± std over seeds)")
 
 
-def plot_distances(records: Iterable[Mapping], path: str) -> str:
-    """Two panels: ‖θ−θ0‖² and the feature distance (mean over benchmarks) along training, per run."""
+def plot_distances(records: Iterable[Mapping], path: str, *, title: str = "") -> str:
+    """Two panels: ‖θ−θ0‖² and the feature distance (mean over benchmarks) along training, per run in its
+    method's colour, the legend outside the panels."""
     runs, xlabel = _curves(records)
-    plt, fig, axes = _figure(2)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), squeeze=False)
     panels = (("param_distance", "parameter distance ‖θ−θ0‖²"), ("feature_distance", "feature distance (eq. 3)"))
-    for ax, (metric, title) in zip(axes, panels):
-        for label, points in runs.items():
+    for ax, (metric, name) in zip(axes[0], panels):
+        for points in runs.values():
             xs = [r["_x"] for r in points if r.get(metric) is not None]
             ys = [r[metric] for r in points if r.get(metric) is not None]
             if xs:
-                ax.plot(xs, ys, marker="o", label=label)
-        ax.set_title(title)
+                ax.plot(xs, ys, marker="o", markersize=3, color=method_colour(points[0].get("method")))
+        ax.set_title(name, fontsize="medium")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(title.split(" (")[0])
-        ax.legend(fontsize="small")
-    return _save(plt, fig, path)
+        ax.set_ylabel(name.split(" (")[0])
+    return _save(plt, fig, path, _run_handles(runs), title or "distance from the pretrained model along training")
 
 
 # -- everything -----------------------------------------------------------------------------------

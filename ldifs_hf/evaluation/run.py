@@ -11,8 +11,10 @@ image/label take `image_column` / `label_column` ('name=column'), as `finetune` 
 
 With `wise_alphas` each checkpoint is scored at every WiSE-FT weight α, in memory (`interpolate.wise_sweep`
 towards its run's starting point), one record per checkpoint and α. Records carry the run's "lambda" and
-"seed" (and "alpha"), and the report adds the frontier (`frontier.write_frontier`: frontier.csv and
-frontier.png) whenever a run's final checkpoint has A_FT and another evaluated task.
+"seed" (and "alpha"), and the report adds the frontier and its claims (`claims.write_evidence`:
+frontier.csv, frontier.png, claims.json, and the claims in results.md) whenever a run's final checkpoint
+has A_FT and another evaluated task. With `validation`, every model is also scored on each task's
+validation split (the runs' own hold-out, checked first: `check_validation_splits`).
 
 A checkpoint that cannot be loaded or scored, or whose weights are not finite, is recorded as such
 (`EvaluationResult.failures`; `ldifs-hf evaluate` then exits with code 1) and the others are still
@@ -38,6 +40,7 @@ from transformers import HfArgumentParser
 
 from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, parse_dataset_paths
 from ..benchmarks.catalog import CUSTOM
+from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..options import OptionTypeError, check_field_types, check_numbers
 from ..run_folder import FolderLock, RunRecordError, check_output_dir, write_failures_explained
 from ..modeling import named_encoder_parameters
@@ -46,20 +49,21 @@ from ..model_folder import CLIP_MODEL_TYPE, ModelFolderError, check_model_type, 
 from .cache import check_cache_dir
 from .checkpoints import CheckpointEntry, CheckpointError, check_model_path, resolve_checkpoints, run_record_of
 from .evaluator import PRETRAINED_KEY, ConceptForgettingEvaluator, ForgettingRecord
-from .frontier import FRONTIER_CSV, FRONTIER_PLOT, write_frontier
+from .claims import CLAIMS_JSON, build_evidence, evidence_markdown, write_evidence
+from .frontier import FRONTIER_CSV, FRONTIER_PLOT
 from .report import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, unscored, write_report
 from .settings import EvaluatorSettings, setting_field
 
 logger = logging.getLogger(__name__)
 
 # The files an evaluation writes that make a report: one already in output_dir is refused unless overwrite_report.
-REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MD, FRONTIER_CSV, FRONTIER_PLOT)
+REPORT_FILES = (RESULTS_JSON, RESULTS_CSV, RESULTS_MD, FRONTIER_CSV, FRONTIER_PLOT, CLAIMS_JSON)
 # Present while the report is written: a report beside it was cut short, and the same command replaces it.
 REPORT_UNFINISHED = ".report_unfinished"
 
 # The settings `ldifs-hf evaluate` exposes, under their own names (the rest are the library's defaults).
 _SETTINGS = ("max_train_samples", "max_eval_samples", "batch_size", "num_workers", "device", "lp_solver", "lp_iterations",
-             "text_tower", "feature_distance_samples", "seed", "cache_dir", "feature_cache_dir")
+             "text_tower", "feature_distance_samples", "seed", "cache_dir", "feature_cache_dir", "validation")
 
 
 @dataclass
@@ -119,6 +123,7 @@ class EvaluationArguments:
     num_workers: int = setting_field("num_workers", default=4)
     device: str | None = setting_field("device")
     seed: int = setting_field("seed")
+    validation: bool = setting_field("validation")
     cache_dir: str | None = setting_field("cache_dir")
     feature_cache_dir: str | None = setting_field("feature_cache_dir")
 
@@ -196,7 +201,7 @@ class EvaluationResult:
         benchmarks: the benchmarks every checkpoint was scored on.
         pretrained_accuracy: {benchmark: {"zs": A_ZS, "lp": A_LP}} of the pretrained model.
         records: one `ForgettingRecord` per checkpoint (failed and non-finite ones included).
-        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ..., "frontier_csv", "frontier_plot"}).
+        paths: the files written ({"json", "csv", "markdown", "deltas_plot", ..., "frontier_csv", "frontier_plot", "claims_json"}).
     """
 
     pretrained: str
@@ -251,6 +256,8 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     alphas = args.alphas()
     if alphas is not None:
         check_startable(entries)
+    if args.validation:
+        check_validation_splits(entries)
     pretrained = args.pretrained or next((e.base_model for e in entries if e.base_model), None)
     if pretrained is None:
         raise CheckpointError("no --pretrained given and no checkpoint records its base model (its run record's base_model); pass --pretrained")
@@ -277,10 +284,10 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
         open(os.path.join(args.output_dir, REPORT_UNFINISHED), "w").close()
         paths = write_report(records, args.output_dir, pretrained=pretrained, pretrained_accuracies=pretrained_accuracy,
                              benchmarks=benchmarks, plots=args.plots)
-        for stale in (FRONTIER_CSV, FRONTIER_PLOT):  # a replaced report's frontier must not outlive it when this one has none
+        for stale in (FRONTIER_CSV, FRONTIER_PLOT, CLAIMS_JSON):  # a replaced report's frontier must not outlive it when this one has none
             if os.path.isfile(os.path.join(args.output_dir, stale)):
                 os.remove(os.path.join(args.output_dir, stale))
-        paths.update(write_frontier(records, args.output_dir, plot=args.plots))
+        paths.update(_write_claims(records, args.output_dir, plot=args.plots))
         os.remove(os.path.join(args.output_dir, REPORT_UNFINISHED))
     if log_paths:
         for name, path in paths.items():
@@ -288,6 +295,39 @@ def _evaluate_in_folder(args: EvaluationArguments, settings: EvaluatorSettings, 
     for record in unscored(records):
         logger.error("%s: %s (%s)", record["checkpoint"], record["status"], record.get("error"))
     return EvaluationResult(pretrained=pretrained, benchmarks=benchmarks, pretrained_accuracy=pretrained_accuracy, records=records, paths=paths)
+
+
+# What an evaluation's intervals cover: each unit is a run's seed; every unit is scored by one evaluator.
+_NOT_COVERED = ("the test sample: every unit is scored on the same test images", "the pretrained model: the same for every unit")
+
+
+def _write_claims(records: Sequence[dict], output_dir: str, plot: bool) -> dict[str, str]:
+    """The report's evidence: the frontier files and claims.json (the generic claims, `evaluation.claims`), and
+    the frontier table and the claims appended to results.md; {} when no run gives a frontier point."""
+    evidence = build_evidence(records, sources=["training seed (each unit is a run's seed: its data order, augmentation and head)"],
+                              not_covered=list(_NOT_COVERED))
+    paths = write_evidence(evidence, output_dir, plot=plot)
+    if paths:
+        with open(os.path.join(output_dir, RESULTS_MD), "a") as f:
+            f.write("\n" + evidence_markdown(evidence) + "\n")
+    return paths
+
+
+def check_validation_splits(entries: Sequence[CheckpointEntry]) -> None:
+    """Refuse, in one line naming them, checkpoints whose run held out another validation split than the one
+    validation scoring reads (`VALIDATION_FRACTION` of train, seed `VALIDATION_SEED`): their validation A_FT
+    would be measured on rows the run may have trained on."""
+    problems = []
+    for entry in entries:
+        record = run_record_of(entry.path)
+        settings = (record.settings or {}) if record is not None else {}
+        held_out = (settings.get("validation_fraction"), settings.get("validation_seed"))
+        if record is not None and held_out != (VALIDATION_FRACTION, VALIDATION_SEED):
+            problems.append(f"{entry.path} (validation_fraction={held_out[0]}, validation_seed={held_out[1]})")
+    if problems:
+        raise ValueError(f"--validation scores the validation split a run holds out by default ({VALIDATION_FRACTION:g} of train, seed "
+                         f"{VALIDATION_SEED}); these runs held out another, so their validation rows may be their training rows: "
+                         + "; ".join(problems))
 
 
 def check_pretrained_path(path: str) -> None:
@@ -367,7 +407,8 @@ def run_facts(checkpoint: str) -> dict:
     """What a checkpoint's run record says that places its scores on the frontier: "lambda", the weight
     of the run's regularizer as it recorded it (`regularizer_weight`; None without a weighted term); "seed"
     when the run recorded its settings; "alpha" for a folder `ldifs-hf interpolate` wrote (the run at
-    that α). {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
+    that α); "method_spec", the method's facts the claims pair methods by, when the run recorded them.
+    {} for a checkpoint without a run record (a Hub id, a plain CLIP)."""
     try:
         record = run_record_of(checkpoint)
     except RunRecordError:  # a damaged record: the checkpoint is reported as failed, with the reason
@@ -377,6 +418,8 @@ def run_facts(checkpoint: str) -> dict:
     facts = {"lambda": record.regularizer_weight}
     if (record.settings or {}).get("seed") is not None:
         facts["seed"] = record.settings["seed"]
+    if record.method_spec:
+        facts["method_spec"] = record.method_spec
     if record.alpha is not None:
         facts["alpha"] = record.alpha
     return facts

@@ -61,7 +61,13 @@ class EvaluatorSettings:
     )
     feature_distance_samples: int = field(default=256, metadata={"help": "Test examples per benchmark for the feature distance."})
     max_cached_models: int = field(default=2, metadata={"help": "How many models' features stay in memory (the pretrained model's always do)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the validation split, subsampling and linear probe."})
+    seed: int = field(default=0, metadata={"help": "Seed of the subsampling and the linear probe."})
+    validation: bool = field(
+        default=False,
+        metadata={"help": "Also score every model on each benchmark's validation split (a tenth of its training data, seed 0: a "
+                  "fine-tuning run's own hold-out), with the same zero-shot heads and linear probes, these fitted on the rest "
+                  "of the training data: the scores λ and α are chosen on (a record's \"validation\")."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for models and datasets."})
     feature_cache_dir: str | None = field(
         default=None,

@@ -48,6 +48,8 @@ class RunRecord:
             refused. None in older records.
         alpha / source_run: for a weight-space interpolation (`ldifs_hf.interpolate`), its α and the run
             it interpolates towards its starting point; None for a run.
+        method_spec: the method's facts as the registry had them ("head_init", "objective", "regularizer",
+            "trained"): what a report pairs methods by ("differ only in the regularizer"); None in older records.
     """
 
     method: str
@@ -66,6 +68,7 @@ class RunRecord:
     settings: dict | None = None
     alpha: float | None = None
     source_run: str | None = None
+    method_spec: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ..benchmarks import get_benchmark
 from ..benchmarks.catalog import NINE
+from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..console import LOG_FILE
 from ..evaluation.settings import EvaluatorSettings, setting_field
 from ..options import check_json_options, check_numbers
@@ -74,6 +75,7 @@ class StudyArguments:
     eval_max_eval_samples: int | None = setting_field("max_eval_samples")
     eval_batch_size: int = setting_field("batch_size")
     eval_num_workers: int = setting_field("num_workers", default=4)
+    eval_validation: bool = setting_field("validation")
     distances: bool = field(default=True, metadata={"help": "Also measure parameter and feature distances (single-task cells)."})
     eval_seed: int = field(
         default=0,
@@ -123,6 +125,17 @@ class StudyArguments:
     world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
     world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
     launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
+    workers: int = field(
+        default=1,
+        metadata={"help": "With the local launcher: run cells in this many worker processes at once (each with this process's "
+                  "torch threads); 1 runs them here, one after another."},
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads for torch in this process and in each worker process (default: torch's own; on a shared CPU "
+                  "with --workers, 1 is fastest for tiny models)."},
+    )
+    cell_plots: bool = field(default=True, metadata={"help": "Draw each cell's own evaluation plots (the study's tables and figures are drawn either way)."})
     submitit_cluster: str | None = field(default=None, metadata={"help": "submitit cluster: 'slurm', 'local' or 'debug' (default: SLURM when available, else local)."})
     slurm_partition: str | None = field(default=None, metadata={"help": "SLURM partition of the cells' jobs."})
     timeout_min: int = field(default=24 * 60, metadata={"help": "Time limit of one cell's job, in minutes."})
@@ -142,6 +155,10 @@ class StudyArguments:
         check_numbers(self)
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (CPU threads for torch), got {self.threads}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (worker processes of the local launcher), got {self.workers}")
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
         if self.model_type not in (None, *MODEL_TYPES):
@@ -169,8 +186,13 @@ class StudyArguments:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be >= 1, or -1 for the benchmark's epochs, got {self.max_steps}")
         # The evaluation's own checks would only run inside the first cell, after its fine-tuning.
-        EvaluatorSettings.from_arguments(self, EVALUATION_SETTINGS)
+        EvaluatorSettings.from_arguments(self, {**EVALUATION_SETTINGS, "validation": "eval_validation"})
         self.finetune_options = check_json_options(self.finetune_options, FINETUNE_ARGUMENTS, "finetune_options")
+        held_out = {k: self.finetune_options[k] for k in ("validation_fraction", "validation_seed") if k in self.finetune_options}
+        if self.eval_validation and held_out != {k: v for k, v in (("validation_fraction", VALIDATION_FRACTION), ("validation_seed", VALIDATION_SEED))
+                                                 if k in held_out}:
+            raise ValueError(f"--eval_validation scores the validation split the runs hold out by default ({VALIDATION_FRACTION:g} of train, "
+                             f"seed {VALIDATION_SEED}); finetune_options {held_out} would hold out another, whose rows may be training rows")
         owned = sorted(set(self.finetune_options) & {"method", "dataset", "dataset_path", "output_dir", "seed", "model_name_or_path", "max_steps"})
         if owned:
             raise ValueError(f"finetune_options may not set {owned}: the study sets them per cell (use the study's own options)")
@@ -489,8 +511,10 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
         include_intermediate=not end_only, **{setting: getattr(args, name) for setting, name in EVALUATION_SETTINGS.items()},
         distances=args.distances and not cell.is_sequence and not end_only, seed=cell.seed if args.eval_seed == -1 else args.eval_seed,
     )
-    if end_only:  # one point, no curve: nothing to plot (the study draws the frontier)
+    if end_only or not args.cell_plots:  # one point, no curve, or the study draws its own: nothing to plot here
         evaluation["plots"] = False
+    if args.eval_validation:  # set only when asked: earlier studies' cells still match
+        evaluation["validation"] = True
     wise_evaluation = None
     if args.wise_alphas is not None and not cell.is_sequence and not end_only:  # set only when asked: earlier studies' cells still match
         if args.frontier == "full":

@@ -11,7 +11,8 @@ folder `<output_dir>/cells/<method>/<task or a_then_b>/seed-<k>/`:
     run/            the fine-tuning run(s) (checkpoints every `checkpoint_every_percent`, export, record)
     evaluation/     results.json/.csv/.md and plots (or sequence_results.json / sequence_table.md);
                     wise/ with the final model's WiSE-FT scores under `frontier="cross"`
-    cell.json       written last, atomically: the cell's settings, its records and timings. Its presence is "done".
+    cell.json       written last, atomically: the cell's settings, its records and timings (wall seconds of its
+                    fine-tuning and evaluation, and its CPU seconds). Its presence is "done".
 
 Restarting is safe: a cell is done only when cell.json is there, its runs' records say completed and
 its evaluation files exist; a done cell is skipped. Any other cell is run again: the fine-tuning
@@ -30,7 +31,8 @@ scored at its end, and only the main cells' final models are scored at the other
 A preset is a study with its own report: `run_study(args, report=...)` calls the report with the
 `StudyRun` instead of writing Table 3 (the demo, `study.demo`, is one).
 
-Cells run one after another in this process (`launcher="local"`), or are submitted through submitit
+Cells run one after another in this process (`launcher="local"`; with `workers` > 1, that many at once
+in worker processes, `multiprocessing`), or are submitted through submitit
 (`launcher="submitit"`: SLURM when available, or `submitit_cluster="local"`); each job runs
 `run_cell`, so the same rules hold, and the manifest is updated as jobs finish.
 
@@ -57,7 +59,9 @@ from ..benchmarks import get_benchmark
 from ..console import LOG_FILE, finished, phase_bar, run_output
 from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training.arguments import DEFAULT_MODEL
+from ..training import get_method
 from ..training.sequences import _write_json, evaluate_sequence_run, sequence
+from ..utils import torch_threads
 from .arguments import Cell, StudyArguments, cell_config, eval_task_names, study_cells
 from .tables import StudyTables, assemble_tables
 
@@ -176,7 +180,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
 
     logger.info("cell %s: fine-tuning", cell.folder)
     finetune_kwargs = {**config["finetune"], **({"overwrite_output_dir": True} if args.overwrite_output_dir else {})}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if cell.is_sequence:
         result = sequence(reference=config["reference"], dataset=",".join(cell.tasks), output_dir=run_dir, **finetune_kwargs)
         run_dirs, run_record = [r.output_dir for r in result.records], result.records[0]
@@ -201,6 +205,7 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
             records = records + wise.records
             files += [os.path.join(WISE_FOLDER, name) for name in ("results.json", "results.csv", "results.md")]
     timings["evaluate_s"] = time.perf_counter() - start - timings["finetune_s"]
+    timings["cpu_s"] = time.process_time() - cpu_start  # this process's CPU time: the cell's cost on a busy machine
     ran = {"records": records, "pretrained_accuracy": pretrained_accuracy, "files": files, "run_dirs": run_dirs, "run_record": run_record,
            "timings": timings}
     return _finish_cell(args, cell, config, cell_dir, staging, ran)
@@ -269,7 +274,7 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
         {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c], **({"lambda": c.lam} if c.lam is not None else {})}
         for c in plan.cells
     ]
-    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir")}  # how it ran, not what
+    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir", "workers", "threads")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
@@ -388,21 +393,23 @@ class StudyRun:
         return done_cells(self.args, self.plan)
 
 
-def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = None) -> StudyResult | StudyPlan | T:
+def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = None, pool=None) -> StudyResult | StudyPlan | T:
     """Run every cell that is not done (locally or through submitit), then assemble the tables and
     figures. With `args.plan`, only print and return the plan. Locally, the console shows one line per
     finished cell under one progress bar; each cell's own output goes to output.log in its folder
-    (`args.verbose`: everything on the console).
+    (`args.verbose`: everything on the console). With `args.workers` > 1 the local cells run in that
+    many worker processes (`worker_pool`; `pool`: one the caller made, kept open for its next study).
 
     `report` replaces the study's tables with a preset's own (the demo's): it is called with the
-    `StudyRun` while the study folder is still held, and its result is returned."""
+    `StudyRun` while the study folder is held, and its result is returned."""
     check_study_dir(args)
     if args.plan:  # writes nothing, so takes no lock
         args, world = prepare_study(args)
         plan = plan_study(args, world)
         print(describe_plan(args, plan))
         return plan
-    with FolderLock(args.output_dir):  # one study per folder; each run and evaluation also holds its own
+    # One study per folder (each run and evaluation also holds its own); `threads` torch threads here and in the workers.
+    with torch_threads(args.threads), FolderLock(args.output_dir):
         start = time.perf_counter()
         if args.world != "none":
             what = "skills world" if args.is_language else "concept world"
@@ -416,21 +423,11 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
         os.makedirs(args.output_dir, exist_ok=True)
         write_manifest(args, plan)
         todo = plan.todo
-        print(f"{len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, {len(todo)} to run ({args.launcher})"
+        how = args.launcher + (f", {args.workers} worker processes" if args.launcher == "local" and args.workers > 1 else "")
+        print(f"{len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, {len(todo)} to run ({how})"
               + ("" if args.verbose or args.launcher != "local" else f"; each cell's log: {LOG_FILE} in its folder"))
-        start, ran = time.perf_counter(), {}
-        if args.launcher == "local":
-            with phase_bar(len(todo), "cells", verbose=args.verbose) as bar:
-                for cell in todo:
-                    cell_start = time.perf_counter()
-                    with run_output(os.path.join(args.output_dir, cell.folder), verbose=args.verbose):
-                        done = run_cell(args, cell)
-                    plan.status[cell], ran[cell] = "done", done.get("timings", {})
-                    write_manifest(args, plan)
-                    finished(bar, f"{cell.method_label}, {cell.label}, seed {cell.seed}: {cell_outcome(done)} "
-                                  f"({time.perf_counter() - cell_start:.0f} s) -> {cell.folder}")
-        else:
-            ran = _submit(args, plan)
+        start = time.perf_counter()
+        ran = _run_local(args, plan, pool) if args.launcher == "local" else _submit(args, plan)
         timings["cells_s"] = time.perf_counter() - start
         if report is not None:
             return report(StudyRun(args=args, plan=plan, world=world, timings=timings, ran=ran))
@@ -439,6 +436,61 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
         if table:
             print(f"\n{table}")
     return StudyResult(plan=plan, tables=tables)
+
+
+def worker_pool(workers: int):
+    """A `multiprocessing` pool of `workers` processes for cells, started fresh rather than forked (torch's
+    threads do not survive a fork), each with this process's number of torch threads. As a context
+    manager it ends its workers on leaving, also on an error or an interruption."""
+    import multiprocessing
+
+    import torch
+
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(torch.get_num_threads(),))
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _cell_in_folder(task: tuple[StudyArguments, Cell]) -> tuple[Cell, dict, float]:
+    """A cell run with its output in its folder (`run_output`): the cell, its cell.json content and its seconds."""
+    args, cell = task
+    start = time.perf_counter()
+    with run_output(os.path.join(args.output_dir, cell.folder), verbose=args.verbose):
+        done = run_cell(args, cell)
+    return cell, done, time.perf_counter() - start
+
+
+def _run_local(args: StudyArguments, plan: StudyPlan, pool=None) -> dict[Cell, dict[str, float]]:
+    """The cells left to do, here one after another, or in `args.workers` processes (`pool`, else a pool made
+    for them), in the order they finish; the manifest follows each finished cell. A failed cell stops the
+    study: its error is raised and the workers are ended."""
+    todo, ran = plan.todo, {}
+    with phase_bar(len(todo), "cells", verbose=args.verbose) as bar:
+        def done_with(cell: Cell, done: dict, seconds: float) -> None:
+            plan.status[cell], ran[cell] = "done", done.get("timings", {})
+            write_manifest(args, plan)
+            finished(bar, f"{cell.method_label}, {cell.label}, seed {cell.seed}: {cell_outcome(done)} ({seconds:.0f} s) -> {cell.folder}")
+
+        tasks = [(args, cell) for cell in todo]
+        if args.workers == 1 and pool is None:
+            for task in tasks:
+                done_with(*_cell_in_folder(task))
+        elif pool is not None:
+            try:
+                for result in pool.imap_unordered(_cell_in_folder, tasks):
+                    done_with(*result)
+            except BaseException:
+                pool.terminate()  # the caller's pool is of no more use: its cells would run on unwatched
+                raise
+        else:
+            with worker_pool(args.workers) as own:
+                for result in own.imap_unordered(_cell_in_folder, tasks):
+                    done_with(*result)
+    return ran
 
 
 def cell_outcome(done: dict) -> str:
@@ -480,7 +532,20 @@ def assemble_study(args: StudyArguments, plan: StudyPlan) -> StudyTables:
         from .language import assemble_language_study
 
         return assemble_language_study(args, done_cells(args, plan))
-    return assemble_tables(done_cells(args, plan), args.output_dir, with_start_points=args.checkpoint_every_percent > 0)
+    return assemble_tables(done_cells(args, plan), args.output_dir, with_start_points=args.checkpoint_every_percent > 0,
+                           evidence=evidence_options(args))
+
+
+def evidence_options(args: StudyArguments) -> dict:
+    """How a study's claims are made: the main λ of each swept method under the cross frontier (else
+    every λ is a main point), and what the units (seeds) vary."""
+    main = {m: args.main_lambda(get_method(m).regularizer) for m in args.swept_methods()} if args.frontier == "cross" else None
+    sampled = args.eval_seed == -1 and args.eval_max_eval_samples is not None
+    covered = ["training seed (each unit is a seed: data order, augmentation, initial head)"]
+    if sampled:
+        covered.append(f"the test sample (each seed scores its own {args.eval_max_eval_samples} test images per task)")
+    not_covered = ["the pretrained model: the same for every unit"] + ([] if sampled else ["the test sample: every unit is scored on the same test images"])
+    return {"main_lambda": main, "sources": covered, "not_covered": not_covered}
 
 
 def done_cells(args: StudyArguments, plan: StudyPlan) -> list[dict]:

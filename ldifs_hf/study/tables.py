@@ -8,8 +8,9 @@ Written into the study folder:
     results.md / .csv / .json, deltas_over_training.png, distances_over_training.png   single tasks, mean over seeds
     results_by_seed.csv                                                                every seed's rows
     tradeoff.png, tradeoff.csv     per method: A_FT against mean Δ_LP on the other eval tasks, mean ± std over seeds
-    frontier.png, frontier.csv     per (method, λ, α): A_FT against mean Δ_ZS and Δ_LP on the other eval tasks, mean ±
-                                   std over seeds, Pareto set marked (`evaluation.frontier`)
+    frontier.png, frontier.csv     per (method, λ, α): A_FT against mean Δ_ZS and Δ_LP on the other eval tasks, mean and
+                                   95 % interval over seeds, Pareto set by the paired test (`evaluation.frontier`)
+    claims.json                    the generic claims (`evaluation.claims`), tested and Holm-corrected, also in results.md
     sequence_table.md, sequence_results.json                                          sequences (Table 2), mean over seeds
 """
 
@@ -21,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..evaluation.frontier import write_frontier
+from ..evaluation.claims import build_evidence, evidence_markdown, write_evidence
 from ..evaluation.report import csv_columns, csv_rows, final_records, plot_tradeoff, pretrained_start_record, write_report
 from ..training.sequences import write_sequence_report
 
@@ -121,8 +122,9 @@ def _write_csv(path: str, rows: Sequence[Mapping], columns: Sequence[str]) -> st
     return path
 
 
-def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_points: bool = True) -> StudyTables:
-    """Everything in the module docstring, from the done cells' cell.json contents."""
+def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_points: bool = True, evidence: Mapping | None = None) -> StudyTables:
+    """Everything in the module docstring, from the done cells' cell.json contents; `evidence`: how the
+    claims are made (`claims.build_evidence`'s options: the main λ, the noise sources)."""
     os.makedirs(output_dir, exist_ok=True)
     tables = StudyTables()
     single = [c for c in cells if len(c["cell"]["tasks"]) == 1]
@@ -149,7 +151,13 @@ def assemble_tables(cells: Sequence[Mapping], output_dir: str, *, with_start_poi
             tables.paths["tradeoff_csv"] = _write_csv(os.path.join(output_dir, TRADEOFF_CSV), tradeoff, list(tradeoff[0]))
             points = tradeoff_points([r for r in records if r.get("checkpoint") != "pretrained"])
             tables.paths["tradeoff_plot"] = plot_tradeoff(points, os.path.join(output_dir, TRADEOFF_PLOT))
-        tables.paths.update(write_frontier(scored, output_dir))
+        found = build_evidence(scored, **(evidence or {}))
+        written = write_evidence(found, output_dir)
+        if written:
+            tables.paths.update(written)
+            tables.table3 += "\n" + evidence_markdown(found) + "\n"
+            with open(tables.paths["markdown"], "w") as f:
+                f.write(tables.table3)
     if sequences:
         records = [r for c in sequences for r in c["records"]]
         means = mean_over_seeds(records, ("sequence", "method", "task_index", "finetune_task"))

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from transformers import TrainingArguments
 
 from ..benchmarks import parse_dataset_paths
+from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..evaluation.settings import EvaluatorSettings, check_every_percent, setting_field
 from ..heads import LP_SOLVERS, check_lp_solver
 from ..options import check_numbers
@@ -224,8 +225,8 @@ class DataArguments:
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: the benchmark's)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation/test images."})
-    validation_fraction: float = field(default=0.1, metadata={"help": "Fraction of train held out for validation."})
-    validation_seed: int = field(default=0, metadata={"help": "Seed of the validation split (paper protocol: 0)."})
+    validation_fraction: float = field(default=VALIDATION_FRACTION, metadata={"help": "Fraction of train held out for validation."})
+    validation_seed: int = field(default=VALIDATION_SEED, metadata={"help": "Seed of the validation split (paper protocol: 0)."})
     forgetting_benchmarks: str | None = field(
         default=None,
         metadata={"help": "Track concept forgetting during training on these benchmarks ('all' or 'a,b'): ZS/LP "

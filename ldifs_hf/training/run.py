@@ -306,6 +306,8 @@ def _run_record(run: _Run, data: _RunData, trainer: LDIFSTrainer) -> RunRecord:
         text_tower="fine-tuned (FLYP)" if run.spec.uses_text_tower else "pretrained",
         output_dir=training_args.output_dir,
         settings=run.settings,
+        method_spec={"head_init": run.spec.head_init, "objective": run.spec.objective, "regularizer": training_args.regularizer,
+                     "trained": run.spec.trained},
     )
 
 

@@ -50,8 +50,10 @@ class WorldSettings:
         pretrain_steps (`int`, defaults to 2500) / batch_size (`int`, defaults to 128): contrastive steps.
         learning_rate (`float`, defaults to 5e-4), weight_decay (`float`, defaults to 0.1),
         warmup_steps (`int`, defaults to 100): AdamW with linear warm-up and cosine decay, clipping at 1.0.
-        task_train_size (`int`, defaults to 2000) / task_test_size (`int`, defaults to 500): rows of each
-            concept task's splits (all tasks share the images, each labels its own concept).
+        task_train_size (`int`, defaults to 2000) / task_test_size (`int`, defaults to 5000): rows of each
+            concept task's splits (all tasks share the images, each labels its own concept). The test split
+            is a pool: an evaluation can draw its own sample from it (`max_eval_samples` with its seed), so
+            that repeated runs vary the test sample as they vary the seed.
         task_noise (`float`, defaults to 0.3): standard deviation of Gaussian pixel noise (pixel values in
             [0, 1]) added to every task image, train and test, but not to the pre-training images. Noise
             keeps the easy concepts from being perfectly linearly separable, so that forgetting can lower
@@ -76,7 +78,7 @@ class WorldSettings:
     weight_decay: float = 0.1
     warmup_steps: int = 100
     task_train_size: int = 2000
-    task_test_size: int = 500
+    task_test_size: int = 5000
     task_noise: float = 0.3
 
     def __post_init__(self):
