@@ -54,6 +54,14 @@ def test_a_study_killed_mid_cell_continues_and_finishes_as_an_uninterrupted_one(
     assert "continuing from" in (victim / "output.log").read_text()
     assert (out / "results.md").is_file() and (out / "summary.md").is_file()
     assert all(c["status"] == "done" for c in json.loads((out / "study.json").read_text())["cells"])
+    assert "Generating" not in again.stderr and "not a git repository" not in again.stderr  # third-party output: in the logs
+    # The frontier and the generic claims along the language axes: each sft+kl point against each sft+ldifs point (they
+    # differ only in the regularizer), on A_FT and mean Δ, paired over the two seeds.
+    claims = json.loads((out / "claims.json").read_text())
+    assert sorted({(c["a"], c["b"]) for c in claims["claims"]}) == sorted(
+        (f"sft+kl (λ = {k:g})", f"sft+ldifs (λ = {d:g})") for k in (0.1, 1) for d in (1, 10))
+    assert {c["metric"] for c in claims["claims"]} == {"a_ft", "delta"} and claims["units"] == ["seed 0", "seed 1"]
+    assert (out / "frontier.csv").is_file() and "## Frontier and claims" in (out / "results.md").read_text()
 
     # The same cell, never interrupted, in a study of its own: the same scores, A_FT and retain loss.
     alone = tmp_path / "alone"

@@ -74,7 +74,12 @@ def sft_config(output_dir: str, regularizer: str = "none", **training):
     unknown = sorted(set(training) - names)
     if unknown:
         raise ValueError(f"unknown fine-tuning argument(s) {unknown}: not fields of trl's SFTConfig or of the regularizers")
-    return config_class(output_dir=output_dir, regularizer=regularizer, **{**RUN_DEFAULTS, "bf16": bf16_supported(), **training})
+    defaults, training = {**RUN_DEFAULTS, "bf16": bf16_supported()}, dict(training)
+    # Gradient checkpointing (trl's default: on) under transformers' new name where it has one: the old name warns on every config.
+    if "activation_checkpointing" in names and "activation_checkpointing" not in training:
+        trl_default = next(f.default for f in dataclasses.fields(config_class) if f.name == "gradient_checkpointing")
+        training["activation_checkpointing"] = training.pop("gradient_checkpointing", trl_default)
+    return config_class(output_dir=output_dir, regularizer=regularizer, **{**defaults, **training})
 
 
 def bf16_supported() -> bool:
@@ -103,6 +108,12 @@ def load_sft_data(dataset_path: str):
     if not ({"prompt", "completion"} <= columns or "text" in columns or "messages" in columns):
         raise ValueError(f"dataset_path {dataset_path!r} has columns {sorted(columns)}; SFT reads prompt/completion, text or messages")
     return data
+
+
+def sft_method_spec(regularizer: str) -> dict:
+    """The facts the claims pair methods by (as a CLIP run records them): every SFT run trains all of the model
+    with the causal-LM loss from the model itself, so two SFT methods differ only in the regularizer."""
+    return {"head_init": "pretrained", "objective": "sft", "regularizer": regularizer, "trained": "all"}
 
 
 def finetune_language_model(model_name_or_path: str, dataset_path: str, output_dir: str, *, finetune_task: str | None = None,
@@ -137,7 +148,8 @@ def _train(config, model_name_or_path: str, data, method: str, task: str, settin
     tokenizer = load_tokenizer(model_name_or_path)
     trainer = trainer_class(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     record = RunRecord(method=method, dataset=task, base_model=model_name_or_path, **trainer.regularizer_record(), output_dir=config.output_dir,
-                       dataset_splits=f"{len(data)} SFT rows of {settings['dataset_path']}", settings=settings)
+                       dataset_splits=f"{len(data)} SFT rows of {settings['dataset_path']}", settings=settings,
+                       method_spec=sft_method_spec(config.regularizer))
     trainer.add_callback(NonFiniteGuard(trainer))
     trainer.add_callback(RunIdentityCallback(record))
     os.makedirs(config.output_dir, exist_ok=True)
@@ -150,4 +162,4 @@ def _train(config, model_name_or_path: str, data, method: str, task: str, settin
     return record
 
 
-__all__ = ["SFT_METHOD", "finetune_language_model", "load_sft_data", "regularizer_of", "sft_classes", "sft_config", "sft_method"]
+__all__ = ["SFT_METHOD", "finetune_language_model", "load_sft_data", "regularizer_of", "sft_classes", "sft_config", "sft_method", "sft_method_spec"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..language.finetune import SFT_METHOD, regularizer_of, sft_method
 from .arguments import SKILLS_WORLDS, Cell, StudyArguments
@@ -182,7 +182,9 @@ def _pairs(entries):
 
 
 def check_language_data(args: StudyArguments, plan) -> None:
-    """Before the first cell: every fine-tune task's SFT data and the task folder are there, and lm_eval imports."""
+    """Before the first cell: every fine-tune task's SFT data and the task folder are there, and lm_eval imports.
+    lm_eval's and datasets' output of loading the tasks ("Generating test split" bars) goes to the study's log."""
+    from ..console import run_output
     from ..language.harness import load_task_set
     from ..language.finetune import load_sft_data
 
@@ -191,7 +193,8 @@ def check_language_data(args: StudyArguments, plan) -> None:
     paths = dict(_pairs(args.dataset_path))
     for task in dict.fromkeys(t for cell in plan.cells for t in cell.tasks):
         load_sft_data(paths[task])
-    load_task_set(list(dict.fromkeys(list(plan.eval_tasks) + [t for cell in plan.cells for t in cell.tasks])), args.task_dir, {})
+    with run_output(args.output_dir, verbose=args.verbose):
+        load_task_set(list(dict.fromkeys(list(plan.eval_tasks) + [t for cell in plan.cells for t in cell.tasks])), args.task_dir, {})
 
 
 def run_language_cell(args: StudyArguments, cell: Cell, config: dict, run_dir: str, staging: str) -> dict:
@@ -200,20 +203,25 @@ def run_language_cell(args: StudyArguments, cell: Cell, config: dict, run_dir: s
     from ..language import evaluate_language_model
     from ..language.finetune import finetune_language_model
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     record = finetune_language_model(output_dir=run_dir, overwrite_output_dir=args.overwrite_output_dir, **config["finetune"])
     timings = {"finetune_s": time.perf_counter() - start}
     result = evaluate_language_model(checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging,
                                      cache_dir=os.path.join(args.output_dir, LANGUAGE_CACHE_FOLDER), **config["evaluation"])
     timings["evaluate_s"] = time.perf_counter() - start - timings["finetune_s"]
+    timings["cpu_s"] = time.process_time() - cpu_start  # this process's CPU time: the cell's cost on a busy machine
     return {"records": result.records, "pretrained_accuracy": {"scores": result.base_scores, "retain": result.base_retain},
             "files": list(RESULT_FILES), "run_dirs": [record.output_dir], "run_record": record, "timings": timings}
 
 
-def assemble_language_study(args: StudyArguments, cells: Sequence[dict]):
+def assemble_language_study(args: StudyArguments, cells: Sequence[dict], evidence: Mapping | None = None):
     """The study's report from its done cells: every checkpoint's scores (results.json/.csv/.md, as the language
-    evaluation writes them) and the final models' Δ per task, A_FT and retain loss per (method, λ), mean ± std
-    over seeds (summary.md)."""
+    evaluation writes them), the final models' Δ per task, A_FT and retain loss per (method, λ), mean ± std over
+    seeds (summary.md), and the frontier and the claims over seeds (frontier.csv/.png, claims.json; their table and
+    sentences in results.md). `evidence`: how the claims are made (`claims.build_evidence`'s options; default: the
+    generic claims, every λ a main point)."""
+    from ..evaluation.claims import build_evidence, evidence_markdown, write_evidence
+    from ..evaluation.frontier import LANGUAGE_AXES
     from ..language.report import seed_mean_table, write_language_report
     from .tables import StudyTables
 
@@ -226,4 +234,18 @@ def assemble_language_study(args: StudyArguments, cells: Sequence[dict]):
     paths["summary"] = os.path.join(args.output_dir, "summary.md")
     with open(paths["summary"], "w") as f:
         f.write(table)
+    found = build_evidence(records, axes=LANGUAGE_AXES, **(evidence or language_evidence_options(args)))
+    written = write_evidence(found, args.output_dir, title="SFT: A_FT against mean Δ of the other tasks (mean and 95 % CI over seeds)")
+    if written:
+        paths.update(written)
+        text = evidence_markdown(found)
+        with open(paths["markdown"], "a") as f:
+            f.write("\n\n## Frontier and claims\n\n" + text + "\n")
+        table += "\n" + text + "\n"
     return StudyTables(paths=paths, table3=table)
+
+
+def language_evidence_options(args: StudyArguments) -> dict:
+    """How a causal-LM study's claims are made: the generic pairs of SFT methods at every λ, each seed a unit."""
+    return {"main_lambda": None, "sources": ["training seed (each unit is a seed: data order, the SFT run's sampling)"],
+            "not_covered": ["the pretrained model: the same for every unit", "the test sample: every unit is scored on the same task examples"]}
