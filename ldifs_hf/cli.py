@@ -3,6 +3,7 @@
     ldifs-hf demo --output_dir runs/demo
     ldifs-hf finetune --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lp-ldifs
     ldifs-hf evaluate --checkpoint runs/eurosat-lp-ldifs --datasets all
+    ldifs-hf evaluate-lm --checkpoint runs/sft --tasks hellaswag,arc_easy --retain held_out.txt
     ldifs-hf study --output_dir runs/study --methods all --finetune_tasks all --seeds 0,1,2 [--plan]
     ldifs-hf lambda-search --method lp-init-ldifs --dataset eurosat --output_dir runs/eurosat-lambda [--final_run]
     ldifs-hf list
@@ -115,11 +116,23 @@ def _evaluate_parser():
     )
 
 
+def _evaluate_lm_parser():
+    from .language.run import LanguageEvaluationArguments
+
+    return _parser(
+        LanguageEvaluationArguments, "evaluate-lm",
+        usage="ldifs-hf evaluate-lm --checkpoint [METHOD=]PATH ... --tasks NAMES [--task_dir DIR] [--retain FILES] [options]",
+        description="Score causal-LM checkpoints (full models or PEFT adapters) for forgetting: each lm-evaluation-harness task's "
+        "score against the base model's (Δ), the fine-tuning task's (A_FT) and the held-out loss on a retain set. "
+        'Needs the lm_eval extra: pip install "ldifs_hf[lm_eval]".',
+    )
+
+
 def _demo_parser():
     from .study.demo import DemoArguments
 
     return _parser(
-        DemoArguments, "demo", usage="ldifs-hf demo [--output_dir DIR] [--quick] [options]",
+        DemoArguments, "demo", usage="ldifs-hf demo [--world concepts|skills] [--output_dir DIR] [--quick] [options]",
         description="The embedded concept world: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting.",
     )
 
@@ -191,9 +204,26 @@ def evaluate_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def evaluate_lm_command(argv: Sequence[str]) -> int:
+    (args,) = _parse("evaluate-lm", argv)
+    _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    from .language.run import run_language_evaluation, summary_line
+
+    result = run_language_evaluation(args)
+    print(summary_line(result))
+    if result.failures:  # the report is written, but a number the user asked for is missing
+        return _fail(f"{len(result.failures)} checkpoint(s) could not be scored or are not finite; see 'Not scored' in {result.paths.get('markdown')}", 1)
+    return 0
+
+
 def demo_command(argv: Sequence[str]) -> int:
     (args,) = _parse("demo", argv)
     _setup_logging(logging.INFO, transformers_level=logging.WARNING)
+    if args.world == "skills":
+        from .study.skills_demo import run_skills_demo
+
+        run_skills_demo(args)
+        return 0
     from .study.demo import run_demo
 
     run_demo(args)
@@ -253,9 +283,10 @@ def list_command(argv: Sequence[str]) -> int:
 
 
 SUMMARIES = {
-    "demo": "the embedded concept world end to end: pre-train a tiny CLIP, fine-tune it with the eight methods and KL, measure forgetting",
+    "demo": "an embedded world end to end: a tiny CLIP with the eight methods and KL, or (--world skills) a tiny LM's SFT under each regularizer",
     "finetune": "fine-tune a CLIP on one benchmark (or a sequence, --dataset a,b) with one of the paper's methods",
     "evaluate": "score checkpoints for concept forgetting on many benchmarks (Table 3, plots)",
+    "evaluate-lm": "score causal-LM checkpoints for forgetting on lm-eval tasks (Δ per task, A_FT, held-out loss)",
     "study": "the paper's study: methods x tasks x seeds, resumable, locally or through submitit",
     "lambda-search": "choose λ of a regularized method (L2SP, LDIFS, KL, ...) on the validation split",
     "interpolate": "weight-space interpolation of a finished run with its starting point (WiSE-FT)",
@@ -266,6 +297,7 @@ PARSERS = {
     "demo": _demo_parser,
     "finetune": _finetune_parser,
     "evaluate": _evaluate_parser,
+    "evaluate-lm": _evaluate_lm_parser,
     "study": _study_parser,
     "lambda-search": _lambda_search_parser,
     "interpolate": _interpolate_parser,
@@ -275,6 +307,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo_command,
     "finetune": finetune_command,
     "evaluate": evaluate_command,
+    "evaluate-lm": evaluate_lm_command,
     "study": study_command,
     "lambda-search": lambda_search_command,
     "interpolate": interpolate_command,

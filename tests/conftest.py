@@ -98,3 +98,14 @@ def _benchmark_registry_restored():
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(saved)
+
+
+@pytest.fixture(scope="session")
+def quick_skills_cache(tmp_path_factory):
+    """A cache root holding the quick skills world (its tiny Llama pre-trained once, about 10 s): the language
+    runs, studies and the skills demo's tests share it."""
+    from ldifs_hf.language.skills import prepare_skills, skills_settings
+
+    root = tmp_path_factory.mktemp("skills-cache")
+    prepare_skills(skills_settings("quick"), root, progress=False)
+    return root

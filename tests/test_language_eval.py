@@ -255,3 +255,21 @@ def test_the_lm_eval_extra_is_declared_and_named_by_the_error():
     extras = {name: value.split() for name, value in config["options.extras_require"].items()}
     assert LM_EVAL_EXTRA == 'pip install "ldifs_hf[lm_eval]"'
     assert any(r.startswith("lm_eval>=") for r in extras["lm_eval"]) and any(r.startswith("lm_eval>=") for r in extras["test"])
+
+
+def test_the_evaluate_lm_command_writes_the_report_and_refuses_bad_input_in_one_line(tiny_world, tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    from ldifs_hf.cli import main as cli_main
+
+    argv = ["evaluate-lm", "--checkpoint", str(tiny_world["run_dir"]), "--tasks", "tiny_copy", "--task_dir", str(tiny_world["tasks"]),
+            "--output_dir", str(tmp_path / "report"), "--cache_dir", str(tmp_path / "cache"), "--batch_size", "4"]
+    assert cli_main(argv) == 0
+    assert "scored 1 checkpoint(s) on 1 task(s)" in capsys.readouterr().out
+    records = json.loads((tmp_path / "report" / "results.json").read_text())["records"]
+    assert [r["eval"]["tiny_copy"]["score"] for r in records] == [tiny_world["expected"]["tiny_copy"]["tuned"]]
+    for bad, says in ((["--batch_size", "0"], "batch_size must be > 0, got 0"), (["--retain", str(tmp_path / "none.txt")], "none.txt")):
+        assert cli_main([*argv, "--overwrite_report", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert cli_main(["evaluate-lm", "--tasks", "tiny_copy"]) == 2
+    assert capsys.readouterr().err == "error: checkpoint is required: one or more model, adapter or run directories ('path' or 'method=path')\n"

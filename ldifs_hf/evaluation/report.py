@@ -43,6 +43,8 @@ METHOD_COLOURS = {
     "zs-init-ce": "#1f77b4", "lp-init-ce": "#17becf", "zs-init-l2sp": "#ff7f0e", "lp-init-l2sp": "#bcbd22",
     "flyp": "#7f7f7f", "flyp-ce": "#8c564b", "zs-init-ldifs": "#d62728", "lp-init-ldifs": "#9467bd",
     "zs-init-kl": "#2ca02c", "lp-init-kl": "#e377c2",
+    # A causal LM's SFT (`language`): each regularizer in its CLIP colour.
+    "sft": "#1f77b4", "sft+l2sp": "#ff7f0e", "sft+ldifs": "#d62728", "sft+kl": "#2ca02c",
 }
 _OTHER_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
 

@@ -139,16 +139,27 @@ def _leaf_tasks(loaded: dict):
 @contextlib.contextmanager
 def _quiet_lm_eval():
     """lm_eval's INFO lines (every task it indexes, every request it builds) and its warning that a model
-    was passed in memory, which is how this module always passes it, kept off the console."""
+    was passed in memory, which is how this module always passes it, kept off the console; and the
+    provenance `simple_evaluate` adds to its results, which no score reads: `git describe` in the working
+    directory (its "fatal: not a git repository" went straight to the terminal) and torch's environment
+    report (pip and the system queried, about 2 s a call)."""
+    from lm_eval import evaluator
+
     loggers = [logging.getLogger(name) for name in ("lm_eval", "lm-eval")]
     levels = [lg.level for lg in loggers]
+    provenance = {name: getattr(evaluator, name) for name in ("get_git_commit_hash", "add_env_info") if hasattr(evaluator, name)}
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    stubs = {"get_git_commit_hash": lambda: None, "add_env_info": lambda storage: None}
+    for name in provenance:
+        setattr(evaluator, name, stubs[name])
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        for name, value in provenance.items():
+            setattr(evaluator, name, value)
 
 
 def score_model(model, tokenizer, task_set: TaskSet, *, batch_size: int = 16, limit: int | None = None, num_fewshot: int | None = None) -> dict[str, TaskScore]:

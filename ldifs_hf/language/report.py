@@ -92,6 +92,46 @@ def markdown_table(records: Sequence[Mapping], tasks: Sequence[str], base_scores
     return text
 
 
+def final_per_run(records: Sequence[Mapping]) -> list[Mapping]:
+    """The scored record of each run's final model (its highest step), one per (method, λ, seed, checkpoint's run)."""
+    final: dict[tuple, Mapping] = {}
+    for record in records:
+        if status(record) != OK:
+            continue
+        key = (record.get("method"), record.get("lambda"), record.get("seed"), record.get("finetune_task"))
+        if key not in final or (record.get("step") or 0) >= (final[key].get("step") or 0):
+            final[key] = record
+    return list(final.values())
+
+
+def _mean_std(values: Sequence[float], signed: bool) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    spread = f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else ""
+    return _number(mean, signed=signed) + spread
+
+
+def seed_mean_table(records: Sequence[Mapping], tasks: Sequence[str]) -> str:
+    """The final models per (method, λ): A_FT and each task's Δ in points, the mean Δ on the other tasks and the
+    retain loss's change, each the mean ± sample std over seeds (n: how many)."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for record in final_per_run(records):
+        groups.setdefault((record.get("method"), record.get("lambda")), []).append(record)
+    header = ["method", "λ", "n", "A_FT", *(f"Δ {t}" for t in tasks), "mean Δ (other tasks)", "Δ retain loss"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, lam), group in groups.items():
+        cells = [str(method), "–" if lam is None else f"{lam:g}", str(len(group)), _mean_std([r["a_ft"] for r in group if r.get("a_ft") is not None], False)]
+        cells += [_mean_std([r["eval"][t]["delta"] for r in group if t in r["eval"]], True) for t in tasks]
+        cells.append(_mean_std([d for d in map(mean_delta, group) if d is not None], True))
+        losses = [r["retain_loss"] - r["retain_loss_base"] for r in group if r.get("retain_loss") is not None and r.get("retain_loss_base") is not None]
+        cells.append(f"{statistics.fmean(losses):+.4f}" if losses else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("Final models, mean ± std over seeds: A_FT (the fine-tuning task's score) and each task's Δ against the base model in "
+            "points (negative = forgetting; the fine-tuning task's Δ is its gain), the mean Δ on the other tasks, and the change of the "
+            "retain loss (nats; higher = more forgotten).\n\n" + "\n".join(lines) + "\n")
+
+
 def write_language_report(records: Sequence[Mapping], output_dir: str, *, summary: Mapping, tasks: Sequence[str],
                           base_scores: Mapping[str, Mapping], base_retain: Mapping | None) -> dict[str, str]:
     """results.json ({**summary, "records"}), results.csv and results.md in `output_dir`; their paths."""

@@ -273,7 +273,7 @@ def _record(entry: LanguageCheckpoint, base: _BaseScores, task_set: TaskSet, ret
     finetune_task = args.finetune_task or (entry.finetune_task if entry.finetune_task in task_set.names else None)
     record = {"checkpoint": entry.path, "method": entry.method, "kind": entry.kind, "regularizer": entry.facts.get("regularizer"),
               "lambda": entry.facts.get("lambda"), "seed": entry.facts.get("seed"), "step": entry.step, "percent": entry.percent,
-              "finetune_task": finetune_task}
+              "finetune_task": finetune_task, **({"method_spec": entry.facts["method_spec"]} if entry.facts.get("method_spec") else {})}
     try:
         if entry.problem is not None:
             raise CheckpointError(f"{entry.path!r} is not a usable checkpoint: {entry.problem}")

@@ -1,6 +1,7 @@
 """What a study runs: `StudyArguments` (the grid, the settings every cell shares, where and how the
 cells run) with their checks, and the cells they define: `study_cells` (the grid in its fixed order)
-and `cell_config` (what determines a cell's result). Running the cells is `study.runner`'s.
+and `cell_config` (what determines a cell's result). Running the cells is `study.runner`'s. A causal-LM
+study (`model_type="causal-lm"`, or `world="skills"`) has its cells from `study.language`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from ..utils import lambda_folder, parse_lambdas, parse_seeds
 from ..world.settings import WORLD_SIZES
 
 LAUNCHERS = ("local", "submitit")
-WORLDS = ("none",) + WORLD_SIZES
+# The skills world (a tiny causal LM, `language.skills`) of each size: its world name in a study.
+SKILLS_WORLDS = {"skills": "default", "skills-quick": "quick"}
+WORLDS = ("none",) + WORLD_SIZES + tuple(SKILLS_WORLDS)
+MODEL_TYPES = ("clip", "causal-lm")
 # How the frontier's extra points are scored (`StudyArguments.frontier`).
 FRONTIERS = ("full", "cross")
 CELLS_FOLDER = "cells"
@@ -106,7 +110,18 @@ class StudyArguments:
                   "fine-tuned without checkpoints and scored at its end only, without distances; the main single-task "
                   "cells' final models alone are also scored at each α other than 1; sequences are as under 'full')."},
     )
-    world: str = field(default="none", metadata={"help": f"Run on the embedded concept world: one of {', '.join(WORLDS)} ('quick': scaled down, for tests)."})
+    world: str = field(
+        default="none",
+        metadata={"help": f"Run on an embedded world: one of {', '.join(WORLDS)} (default, quick: the concept world's tiny CLIP; "
+                  "skills: the skills world's tiny causal LM; '...quick': scaled down, for tests)."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": f"The model the cells fine-tune: one of {', '.join(MODEL_TYPES)} (causal-lm: SFT with trl under each "
+                  "regularizer, scored by lm-eval tasks). Default: causal-lm with --world skills, else clip."},
+    )
+    task_dir: str | None = field(default=None, metadata={"help": "causal-lm: a folder of lm-eval task YAMLs the tasks are read from (lm_eval's --include_path)."})
+    retain: list[str] = field(default_factory=list, metadata={"help": "causal-lm: held-out text for the retain loss (files or a save_to_disk folder)."})
     world_seed: int = field(default=0, metadata={"help": "With --world: the seed of the world and its pre-training (one foundation model for every cell)."})
     world_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the pre-trained world (default $LDIFS_HF_CACHE or ~/.cache/ldifs_hf)."})
     launcher: str = field(default="local", metadata={"help": f"How cells run: one of {', '.join(LAUNCHERS)} (submitit: SLURM, or its local executor)."})
@@ -114,6 +129,11 @@ class StudyArguments:
         default=1,
         metadata={"help": "With the local launcher: run cells in this many worker processes at once (each with this process's "
                   "torch threads); 1 runs them here, one after another."},
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads for torch in this process and in each worker process (default: torch's own; on a shared CPU "
+                  "with --workers, 1 is fastest for tiny models)."},
     )
     cell_plots: bool = field(default=True, metadata={"help": "Draw each cell's own evaluation plots (the study's tables and figures are drawn either way)."})
     submitit_cluster: str | None = field(default=None, metadata={"help": "submitit cluster: 'slurm', 'local' or 'debug' (default: SLURM when available, else local)."})
@@ -135,10 +155,24 @@ class StudyArguments:
         check_numbers(self)
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (CPU threads for torch), got {self.threads}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1 (worker processes of the local launcher), got {self.workers}")
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.model_type not in (None, *MODEL_TYPES):
+            raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.is_language:
+            from .language import check_language_study
+
+            check_language_study(self)
+            return
+        if self.world in SKILLS_WORLDS:
+            raise ValueError(f"world {self.world!r} is the skills world of causal-LM studies; leave --model_type out or pass causal-lm")
+        given = [name for name in ("task_dir", "retain") if getattr(self, name)]
+        if given:
+            raise ValueError(f"{', '.join('--' + g for g in given)} belong to causal-LM studies; pass --model_type causal-lm, or leave them out")
         if self.frontier not in FRONTIERS:
             raise ValueError(f"frontier must be one of {', '.join(FRONTIERS)}, got {self.frontier!r}")
         if self.eval_seed < -1:
@@ -180,7 +214,7 @@ class StudyArguments:
         swept = self.swept_methods()
         for regularizer, weights in self.lambda_sweeps().items():
             flag = self._sweep_flag(regularizer)
-            if not any(get_method(m).regularizer == regularizer for m in swept):
+            if not any(self.regularizer_of(m) == regularizer for m in swept):
                 raise ValueError(
                     f"{flag} sweeps no cell: no {regularizer.upper()} method the study runs ({', '.join(known) or 'none'}) is among "
                     f"lambda_sweep_methods {self.lambda_sweep_methods!r}; leave it out, or run and name such a method"
@@ -188,7 +222,7 @@ class StudyArguments:
             argument, given = get_regularizer(regularizer).weight_field, self._main_weight_given(regularizer)
             if given is not None:
                 # The fine-tuning arguments' λ is the main one: it must be the weight of some cell.
-                unswept = [m for m in known if get_method(m).regularizer == regularizer and m not in swept]
+                unswept = [m for m in known if self.regularizer_of(m) == regularizer and m not in swept]
                 if not unswept and not (self.frontier == "cross" and self.main_lambda(regularizer) in weights):
                     raise ValueError(
                         f"finetune_options sets {argument}={given!r}, which no cell uses: {flag} sweeps every {regularizer.upper()} "
@@ -203,6 +237,19 @@ class StudyArguments:
                         f"--frontier cross crosses the sweeps at the main {argument}={main:g} (the fine-tuning arguments' own), "
                         f"which {flag} lacks: add it to the list, or set {argument} in finetune_options to one of the weights"
                     )
+
+    @property
+    def is_language(self) -> bool:
+        """A causal-LM study (`study.language`): `model_type` causal-lm, or the skills world."""
+        return self.model_type == "causal-lm" or (self.model_type is None and self.world in SKILLS_WORLDS)
+
+    def regularizer_of(self, method: str) -> str:
+        """The regularizer of one of the study's methods (a causal-LM study's "sft+<regularizer>" too)."""
+        if self.is_language:
+            from ..language.finetune import regularizer_of
+
+            return regularizer_of(method)
+        return get_method(method).regularizer
 
     def lambda_sweeps(self) -> dict[str, list[float]]:
         """Regularizer -> the weights its methods are swept over: `lambdas`' entries and the earlier flags'
@@ -230,6 +277,10 @@ class StudyArguments:
 
     def method_names(self, strict: bool = True) -> list[str]:
         """The methods of the grid (`strict=False`: unknown names are left out, for the grid to refuse by name)."""
+        if self.is_language:
+            from .language import language_methods
+
+            return language_methods(self)
         if strict:
             return method_names(self.methods)
         known = []
@@ -243,6 +294,8 @@ class StudyArguments:
     def swept_methods(self) -> list[str]:
         """The methods whose λ the study sweeps: `lambda_sweep_methods` among those it runs, each with a
         sweep of its regularizer's weights."""
+        if self.is_language:
+            return [m for m in self.method_names() if self.regularizer_of(m) in self.lambda_sweeps()]
         return swept_methods(self.method_names(strict=False), self.lambda_sweep_methods, list(self.lambda_sweeps()))
 
     def main_lambda(self, regularizer: str) -> float | None:
@@ -257,11 +310,13 @@ class StudyArguments:
         checkpoints and scored at its end only, without distances."""
         if self.frontier != "cross" or cell.lam is None or cell.is_sequence:
             return False
-        return cell.lam != self.main_lambda(get_method(cell.method).regularizer)
+        return cell.lam != self.main_lambda(self.regularizer_of(cell.method))
 
     def method_lambdas(self, method: str) -> list[float | None]:
         """The λ of each of `method`'s cells: its regularizer's sweep when the study sweeps it, else [None]
         (one cell at the fine-tuning arguments' λ, today's folder)."""
+        if self.is_language:
+            return self.lambda_sweeps().get(self.regularizer_of(method)) or [None]
         if get_method(method).name not in self.swept_methods():
             return [None]
         return self.lambda_sweeps()[get_method(method).regularizer]
@@ -396,6 +451,10 @@ def _all_tasks(args: StudyArguments, world) -> list[str]:
 def study_cells(args: StudyArguments, world=None) -> list[Cell]:
     """The grid in a fixed order: method, then λ (the regularized methods' sweep, if any), then fine-tune
     task (or sequence), then seed."""
+    if args.is_language:
+        from .language import language_cells
+
+        return language_cells(args, world)
     methods = args.method_names()
     if args.finetune_tasks.strip() == "all":
         entries = [(t,) for t in _all_tasks(args, world)]
@@ -410,6 +469,10 @@ def study_cells(args: StudyArguments, world=None) -> list[Cell]:
 def eval_task_names(args: StudyArguments, world=None) -> list[str]:
     from ..benchmarks.loading import parse_benchmark_list
 
+    if args.is_language:
+        from .language import language_eval_tasks
+
+        return language_eval_tasks(args, world)
     return _all_tasks(args, world) if args.eval_tasks.strip() == "all" else parse_benchmark_list(args.eval_tasks)
 
 
@@ -417,6 +480,10 @@ def cell_config(args: StudyArguments, cell: Cell, eval_tasks: Sequence[str]) -> 
     """What determines a cell's result: its fine-tuning and evaluation arguments (output folders aside)."""
     from ..benchmarks import parse_dataset_paths
 
+    if args.is_language:
+        from .language import language_cell_config
+
+        return language_cell_config(args, cell, eval_tasks)
     paths = parse_dataset_paths(args.dataset_path)
     kwargs = dict(
         method=cell.method, model_name_or_path=args.model_name_or_path, seed=cell.seed, lp_iterations=args.lp_iterations,

@@ -52,6 +52,8 @@ from .arguments import Cell, StudyArguments, parse_lambda_sweeps, swept_methods
 from .runner import StudyRun, run_study, worker_pool
 
 logger = logging.getLogger(__name__)
+DEMO_WORLDS = ("concepts", "skills")
+CONCEPT_SEEDS = "0,1,2,3,4"  # the concept demo's seeds (the skills demo's: study.skills_demo)
 # The demo's λ sweeps: each regularizer's default weight (its main runs') among the others.
 DEMO_LAMBDAS = ("ldifs=1,10,100", "l2sp=0.05,0.5,5", "kl=0.1,1,10")
 
@@ -75,9 +77,10 @@ class DemoArguments:
         "methods", default="all,lp-init-kl",
         help="A comma-separated list of methods ('all': the paper's eight): " + ", ".join(list_methods()) + ".",
     )
-    seeds: str = _study_field(
-        "seeds", default="0,1,2,3,4",
-        help="Comma-separated seeds of the fine-tuning runs and their evaluation, in every world; a unit of the claims is (world, seed).",
+    seeds: str | None = _study_field(
+        "seeds", default=None,
+        help=f"Comma-separated seeds of the fine-tuning runs and their evaluation, in every world; a unit of the claims is (world, seed) "
+        f"(default: {CONCEPT_SEEDS}; with --world skills 0,...,9, and 0,1 with --quick).",
     )
     world_seeds: str = field(
         default="0,1",
@@ -121,6 +124,11 @@ class DemoArguments:
         "over-training plots (0: only the end). The other worlds' runs keep their final model only.",
     )
     quick: bool = field(default=False, metadata={"help": "A scaled-down world and run, for tests (not for numbers)."})
+    world: str = field(
+        default="concepts",
+        metadata={"help": f"The demo's world: one of {', '.join(DEMO_WORLDS)} (concepts: a tiny CLIP and the paper's methods; skills: a "
+                  "tiny causal LM fine-tuned with SFT under no regularizer, L2SP, LDIFS and KL; see study/skills_demo.py)."},
+    )
     overwrite_output_dir: bool = _study_field(
         "overwrite_output_dir", help="Redo the runs already in output_dir (default: finished runs are reused)."
     )
@@ -131,6 +139,10 @@ class DemoArguments:
 
     def __post_init__(self):
         check_numbers(self)
+        if self.world not in DEMO_WORLDS:
+            raise ValueError(f"world must be one of {', '.join(DEMO_WORLDS)}, got {self.world!r}")
+        if self.world == "skills":
+            return self._check_skills()
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.threads < 1:
@@ -148,6 +160,21 @@ class DemoArguments:
             return parse_seeds(self.world_seeds)
         except ValueError as err:
             raise ValueError(str(err).replace("seeds must", "world_seeds must", 1)) from None
+
+    def _check_skills(self) -> None:
+        """The skills demo reads output_dir, seeds, cache_dir, threads, workers, quick, overwrite_output_dir and verbose: the
+        concept demo's other options, changed, are refused rather than ignored."""
+        from dataclasses import MISSING, fields
+
+        used = {"output_dir", "seeds", "cache_dir", "threads", "workers", "quick", "overwrite_output_dir", "verbose", "world"}
+        default = lambda f: f.default_factory() if f.default is MISSING else f.default  # noqa: E731
+        changed = [f.name for f in fields(self) if f.name not in used and getattr(self, f.name) != default(f)]
+        if changed:
+            raise ValueError(f"{', '.join('--' + c for c in changed)} belong to the concept demo; the skills demo does not read them")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (CPU threads for torch), got {self.threads}")
+        if self.seeds is not None:
+            parse_seeds(self.seeds)
 
     def sweep_lambdas(self) -> dict[str, list[float]]:
         """The regularizer of each method the demo runs that has a weight -> its weights: the main runs' (the
@@ -169,7 +196,7 @@ class DemoArguments:
         return sorted(set(parse_alphas(self.wise_alphas, "wise_alphas")) | {1.0})
 
     def seed_list(self) -> list[int]:
-        return parse_seeds(self.seeds)
+        return parse_seeds(self.seeds or CONCEPT_SEEDS)
 
     def method_names(self) -> list[str]:
         return method_names(self.methods)
@@ -193,7 +220,7 @@ class DemoArguments:
         )
         return StudyArguments(
             output_dir=os.path.join(self.output_dir, f"world-{world}"), methods=",".join(self.method_names()), finetune_tasks=self.finetune_task,
-            eval_tasks="all", seeds=self.seeds, world="quick" if self.quick else "default", world_seed=world, world_cache_dir=self.cache_dir,
+            eval_tasks="all", seeds=self.seeds or CONCEPT_SEEDS, world="quick" if self.quick else "default", world_seed=world, world_cache_dir=self.cache_dir,
             max_steps=self.max_steps, checkpoint_every_percent=self.checkpoint_every_percent if first else 0.0, distances=first,
             lp_iterations=self.lp_iterations, finetune_options=json.dumps(finetune_options), eval_max_train_samples=self.lp_train_samples,
             eval_max_eval_samples=self.test_samples, eval_num_workers=0, eval_seed=-1, eval_validation=True, cell_plots=False,

@@ -62,6 +62,7 @@ from ..run_folder import FolderLock, RunRecord, check_output_dir
 from ..training.arguments import DEFAULT_MODEL
 from ..training import get_method
 from ..training.sequences import _write_json, evaluate_sequence_run, sequence
+from ..utils import torch_threads
 from .arguments import Cell, StudyArguments, cell_config, eval_task_names, study_cells
 from .tables import StudyTables, assemble_tables
 
@@ -90,6 +91,10 @@ def prepare_study(args: StudyArguments, *, progress: bool = False) -> tuple[Stud
     resolved.output_dir = os.path.abspath(args.output_dir)
     if args.world_cache_dir is not None:
         resolved.world_cache_dir = os.path.abspath(args.world_cache_dir)
+    if args.is_language:
+        from .language import prepare_language_world
+
+        return resolved, prepare_language_world(args, resolved, progress=progress)
     if args.world == "none":
         return resolved, None
     from ..world import prepare_world, world_settings
@@ -161,6 +166,11 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
     staging = os.path.join(cell_dir, f".{EVALUATION_FOLDER}.tmp")
     if os.path.isdir(staging):
         shutil.rmtree(staging)
+    if args.is_language:
+        from .language import run_language_cell
+
+        ran = run_language_cell(args, cell, config, run_dir, staging)
+        return _finish_cell(args, cell, config, cell_dir, staging, ran)
     # Every cell scores the same pretrained model on the same eval tasks: its features and accuracies
     # are computed once for the study and read back by the other cells (keyed by the weights and the
     # settings, checked on read; writes are atomic, so concurrent submitit jobs may share it).
@@ -197,7 +207,15 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
             files += [os.path.join(WISE_FOLDER, name) for name in ("results.json", "results.csv", "results.md")]
     timings["evaluate_s"] = time.perf_counter() - start - timings["finetune_s"]
     timings["cpu_s"] = time.process_time() - cpu_start  # this process's CPU time: the cell's cost on a busy machine
+    ran = {"records": records, "pretrained_accuracy": pretrained_accuracy, "files": files, "run_dirs": run_dirs, "run_record": run_record,
+           "timings": timings}
+    return _finish_cell(args, cell, config, cell_dir, staging, ran)
 
+
+def _finish_cell(args: StudyArguments, cell: Cell, config: dict, cell_dir: str, staging: str, ran: dict) -> dict:
+    """The evaluation in `staging` moved into place, then cell.json written: the cell is done. `ran`: its
+    "records", "pretrained_accuracy", "files" (in the evaluation folder), "run_dirs", "run_record", "timings"."""
+    records, run_record, timings = ran["records"], ran["run_record"], ran["timings"]
     # The evaluation appears whole or not at all, then cell.json says the cell is done.
     final = os.path.join(cell_dir, EVALUATION_FOLDER)
     if os.path.isdir(final):
@@ -211,9 +229,9 @@ def run_cell(args: StudyArguments, cell: Cell) -> dict:
         if record.get("checkpoint"):
             record["checkpoint"] = os.path.relpath(record["checkpoint"], args.output_dir)
     done = {
-        "config": config, "cell": dataclasses.asdict(cell), "run_dirs": run_dirs,
-        "evaluation_files": [os.path.join(final, name) for name in files],
-        "pretrained_accuracy": pretrained_accuracy, "records": records, "timings": timings,
+        "config": config, "cell": dataclasses.asdict(cell), "run_dirs": ran["run_dirs"],
+        "evaluation_files": [os.path.join(final, name) for name in ran["files"]],
+        "pretrained_accuracy": ran["pretrained_accuracy"], "records": records, "timings": timings,
     }
     _write_json(os.path.join(cell_dir, CELL_FILE), done)
     return done
@@ -257,7 +275,7 @@ def write_manifest(args: StudyArguments, plan: StudyPlan) -> str:
         {"method": c.method, "tasks": list(c.tasks), "seed": c.seed, "folder": c.folder, "status": plan.status[c], **({"lambda": c.lam} if c.lam is not None else {})}
         for c in plan.cells
     ]
-    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir", "workers")}  # how it ran, not what
+    study = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("plan", "verbose", "overwrite_output_dir", "workers", "threads")}  # how it ran, not what
     return _write_json(os.path.join(args.output_dir, MANIFEST_FILE), {"study": study, "eval_tasks": plan.eval_tasks, "cells": cells})
 
 
@@ -288,6 +306,10 @@ def check_study_data(args: StudyArguments, plan: StudyPlan) -> None:
     from ..benchmarks import parse_dataset_paths
     from ..benchmarks.loading import check_benchmark_data
 
+    if args.is_language:
+        from .language import check_language_data
+
+        return check_language_data(args, plan)
     paths = parse_dataset_paths(args.dataset_path)
     tasks = list(dict.fromkeys([t for cell in plan.cells for t in cell.tasks] + list(plan.eval_tasks)))
     stray = sorted(set(paths) - set(tasks))
@@ -309,6 +331,8 @@ def describe_plan(args: StudyArguments, plan: StudyPlan) -> str:
     points = math.ceil(100 / args.checkpoint_every_percent) if args.checkpoint_every_percent > 0 else 1
     if args.max_steps > 0:
         training = f"{runs} fine-tuning runs x {args.max_steps} steps = {runs * args.max_steps} steps"
+    elif args.is_language:
+        training = f"{runs} SFT runs of the SFT arguments' epochs"
     else:
         epochs = sum(get_benchmark(t).epochs for c in todo for t in c.tasks)
         training = f"{runs} fine-tuning runs, {epochs} epochs in all (each benchmark's paper epochs)"
@@ -385,10 +409,12 @@ def run_study(args: StudyArguments, *, report: Callable[[StudyRun], T] | None = 
         plan = plan_study(args, world)
         print(describe_plan(args, plan))
         return plan
-    with FolderLock(args.output_dir):  # one study per folder; each run and evaluation also holds its own
+    # One study per folder (each run and evaluation also holds its own); `threads` torch threads here and in the workers.
+    with torch_threads(args.threads), FolderLock(args.output_dir):
         start = time.perf_counter()
         if args.world != "none":
-            print(f"preparing the concept world ({args.world}; pre-trained on the first run, then read from the cache)")
+            what = "skills world" if args.is_language else "concept world"
+            print(f"preparing the {what} ({args.world}; pre-trained on the first run, then read from the cache)")
         with run_output(args.output_dir, verbose=args.verbose):  # third-party warnings of the preparation: to its log
             args, world = prepare_study(args, progress=True)
         timings = {"prepare_s": time.perf_counter() - start}
@@ -511,7 +537,11 @@ def _submit(args: StudyArguments, plan: StudyPlan) -> dict[Cell, dict[str, float
 
 def assemble_study(args: StudyArguments, plan: StudyPlan) -> StudyTables:
     """Table 3 (single-task cells, mean over seeds), Table 2 (sequence cells) and the figures, from
-    the done cells' cell.json files."""
+    the done cells' cell.json files (a causal-LM study: its report, `study.language`)."""
+    if args.is_language:
+        from .language import assemble_language_study
+
+        return assemble_language_study(args, done_cells(args, plan))
     return assemble_tables(done_cells(args, plan), args.output_dir, with_start_points=args.checkpoint_every_percent > 0,
                            evidence=evidence_options(args))
 

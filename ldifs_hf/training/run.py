@@ -200,7 +200,7 @@ def _run_in_folder(run: _Run) -> RunRecord:
     _start_folder(run, trainer, record, model)
     if run.forgetting_benchmarks:
         _attach_forgetting_callback(trainer, run, clip_model, processor, record.dataset)
-    _train_or_resume(run, trainer, plan.resume_from)
+    train_or_resume(trainer, plan.resume_from, run.output_dir)
     if not trainer.is_world_process_zero():
         return record
     # under ZeRO-3, models loaded here are whole, not sharded
@@ -340,9 +340,9 @@ def _start_folder(run: _Run, trainer: LDIFSTrainer, record: RunRecord, model) ->
         save_start_head(model, run.output_dir)  # θ_start of a weight-space interpolation (ldifs_hf.interpolate)
 
 
-def _train_or_resume(run: _Run, trainer: LDIFSTrainer, resume_from: str | None) -> None:
+def train_or_resume(trainer, resume_from: str | None, output_dir: str) -> None:
     """5. Train, continuing from `resume_from` (a checkpoint of this run) when given; then save the final
-    model, the train metrics and the state."""
+    model, the train metrics and the state into `output_dir` (any Trainer: a language run's SFT too)."""
     if resume_from:
         logger.info("continuing from %s", resume_from)
     finished_training = resume_from is not None and _finished_training(resume_from)
@@ -351,16 +351,16 @@ def _train_or_resume(run: _Run, trainer: LDIFSTrainer, resume_from: str | None) 
         # step past max_steps when resumed from its final checkpoint, so its weights are loaded instead.
         logger.info("training had finished at %s: its weights are loaded, no step is trained again", resume_from)
         trainer._load_from_checkpoint(resume_from)
-        _save_training(trainer, None, run.output_dir)
+        _save_training(trainer, None, output_dir)
         return
     if finished_training:  # sharded weights load only through the Trainer's resume
         logger.warning(
             "training had finished at %s; under DeepSpeed or FSDP its sharded weights load only through the Trainer's "
             "resume, which trains one step past max_steps", resume_from,
         )
-    with write_failures_explained(run.output_dir):
+    with write_failures_explained(output_dir):
         train_result = trainer.train(resume_from_checkpoint=resume_from)
-        _save_training(trainer, train_result, run.output_dir)
+        _save_training(trainer, train_result, output_dir)
 
 
 def _save_training(trainer, train_result, output_dir: str) -> None:
