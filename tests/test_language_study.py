@@ -62,6 +62,21 @@ def test_a_study_killed_mid_cell_continues_and_finishes_as_an_uninterrupted_one(
         (f"sft+kl (λ = {k:g})", f"sft+ldifs (λ = {d:g})") for k in (0.1, 1) for d in (1, 10))
     assert {c["metric"] for c in claims["claims"]} == {"a_ft", "delta"} and claims["units"] == ["seed 0", "seed 1"]
     assert (out / "frontier.csv").is_file() and "## Frontier and claims" in (out / "results.md").read_text()
+    # evaluate-lm over the same runs writes the same claims: a report of any runs has them, not only a study's.
+    from ldifs_hf.language import evaluate_language_model
+
+    evaluation = json.loads(next((out / "cells").rglob("cell.json")).read_text())["config"]["evaluation"]
+    runs = [f"{run.parts[-5]}={run}" for run in sorted((out / "cells").glob("*/lambda-*/skills_shift/seed-*/run"))]
+    assert len(runs) == 8
+    report = tmp_path / "evaluate-lm"
+    from ldifs_hf.study.language import LANGUAGE_CACHE_FOLDER
+
+    evaluate_language_model(**{**evaluation, "checkpoint": runs, "include_intermediate": False, "output_dir": str(report),
+                               "cache_dir": str(out / LANGUAGE_CACHE_FOLDER)})
+    again_claims = json.loads((report / "claims.json").read_text())["claims"]
+    assert [(c["a"], c["b"], c["metric"], c["units"], c["verdict"]) for c in again_claims] == [
+        (c["a"], c["b"], c["metric"], c["units"], c["verdict"]) for c in claims["claims"]]
+    assert (report / "frontier.png").is_file() and "## Frontier and claims" in (report / "results.md").read_text()
 
     # The same cell, never interrupted, in a study of its own: the same scores, A_FT and retain loss.
     alone = tmp_path / "alone"

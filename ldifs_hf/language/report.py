@@ -146,3 +146,29 @@ def write_language_report(records: Sequence[Mapping], output_dir: str, *, summar
     with open(paths["markdown"], "w") as f:
         f.write(markdown_table(records, tasks, base_scores, base_retain))
     return paths
+
+
+# How a language report's claims are made by default: the generic pairs of SFT methods (those that differ only in
+# their regularizer) at every λ, each seed a unit.
+LANGUAGE_EVIDENCE = {
+    "main_lambda": None, "sources": ["training seed (each unit is a seed: data order, the SFT run's sampling)"],
+    "not_covered": ["the pretrained model: the same for every unit", "the test sample: every unit is scored on the same task examples"],
+}
+
+
+def write_language_evidence(records: Sequence[Mapping], output_dir: str, *, evidence: Mapping | None = None,
+                            title: str = "A_FT against mean Δ of the other tasks (mean and 95 % CI over seeds)") -> tuple[dict[str, str], str]:
+    """The frontier and the claims of language records along `LANGUAGE_AXES` (frontier.csv/.png, claims.json in
+    `output_dir`; `evidence`: `claims.build_evidence`'s options, default `LANGUAGE_EVIDENCE`), their table and
+    sentences appended to results.md; (their paths, that Markdown) or ({}, "") when no record gives a point."""
+    from ..evaluation.claims import build_evidence, evidence_markdown, write_evidence
+    from ..evaluation.frontier import LANGUAGE_AXES
+
+    found = build_evidence(records, axes=LANGUAGE_AXES, **(evidence if evidence is not None else LANGUAGE_EVIDENCE))
+    written = write_evidence(found, output_dir, title=title)
+    if not written:
+        return {}, ""
+    text = evidence_markdown(found)
+    with open(os.path.join(output_dir, RESULTS_MD), "a") as f:
+        f.write("\n\n## Frontier and claims\n\n" + text + "\n")
+    return written, text

@@ -8,7 +8,8 @@ Scores the base model once (cached under `cache_dir`, keyed by its weights, its 
 configs and data, the retain texts and the settings) and then every checkpoint, one loaded at a time:
 each task's score through lm-evaluation-harness, its Δ against the base, A_FT (the fine-tuning task's
 score) and the held-out loss on the retain set. Writes results.json, results.csv and results.md
-(`language.report`). A checkpoint is a full model folder or a PEFT adapter folder (scored on its base:
+(`language.report`), and, where the runs give frontier points, frontier.csv/.png and claims.json (the
+claims paired over the runs' seeds, as for CLIP: `language.report.write_language_evidence`). A checkpoint is a full model folder or a PEFT adapter folder (scored on its base:
 the same numbers as its merged model); a run directory's checkpoint-N folders are points along training.
 
 Refused in one line before any model is loaded: no checkpoint, no task, an unknown task name, a missing
@@ -35,7 +36,7 @@ from ..run_folder import FolderLock, check_output_dir
 from ..world.settings import cache_root
 from .checkpoints import LanguageCheckpoint, load_language_model, load_language_tokenizer, resolve_language_checkpoints
 from .harness import TaskScore, TaskSet, load_task_set, score_model
-from .report import write_language_report
+from .report import write_language_evidence, write_language_report
 from .retain import RetainLoss, held_out_loss, load_retain_texts, texts_digest
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ class LanguageEvaluationArguments:
         default=None, metadata={"help": "Where the base model's scores are cached (default: $LDIFS_HF_CACHE/language-eval)."}
     )
     base_cache: bool = field(default=True, metadata={"help": "Read and write the base model's cached scores."})
+    frontier: bool = field(
+        default=True,
+        metadata={"help": "Also write the frontier and the claims paired over the runs' seeds (frontier.csv/.png, claims.json) "
+                  "where the runs give points."},
+    )
 
     def __post_init__(self):
         for name in ("checkpoint", "metric", "retain"):
@@ -169,7 +175,7 @@ def run_language_evaluation(args: LanguageEvaluationArguments) -> LanguageEvalua
         if existing and not args.overwrite_report:
             raise FileExistsError(f"output_dir {args.output_dir!r} already holds a report ({', '.join(existing)}); choose another "
                                   "--output_dir or pass --overwrite_report to replace it")
-        for stale in existing:  # a replaced report's files must not outlive it (this one writes no frontier)
+        for stale in existing:  # a replaced report's files must not outlive it (this one may write no frontier)
             os.remove(os.path.join(args.output_dir, stale))
         return _evaluate_in_folder(args, task_set, retain, device)
 
@@ -199,6 +205,8 @@ def _evaluate_in_folder(args, task_set: TaskSet, retain, device) -> LanguageEval
                "base_scores": base.scores, "base_retain": base.retain, "settings": _scoring_settings(args, device)}
     paths = write_language_report(records, args.output_dir, summary=summary, tasks=task_set.names, base_scores=base.scores,
                                   base_retain=base.retain)
+    if args.frontier:  # the frontier and the claims over the runs' seeds
+        paths.update(write_language_evidence(records, args.output_dir)[0])
     for name, path in paths.items():
         logger.info("wrote %s: %s", name, path)
     for record in unscored(records):

@@ -206,7 +206,7 @@ def run_language_cell(args: StudyArguments, cell: Cell, config: dict, run_dir: s
     start, cpu_start = time.perf_counter(), time.process_time()
     record = finetune_language_model(output_dir=run_dir, overwrite_output_dir=args.overwrite_output_dir, **config["finetune"])
     timings = {"finetune_s": time.perf_counter() - start}
-    result = evaluate_language_model(checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging,
+    result = evaluate_language_model(checkpoint=[f"{cell.method}={run_dir}"], output_dir=staging, frontier=False,  # the study's report draws it
                                      cache_dir=os.path.join(args.output_dir, LANGUAGE_CACHE_FOLDER), **config["evaluation"])
     timings["evaluate_s"] = time.perf_counter() - start - timings["finetune_s"]
     timings["cpu_s"] = time.process_time() - cpu_start  # this process's CPU time: the cell's cost on a busy machine
@@ -220,9 +220,7 @@ def assemble_language_study(args: StudyArguments, cells: Sequence[dict], evidenc
     seeds (summary.md), and the frontier and the claims over seeds (frontier.csv/.png, claims.json; their table and
     sentences in results.md). `evidence`: how the claims are made (`claims.build_evidence`'s options; default: the
     generic claims, every λ a main point)."""
-    from ..evaluation.claims import build_evidence, evidence_markdown, write_evidence
-    from ..evaluation.frontier import LANGUAGE_AXES
-    from ..language.report import seed_mean_table, write_language_report
+    from ..language.report import seed_mean_table, write_language_evidence, write_language_report
     from .tables import StudyTables
 
     records = [r for cell in cells for r in cell["records"]]
@@ -234,18 +232,11 @@ def assemble_language_study(args: StudyArguments, cells: Sequence[dict], evidenc
     paths["summary"] = os.path.join(args.output_dir, "summary.md")
     with open(paths["summary"], "w") as f:
         f.write(table)
-    found = build_evidence(records, axes=LANGUAGE_AXES, **(evidence or language_evidence_options(args)))
-    written = write_evidence(found, args.output_dir, title="SFT: A_FT against mean Δ of the other tasks (mean and 95 % CI over seeds)")
-    if written:
-        paths.update(written)
-        text = evidence_markdown(found)
-        with open(paths["markdown"], "a") as f:
-            f.write("\n\n## Frontier and claims\n\n" + text + "\n")
+    written, text = write_language_evidence(records, args.output_dir, evidence=evidence,
+                                            title="SFT: A_FT against mean Δ of the other tasks (mean and 95 % CI over seeds)")
+    paths.update(written)
+    if text:
         table += "\n" + text + "\n"
     return StudyTables(paths=paths, table3=table)
 
 
-def language_evidence_options(args: StudyArguments) -> dict:
-    """How a causal-LM study's claims are made: the generic pairs of SFT methods at every λ, each seed a unit."""
-    return {"main_lambda": None, "sources": ["training seed (each unit is a seed: data order, the SFT run's sampling)"],
-            "not_covered": ["the pretrained model: the same for every unit", "the test sample: every unit is scored on the same task examples"]}
