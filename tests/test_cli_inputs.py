@@ -24,7 +24,7 @@ def _argv(model_dir, data_dir, out, *extra, method="zs-init-l2sp"):
 def test_no_command_is_an_error_and_the_overview_says_what_each_command_does(capsys):
     assert main([]) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == "error: a command is required: one of demo, finetune, evaluate, study, lambda-search, interpolate, list"
+    assert captured.err.strip() == "error: a command is required: one of demo, finetune, evaluate, evaluate-lm, study, lambda-search, interpolate, list"
     for command in ("demo", "finetune", "evaluate", "study", "lambda-search", "interpolate", "list"):
         assert any(line.split()[:1] == [command] and len(line.split()) > 3 for line in captured.out.splitlines()), command
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"ldifs-hf {__version__}"

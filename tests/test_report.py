@@ -164,6 +164,11 @@ def test_each_method_has_one_colour_in_every_figure():
 
     built_in = {name: method_colour(name) for name in list_methods()}
     assert set(built_in) <= set(METHOD_COLOURS), "give a new built-in method its colour in METHOD_COLOURS"
-    assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)  # no two methods share one
+    # No two methods of one kind of figure share one; an SFT method (causal LMs, never drawn beside CLIP methods)
+    # takes its regularizer's CLIP colour.
+    clip = {m: c for m, c in METHOD_COLOURS.items() if not m.startswith("sft")}
+    sft = {m: c for m, c in METHOD_COLOURS.items() if m.startswith("sft")}
+    assert len(set(clip.values())) == len(clip) and len(set(sft.values())) == len(sft)
+    assert sft["sft+ldifs"] == clip["zs-init-ldifs"] and sft["sft+kl"] == clip["zs-init-kl"] and sft["sft"] == clip["zs-init-ce"]
     assert method_colour("lp-init-ldifs@α=0.5") == method_colour("lp-init-ldifs")  # an α of a method keeps its colour
     assert method_colour("my-method") == method_colour("my-method") and method_colour("my-method") not in METHOD_COLOURS.values()

@@ -2,8 +2,8 @@
 `LDIFSMixin` (regularizer none, L2SP, LDIFS, KL or a plug-in, at its λ), in a run folder with the same
 rules as a CLIP run, so that the language evaluation reads its method, regularizer, λ and seed.
 
-    record = finetune_language_model("skills/model", "skills/sft", "runs/sft-ldifs", finetune_task="skills_shift",
-                                     regularizer="ldifs", ldifs_lambda=10.0, max_steps=200, seed=0)
+    record = finetune_language_model("skills/model", "skills/sft", "runs/sft-kl", finetune_task="skills_shift",
+                                     regularizer="kl", kl_lambda=0.3, max_steps=200, seed=0)
 
 The folder holds the final model and tokenizer, `checkpoint-N` folders when asked (`save_strategy`), the
 Trainer's state and `ldifs_run.json` (`RunRecord`: method "sft" or "sft+<regularizer>", the fine-tuning
@@ -119,7 +119,7 @@ def sft_method_spec(regularizer: str) -> dict:
 def finetune_language_model(model_name_or_path: str, dataset_path: str, output_dir: str, *, finetune_task: str | None = None,
                             regularizer: str = "none", overwrite_output_dir: bool = False, **training) -> RunRecord:
     """SFT of `model_name_or_path` on `dataset_path` into `output_dir` under `regularizer` (its λ and the other
-    SFT arguments as keyword arguments, e.g. `ldifs_lambda=10, max_steps=200, seed=0`); returns the completed
+    SFT arguments as keyword arguments, e.g. `kl_lambda=0.3, max_steps=200, seed=0`); returns the completed
     `RunRecord`. `finetune_task` (the lm-eval task that scores the new skill) is recorded as the run's dataset."""
     # 1. Everything checked before a model or the data is loaded.
     output_dir, model_name_or_path, dataset_path = map(os.fspath, (output_dir, model_name_or_path, dataset_path))
