@@ -118,6 +118,12 @@ def test_alpha_and_lambda_make_separate_points_and_files(tmp_path):
     assert write_frontier([], str(tmp_path / "none")) == {}
     table = frontier_table(points, CLIP_AXES, chosen)
     assert "| ce | – | 0.5 | 2 | 45.5 [" in table and "| chosen |" in table and "| swept, not chosen |" in table
+    # The legend names the sweeps drawn: both here, only λ without the α points, none for single points.
+    from ldifs_hf.evaluation.frontier import sweep_kinds
+
+    assert sweep_kinds(points) == (True, True)
+    assert sweep_kinds([p for p in points if p.alpha == 1.0]) == (False, True)
+    assert sweep_kinds([p for p in points if p.method == "ce"]) == (True, False) and sweep_kinds(points[2:4]) == (False, False)
 
 
 def test_language_records_go_through_the_same_frontier_and_claims():

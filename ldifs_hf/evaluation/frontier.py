@@ -271,12 +271,11 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str, *, axes: FrontierA
         ax.set_ylabel(f"mean {axis.label} on the other tasks (points)")
         ax.set_title(f"{axis.label}: up = less forgetting, right = better on the task", fontsize="medium")
     handles = [Line2D([], [], color=method_colour(m), linewidth=2.5, label=m) for m in methods]
-    handles += [
-        Line2D([], [], color="black", marker="o", markersize=5, linestyle="-", label="α sweep (WiSE-FT), α = 0 … 1"),
-        Line2D([], [], color="black", marker="s", markersize=5, linestyle="--", label="λ sweep at α = 1"),
-        Line2D([], [], color="black", marker="o", markersize=11, markerfacecolor="none", linestyle="none",
-               label="Pareto set (paired test), 95 % CI"),
-    ]
+    alphas, lambdas = sweep_kinds(points)  # the legend names only the sweeps the figure draws
+    handles += [Line2D([], [], color="black", marker="o", markersize=5, linestyle="-", label="α sweep (WiSE-FT), α = 0 … 1")] * alphas
+    handles += [Line2D([], [], color="black", marker="s", markersize=5, linestyle="--", label="λ sweep at α = 1")] * lambdas
+    handles += [Line2D([], [], color="black", marker="o", markersize=11, markerfacecolor="none", linestyle="none",
+                       label="Pareto set (paired test), 95 % CI")]
     if chosen:
         handles += [Line2D([], [], color="black", marker="*", markersize=12, linestyle="none", label="chosen on validation"),
                     Line2D([], [], color="grey", marker="o", alpha=0.35, linestyle="none", label="swept, not chosen (faded)")]
@@ -288,6 +287,16 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str, *, axes: FrontierA
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def sweep_kinds(points: Sequence[FrontierPoint]) -> tuple[bool, bool]:
+    """Which sweeps `points` hold: (some method and λ at more than one α, some method at more than one λ at α = 1)."""
+    alphas, lambdas = {}, {}
+    for p in points:
+        alphas.setdefault((p.method, p.lam), set()).add(p.alpha)
+        if p.alpha == 1.0 and p.lam is not None:
+            lambdas.setdefault(p.method, set()).add(p.lam)
+    return any(len(a) > 1 for a in alphas.values()), any(len(w) > 1 for w in lambdas.values())
 
 
 def _xy(point: FrontierPoint, name: str) -> tuple[float, float]:
