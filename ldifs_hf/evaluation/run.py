@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -43,7 +42,7 @@ from ..benchmarks import BenchmarkError, get_benchmark, parse_benchmark_list, pa
 from ..benchmarks.catalog import CUSTOM
 from ..benchmarks.registry import VALIDATION_FRACTION, VALIDATION_SEED
 from ..options import OptionTypeError, check_field_types, check_numbers
-from ..run_folder import FolderLock, RunRecordError, check_output_dir, write_failures_explained
+from ..run_folder import CHECKPOINT_DIR, FolderLock, RunRecordError, check_output_dir, write_failures_explained
 from ..modeling import named_encoder_parameters
 from ..interpolation import check_alpha, load_start_model, parse_alphas, run_directory, start_problem, wise_sweep
 from ..model_folder import CLIP_MODEL_TYPE, ModelFolderError, check_model_type, read_model_config
@@ -477,7 +476,7 @@ class NonFiniteModelError(ValueError):
 
 def _along_training(entry: CheckpointEntry) -> bool:
     """A run's `checkpoint-N` folder before the end of its training (not its final model)."""
-    return re.fullmatch(r"checkpoint-\d+", os.path.basename(os.path.normpath(entry.path))) is not None and (entry.percent or 0) < 100
+    return CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(entry.path))) is not None and (entry.percent or 0) < 100
 
 
 def _score_model(
